@@ -1,0 +1,34 @@
+# The README's two commands are `make up` and `make test`.
+CARGO ?= cargo
+export CARGO_TERM_COLOR ?= never
+
+.PHONY: up test deps build release lint bench clean
+
+deps:
+	@scripts/install-deps.sh
+
+build: deps
+	$(CARGO) build --locked
+
+release: deps
+	$(CARGO) build --locked --release
+
+## Start a single-node appliance on loopback (data under ./var).
+up: release
+	@scripts/up.sh
+
+## Everything: unit tests, in-process cluster tests and the network-namespace cluster tests.
+test: deps
+	$(CARGO) test --locked -- --test-threads=1
+
+lint: deps
+	$(CARGO) fmt --check
+	$(CARGO) clippy --locked --all-targets -- -D warnings
+
+bench:
+	@scripts/install-deps.sh --bench
+	@echo "make bench: the store-vs-etcd benchmark is not written yet (see docs/status.md)" >&2
+	@exit 1
+
+clean:
+	$(CARGO) clean

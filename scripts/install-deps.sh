@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Installs the Debian packages Strata's build and tests need (as root), or says what is
+# missing (otherwise). Idempotent; does nothing when everything is present.
+set -euo pipefail
+PKGS=(libclang-dev librocksdb-dev libsnappy-dev liblz4-dev libzstd-dev libbz2-dev zlib1g-dev
+      iproute2 nftables iptables procps curl)
+[ "${1:-}" = "--bench" ] && PKGS+=(etcd-server etcd-client)
+missing=()
+for p in "${PKGS[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -eq 0 ]; then exit 0; fi
+if [ "$(id -u)" -ne 0 ]; then
+  echo "missing Debian packages: ${missing[*]}" >&2
+  echo "install them with: sudo apt-get install -y ${missing[*]}" >&2
+  exit 1
+fi
+echo "installing: ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -q >/dev/null
+apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null
+if ! command -v cargo >/dev/null; then
+  echo "cargo (the Rust toolchain) is not installed; install Rust stable first" >&2
+  exit 1
+fi

@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# `make up`: a single-node appliance on loopback with its data under ./var.
+set -euo pipefail
+BIN=${BIN:-target/release/strata}
+DATA=${STRATA_DATA_DIR:-$PWD/var}
+LISTEN=${STRATA_LISTEN:-127.0.0.1:7440}
+if [ ! -f "$DATA/node.toml" ]; then
+  "$BIN" --data-dir "$DATA" init --listen "$LISTEN" --cluster-name strata-dev
+fi
+echo
+echo "Starting strata (Ctrl-C stops it). In another terminal:"
+echo "  $BIN --data-dir $DATA status"
+echo "  $BIN --data-dir $DATA token create      # to add another node"
+echo "The OpenStack API and web console are not built yet (see docs/status.md)."
+echo
+exec "$BIN" --data-dir "$DATA" serve --listen "$LISTEN"

@@ -1,0 +1,221 @@
+//! The node-local admin API, served on a Unix socket readable only by root (the socket's
+//! mode is the authentication, as with Docker's or LXD's). The CLI is its only client.
+//! Everything here goes through `control`; nothing touches Raft or disks directly.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{Path as UrlPath, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use crate::cluster::raft::RaftError;
+use crate::cluster::store::tables::{DebugKv, Events};
+use crate::cluster::store::{StoreError, TxnBuilder};
+use crate::control::ControlError;
+use crate::daemon::Node;
+use crate::telemetry::error_chain;
+
+pub fn listen(path: &Path) -> std::io::Result<tokio::net::UnixListener> {
+    if path.exists() {
+        // A socket left by a crashed daemon; a live one would still answer.
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::AddrInUse,
+                "another strata daemon is serving this data directory",
+            ));
+        }
+        std::fs::remove_file(path)?;
+    }
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let l = tokio::net::UnixListener::bind(path)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    Ok(l)
+}
+
+pub async fn serve(listener: tokio::net::UnixListener, node: Arc<Node>) {
+    let app = Router::new()
+        .route("/v1/status", get(status))
+        .route("/v1/nodes", get(nodes))
+        .route("/v1/tokens", post(create_token))
+        .route("/v1/events", get(events))
+        .route("/v1/debug/raft", get(debug_raft))
+        .route("/v1/debug/kv/{key}", put(debug_put).get(debug_get))
+        .with_state(node);
+    if let Err(e) = axum::serve(listener, app).await {
+        tracing::error!(error = %e, "admin API stopped");
+    }
+}
+
+pub async fn serve_metrics(listener: tokio::net::TcpListener, node: Arc<Node>) {
+    let app = Router::new()
+        .route(
+            "/metrics",
+            get(|State(node): State<Arc<Node>>| async move {
+                node.refresh_metrics();
+                (
+                    [(
+                        "content-type",
+                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                    )],
+                    node.metrics.encode(),
+                )
+            }),
+        )
+        .with_state(node);
+    if let Err(e) = axum::serve(listener, app).await {
+        tracing::error!(error = %e, "metrics endpoint stopped");
+    }
+}
+
+/// An error as the CLI sees it: a status code and one sentence naming the cause.
+pub struct ApiError(StatusCode, String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, Json(json!({ "error": self.1 }))).into_response()
+    }
+}
+
+impl From<ControlError> for ApiError {
+    fn from(e: ControlError) -> Self {
+        let code = match &e {
+            ControlError::Store(StoreError::Raft(RaftError::NoQuorum(_))) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            ControlError::Store(StoreError::Conflict { .. }) => StatusCode::CONFLICT,
+            ControlError::NotReady(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ControlError::Invalid(_) => StatusCode::BAD_REQUEST,
+            _ => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        ApiError(code, error_chain(&e))
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        ControlError::Store(e).into()
+    }
+}
+
+async fn status(State(node): State<Arc<Node>>) -> Result<Json<serde_json::Value>, ApiError> {
+    let s = node.control.status()?;
+    Ok(Json(serde_json::to_value(s).unwrap_or_default()))
+}
+
+async fn nodes(State(node): State<Arc<Node>>) -> Result<Json<serde_json::Value>, ApiError> {
+    let s = node.control.status()?;
+    Ok(Json(serde_json::to_value(s.nodes).unwrap_or_default()))
+}
+
+#[derive(Deserialize)]
+struct TokenReq {
+    ttl_seconds: Option<u64>,
+}
+
+#[derive(Serialize)]
+struct TokenResp {
+    token: String,
+    expires_at: u64,
+    join_address: String,
+}
+
+async fn create_token(
+    State(node): State<Arc<Node>>,
+    Json(req): Json<TokenReq>,
+) -> Result<Json<TokenResp>, ApiError> {
+    let ttl = req.ttl_seconds.unwrap_or(3600);
+    if ttl == 0 || ttl > 7 * 24 * 3600 {
+        return Err(ControlError::Invalid(format!(
+            "ttl of {ttl} s is out of range (1 s to 7 days)"
+        ))
+        .into());
+    }
+    let (token, expires_at) = node.control.create_token(Duration::from_secs(ttl)).await?;
+    Ok(Json(TokenResp {
+        token: token.to_string(),
+        expires_at,
+        join_address: node.config.advertise.to_string(),
+    }))
+}
+
+#[derive(Deserialize)]
+struct EventsQuery {
+    limit: Option<usize>,
+}
+
+async fn events(
+    State(node): State<Arc<Node>>,
+    Query(q): Query<EventsQuery>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let ev = node
+        .control
+        .store
+        .tail::<Events>(q.limit.unwrap_or(50).min(10_000))?;
+    Ok(Json(json!(ev
+        .into_iter()
+        .map(|e| json!({"seq": e.key, "at_ms": e.value.at_ms, "node": e.value.node, "kind": e.value.kind, "message": e.value.message}))
+        .collect::<Vec<_>>())))
+}
+
+async fn debug_raft(State(node): State<Arc<Node>>) -> Result<Json<serde_json::Value>, ApiError> {
+    let raft = node.control.raft();
+    let m = raft.metrics();
+    Ok(Json(json!({
+        "node": node.control.node,
+        "state": format!("{:?}", m.state),
+        "term": m.current_term,
+        "vote": format!("{}", m.vote),
+        "leader": m.current_leader.map(crate::ids::NodeId),
+        "last_log_index": m.last_log_index,
+        "committed": m.local_committed.as_ref().map(|l| l.index()),
+        "last_applied": m.last_applied.as_ref().map(|l| l.index()),
+        "snapshot": m.snapshot.as_ref().map(|l| l.index()),
+        "purged": m.purged.as_ref().map(|l| l.index()),
+        "log_entries_stored": raft.log_entries(),
+        "membership": raft.membership(),
+        "replication": m.replication.as_ref().map(|r| r.iter().map(|(id, l)| (crate::ids::NodeId(*id).to_string(), l.as_ref().map(|l| l.index()))).collect::<std::collections::BTreeMap<_, _>>()),
+        "gossip": node.membership.view().into_iter().map(|(id, p)| (id.to_string(), json!({"liveness": p.liveness, "addr": p.addr, "for_ms": p.since.elapsed().as_millis() as u64}))).collect::<std::collections::BTreeMap<_, _>>(),
+    })))
+}
+
+async fn debug_put(
+    State(node): State<Arc<Node>>,
+    UrlPath(key): UrlPath<String>,
+    Json(value): Json<serde_json::Value>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let revision = node
+        .control
+        .store
+        .commit(TxnBuilder::new().put::<DebugKv>(key, &value))
+        .await?;
+    Ok(Json(json!({ "revision": revision })))
+}
+
+#[derive(Deserialize)]
+struct GetQuery {
+    #[serde(default)]
+    linearizable: bool,
+}
+
+async fn debug_get(
+    State(node): State<Arc<Node>>,
+    UrlPath(key): UrlPath<String>,
+    Query(q): Query<GetQuery>,
+) -> Result<Response, ApiError> {
+    if q.linearizable {
+        node.control.store.linearizable().await?;
+    }
+    match node.control.store.get::<DebugKv>(&key)? {
+        Some(v) => Ok(Json(json!({"value": v.value, "revision": v.revision})).into_response()),
+        None => Ok(ApiError(StatusCode::NOT_FOUND, format!("no key {key:?}")).into_response()),
+    }
+}

@@ -1,0 +1,4 @@
+//! HTTP surfaces. `admin` is the node-local API the CLI uses (Unix socket, root only);
+//! `openstack` (the public REST API) arrives with its own issue.
+
+pub mod admin;

@@ -1,0 +1,386 @@
+//! Command-line interface: argument parsing and dispatch, no logic of its own.
+
+mod client;
+mod output;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use serde_json::json;
+
+use crate::config::{Config, ConfigFile};
+use crate::daemon::datadir::DataDir;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "strata",
+    version,
+    about = "Strata: one binary that turns servers into one pool of VMs, volumes and networks"
+)]
+pub struct Cli {
+    /// Data directory of this node.
+    #[arg(long, global = true, env = "STRATA_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Admin socket of the local daemon (default: <data-dir>/strata.sock).
+    #[arg(long, global = true, env = "STRATA_SOCKET")]
+    pub socket: Option<PathBuf>,
+    #[command(subcommand)]
+    pub cmd: Cmd,
+}
+
+#[derive(Args, Debug, Default, Clone)]
+pub struct NodeFlags {
+    /// TOML configuration file.
+    #[arg(long, env = "STRATA_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// UDP address of the node-to-node QUIC endpoint (default 0.0.0.0:7440).
+    #[arg(long, env = "STRATA_LISTEN")]
+    pub listen: Option<String>,
+    /// Address other nodes reach this one at (default: the listen address).
+    #[arg(long, env = "STRATA_ADVERTISE")]
+    pub advertise: Option<String>,
+    /// TCP address for Prometheus metrics, or `off` (default: listen IP, port 7441).
+    #[arg(long, env = "STRATA_METRICS_LISTEN")]
+    pub metrics_listen: Option<String>,
+    /// Log format: text or json.
+    #[arg(long, env = "STRATA_LOG_FORMAT")]
+    pub log_format: Option<String>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Cmd {
+    /// Run the node daemon.
+    Serve {
+        #[command(flatten)]
+        flags: NodeFlags,
+        /// Join this cluster address first if the data directory is empty.
+        #[arg(long, requires = "token")]
+        join: Option<SocketAddr>,
+        /// Join token for --join.
+        #[arg(long, env = "STRATA_JOIN_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+    },
+    /// Create a new cluster on this node: cluster CA, node identity, first Raft voter.
+    Init {
+        #[command(flatten)]
+        flags: NodeFlags,
+        /// Name of the new cluster.
+        #[arg(long, default_value = "strata")]
+        cluster_name: String,
+    },
+    /// Join an existing cluster (then run `strata serve`).
+    Join {
+        /// QUIC address of any node of the cluster (IP:port).
+        addr: SocketAddr,
+        /// Join token from `strata token create`.
+        #[arg(long, env = "STRATA_JOIN_TOKEN", hide_env_values = true)]
+        token: String,
+        #[command(flatten)]
+        flags: NodeFlags,
+    },
+    /// Manage join tokens.
+    Token {
+        #[command(subcommand)]
+        cmd: TokenCmd,
+    },
+    /// Show the cluster's health: leader, Raft state, nodes and their liveness.
+    Status {
+        /// Machine-readable JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Manage nodes.
+    Node {
+        #[command(subcommand)]
+        cmd: NodeCmd,
+    },
+    /// Show recent cluster events.
+    Events {
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Diagnostics.
+    Debug {
+        #[command(subcommand)]
+        cmd: DebugCmd,
+    },
+    /// Print the version.
+    Version,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum TokenCmd {
+    /// Create a single-use join token.
+    Create {
+        /// Validity, e.g. 30m, 1h, 2d (default 1h).
+        #[arg(long, default_value = "1h")]
+        ttl: String,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum NodeCmd {
+    /// List the cluster's nodes.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum DebugCmd {
+    /// Dump this node's Raft state (JSON).
+    Raft,
+    /// Write a JSON value to the diagnostic table `debug_kv` through Raft.
+    Put { key: String, value: String },
+    /// Read a key from `debug_kv` (linearizable unless --local).
+    Get {
+        key: String,
+        #[arg(long)]
+        local: bool,
+    },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    #[error(transparent)]
+    Client(#[from] client::ClientError),
+    #[error(transparent)]
+    DataDir(#[from] crate::daemon::datadir::DataDirError),
+    #[error(transparent)]
+    Join(#[from] crate::daemon::join::JoinError),
+    #[error(transparent)]
+    Serve(#[from] crate::daemon::ServeError),
+    #[error("{0}")]
+    Usage(String),
+}
+
+impl Cli {
+    fn data_dir(&self) -> PathBuf {
+        self.data_dir
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("/var/lib/strata"))
+    }
+
+    fn socket(&self) -> PathBuf {
+        self.socket
+            .clone()
+            .unwrap_or_else(|| self.data_dir().join("strata.sock"))
+    }
+
+    fn node_config(&self, flags: &NodeFlags) -> Result<Config, CliError> {
+        let file = match &flags.config {
+            Some(p) => ConfigFile::load(p)?,
+            None => ConfigFile::default(),
+        };
+        let overrides = ConfigFile {
+            data_dir: self.data_dir.clone(),
+            listen: flags.listen.clone(),
+            advertise: flags.advertise.clone(),
+            metrics_listen: flags.metrics_listen.clone(),
+            admin_socket: self.socket.clone(),
+            log_format: flags.log_format.clone(),
+            ..Default::default()
+        };
+        Ok(file.merge(overrides).validate()?)
+    }
+}
+
+pub fn parse_duration(text: &str) -> Result<Duration, CliError> {
+    let t = text.trim();
+    let (num, unit) = t.split_at(t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len()));
+    let n: u64 = num.parse().map_err(|_| {
+        CliError::Usage(format!(
+            "invalid duration {text:?}: expected e.g. 90s, 30m, 1h, 2d"
+        ))
+    })?;
+    let secs = match unit {
+        "" | "s" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        "d" => n * 86400,
+        _ => {
+            return Err(CliError::Usage(format!(
+                "invalid duration unit in {text:?}: use s, m, h or d"
+            )))
+        }
+    };
+    Ok(Duration::from_secs(secs))
+}
+
+pub async fn run(cli: Cli) -> Result<(), CliError> {
+    match &cli.cmd {
+        Cmd::Version => {
+            println!("strata {}", env!("CARGO_PKG_VERSION"));
+            Ok(())
+        }
+        Cmd::Init {
+            flags,
+            cluster_name,
+        } => {
+            let config = cli.node_config(flags)?;
+            let node = DataDir::new(&config.data_dir).init(cluster_name)?;
+            println!(
+                "created cluster {} (id {}) with founding node {} in {}\nstart it with: strata serve --data-dir {}",
+                node.cluster_name,
+                node.cluster_id,
+                node.node_id,
+                config.data_dir.display(),
+                config.data_dir.display()
+            );
+            Ok(())
+        }
+        Cmd::Join { addr, token, flags } => {
+            let config = cli.node_config(flags)?;
+            let node = crate::daemon::join::join(
+                &DataDir::new(&config.data_dir),
+                *addr,
+                token,
+                config.advertise,
+                Duration::from_secs(15),
+            )
+            .await?;
+            println!(
+                "joined cluster {} as node {}\nstart it with: strata serve --data-dir {}",
+                node.cluster_name,
+                node.node_id,
+                config.data_dir.display()
+            );
+            Ok(())
+        }
+        Cmd::Serve { flags, join, token } => {
+            let config = cli.node_config(flags)?;
+            crate::telemetry::init_logging(config.log_format);
+            let dir = DataDir::new(&config.data_dir);
+            if let (Some(addr), Some(token)) = (join, token) {
+                if !dir.is_initialised() {
+                    crate::daemon::join::join(
+                        &dir,
+                        *addr,
+                        token,
+                        config.advertise,
+                        Duration::from_secs(15),
+                    )
+                    .await?;
+                }
+            }
+            crate::daemon::serve(config).await?;
+            Ok(())
+        }
+        Cmd::Token {
+            cmd: TokenCmd::Create { ttl, json },
+        } => {
+            let ttl = parse_duration(ttl)?;
+            let v = client::call(
+                &cli.socket(),
+                "POST",
+                "/v1/tokens",
+                Some(json!({"ttl_seconds": ttl.as_secs()})),
+            )
+            .await?;
+            if *json {
+                println!("{v}");
+            } else {
+                println!("{}", v["token"].as_str().unwrap_or_default());
+                eprintln!(
+                    "single use, expires in {} s; on the new node run:\n  strata join {} --token <token>",
+                    ttl.as_secs(),
+                    v["join_address"].as_str().unwrap_or_default()
+                );
+            }
+            Ok(())
+        }
+        Cmd::Status { json } => {
+            let v = client::call(&cli.socket(), "GET", "/v1/status", None).await?;
+            if *json {
+                println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+            } else {
+                print!("{}", output::status(&v));
+            }
+            Ok(())
+        }
+        Cmd::Node {
+            cmd: NodeCmd::List { json },
+        } => {
+            let v = client::call(&cli.socket(), "GET", "/v1/nodes", None).await?;
+            if *json {
+                println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+            } else {
+                print!("{}", output::nodes(&v));
+            }
+            Ok(())
+        }
+        Cmd::Events { limit, json } => {
+            let v = client::call(
+                &cli.socket(),
+                "GET",
+                &format!("/v1/events?limit={limit}"),
+                None,
+            )
+            .await?;
+            if *json {
+                println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+            } else {
+                print!("{}", output::events(&v));
+            }
+            Ok(())
+        }
+        Cmd::Debug { cmd } => {
+            let v = match cmd {
+                DebugCmd::Raft => {
+                    client::call(&cli.socket(), "GET", "/v1/debug/raft", None).await?
+                }
+                DebugCmd::Put { key, value } => {
+                    let value: serde_json::Value = serde_json::from_str(value)
+                        .unwrap_or_else(|_| serde_json::Value::String(value.clone()));
+                    client::call(
+                        &cli.socket(),
+                        "PUT",
+                        &format!("/v1/debug/kv/{key}"),
+                        Some(value),
+                    )
+                    .await?
+                }
+                DebugCmd::Get { key, local } => {
+                    client::call(
+                        &cli.socket(),
+                        "GET",
+                        &format!("/v1/debug/kv/{key}?linearizable={}", !local),
+                        None,
+                    )
+                    .await?
+                }
+            };
+            println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+            Ok(())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn durations_parse_with_units_and_reject_garbage() {
+        assert_eq!(parse_duration("90").unwrap(), Duration::from_secs(90));
+        assert_eq!(parse_duration("30m").unwrap(), Duration::from_secs(1800));
+        assert_eq!(parse_duration("2d").unwrap(), Duration::from_secs(172800));
+        assert!(parse_duration("1y").is_err());
+        assert!(parse_duration("abc").is_err());
+    }
+}

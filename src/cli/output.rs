@@ -1,0 +1,138 @@
+//! Human-readable tables for the CLI.
+
+use serde_json::Value;
+
+fn gib(bytes: u64) -> String {
+    format!("{:.1} GiB", bytes as f64 / (1u64 << 30) as f64)
+}
+
+fn table(headers: &[&str], rows: Vec<Vec<String>>) -> String {
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
+    for r in &rows {
+        for (i, c) in r.iter().enumerate() {
+            widths[i] = widths[i].max(c.len());
+        }
+    }
+    let line = |cells: Vec<String>| {
+        cells
+            .iter()
+            .enumerate()
+            .map(|(i, c)| format!("{:w$}", c, w = widths[i]))
+            .collect::<Vec<_>>()
+            .join("  ")
+            .trim_end()
+            .to_string()
+            + "\n"
+    };
+    let mut out = line(headers.iter().map(|h| h.to_string()).collect());
+    for r in rows {
+        out += &line(r);
+    }
+    out
+}
+
+pub fn nodes(v: &Value) -> String {
+    let rows = v
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|n| {
+            vec![
+                n["id"].as_str().unwrap_or("?").to_string(),
+                n["hostname"].as_str().unwrap_or("").to_string(),
+                n["addr"].as_str().unwrap_or("").to_string(),
+                n["liveness"].as_str().unwrap_or("").to_string(),
+                format!(
+                    "{}{}",
+                    n["raft"].as_str().unwrap_or(""),
+                    if n["leader"].as_bool() == Some(true) {
+                        " (leader)"
+                    } else {
+                        ""
+                    }
+                ),
+                n["cores"].to_string(),
+                gib(n["memory_bytes"].as_u64().unwrap_or(0)),
+                n["version"].as_str().unwrap_or("").to_string(),
+            ]
+        })
+        .collect();
+    table(
+        &[
+            "ID", "HOST", "ADDRESS", "STATE", "RAFT", "CORES", "MEMORY", "VERSION",
+        ],
+        rows,
+    )
+}
+
+pub fn status(v: &Value) -> String {
+    let total = v["nodes"].as_array().map(|a| a.len()).unwrap_or(0);
+    let mut out = format!(
+        "cluster:  {} ({})\nnode:     {}\nleader:   {}\nraft:     {} term {}, commit {}, applied {}\nvoters:   {}\nlearners: {}\nnodes:    {} of {} alive\n\n",
+        v["cluster_name"].as_str().unwrap_or("-"),
+        v["cluster_id"].as_str().unwrap_or("-"),
+        v["node"].as_str().unwrap_or("?"),
+        v["leader"].as_str().unwrap_or("none (no quorum?)"),
+        v["raft_state"].as_str().unwrap_or("?"),
+        v["term"],
+        v["commit_index"],
+        v["applied_index"],
+        v["voters"].as_array().map(|a| a.len()).unwrap_or(0),
+        v["learners"].as_array().map(|a| a.len()).unwrap_or(0),
+        v["nodes_alive"],
+        total,
+    );
+    out += &nodes(&v["nodes"]);
+    out
+}
+
+pub fn events(v: &Value) -> String {
+    let rows = v
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|e| {
+            let ms = e["at_ms"].as_u64().unwrap_or(0);
+            let t = time::OffsetDateTime::from_unix_timestamp((ms / 1000) as i64)
+                .map(|t| {
+                    format!(
+                        "{:04}-{:02}-{:02} {:02}:{:02}:{:02}",
+                        t.year(),
+                        t.month() as u8,
+                        t.day(),
+                        t.hour(),
+                        t.minute(),
+                        t.second()
+                    )
+                })
+                .unwrap_or_default();
+            vec![
+                t,
+                e["node"].as_str().unwrap_or("").to_string(),
+                e["kind"].as_str().unwrap_or("").to_string(),
+                e["message"].as_str().unwrap_or("").to_string(),
+            ]
+        })
+        .collect();
+    table(&["TIME (UTC)", "NODE", "KIND", "MESSAGE"], rows)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn node_table_marks_the_leader_and_down_nodes() {
+        let v = json!([
+            {"id": "a", "hostname": "h1", "addr": "1.1.1.1:7440", "liveness": "alive", "raft": "voter", "leader": true, "cores": 2, "memory_bytes": 1073741824u64, "version": "0.1.0"},
+            {"id": "b", "hostname": "h2", "addr": "1.1.1.2:7440", "liveness": "down", "raft": "voter", "leader": false, "cores": 2, "memory_bytes": 0, "version": "0.1.0"}
+        ]);
+        let t = nodes(&v);
+        assert!(t.contains("voter (leader)"), "{t}");
+        assert!(t.lines().nth(2).unwrap().contains("down"), "{t}");
+        assert!(t.contains("1.0 GiB"));
+    }
+}

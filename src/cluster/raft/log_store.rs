@@ -1,0 +1,243 @@
+//! The Raft log and vote in RocksDB (column families `meta` and `logs`). Keys of `logs` are
+//! big-endian log indexes; values are a format byte followed by the postcard entry.
+
+use std::fmt::Debug;
+use std::io;
+use std::ops::{Bound, RangeBounds};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use openraft::storage::{IOFlushed, RaftLogStorage};
+use openraft::{LogState, OptionalSend, RaftLogReader};
+use rocksdb::{ColumnFamilyDescriptor, Direction, IteratorMode, Options, WriteBatch, DB};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use super::{Entry, LogId, TypeConfig, Vote};
+
+/// Format byte of every stored log entry and meta value.
+const FORMAT_V1: u8 = 1;
+
+const KEY_VOTE: &[u8] = b"vote";
+const KEY_PURGED: &[u8] = b"last_purged";
+const KEY_COMMITTED: &[u8] = b"committed";
+
+#[derive(Debug, thiserror::Error)]
+#[error("cannot open the Raft log at {path}")]
+pub struct OpenError {
+    pub path: PathBuf,
+    #[source]
+    pub source: rocksdb::Error,
+}
+
+#[derive(Clone)]
+pub struct LogStore {
+    db: Arc<DB>,
+    path: PathBuf,
+}
+
+impl LogStore {
+    pub fn open(path: &Path) -> Result<Self, OpenError> {
+        let mut opts = Options::default();
+        opts.create_if_missing(true);
+        opts.create_missing_column_families(true);
+        opts.set_paranoid_checks(true);
+        let cfs = ["meta", "logs"]
+            .into_iter()
+            .map(|n| ColumnFamilyDescriptor::new(n, Options::default()));
+        let db = DB::open_cf_descriptors(&opts, path, cfs).map_err(|source| OpenError {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Ok(LogStore {
+            db: Arc::new(db),
+            path: path.to_path_buf(),
+        })
+    }
+
+    fn cf(&self, name: &str) -> &rocksdb::ColumnFamily {
+        self.db
+            .cf_handle(name)
+            .expect("column family created at open")
+    }
+
+    fn err(&self, what: &str, e: impl std::fmt::Display) -> io::Error {
+        io::Error::other(format!("raft log {}: {what}: {e}", self.path.display()))
+    }
+
+    fn get_meta<T: DeserializeOwned>(&self, key: &[u8]) -> io::Result<Option<T>> {
+        match self
+            .db
+            .get_cf(self.cf("meta"), key)
+            .map_err(|e| self.err("read", e))?
+        {
+            None => Ok(None),
+            Some(b) => decode(&b).map(Some).map_err(|e| self.err("decode meta", e)),
+        }
+    }
+
+    fn put_meta<T: Serialize>(&self, key: &[u8], v: &T) -> io::Result<()> {
+        self.db
+            .put_cf(self.cf("meta"), key, encode(v))
+            .map_err(|e| self.err("write", e))
+    }
+
+    fn sync(&self) -> io::Result<()> {
+        self.db.flush_wal(true).map_err(|e| self.err("fsync", e))
+    }
+
+    /// Number of entries currently held (for `strata debug raft`).
+    pub fn approximate_len(&self) -> u64 {
+        let first = self
+            .db
+            .iterator_cf(self.cf("logs"), IteratorMode::Start)
+            .next();
+        let last = self
+            .db
+            .iterator_cf(self.cf("logs"), IteratorMode::End)
+            .next();
+        match (first, last) {
+            (Some(Ok((a, _))), Some(Ok((b, _)))) => bin_to_id(&b) - bin_to_id(&a) + 1,
+            _ => 0,
+        }
+    }
+}
+
+fn encode<T: Serialize>(v: &T) -> Vec<u8> {
+    let mut out = vec![FORMAT_V1];
+    out.extend(postcard::to_stdvec(v).expect("raft types serialize"));
+    out
+}
+
+fn decode<T: DeserializeOwned>(b: &[u8]) -> Result<T, String> {
+    match b.split_first() {
+        Some((&FORMAT_V1, rest)) => postcard::from_bytes(rest).map_err(|e| e.to_string()),
+        Some((v, _)) => Err(format!("unknown format {v}")),
+        None => Err("empty value".into()),
+    }
+}
+
+fn id_to_bin(id: u64) -> [u8; 8] {
+    id.to_be_bytes()
+}
+
+fn bin_to_id(b: &[u8]) -> u64 {
+    let mut a = [0u8; 8];
+    a.copy_from_slice(&b[..8]);
+    u64::from_be_bytes(a)
+}
+
+impl RaftLogReader<TypeConfig> for LogStore {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
+        &mut self,
+        range: RB,
+    ) -> Result<Vec<Entry>, io::Error> {
+        let start = match range.start_bound() {
+            Bound::Included(x) => *x,
+            Bound::Excluded(x) => *x + 1,
+            Bound::Unbounded => 0,
+        };
+        let mut out = Vec::new();
+        let from = id_to_bin(start);
+        let it = self.db.iterator_cf(
+            self.cf("logs"),
+            IteratorMode::From(&from, Direction::Forward),
+        );
+        for item in it {
+            let (k, v) = item.map_err(|e| self.err("read", e))?;
+            let id = bin_to_id(&k);
+            if !range.contains(&id) {
+                break;
+            }
+            let entry: Entry =
+                decode(&v).map_err(|e| self.err(&format!("decode entry {id}"), e))?;
+            out.push(entry);
+        }
+        Ok(out)
+    }
+
+    async fn read_vote(&mut self) -> Result<Option<Vote>, io::Error> {
+        self.get_meta(KEY_VOTE)
+    }
+}
+
+impl RaftLogStorage<TypeConfig> for LogStore {
+    type LogReader = Self;
+
+    async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, io::Error> {
+        let last = match self
+            .db
+            .iterator_cf(self.cf("logs"), IteratorMode::End)
+            .next()
+        {
+            None => None,
+            Some(r) => {
+                let (k, v) = r.map_err(|e| self.err("read", e))?;
+                let e: Entry = decode(&v)
+                    .map_err(|e| self.err(&format!("decode entry {}", bin_to_id(&k)), e))?;
+                Some(e.log_id)
+            }
+        };
+        let last_purged: Option<LogId> = self.get_meta(KEY_PURGED)?;
+        Ok(LogState {
+            last_log_id: last.or(last_purged),
+            last_purged_log_id: last_purged,
+        })
+    }
+
+    async fn get_log_reader(&mut self) -> Self::LogReader {
+        self.clone()
+    }
+
+    async fn save_vote(&mut self, vote: &Vote) -> Result<(), io::Error> {
+        self.put_meta(KEY_VOTE, vote)?;
+        let s = self.clone();
+        tokio::task::spawn_blocking(move || s.sync())
+            .await
+            .map_err(io::Error::other)?
+    }
+
+    async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), io::Error> {
+        // Not synced: a lost value only means re-applying from the snapshot after a crash.
+        self.put_meta(KEY_COMMITTED, &committed)
+    }
+
+    async fn read_committed(&mut self) -> Result<Option<LogId>, io::Error> {
+        Ok(self.get_meta::<Option<LogId>>(KEY_COMMITTED)?.flatten())
+    }
+
+    async fn append<I>(
+        &mut self,
+        entries: I,
+        callback: IOFlushed<TypeConfig>,
+    ) -> Result<(), io::Error>
+    where
+        I: IntoIterator<Item = Entry> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let mut batch = WriteBatch::default();
+        let cf = self.cf("logs");
+        for e in entries {
+            batch.put_cf(cf, id_to_bin(e.log_id.index()), encode(&e));
+        }
+        self.db.write(batch).map_err(|e| self.err("append", e))?;
+        // Entries are readable now; durability is reported once the WAL is on disk.
+        let s = self.clone();
+        tokio::task::spawn_blocking(move || callback.io_completed(s.sync()));
+        Ok(())
+    }
+
+    async fn truncate_after(&mut self, last: Option<LogId>) -> Result<(), io::Error> {
+        let from = last.map(|l| l.index() + 1).unwrap_or(0);
+        self.db
+            .delete_range_cf(self.cf("logs"), id_to_bin(from), id_to_bin(u64::MAX))
+            .map_err(|e| self.err("truncate", e))
+    }
+
+    async fn purge(&mut self, log_id: LogId) -> Result<(), io::Error> {
+        self.put_meta(KEY_PURGED, &log_id)?;
+        self.db
+            .delete_range_cf(self.cf("logs"), id_to_bin(0), id_to_bin(log_id.index() + 1))
+            .map_err(|e| self.err("purge", e))
+    }
+}

@@ -1,0 +1,322 @@
+//! One typed configuration, assembled once at start from built-in defaults, a TOML file, the
+//! environment and command-line flags (later sources win), and validated before anything runs.
+//! No other module reads files, environment variables or flags for settings.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// Default UDP port of the node-to-node QUIC endpoint.
+pub const DEFAULT_PORT: u16 = 7440;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("config file {path} is not valid TOML for strata")]
+    Parse {
+        path: PathBuf,
+        #[source]
+        source: toml::de::Error,
+    },
+    #[error("invalid setting `{key}` = {value:?}: {reason}")]
+    Invalid {
+        key: &'static str,
+        value: String,
+        reason: String,
+    },
+}
+
+/// Everything a running node needs, validated.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub data_dir: PathBuf,
+    /// UDP address of the QUIC endpoint.
+    pub listen: SocketAddr,
+    /// Address other nodes use to reach this one.
+    pub advertise: SocketAddr,
+    /// TCP address of the Prometheus endpoint; `None` disables it.
+    pub metrics_listen: Option<SocketAddr>,
+    /// Unix socket of the local admin API used by the CLI.
+    pub admin_socket: PathBuf,
+    pub log_format: LogFormat,
+    pub raft: RaftTuning,
+    pub gossip: GossipTuning,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone)]
+pub struct RaftTuning {
+    pub heartbeat: Duration,
+    pub election_timeout_min: Duration,
+    pub election_timeout_max: Duration,
+    /// Build a snapshot (and compact the log) after this many entries.
+    pub snapshot_every: u64,
+    /// Log entries kept behind the latest snapshot for slow followers.
+    pub keep_behind_snapshot: u64,
+    /// The most voters the cluster keeps; the remaining nodes are learners.
+    pub max_voters: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct GossipTuning {
+    /// Time within which a dead peer is declared down on a quiet LAN.
+    pub failure_detection: Duration,
+}
+
+/// The raw, optional form read from a TOML file (and used for overrides).
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigFile {
+    pub data_dir: Option<PathBuf>,
+    pub listen: Option<String>,
+    pub advertise: Option<String>,
+    pub metrics_listen: Option<String>,
+    pub admin_socket: Option<PathBuf>,
+    pub log_format: Option<String>,
+    #[serde(default)]
+    pub raft: RaftFile,
+    #[serde(default)]
+    pub gossip: GossipFile,
+}
+
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RaftFile {
+    pub heartbeat_ms: Option<u64>,
+    pub election_timeout_min_ms: Option<u64>,
+    pub election_timeout_max_ms: Option<u64>,
+    pub snapshot_every: Option<u64>,
+    pub keep_behind_snapshot: Option<u64>,
+    pub max_voters: Option<usize>,
+}
+
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GossipFile {
+    pub failure_detection_ms: Option<u64>,
+}
+
+impl ConfigFile {
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|source| ConfigError::Parse {
+            path: path.to_path_buf(),
+            source,
+        })
+    }
+
+    /// Overlays `other` (a later source: environment or flags) on `self`.
+    pub fn merge(mut self, other: ConfigFile) -> Self {
+        macro_rules! take {
+            ($($f:ident).+) => { if other.$($f).+.is_some() { self.$($f).+ = other.$($f).+; } };
+        }
+        take!(data_dir);
+        take!(listen);
+        take!(advertise);
+        take!(metrics_listen);
+        take!(admin_socket);
+        take!(log_format);
+        take!(raft.heartbeat_ms);
+        take!(raft.election_timeout_min_ms);
+        take!(raft.election_timeout_max_ms);
+        take!(raft.snapshot_every);
+        take!(raft.keep_behind_snapshot);
+        take!(raft.max_voters);
+        take!(gossip.failure_detection_ms);
+        self
+    }
+
+    /// Applies defaults and checks every value.
+    pub fn validate(self) -> Result<Config, ConfigError> {
+        let data_dir = self
+            .data_dir
+            .unwrap_or_else(|| PathBuf::from("/var/lib/strata"));
+        if data_dir.as_os_str().is_empty() {
+            return Err(invalid("data_dir", "", "must not be empty"));
+        }
+        let listen_text = self
+            .listen
+            .unwrap_or_else(|| format!("0.0.0.0:{DEFAULT_PORT}"));
+        let listen = parse_addr("listen", &listen_text)?;
+        let advertise = match self.advertise {
+            Some(a) => parse_addr("advertise", &a)?,
+            None if listen.ip().is_unspecified() => {
+                return Err(invalid(
+                    "advertise",
+                    "",
+                    "required when `listen` is a wildcard address; set it to the address other nodes reach this one at",
+                ))
+            }
+            None => listen,
+        };
+        if advertise.ip().is_unspecified() || advertise.port() == 0 {
+            return Err(invalid(
+                "advertise",
+                &advertise.to_string(),
+                "must be a concrete address and port",
+            ));
+        }
+        let metrics_listen = match self.metrics_listen.as_deref() {
+            None => Some(SocketAddr::new(listen.ip(), DEFAULT_PORT + 1)),
+            Some("") | Some("off") => None,
+            Some(a) => Some(parse_addr("metrics_listen", a)?),
+        };
+        let admin_socket = self
+            .admin_socket
+            .unwrap_or_else(|| data_dir.join("strata.sock"));
+        let log_format = match self.log_format.as_deref().unwrap_or("text") {
+            "text" => LogFormat::Text,
+            "json" => LogFormat::Json,
+            other => return Err(invalid("log_format", other, "expected `text` or `json`")),
+        };
+
+        let hb = self.raft.heartbeat_ms.unwrap_or(200);
+        let emin = self.raft.election_timeout_min_ms.unwrap_or(1000);
+        let emax = self.raft.election_timeout_max_ms.unwrap_or(2000);
+        if hb == 0 {
+            return Err(invalid("raft.heartbeat_ms", "0", "must be positive"));
+        }
+        if emin < 3 * hb {
+            return Err(invalid(
+                "raft.election_timeout_min_ms",
+                &emin.to_string(),
+                &format!("must be at least three heartbeats ({} ms)", 3 * hb),
+            ));
+        }
+        if emax <= emin {
+            return Err(invalid(
+                "raft.election_timeout_max_ms",
+                &emax.to_string(),
+                "must be greater than raft.election_timeout_min_ms",
+            ));
+        }
+        let snapshot_every = self.raft.snapshot_every.unwrap_or(5000);
+        if snapshot_every == 0 {
+            return Err(invalid("raft.snapshot_every", "0", "must be positive"));
+        }
+        let max_voters = self.raft.max_voters.unwrap_or(5);
+        if max_voters == 0 || max_voters.is_multiple_of(2) || max_voters > 9 {
+            return Err(invalid(
+                "raft.max_voters",
+                &max_voters.to_string(),
+                "must be odd and between 1 and 9",
+            ));
+        }
+        let fd = self.gossip.failure_detection_ms.unwrap_or(2000);
+        if fd < 300 {
+            return Err(invalid(
+                "gossip.failure_detection_ms",
+                &fd.to_string(),
+                "must be at least 300 ms",
+            ));
+        }
+        Ok(Config {
+            data_dir,
+            listen,
+            advertise,
+            metrics_listen,
+            admin_socket,
+            log_format,
+            raft: RaftTuning {
+                heartbeat: Duration::from_millis(hb),
+                election_timeout_min: Duration::from_millis(emin),
+                election_timeout_max: Duration::from_millis(emax),
+                snapshot_every,
+                keep_behind_snapshot: self.raft.keep_behind_snapshot.unwrap_or(1000),
+                max_voters,
+            },
+            gossip: GossipTuning {
+                failure_detection: Duration::from_millis(fd),
+            },
+        })
+    }
+}
+
+fn invalid(key: &'static str, value: &str, reason: &str) -> ConfigError {
+    ConfigError::Invalid {
+        key,
+        value: value.to_string(),
+        reason: reason.to_string(),
+    }
+}
+
+fn parse_addr(key: &'static str, text: &str) -> Result<SocketAddr, ConfigError> {
+    text.parse::<SocketAddr>()
+        .map_err(|e| invalid(key, text, &format!("not an IP:port address ({e})")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        let f: ConfigFile = toml::from_str(text).expect("toml");
+        f.validate()
+    }
+
+    #[test]
+    fn defaults_need_an_advertise_address_for_wildcard_listen() {
+        let err = parse("").unwrap_err().to_string();
+        assert!(err.contains("advertise"), "{err}");
+    }
+
+    #[test]
+    fn loopback_listen_is_its_own_advertise_address() {
+        let c = parse("listen = \"127.0.0.1:7440\"\ndata_dir = \"/tmp/x\"").unwrap();
+        assert_eq!(c.advertise, c.listen);
+        assert_eq!(c.admin_socket, PathBuf::from("/tmp/x/strata.sock"));
+        assert_eq!(c.metrics_listen.unwrap().port(), 7441);
+    }
+
+    #[test]
+    fn later_sources_win() {
+        let file: ConfigFile =
+            toml::from_str("listen = \"127.0.0.1:1\"\n[raft]\nheartbeat_ms = 100").unwrap();
+        let flags = ConfigFile {
+            listen: Some("127.0.0.1:2".into()),
+            ..Default::default()
+        };
+        let c = file.merge(flags).validate().unwrap();
+        assert_eq!(c.listen.port(), 2);
+        assert_eq!(c.raft.heartbeat, Duration::from_millis(100));
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_named() {
+        let e = toml::from_str::<ConfigFile>("lisen = \"x\"")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("lisen"), "{e}");
+        let e = parse("listen = \"nonsense\"").unwrap_err().to_string();
+        assert!(e.contains("listen") && e.contains("nonsense"), "{e}");
+        let e = parse("listen = \"127.0.0.1:1\"\n[raft]\nmax_voters = 4")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("max_voters"), "{e}");
+        let e = parse("listen = \"127.0.0.1:1\"\n[raft]\nheartbeat_ms = 500")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("election_timeout_min_ms"), "{e}");
+    }
+
+    #[test]
+    fn unreadable_file_names_the_path() {
+        let e = ConfigFile::load(Path::new("/nonexistent/strata.toml")).unwrap_err();
+        assert!(e.to_string().contains("/nonexistent/strata.toml"));
+    }
+}

@@ -1,0 +1,1 @@
+//! The built-in web console. Filled by the web console issue.

@@ -1,0 +1,251 @@
+//! The join handshake, served on the `join` class to peers without a certificate: the
+//! joiner proves a token, sends a CSR, and receives its certificate and the peer list.
+//! The token is consumed by a Raft transaction (single use even under races), and the
+//! node is recorded in the `nodes` table in the same transaction.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::tokens::JoinToken;
+use super::{now_ms, now_secs, Control, ControlError};
+use crate::cluster::store::tables::{
+    DiskInfo, Event, Events, JoinTokenRecord, JoinTokens, NodeRecord, Nodes, Secrets, Settings,
+    EVENTS_KEPT,
+};
+use crate::cluster::store::{StoreError, TxnBuilder};
+use crate::ids::{ClusterId, NodeId, TokenId};
+use crate::transport::pki::ClusterCa;
+use crate::transport::{read_frame, write_frame, Peer, Service};
+
+#[derive(Serialize, Deserialize, Debug)]
+pub struct JoinRequest {
+    pub token_id: TokenId,
+    pub secret: String,
+    pub node: NodeId,
+    pub csr_der: Vec<u8>,
+    pub addr: SocketAddr,
+    pub hostname: String,
+    pub cores: u32,
+    pub memory_bytes: u64,
+    pub disks: Vec<DiskInfo>,
+    pub version: String,
+}
+
+#[derive(Serialize, Deserialize, Debug)]
+pub enum JoinResponse {
+    Accepted {
+        cert_pem: String,
+        ca_cert_pem: String,
+        cluster_id: ClusterId,
+        cluster_name: String,
+        peers: Vec<(NodeId, SocketAddr)>,
+    },
+    Refused(String),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum JoinRefusal {
+    #[error("unknown join token {0}")]
+    Unknown(TokenId),
+    #[error("join token {0} does not match (wrong secret)")]
+    WrongSecret(TokenId),
+    #[error("join token {id} expired {ago} s ago")]
+    Expired { id: TokenId, ago: u64 },
+    #[error("join token {id} was already used by node {by}")]
+    Used { id: TokenId, by: NodeId },
+    #[error("node id {0} is already a member of this cluster")]
+    DuplicateNode(NodeId),
+    #[error("the cluster is not ready to admit nodes: {0}")]
+    NotReady(String),
+    #[error("cannot sign the certificate request: {0}")]
+    BadCsr(String),
+}
+
+pub struct JoinService {
+    pub control: Arc<Control>,
+}
+
+#[async_trait::async_trait]
+impl Service for JoinService {
+    async fn handle_stream(
+        &self,
+        peer: Peer,
+        mut send: quinn::SendStream,
+        mut recv: quinn::RecvStream,
+    ) {
+        let resp = match read_frame::<JoinRequest>(&mut recv, 64 << 10).await {
+            Err(e) => JoinResponse::Refused(format!("malformed join request: {e}")),
+            Ok(req) => match self.control.admit(req).await {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::warn!(addr = %peer.addr, reason = %e, "join refused");
+                    JoinResponse::Refused(e.to_string())
+                }
+            },
+        };
+        if write_frame(&mut send, &resp).await.is_ok() {
+            let _ = send.finish();
+        }
+    }
+}
+
+impl Control {
+    /// Admits a joining node if its token is valid and unused.
+    pub async fn admit(&self, req: JoinRequest) -> Result<JoinResponse, JoinRefusal> {
+        let store = &self.store;
+        store
+            .linearizable()
+            .await
+            .map_err(|e| JoinRefusal::NotReady(e.to_string()))?;
+        let not_ready = |e: StoreError| JoinRefusal::NotReady(e.to_string());
+        let tok = store
+            .get::<JoinTokens>(&req.token_id.0)
+            .map_err(not_ready)?
+            .ok_or_else(|| JoinRefusal::Unknown(req.token_id.clone()))?;
+        if tok.value.secret_sha256 != JoinToken::secret_hash(&req.secret) {
+            return Err(JoinRefusal::WrongSecret(req.token_id));
+        }
+        if let Some(by) = tok.value.used_by {
+            return Err(JoinRefusal::Used {
+                id: req.token_id,
+                by,
+            });
+        }
+        let now = now_secs();
+        if now >= tok.value.expires_at {
+            return Err(JoinRefusal::Expired {
+                id: req.token_id,
+                ago: now - tok.value.expires_at,
+            });
+        }
+        if store
+            .get::<Nodes>(&req.node.to_string())
+            .map_err(not_ready)?
+            .is_some()
+        {
+            return Err(JoinRefusal::DuplicateNode(req.node));
+        }
+        let settings = store
+            .get::<Settings>("cluster")
+            .map_err(not_ready)?
+            .ok_or_else(|| JoinRefusal::NotReady("cluster settings are not written yet".into()))?
+            .value;
+        let ca_key = store
+            .get::<Secrets>("ca")
+            .map_err(not_ready)?
+            .ok_or_else(|| JoinRefusal::NotReady("the CA key is not in the store yet".into()))?
+            .value;
+        let ca = ClusterCa(crate::transport::pki::CertifiedKey {
+            cert_pem: settings.ca_cert_pem.clone(),
+            key_pem: ca_key.pem,
+        });
+        let cert_pem = ca
+            .sign_csr(req.node, &req.csr_der)
+            .map_err(|e| JoinRefusal::BadCsr(crate::telemetry::error_chain(&e)))?;
+
+        let used = JoinTokenRecord {
+            used_by: Some(req.node),
+            used_at: Some(now),
+            ..tok.value.clone()
+        };
+        let record = NodeRecord {
+            id: req.node,
+            hostname: req.hostname.clone(),
+            addr: req.addr,
+            cores: req.cores,
+            memory_bytes: req.memory_bytes,
+            disks: req.disks.clone(),
+            version: req.version.clone(),
+            role: "server".into(),
+            joined_at: now,
+        };
+        let event = Event {
+            at_ms: now_ms(),
+            node: self.node,
+            kind: "node.joined".into(),
+            message: format!(
+                "node {} ({}, {}) joined with token {}",
+                req.node, req.hostname, req.addr, req.token_id
+            ),
+        };
+        let txn = TxnBuilder::new()
+            .require_revision::<JoinTokens>(req.token_id.0.clone(), tok.revision)
+            .require_revision::<Nodes>(req.node.to_string(), 0)
+            .put::<JoinTokens>(req.token_id.0.clone(), &used)
+            .put::<Nodes>(req.node.to_string(), &record)
+            .append::<Events>(&event)
+            .trim::<Events>(EVENTS_KEPT);
+        match store.commit(txn).await {
+            Ok(_) => {}
+            Err(StoreError::Conflict { table, .. }) if table == "join_tokens" => {
+                let by = store
+                    .get::<JoinTokens>(&req.token_id.0)
+                    .ok()
+                    .flatten()
+                    .and_then(|t| t.value.used_by)
+                    .unwrap_or_default();
+                return Err(JoinRefusal::Used {
+                    id: req.token_id,
+                    by,
+                });
+            }
+            Err(StoreError::Conflict { .. }) => return Err(JoinRefusal::DuplicateNode(req.node)),
+            Err(e) => return Err(not_ready(e)),
+        }
+        tracing::info!(node = %req.node, addr = %req.addr, "admitted node");
+        let peers = store
+            .list::<Nodes>()
+            .map_err(not_ready)?
+            .into_iter()
+            .map(|n| (n.value.id, n.value.addr))
+            .collect();
+        Ok(JoinResponse::Accepted {
+            cert_pem,
+            ca_cert_pem: settings.ca_cert_pem,
+            cluster_id: settings.cluster_id,
+            cluster_name: settings.name,
+            peers,
+        })
+    }
+
+    /// Creates a single-use join token valid for `ttl`.
+    pub async fn create_token(&self, ttl: Duration) -> Result<(JoinToken, u64), ControlError> {
+        let settings = self.store.get::<Settings>("cluster")?.ok_or_else(|| {
+            ControlError::NotReady("the cluster has not finished bootstrapping".into())
+        })?;
+        let fp = crate::transport::pki::pem_to_cert_der(&settings.value.ca_cert_pem)
+            .map(|d| crate::transport::pki::fingerprint(&d))
+            .map_err(|e| ControlError::NotReady(format!("stored CA certificate: {e}")))?;
+        let token = JoinToken::generate(&fp);
+        let now = now_secs();
+        let expires_at = now + ttl.as_secs().max(1);
+        let rec = JoinTokenRecord {
+            id: token.id.clone(),
+            secret_sha256: JoinToken::secret_hash(&token.secret),
+            created_at: now,
+            expires_at,
+            created_on: self.node,
+            used_by: None,
+            used_at: None,
+        };
+        let event = Event {
+            at_ms: now_ms(),
+            node: self.node,
+            kind: "token.created".into(),
+            message: format!("join token {} created, valid {} s", token.id, ttl.as_secs()),
+        };
+        self.store
+            .commit(
+                TxnBuilder::new()
+                    .require_revision::<JoinTokens>(token.id.0.clone(), 0)
+                    .put::<JoinTokens>(token.id.0.clone(), &rec)
+                    .append::<Events>(&event)
+                    .trim::<Events>(EVENTS_KEPT),
+            )
+            .await?;
+        Ok((token, expires_at))
+    }
+}

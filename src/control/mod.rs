@@ -1,0 +1,268 @@
+//! Validation and cluster-wide decisions. The only writer of desired state: everything
+//! above it (CLI, admin API, later the OpenStack API and console) calls in here.
+
+pub mod join;
+pub mod tokens;
+mod voters;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::Serialize;
+
+use crate::agent::host::HostInfo;
+use crate::cluster::membership::{Liveness, Membership};
+use crate::cluster::raft::RaftNode;
+use crate::cluster::store::tables::{
+    ClusterSettings, Event, Events, NodeRecord, Nodes, Secret, Secrets, Settings, EVENTS_KEPT,
+};
+use crate::cluster::store::{Store, StoreError, TxnBuilder};
+use crate::config::RaftTuning;
+use crate::ids::{ClusterId, NodeId};
+
+pub fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("not ready: {0}")]
+    NotReady(String),
+    #[error("invalid request: {0}")]
+    Invalid(String),
+}
+
+pub struct Control {
+    pub node: NodeId,
+    pub store: Store,
+    pub membership: Arc<Membership>,
+    pub tuning: RaftTuning,
+}
+
+#[derive(Debug, Serialize)]
+pub struct NodeStatus {
+    pub id: NodeId,
+    pub hostname: String,
+    pub addr: SocketAddr,
+    /// voter, learner, or none (admitted but not yet in the Raft membership).
+    pub raft: &'static str,
+    pub liveness: &'static str,
+    pub leader: bool,
+    pub cores: u32,
+    pub memory_bytes: u64,
+    pub disks: Vec<crate::cluster::store::tables::DiskInfo>,
+    pub version: String,
+    pub role: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ClusterStatus {
+    pub cluster_id: Option<ClusterId>,
+    pub cluster_name: Option<String>,
+    pub node: NodeId,
+    pub leader: Option<NodeId>,
+    pub raft_state: String,
+    pub term: u64,
+    pub commit_index: u64,
+    pub applied_index: u64,
+    pub voters: Vec<NodeId>,
+    pub learners: Vec<NodeId>,
+    pub nodes: Vec<NodeStatus>,
+    pub nodes_alive: usize,
+}
+
+impl Control {
+    pub fn raft(&self) -> &Arc<RaftNode> {
+        self.store.raft()
+    }
+
+    /// First start of a new cluster: writes its settings, the CA key and this node's record.
+    pub async fn bootstrap(
+        &self,
+        cluster_id: ClusterId,
+        name: &str,
+        ca_cert_pem: &str,
+        ca_key_pem: &str,
+        me: NodeRecord,
+    ) -> Result<(), ControlError> {
+        if self.store.get::<Settings>("cluster")?.is_some() {
+            return Ok(());
+        }
+        let settings = ClusterSettings {
+            cluster_id,
+            name: name.to_string(),
+            created_at: now_secs(),
+            ca_cert_pem: ca_cert_pem.to_string(),
+        };
+        let event = Event {
+            at_ms: now_ms(),
+            node: self.node,
+            kind: "cluster.created".into(),
+            message: format!("cluster {name} created by node {}", self.node),
+        };
+        self.store
+            .commit(
+                TxnBuilder::new()
+                    .require_revision::<Settings>("cluster", 0)
+                    .put::<Settings>("cluster", &settings)
+                    .put::<Secrets>(
+                        "ca",
+                        &Secret {
+                            pem: ca_key_pem.to_string(),
+                        },
+                    )
+                    .put::<Nodes>(self.node.to_string(), &me)
+                    .append::<Events>(&event)
+                    .trim::<Events>(EVENTS_KEPT),
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Keeps this node's record (address, hardware, version) current in the store.
+    pub async fn register_self(
+        &self,
+        addr: SocketAddr,
+        host: &HostInfo,
+    ) -> Result<bool, ControlError> {
+        let current = self.store.get::<Nodes>(&self.node.to_string())?;
+        let Some(current) = current else {
+            return Err(ControlError::NotReady(format!(
+                "node {} is not in the nodes table yet",
+                self.node
+            )));
+        };
+        let want = NodeRecord {
+            addr,
+            hostname: host.hostname.clone(),
+            cores: host.cores,
+            memory_bytes: host.memory_bytes,
+            disks: host.disks.clone(),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            ..current.value.clone()
+        };
+        if want == current.value {
+            return Ok(false);
+        }
+        self.store
+            .commit(
+                TxnBuilder::new()
+                    .require_revision::<Nodes>(self.node.to_string(), current.revision)
+                    .put::<Nodes>(self.node.to_string(), &want),
+            )
+            .await?;
+        Ok(true)
+    }
+
+    pub async fn record_event(&self, kind: &str, message: String) -> Result<(), ControlError> {
+        let event = Event {
+            at_ms: now_ms(),
+            node: self.node,
+            kind: kind.into(),
+            message,
+        };
+        self.store
+            .commit(
+                TxnBuilder::new()
+                    .append::<Events>(&event)
+                    .trim::<Events>(EVENTS_KEPT),
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// The cluster as this node sees it: Raft state from Raft, nodes from the store,
+    /// liveness from gossip.
+    pub fn status(&self) -> Result<ClusterStatus, ControlError> {
+        let raft = self.raft();
+        let m = raft.metrics();
+        let view = raft.membership();
+        let gossip = self.membership.view();
+        let settings = self.store.get::<Settings>("cluster")?.map(|s| s.value);
+        let leader = m.current_leader.map(NodeId);
+        let mut nodes = Vec::new();
+        let records: BTreeMap<NodeId, NodeRecord> = self
+            .store
+            .list::<Nodes>()?
+            .into_iter()
+            .map(|r| (r.value.id, r.value))
+            .collect();
+        for (id, rec) in &records {
+            let liveness = if *id == self.node {
+                "alive"
+            } else {
+                match gossip.get(id).map(|p| p.liveness) {
+                    Some(Liveness::Alive) => "alive",
+                    Some(Liveness::Suspect) => "suspect",
+                    Some(Liveness::Down) => "down",
+                    None => "unknown",
+                }
+            };
+            nodes.push(NodeStatus {
+                id: *id,
+                hostname: rec.hostname.clone(),
+                addr: rec.addr,
+                raft: if view.voters.contains(id) {
+                    "voter"
+                } else if view.learners.contains(id) {
+                    "learner"
+                } else {
+                    "none"
+                },
+                liveness,
+                leader: leader == Some(*id),
+                cores: rec.cores,
+                memory_bytes: rec.memory_bytes,
+                disks: rec.disks.clone(),
+                version: rec.version.clone(),
+                role: rec.role.clone(),
+            });
+        }
+        let nodes_alive = nodes.iter().filter(|n| n.liveness == "alive").count();
+        Ok(ClusterStatus {
+            cluster_id: settings.as_ref().map(|s| s.cluster_id.clone()),
+            cluster_name: settings.map(|s| s.name),
+            node: self.node,
+            leader,
+            raft_state: format!("{:?}", m.state),
+            term: m.current_term,
+            commit_index: m.local_committed.as_ref().map(|l| l.index()).unwrap_or(0),
+            applied_index: m.last_applied.as_ref().map(|l| l.index()).unwrap_or(0),
+            voters: view.voters.into_iter().collect(),
+            learners: view.learners.into_iter().collect(),
+            nodes,
+            nodes_alive,
+        })
+    }
+
+    /// Runs the leader-only reconcilers until the task is dropped.
+    pub async fn run_reconcilers(self: Arc<Self>) {
+        let mut tick = tokio::time::interval(Duration::from_millis(500));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut down_since = BTreeMap::new();
+        loop {
+            tick.tick().await;
+            if !self.raft().is_leader() {
+                down_since.clear();
+                continue;
+            }
+            if let Err(e) = voters::reconcile(&self, &mut down_since).await {
+                tracing::warn!(error = %crate::telemetry::error_chain(&e), "membership reconcile failed");
+            }
+        }
+    }
+}

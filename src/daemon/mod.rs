@@ -1,0 +1,322 @@
+//! `strata serve`: builds every service in order, wires them, and shuts them down in
+//! reverse order. Makes no decisions of its own.
+
+pub mod datadir;
+pub mod join;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use openraft::rt::WatchReceiver;
+
+use crate::api::admin;
+use crate::cluster::membership::Membership;
+use crate::cluster::raft::RaftNode;
+use crate::cluster::store::tables::{NodeRecord, Nodes};
+use crate::cluster::store::Store;
+use crate::cluster::CtlService;
+use crate::config::Config;
+use crate::control::join::JoinService;
+use crate::control::{now_secs, Control};
+use crate::telemetry::{error_chain, Metrics};
+use crate::transport::{pki, Class, Transport};
+use datadir::{DataDir, PeerEntry};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error(transparent)]
+    DataDir(#[from] datadir::DataDirError),
+    #[error(transparent)]
+    Transport(#[from] crate::transport::TransportError),
+    #[error(transparent)]
+    Raft(#[from] crate::cluster::raft::RaftError),
+    #[error("cannot serve the admin API on {path}")]
+    Admin {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot serve metrics on {addr}")]
+    Metrics {
+        addr: std::net::SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("Raft stopped: {0}")]
+    RaftFatal(String),
+}
+
+/// Everything a running node is made of, for the admin API and for tests.
+pub struct Node {
+    pub config: Config,
+    pub control: Arc<Control>,
+    pub transport: Arc<Transport>,
+    pub membership: Arc<Membership>,
+    pub metrics: Arc<Metrics>,
+    pub datadir: DataDir,
+}
+
+impl Node {
+    /// Starts a node from an initialised data directory.
+    pub async fn start(config: Config) -> Result<Arc<Node>, ServeError> {
+        let datadir = DataDir::new(&config.data_dir);
+        let identity = datadir.load()?;
+        let me = identity.node.node_id;
+        let ca_der = pki::pem_to_cert_der(&identity.ca_cert_pem).map_err(|e| {
+            datadir::DataDirError::Corrupt {
+                path: config.data_dir.join("pki/ca.crt"),
+                reason: e.to_string(),
+            }
+        })?;
+        let metrics = Metrics::new();
+        let transport =
+            Transport::bind(me, config.listen, &identity.tls, &ca_der, metrics.clone())?;
+        let advertise = if config.advertise.port() == 0 {
+            transport
+                .local_addr()
+                .map_err(|source| crate::transport::TransportError::Bind {
+                    addr: config.listen,
+                    source,
+                })?
+        } else {
+            config.advertise
+        };
+        let raft =
+            RaftNode::start(me, &datadir.raft_dir(), &config.raft, transport.clone()).await?;
+        let membership = Membership::start(
+            me,
+            advertise,
+            config.gossip.failure_detection,
+            transport.clone(),
+        );
+        transport.register(
+            Class::Ctl,
+            Arc::new(CtlService {
+                raft: raft.clone(),
+                membership: membership.clone(),
+            }),
+        );
+        let control = Arc::new(Control {
+            node: me,
+            store: Store::new(raft.clone()),
+            membership: membership.clone(),
+            tuning: config.raft.clone(),
+        });
+        transport.register(
+            Class::Join,
+            Arc::new(JoinService {
+                control: control.clone(),
+            }),
+        );
+        tracing::info!(node = %me, listen = %config.listen, %advertise, cluster = %identity.node.cluster_name, "node started");
+
+        if identity.bootstrap {
+            raft.initialize(advertise).await?;
+            let host = crate::agent::host::detect();
+            let record = NodeRecord {
+                id: me,
+                hostname: host.hostname.clone(),
+                addr: advertise,
+                cores: host.cores,
+                memory_bytes: host.memory_bytes,
+                disks: host.disks.clone(),
+                version: env!("CARGO_PKG_VERSION").to_string(),
+                role: "server".into(),
+                joined_at: now_secs(),
+            };
+            let ca_key = identity.ca_key_pem.clone().unwrap_or_default();
+            let mut tries = 0;
+            loop {
+                match control
+                    .bootstrap(
+                        identity.node.cluster_id.clone(),
+                        &identity.node.cluster_name,
+                        &identity.ca_cert_pem,
+                        &ca_key,
+                        record.clone(),
+                    )
+                    .await
+                {
+                    Ok(()) => break,
+                    Err(e) if tries < 20 => {
+                        tries += 1;
+                        tracing::debug!(error = %e, "bootstrap write not yet possible");
+                        tokio::time::sleep(Duration::from_millis(250)).await;
+                    }
+                    Err(e) => {
+                        return Err(ServeError::RaftFatal(format!(
+                            "bootstrap: {}",
+                            error_chain(&e)
+                        )))
+                    }
+                }
+            }
+            datadir.finish_bootstrap()?;
+            tracing::info!(cluster = %identity.node.cluster_name, "cluster bootstrapped");
+        }
+
+        for p in &identity.node.peers {
+            membership.announce(p.id, p.addr);
+        }
+        let node = Arc::new(Node {
+            config: Config {
+                advertise,
+                ..config
+            },
+            control: control.clone(),
+            transport,
+            membership,
+            metrics,
+            datadir,
+        });
+        tokio::spawn(control.clone().run_reconcilers());
+        tokio::spawn(node.clone().housekeeping());
+        Ok(node)
+    }
+
+    /// Keeps this node's record current, re-announces to known peers, saves the peer list.
+    async fn housekeeping(self: Arc<Self>) {
+        let host = crate::agent::host::detect();
+        let mut registered = false;
+        let mut tick = tokio::time::interval(Duration::from_secs(2));
+        let mut saved: Vec<(crate::ids::NodeId, std::net::SocketAddr)> = vec![];
+        loop {
+            tick.tick().await;
+            if !registered {
+                match self
+                    .control
+                    .register_self(self.config.advertise, &host)
+                    .await
+                {
+                    Ok(_) => registered = true,
+                    Err(e) => {
+                        tracing::debug!(error = %error_chain(&e), "self-registration pending")
+                    }
+                }
+            }
+            let Ok(nodes) = self.control.store.list::<Nodes>() else {
+                continue;
+            };
+            let view = self.membership.view();
+            let mut peers = vec![];
+            for n in nodes {
+                if n.value.id == self.control.node {
+                    continue;
+                }
+                peers.push((n.value.id, n.value.addr));
+                if !view.contains_key(&n.value.id)
+                    || view
+                        .get(&n.value.id)
+                        .is_some_and(|p| p.liveness == crate::cluster::membership::Liveness::Down)
+                {
+                    self.membership.announce(n.value.id, n.value.addr);
+                }
+            }
+            if peers != saved && !peers.is_empty() {
+                let entries = peers
+                    .iter()
+                    .map(|(id, addr)| PeerEntry {
+                        id: *id,
+                        addr: *addr,
+                    })
+                    .collect();
+                if let Err(e) = self.datadir.save_peers(entries) {
+                    tracing::warn!(error = %error_chain(&e), "cannot save peer list");
+                } else {
+                    saved = peers;
+                }
+            }
+        }
+    }
+
+    /// Refreshes the gauges exported on /metrics.
+    pub fn refresh_metrics(&self) {
+        let raft = self.control.raft();
+        let m = raft.metrics();
+        let g = &self.metrics;
+        g.raft_term.set(m.current_term as i64);
+        let commit = m.local_committed.as_ref().map(|l| l.index()).unwrap_or(0);
+        let applied = m.last_applied.as_ref().map(|l| l.index()).unwrap_or(0);
+        g.raft_commit_index.set(commit as i64);
+        g.raft_applied_index.set(applied as i64);
+        g.raft_apply_lag.set(commit.saturating_sub(applied) as i64);
+        g.raft_is_leader.set(raft.is_leader() as i64);
+        let view = raft.membership();
+        g.raft_voters.set(view.voters.len() as i64);
+        g.raft_learners.set(view.learners.len() as i64);
+        let alive = self
+            .membership
+            .view()
+            .values()
+            .filter(|p| p.liveness != crate::cluster::membership::Liveness::Down)
+            .count();
+        g.membership_alive.set(alive as i64 + 1);
+        g.membership_size.set(
+            self.control
+                .store
+                .list::<Nodes>()
+                .map(|n| n.len())
+                .unwrap_or(0) as i64,
+        );
+    }
+
+    /// Stops in reverse order of start.
+    pub async fn shutdown(&self) {
+        self.membership.leave();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        self.control.raft().shutdown().await;
+        self.transport.shutdown().await;
+        let _ = std::fs::remove_file(&self.config.admin_socket);
+    }
+}
+
+/// Runs a node until SIGINT/SIGTERM or until Raft stops on a fatal storage error.
+pub async fn serve(config: Config) -> Result<(), ServeError> {
+    let node = Node::start(config).await?;
+    let admin_path = node.config.admin_socket.clone();
+    let admin = admin::listen(&admin_path).map_err(|source| ServeError::Admin {
+        path: admin_path.clone(),
+        source,
+    })?;
+    tokio::spawn(admin::serve(admin, node.clone()));
+    if let Some(addr) = node.config.metrics_listen {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|source| ServeError::Metrics { addr, source })?;
+        tokio::spawn(admin::serve_metrics(listener, node.clone()));
+    }
+    println!(
+        "strata node {} serving: cluster endpoint {} (QUIC), admin socket {}{}",
+        node.control.node,
+        node.config.advertise,
+        admin_path.display(),
+        node.config
+            .metrics_listen
+            .map(|a| format!(", metrics http://{a}/metrics"))
+            .unwrap_or_default()
+    );
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(|source| ServeError::Admin {
+            path: admin_path.clone(),
+            source,
+        })?;
+    let mut metrics_rx = node.control.raft().raft.metrics();
+    let fatal = async {
+        loop {
+            if let Err(e) = &metrics_rx.borrow_watched().running_state {
+                return e.to_string();
+            }
+            if metrics_rx.changed().await.is_err() {
+                return "Raft task ended".to_string();
+            }
+        }
+    };
+    let result = tokio::select! {
+        _ = tokio::signal::ctrl_c() => Ok(()),
+        _ = term.recv() => Ok(()),
+        reason = fatal => Err(ServeError::RaftFatal(reason)),
+    };
+    tracing::info!("shutting down");
+    node.shutdown().await;
+    result
+}

@@ -1,0 +1,1 @@
+//! `strata install`. Filled by the installer issue.

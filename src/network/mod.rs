@@ -1,0 +1,1 @@
+//! Overlay networking, DHCP, metadata, security groups. Filled by the network issue.

@@ -1,0 +1,1 @@
+//! Replicated block volumes (upstairs/downstairs). Filled by the storage issue.

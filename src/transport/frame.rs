@@ -1,0 +1,57 @@
+//! Length-prefixed postcard frames on QUIC streams.
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use super::TransportError;
+
+/// The largest frame accepted (Raft snapshots of the control plane are far smaller).
+pub const MAX_FRAME: usize = 256 << 20;
+
+pub async fn write_frame<T: Serialize>(
+    send: &mut quinn::SendStream,
+    value: &T,
+) -> Result<(), TransportError> {
+    let body = postcard::to_stdvec(value).map_err(|e| TransportError::Decode(e.to_string()))?;
+    if body.len() > MAX_FRAME {
+        return Err(TransportError::FrameTooLarge {
+            size: body.len(),
+            max: MAX_FRAME,
+        });
+    }
+    let len = (body.len() as u32).to_be_bytes();
+    send.write_all(&len)
+        .await
+        .map_err(|e| stream_err(send.id(), e))?;
+    send.write_all(&body)
+        .await
+        .map_err(|e| stream_err(send.id(), e))?;
+    Ok(())
+}
+
+pub async fn read_frame<T: DeserializeOwned>(
+    recv: &mut quinn::RecvStream,
+    max: usize,
+) -> Result<T, TransportError> {
+    let mut len = [0u8; 4];
+    recv.read_exact(&mut len)
+        .await
+        .map_err(|e| TransportError::Decode(format!("reading frame length: {e}")))?;
+    let len = u32::from_be_bytes(len) as usize;
+    if len > max {
+        return Err(TransportError::FrameTooLarge { size: len, max });
+    }
+    let mut body = vec![0u8; len];
+    recv.read_exact(&mut body)
+        .await
+        .map_err(|e| TransportError::Decode(format!("reading frame body: {e}")))?;
+    decode(&body)
+}
+
+pub fn decode<T: DeserializeOwned>(body: &[u8]) -> Result<T, TransportError> {
+    postcard::from_bytes(body).map_err(|e| TransportError::Decode(e.to_string()))
+}
+
+fn stream_err(id: quinn::StreamId, e: impl std::fmt::Display) -> TransportError {
+    TransportError::Decode(format!("writing stream {id}: {e}"))
+}

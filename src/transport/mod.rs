@@ -1,0 +1,343 @@
+//! One QUIC endpoint per node (quinn + rustls, mutual TLS with the cluster CA).
+//!
+//! Traffic classes get their own ALPN, and so their own connection with its own congestion
+//! and flow control: `ctl` (Raft, admin RPCs, gossip datagrams), `blk` (block replication),
+//! `mig` (VM migration), and `join`, the only one open to a peer without a certificate.
+//! Within a class every request is one bidirectional stream carrying one length-prefixed
+//! postcard frame each way; the frame's enum tag is the stream header. The transport does not
+//! interpret payloads: services registered per class do.
+
+pub mod frame;
+pub mod pki;
+pub mod tls;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use rustls::pki_types::CertificateDer;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::ids::NodeId;
+use crate::telemetry::Metrics;
+pub use frame::{read_frame, write_frame, MAX_FRAME};
+use pki::CertifiedKey;
+
+pub const ALPN_CTL: &[u8] = b"strata-ctl/1";
+pub const ALPN_BLK: &[u8] = b"strata-blk/1";
+pub const ALPN_MIG: &[u8] = b"strata-mig/1";
+pub const ALPN_JOIN: &[u8] = b"strata-join/1";
+
+/// A traffic class, one ALPN each.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Class {
+    Ctl,
+    Blk,
+    Mig,
+    Join,
+}
+
+impl Class {
+    pub fn alpn(self) -> &'static [u8] {
+        match self {
+            Class::Ctl => ALPN_CTL,
+            Class::Blk => ALPN_BLK,
+            Class::Mig => ALPN_MIG,
+            Class::Join => ALPN_JOIN,
+        }
+    }
+
+    fn from_alpn(alpn: &[u8]) -> Option<Class> {
+        [Class::Ctl, Class::Blk, Class::Mig, Class::Join]
+            .into_iter()
+            .find(|c| c.alpn() == alpn)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TransportError {
+    #[error("cannot listen on {addr} (UDP)")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("TLS setup: {0}")]
+    Tls(String),
+    #[error(transparent)]
+    Pki(#[from] pki::PkiError),
+    #[error("cannot connect to {addr}")]
+    Connect {
+        addr: SocketAddr,
+        #[source]
+        source: quinn::ConnectError,
+    },
+    #[error("connection to {addr} failed")]
+    Connection {
+        addr: SocketAddr,
+        #[source]
+        source: quinn::ConnectionError,
+    },
+    #[error("{addr} did not answer within {after:?}")]
+    Timeout { addr: SocketAddr, after: Duration },
+    #[error("stream to {addr} broke: {reason}")]
+    Stream { addr: SocketAddr, reason: String },
+    #[error("frame of {size} bytes exceeds the {max}-byte limit")]
+    FrameTooLarge { size: usize, max: usize },
+    #[error("malformed message: {0}")]
+    Decode(String),
+    #[error("datagram to {addr} not sent: {reason}")]
+    Datagram { addr: SocketAddr, reason: String },
+}
+
+/// Who is on the other end of an accepted connection.
+#[derive(Clone, Copy, Debug)]
+pub struct Peer {
+    /// The node named by the peer's certificate; `None` only on the `join` class.
+    pub node: Option<NodeId>,
+    pub addr: SocketAddr,
+}
+
+/// A protocol served on one traffic class.
+#[async_trait::async_trait]
+pub trait Service: Send + Sync + 'static {
+    async fn handle_stream(&self, peer: Peer, send: quinn::SendStream, recv: quinn::RecvStream);
+    fn handle_datagram(&self, _peer: Peer, _data: Bytes) {}
+}
+
+pub struct Transport {
+    endpoint: quinn::Endpoint,
+    clients: HashMap<Class, quinn::ClientConfig>,
+    conns: Mutex<HashMap<(NodeId, Class), quinn::Connection>>,
+    services: RwLock<HashMap<Class, Arc<dyn Service>>>,
+    metrics: Arc<Metrics>,
+}
+
+impl Transport {
+    /// Binds the node's endpoint. Fails with the address named if the port is taken.
+    pub fn bind(
+        _node: NodeId,
+        listen: SocketAddr,
+        identity: &CertifiedKey,
+        ca: &CertificateDer<'static>,
+        metrics: Arc<Metrics>,
+    ) -> Result<Arc<Self>, TransportError> {
+        let server = tls::server_config(identity, ca, &[ALPN_CTL, ALPN_BLK, ALPN_MIG, ALPN_JOIN])?;
+        let endpoint =
+            quinn::Endpoint::server(server, listen).map_err(|source| TransportError::Bind {
+                addr: listen,
+                source,
+            })?;
+        let mut clients = HashMap::new();
+        for class in [Class::Ctl, Class::Blk, Class::Mig] {
+            clients.insert(class, tls::client_config(identity, ca, class.alpn())?);
+        }
+        let t = Arc::new(Transport {
+            endpoint,
+            clients,
+            conns: Mutex::new(HashMap::new()),
+            services: RwLock::new(HashMap::new()),
+            metrics,
+        });
+        tokio::spawn(accept_loop(t.clone()));
+        Ok(t)
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.endpoint.local_addr()
+    }
+
+    pub fn register(&self, class: Class, service: Arc<dyn Service>) {
+        self.services
+            .write()
+            .expect("services lock poisoned")
+            .insert(class, service);
+    }
+
+    /// A cached, authenticated connection to `peer` for `class`, made if needed.
+    pub async fn connection(
+        &self,
+        peer: NodeId,
+        addr: SocketAddr,
+        class: Class,
+    ) -> Result<quinn::Connection, TransportError> {
+        if let Some(c) = self.cached(peer, class) {
+            if c.close_reason().is_none() && c.remote_address() == addr {
+                return Ok(c);
+            }
+        }
+        let cfg = self
+            .clients
+            .get(&class)
+            .ok_or_else(|| TransportError::Tls(format!("no client config for {class:?}")))?
+            .clone();
+        let conn = self
+            .endpoint
+            .connect_with(cfg, addr, &pki::node_dns_name(peer))
+            .map_err(|source| TransportError::Connect { addr, source })?
+            .await
+            .map_err(|source| TransportError::Connection { addr, source })?;
+        self.conns
+            .lock()
+            .expect("conns lock poisoned")
+            .insert((peer, class), conn.clone());
+        Ok(conn)
+    }
+
+    fn cached(&self, peer: NodeId, class: Class) -> Option<quinn::Connection> {
+        self.conns
+            .lock()
+            .expect("conns lock poisoned")
+            .get(&(peer, class))
+            .cloned()
+    }
+
+    /// Forgets the cached connection to `peer`, so the next call reconnects.
+    pub fn forget(&self, peer: NodeId) {
+        self.conns
+            .lock()
+            .expect("conns lock poisoned")
+            .retain(|(p, _), _| *p != peer);
+    }
+
+    /// One request/response exchange on a fresh stream, bounded by `timeout`.
+    pub async fn call<Req: Serialize, Resp: DeserializeOwned>(
+        &self,
+        peer: NodeId,
+        addr: SocketAddr,
+        class: Class,
+        rpc: &'static str,
+        req: &Req,
+        timeout: Duration,
+    ) -> Result<Resp, TransportError> {
+        let start = Instant::now();
+        let res = tokio::time::timeout(timeout, async {
+            let conn = self.connection(peer, addr, class).await?;
+            exchange(&conn, addr, req).await
+        })
+        .await
+        .unwrap_or(Err(TransportError::Timeout {
+            addr,
+            after: timeout,
+        }));
+        match &res {
+            Ok(_) => self.metrics.observe_rpc(rpc, start.elapsed()),
+            Err(_) => self.forget(peer),
+        }
+        res
+    }
+
+    /// Sends an unreliable datagram (gossip) on the `ctl` connection to `peer`.
+    pub async fn send_datagram(
+        &self,
+        peer: NodeId,
+        addr: SocketAddr,
+        data: Bytes,
+        connect_timeout: Duration,
+    ) -> Result<(), TransportError> {
+        let conn = tokio::time::timeout(connect_timeout, self.connection(peer, addr, Class::Ctl))
+            .await
+            .map_err(|_| TransportError::Timeout {
+                addr,
+                after: connect_timeout,
+            })??;
+        conn.send_datagram(data).map_err(|e| {
+            self.forget(peer);
+            TransportError::Datagram {
+                addr,
+                reason: e.to_string(),
+            }
+        })
+    }
+
+    /// Closes every connection and the endpoint.
+    pub async fn shutdown(&self) {
+        self.endpoint.close(0u32.into(), b"shutting down");
+        let _ = tokio::time::timeout(Duration::from_secs(1), self.endpoint.wait_idle()).await;
+    }
+}
+
+/// Writes `req` on a new bidirectional stream of `conn` and reads one response frame.
+pub async fn exchange<Req: Serialize, Resp: DeserializeOwned>(
+    conn: &quinn::Connection,
+    addr: SocketAddr,
+    req: &Req,
+) -> Result<Resp, TransportError> {
+    let (mut send, mut recv) = conn
+        .open_bi()
+        .await
+        .map_err(|source| TransportError::Connection { addr, source })?;
+    write_frame(&mut send, req).await?;
+    send.finish().map_err(|e| TransportError::Stream {
+        addr,
+        reason: e.to_string(),
+    })?;
+    read_frame(&mut recv, MAX_FRAME).await
+}
+
+async fn accept_loop(t: Arc<Transport>) {
+    while let Some(incoming) = t.endpoint.accept().await {
+        let t = t.clone();
+        tokio::spawn(async move {
+            let addr = incoming.remote_address();
+            let conn = match incoming.await {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::debug!(%addr, error = %e, "incoming connection failed");
+                    return;
+                }
+            };
+            if let Err(reason) = serve_connection(&t, conn.clone()).await {
+                tracing::warn!(%addr, %reason, "refused connection");
+                conn.close(1u32.into(), reason.as_bytes());
+            }
+        });
+    }
+}
+
+async fn serve_connection(t: &Arc<Transport>, conn: quinn::Connection) -> Result<(), String> {
+    let addr = conn.remote_address();
+    let alpn = conn
+        .handshake_data()
+        .and_then(|h| h.downcast::<quinn::crypto::rustls::HandshakeData>().ok())
+        .and_then(|h| h.protocol)
+        .ok_or("no ALPN negotiated")?;
+    let class = Class::from_alpn(&alpn).ok_or("unknown ALPN")?;
+    let node = conn
+        .peer_identity()
+        .and_then(|i| i.downcast::<Vec<CertificateDer<'static>>>().ok())
+        .and_then(|chain| chain.first().and_then(pki::node_id_of));
+    if class != Class::Join && node.is_none() {
+        return Err(format!(
+            "{class:?} requires a client certificate issued by the cluster CA"
+        ));
+    }
+    let service = t
+        .services
+        .read()
+        .expect("services lock poisoned")
+        .get(&class)
+        .cloned()
+        .ok_or_else(|| format!("{class:?} is not served by this node yet"))?;
+    let peer = Peer { node, addr };
+    if class == Class::Ctl {
+        let (conn2, service2) = (conn.clone(), service.clone());
+        tokio::spawn(async move {
+            while let Ok(d) = conn2.read_datagram().await {
+                service2.handle_datagram(peer, d);
+            }
+        });
+    }
+    loop {
+        match conn.accept_bi().await {
+            Ok((send, recv)) => {
+                let service = service.clone();
+                tokio::spawn(async move { service.handle_stream(peer, send, recv).await });
+            }
+            Err(_) => return Ok(()),
+        }
+    }
+}
