@@ -213,6 +213,10 @@ impl Control {
 
     /// Creates a single-use join token valid for `ttl`.
     pub async fn create_token(&self, ttl: Duration) -> Result<(JoinToken, u64), ControlError> {
+        if self.store.get::<Settings>("cluster")?.is_none() {
+            // A node that joined moments ago may not have the cluster's state yet.
+            self.store.linearizable().await?;
+        }
         let settings = self.store.get::<Settings>("cluster")?.ok_or_else(|| {
             ControlError::NotReady("the cluster has not finished bootstrapping".into())
         })?;

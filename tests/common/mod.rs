@@ -1,0 +1,324 @@
+//! Test harness: a cluster of real `strata serve` processes, each in its own network
+//! namespace, joined by veth links to a bridge in a hub namespace. Everything it creates is
+//! named after the test process and removed on drop. Needs root (CI runs as root).
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output};
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_strata");
+
+static SEQ: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
+fn sh(args: &[&str]) -> Output {
+    Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .expect("spawn")
+}
+
+fn must(args: &[&str]) {
+    let o = sh(args);
+    assert!(
+        o.status.success(),
+        "{:?} failed: {}",
+        args,
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+pub struct Node {
+    pub ns: String,
+    pub ip: String,
+    pub dir: PathBuf,
+    pub child: Option<Child>,
+}
+
+impl Node {
+    pub fn addr(&self) -> String {
+        format!("{}:7440", self.ip)
+    }
+
+    /// Runs a CLI command against this node's admin socket.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        Command::new(BIN)
+            .arg("--data-dir")
+            .arg(&self.dir)
+            .args(args)
+            .output()
+            .expect("spawn strata")
+    }
+
+    /// Runs a command inside this node's namespace.
+    pub fn in_ns(&self, args: &[&str]) -> Output {
+        let mut a = vec!["ip", "netns", "exec", &self.ns];
+        a.extend_from_slice(args);
+        sh(&a)
+    }
+
+    pub fn status(&self) -> Option<serde_json::Value> {
+        let o = self.cli(&["status", "--json"]);
+        o.status
+            .success()
+            .then(|| serde_json::from_slice(&o.stdout).ok())
+            .flatten()
+    }
+
+    pub fn start(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.with_extension("log"))
+            .expect("log file");
+        let child = Command::new("ip")
+            .args(["netns", "exec", &self.ns, BIN, "--data-dir"])
+            .arg(&self.dir)
+            .args(["serve", "--listen", &self.addr(), "--metrics-listen", "off"])
+            .env("STRATA_LOG", "info,openraft=warn")
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("spawn strata serve");
+        self.child = Some(child);
+        wait_for(Duration::from_secs(20), || self.status())
+            .unwrap_or_else(|| panic!("node {} did not start; log:\n{}", self.ns, self.log()));
+    }
+
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            // `ip netns exec` execs the binary, so the child is strata itself.
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.with_extension("log")).unwrap_or_default()
+    }
+
+    /// Drops all traffic to and from `peers` (a partition), or restores it.
+    pub fn isolate_from(&self, peers: &[String], on: bool) {
+        if on {
+            let mut rules = String::from("table inet strata_test {\n chain in { type filter hook input priority 0; policy accept;\n");
+            for p in peers {
+                rules += &format!("  ip saddr {p} drop\n");
+            }
+            rules += " }\n chain out { type filter hook output priority 0; policy accept;\n";
+            for p in peers {
+                rules += &format!("  ip daddr {p} drop\n");
+            }
+            rules += " }\n}\n";
+            let path = self.dir.with_extension("nft");
+            std::fs::write(&path, rules).expect("write nft rules");
+            let o = self.in_ns(&["nft", "-f", path.to_str().expect("utf8")]);
+            assert!(
+                o.status.success(),
+                "nft: {}",
+                String::from_utf8_lossy(&o.stderr)
+            );
+        } else {
+            let _ = self.in_ns(&["nft", "delete", "table", "inet", "strata_test"]);
+        }
+    }
+}
+
+pub struct Cluster {
+    pub hub: String,
+    pub nodes: Vec<Node>,
+    pub tmp: tempfile::TempDir,
+}
+
+pub fn wait_for<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T>
+where
+    T: Sized,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return Some(v);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+impl Cluster {
+    /// Creates `n` namespaces on a shared bridge, with nothing running yet.
+    pub fn topology(n: usize) -> Cluster {
+        assert!(
+            unsafe_is_root(),
+            "the namespace cluster tests need root (they create network namespaces)"
+        );
+        let id = format!(
+            "st{}x{}",
+            std::process::id(),
+            SEQ.fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+        );
+        let hub = format!("{id}h");
+        must(&["ip", "netns", "add", &hub]);
+        must(&[
+            "ip", "netns", "exec", &hub, "ip", "link", "add", "br0", "type", "bridge",
+        ]);
+        must(&[
+            "ip", "netns", "exec", &hub, "ip", "link", "set", "br0", "up",
+        ]);
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let mut nodes = vec![];
+        for i in 0..n {
+            let ns = format!("{id}n{i}");
+            let ip = format!("10.77.0.{}", i + 11);
+            must(&["ip", "netns", "add", &ns]);
+            let veth = format!("v{i}");
+            must(&[
+                "ip", "netns", "exec", &hub, "ip", "link", "add", &veth, "type", "veth", "peer",
+                "name", "eth0", "netns", &ns,
+            ]);
+            must(&[
+                "ip", "netns", "exec", &hub, "ip", "link", "set", &veth, "master", "br0", "up",
+            ]);
+            must(&[
+                "ip",
+                "netns",
+                "exec",
+                &ns,
+                "ip",
+                "addr",
+                "add",
+                &format!("{ip}/24"),
+                "dev",
+                "eth0",
+            ]);
+            must(&[
+                "ip", "netns", "exec", &ns, "ip", "link", "set", "eth0", "up",
+            ]);
+            must(&["ip", "netns", "exec", &ns, "ip", "link", "set", "lo", "up"]);
+            nodes.push(Node {
+                ns,
+                ip,
+                dir: tmp.path().join(format!("node{i}")),
+                child: None,
+            });
+        }
+        Cluster { hub, nodes, tmp }
+    }
+
+    /// Forms a cluster: node 0 creates it, the others join with fresh tokens.
+    pub fn form(n: usize) -> Cluster {
+        let mut c = Cluster::topology(n);
+        let first = &c.nodes[0];
+        let o = first.cli(&["init", "--listen", &first.addr(), "--cluster-name", "test"]);
+        assert!(
+            o.status.success(),
+            "init: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        c.nodes[0].start();
+        for i in 1..n {
+            let token = c.token(0, "10m");
+            let addr = c.nodes[0].addr();
+            c.join(i, &addr, &token).expect("join");
+            c.nodes[i].start();
+        }
+        let want = n.min(5) - if n.min(5) % 2 == 0 { 1 } else { 0 };
+        wait_for(Duration::from_secs(30), || {
+            let s = c.nodes[0].status()?;
+            let voters = s["voters"].as_array()?.len();
+            let alive = s["nodes_alive"].as_u64()? as usize;
+            (voters == want && alive == n).then_some(())
+        })
+        .unwrap_or_else(|| panic!("cluster did not form: {:?}", c.nodes[0].status()));
+        c
+    }
+
+    pub fn token(&self, via: usize, ttl: &str) -> String {
+        let o = self.nodes[via].cli(&["token", "create", "--ttl", ttl]);
+        assert!(
+            o.status.success(),
+            "token create: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8_lossy(&o.stdout).trim().to_string()
+    }
+
+    /// Runs `strata join` from node `i`'s namespace; Err carries stderr.
+    pub fn join(&self, i: usize, addr: &str, token: &str) -> Result<(), String> {
+        let n = &self.nodes[i];
+        let o = n.in_ns(&[
+            BIN,
+            "--data-dir",
+            n.dir.to_str().expect("utf8"),
+            "join",
+            addr,
+            "--token",
+            token,
+            "--listen",
+            &n.addr(),
+        ]);
+        if o.status.success() {
+            Ok(())
+        } else {
+            Err(String::from_utf8_lossy(&o.stderr).to_string())
+        }
+    }
+
+    pub fn leader(&self, among: &[usize]) -> Option<String> {
+        among.iter().find_map(|i| {
+            let s = self.nodes[*i].status()?;
+            s["leader"].as_str().map(str::to_string)
+        })
+    }
+
+    pub fn index_of(&self, node_id: &str) -> Option<usize> {
+        let s = self.nodes.iter().find_map(|n| n.status())?;
+        let addr = s["nodes"].as_array()?.iter().find(|n| n["id"] == node_id)?["addr"]
+            .as_str()?
+            .to_string();
+        self.nodes.iter().position(|n| n.addr() == addr)
+    }
+}
+
+fn unsafe_is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| o.stdout.starts_with(b"0"))
+        .unwrap_or(false)
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for n in &mut self.nodes {
+            n.kill();
+            let _ = sh(&["ip", "netns", "del", &n.ns]);
+        }
+        let _ = sh(&["ip", "netns", "del", &self.hub]);
+        if std::thread::panicking() {
+            for n in &self.nodes {
+                eprintln!(
+                    "==== log of {} ====\n{}",
+                    n.ns,
+                    n.log()
+                        .lines()
+                        .rev()
+                        .take(40)
+                        .collect::<Vec<_>>()
+                        .into_iter()
+                        .rev()
+                        .collect::<Vec<_>>()
+                        .join("\n")
+                );
+            }
+        }
+    }
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).to_string()
+}
+
+pub fn data_dir_of(n: &Node) -> &Path {
+    &n.dir
+}

@@ -1,0 +1,239 @@
+//! Multi-process clusters in network namespaces: formation with tokens, bad tokens,
+//! leader loss, dead-node detection, restart catch-up, partitions and corrupt data.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{stderr, wait_for, Cluster};
+
+fn put(c: &Cluster, via: usize, key: &str, value: &str) -> Result<(), String> {
+    let o = c.nodes[via].cli(&["debug", "put", key, value]);
+    if o.status.success() {
+        Ok(())
+    } else {
+        Err(stderr(&o))
+    }
+}
+
+fn get_local(c: &Cluster, via: usize, key: &str) -> Option<serde_json::Value> {
+    let o = c.nodes[via].cli(&["debug", "get", key, "--local"]);
+    o.status
+        .success()
+        .then(|| serde_json::from_slice::<serde_json::Value>(&o.stdout).ok())
+        .flatten()
+        .map(|v| v["value"].clone())
+}
+
+#[test]
+fn three_nodes_form_refuse_bad_tokens_and_survive_leader_loss() {
+    let mut c = Cluster::topology(4);
+    let n0 = c.nodes[0].addr();
+    let o = c.nodes[0].cli(&["init", "--listen", &n0]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    c.nodes[0].start();
+
+    // A malformed token, a wrong secret, an expired token and a reused token are refused
+    // with a message naming the cause, and write nothing.
+    let err = c.join(3, &n0, "SJ1.nonsense").unwrap_err();
+    assert!(err.contains("malformed join token"), "{err}");
+    let good = c.token(0, "10m");
+    let mut parts: Vec<&str> = good.split('.').collect();
+    let wrong_secret = "0".repeat(32);
+    parts[3] = &wrong_secret;
+    let err = c.join(3, &n0, &parts.join(".")).unwrap_err();
+    assert!(err.contains("wrong secret"), "{err}");
+    let short = c.token(0, "1s");
+    std::thread::sleep(Duration::from_millis(2100));
+    let err = c.join(3, &n0, &short).unwrap_err();
+    assert!(err.contains("expired"), "{err}");
+    assert!(
+        !c.nodes[3].dir.join("node.toml").exists(),
+        "a refused join wrote the data directory"
+    );
+
+    c.join(1, &n0, &good).expect("join with a valid token");
+    let err = c.join(3, &n0, &good).unwrap_err();
+    assert!(err.contains("already used"), "{err}");
+    c.nodes[1].start();
+    let t = c.token(1, "10m"); // tokens can be made on any node
+    c.join(2, &n0, &t).expect("join 2");
+    c.nodes[2].start();
+    wait_for(Duration::from_secs(30), || {
+        let s = c.nodes[2].status()?;
+        (s["voters"].as_array()?.len() == 3 && s["nodes_alive"] == 3).then_some(())
+    })
+    .expect("three voters, all alive");
+
+    put(&c, 2, "before", "1").expect("write through a follower");
+
+    // Kill the leader: the others elect a new one and accept writes again.
+    let leader = c.leader(&[0, 1, 2]).expect("a leader");
+    let li = c.index_of(&leader).expect("leader index");
+    let survivors: Vec<usize> = (0..3).filter(|i| *i != li).collect();
+    let killed_at = Instant::now();
+    c.nodes[li].kill();
+    let new_leader = wait_for(Duration::from_secs(15), || {
+        let l = c.leader(&survivors)?;
+        (l != leader).then_some(l)
+    })
+    .expect("a new leader after the old one was killed");
+    let elected = killed_at.elapsed();
+    wait_for(Duration::from_secs(10), || {
+        put(&c, survivors[0], "after", "2").ok()
+    })
+    .expect("writes accepted again");
+    let writable = killed_at.elapsed();
+    let detected = wait_for(Duration::from_secs(10), || {
+        let s = c.nodes[survivors[0]].status()?;
+        let dead = s["nodes"]
+            .as_array()?
+            .iter()
+            .find(|n| n["id"] == leader.as_str())?;
+        (dead["liveness"] == "down").then(|| killed_at.elapsed())
+    })
+    .expect("the killed node shown as down in status");
+    eprintln!("FIGURES 3-node: new leader {new_leader} after {elected:?}, writes accepted after {writable:?}, dead node shown down after {detected:?}");
+    assert!(
+        detected < Duration::from_secs(4),
+        "dead node detected only after {detected:?}"
+    );
+
+    // Restart the old leader from its data directory: it catches up.
+    c.nodes[li].start();
+    wait_for(Duration::from_secs(20), || {
+        (get_local(&c, li, "after")? == serde_json::json!(2)).then_some(())
+    })
+    .expect("restarted node caught up");
+}
+
+#[test]
+fn a_partitioned_minority_refuses_writes_and_converges_after_healing() {
+    let c = Cluster::form(3);
+    let leader = c.leader(&[0, 1, 2]).expect("leader");
+    // Isolate the leader itself: the hardest case, it must stop accepting writes.
+    let mi = c.index_of(&leader).expect("index");
+    let others: Vec<usize> = (0..3).filter(|i| *i != mi).collect();
+    let peer_ips: Vec<String> = others.iter().map(|i| c.nodes[*i].ip.clone()).collect();
+    c.nodes[mi].isolate_from(&peer_ips, true);
+
+    let err = put(&c, mi, "minority", "1").unwrap_err();
+    assert!(
+        err.contains("no quorum"),
+        "minority write must fail naming the cause: {err}"
+    );
+    wait_for(Duration::from_secs(15), || {
+        put(&c, others[0], "majority", "7").ok()
+    })
+    .expect("majority keeps accepting writes");
+    assert_eq!(
+        get_local(&c, mi, "majority"),
+        None,
+        "the minority cannot have seen the majority's write"
+    );
+
+    c.nodes[mi].isolate_from(&peer_ips, false);
+    wait_for(Duration::from_secs(20), || {
+        (get_local(&c, mi, "majority")? == serde_json::json!(7)).then_some(())
+    })
+    .expect("healed node converges");
+    let applied: Vec<u64> = (0..3)
+        .map(|i| {
+            wait_for(Duration::from_secs(10), || {
+                c.nodes[i].status()?["applied_index"].as_u64()
+            })
+            .unwrap_or(0)
+        })
+        .collect();
+    // Every node applies the same log: same value for every key written.
+    for i in 0..3 {
+        assert_eq!(
+            get_local(&c, i, "majority"),
+            Some(serde_json::json!(7)),
+            "node {i}, applied {applied:?}"
+        );
+        assert_eq!(
+            get_local(&c, i, "minority"),
+            None,
+            "node {i} has a write that was refused"
+        );
+    }
+}
+
+#[test]
+fn five_nodes_keep_five_voters_and_fail_over() {
+    let mut c = Cluster::form(5);
+    let s = c.nodes[0].status().expect("status");
+    assert_eq!(s["voters"].as_array().unwrap().len(), 5);
+    let leader = c.leader(&[0, 1, 2, 3, 4]).expect("leader");
+    let li = c.index_of(&leader).expect("index");
+    let survivors: Vec<usize> = (0..5).filter(|i| *i != li).collect();
+    let t0 = Instant::now();
+    c.nodes[li].kill();
+    wait_for(Duration::from_secs(15), || {
+        c.leader(&survivors).filter(|l| *l != leader)
+    })
+    .expect("new leader");
+    wait_for(Duration::from_secs(10), || {
+        put(&c, survivors[1], "k", "1").ok()
+    })
+    .expect("writes accepted");
+    eprintln!(
+        "FIGURES 5-node: writes accepted {:?} after the leader was killed",
+        t0.elapsed()
+    );
+}
+
+#[test]
+fn a_node_with_a_corrupt_data_directory_stops_naming_the_file() {
+    let mut c = Cluster::form(3);
+    let victim = 2;
+    c.nodes[victim].kill();
+    let key = c.nodes[victim].dir.join("pki/node.key");
+    let original_key = std::fs::read(&key).unwrap();
+    std::fs::write(&key, "garbage").unwrap();
+    let o = c.nodes[victim].in_ns(&[
+        common::BIN,
+        "--data-dir",
+        c.nodes[victim].dir.to_str().unwrap(),
+        "serve",
+        "--listen",
+        &c.nodes[victim].addr(),
+        "--metrics-listen",
+        "off",
+    ]);
+    assert!(!o.status.success());
+    let err = stderr(&o);
+    assert!(err.contains("pki/node.key"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+
+    // Corrupt the Raft log's files: the node refuses to start and names the directory.
+    let log_dir = c.nodes[victim].dir.join("raft/log");
+    for e in std::fs::read_dir(&log_dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.file_name()
+            .unwrap()
+            .to_string_lossy()
+            .starts_with("MANIFEST")
+        {
+            std::fs::write(&p, b"not a manifest").unwrap();
+        }
+    }
+    std::fs::write(&key, original_key).unwrap();
+    let o = c.nodes[victim].in_ns(&[
+        common::BIN,
+        "--data-dir",
+        c.nodes[victim].dir.to_str().unwrap(),
+        "serve",
+        "--listen",
+        &c.nodes[victim].addr(),
+        "--metrics-listen",
+        "off",
+    ]);
+    assert!(!o.status.success());
+    let err = stderr(&o);
+    assert!(err.contains("raft/log"), "{err}");
+
+    // The rest of the cluster is unharmed.
+    put(&c, 0, "still", "ok").expect("the others keep working");
+}
