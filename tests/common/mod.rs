@@ -222,7 +222,7 @@ impl Cluster {
             c.join(i, &addr, &token).expect("join");
             c.nodes[i].start();
         }
-        let want = n.min(5) - if n.min(5) % 2 == 0 { 1 } else { 0 };
+        let want = n.min(5) - usize::from(n.min(5).is_multiple_of(2));
         wait_for(Duration::from_secs(30), || {
             let s = c.nodes[0].status()?;
             let voters = s["voters"].as_array()?.len();
