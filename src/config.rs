@@ -153,6 +153,7 @@ impl ConfigFile {
             .listen
             .unwrap_or_else(|| format!("0.0.0.0:{DEFAULT_PORT}"));
         let listen = parse_addr("listen", &listen_text)?;
+        let explicit_advertise = self.advertise.is_some();
         let advertise = match self.advertise {
             Some(a) => parse_addr("advertise", &a)?,
             None if listen.ip().is_unspecified() => {
@@ -162,9 +163,10 @@ impl ConfigFile {
                     "required when `listen` is a wildcard address; set it to the address other nodes reach this one at",
                 ))
             }
+            // Port 0 here means "whatever port the endpoint gets" (tests, ad-hoc nodes).
             None => listen,
         };
-        if advertise.ip().is_unspecified() || advertise.port() == 0 {
+        if advertise.ip().is_unspecified() || (explicit_advertise && advertise.port() == 0) {
             return Err(invalid(
                 "advertise",
                 &advertise.to_string(),

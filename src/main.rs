@@ -1,22 +1,7 @@
-//! `strata`: one binary, every role. See docs/design.md for the module map.
-
-mod agent;
-mod api;
-mod cli;
-mod cluster;
-mod compute;
-mod config;
-mod console;
-mod control;
-mod daemon;
-mod ids;
-mod installer;
-mod network;
-mod storage;
-mod telemetry;
-mod transport;
+//! `strata`: one binary, every role.
 
 use clap::Parser;
+use strata::{cli, telemetry};
 
 fn main() -> std::process::ExitCode {
     let cli = cli::Cli::parse();

@@ -73,27 +73,37 @@ fn three_nodes_form_refuse_bad_tokens_and_survive_leader_loss() {
     let survivors: Vec<usize> = (0..3).filter(|i| *i != li).collect();
     let killed_at = Instant::now();
     c.nodes[li].kill();
-    let new_leader = wait_for(Duration::from_secs(15), || {
-        let l = c.leader(&survivors)?;
-        (l != leader).then_some(l)
-    })
-    .expect("a new leader after the old one was killed");
-    let elected = killed_at.elapsed();
+    // Watch one survivor's view: when does it show the dead node down, and a new leader?
+    let (mut detected, mut elected) = (None, None);
+    let mut new_leader = String::new();
+    while (detected.is_none() || elected.is_none()) && killed_at.elapsed() < Duration::from_secs(15)
+    {
+        if let Some(s) = c.nodes[survivors[0]].status() {
+            let down = s["nodes"]
+                .as_array()
+                .and_then(|a| a.iter().find(|n| n["id"] == leader.as_str()))
+                .is_some_and(|n| n["liveness"] == "down");
+            if down && detected.is_none() {
+                detected = Some(killed_at.elapsed());
+            }
+            if let Some(l) = s["leader"].as_str().filter(|l| *l != leader) {
+                if elected.is_none() {
+                    elected = Some(killed_at.elapsed());
+                    new_leader = l.to_string();
+                }
+            }
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let detected = detected.expect("the killed node shown as down in status");
+    let elected = elected.expect("a new leader after the old one was killed");
     wait_for(Duration::from_secs(10), || {
         put(&c, survivors[0], "after", "2").ok()
     })
     .expect("writes accepted again");
     let writable = killed_at.elapsed();
-    let detected = wait_for(Duration::from_secs(10), || {
-        let s = c.nodes[survivors[0]].status()?;
-        let dead = s["nodes"]
-            .as_array()?
-            .iter()
-            .find(|n| n["id"] == leader.as_str())?;
-        (dead["liveness"] == "down").then(|| killed_at.elapsed())
-    })
-    .expect("the killed node shown as down in status");
-    eprintln!("FIGURES 3-node: new leader {new_leader} after {elected:?}, writes accepted after {writable:?}, dead node shown down after {detected:?}");
+    eprintln!("FIGURES 3-node: dead node shown down after {detected:?}, new leader {new_leader} after {elected:?}, writes accepted after {writable:?}");
+    // The target is 2 s on a quiet LAN; allow for a loaded 2-core CI machine.
     assert!(
         detected < Duration::from_secs(4),
         "dead node detected only after {detected:?}"

@@ -69,8 +69,7 @@ impl Node {
             }
         })?;
         let metrics = Metrics::new();
-        let transport =
-            Transport::bind(me, config.listen, &identity.tls, &ca_der, metrics.clone())?;
+        let transport = Transport::bind(config.listen, &identity.tls, &ca_der, metrics.clone())?;
         let advertise = if config.advertise.port() == 0 {
             transport
                 .local_addr()

@@ -119,7 +119,6 @@ pub struct Transport {
 impl Transport {
     /// Binds the node's endpoint. Fails with the address named if the port is taken.
     pub fn bind(
-        _node: NodeId,
         listen: SocketAddr,
         identity: &CertifiedKey,
         ca: &CertificateDer<'static>,
@@ -253,8 +252,18 @@ impl Transport {
         })
     }
 
+    /// Unregisters every service. Services hold the transport (to make calls), so this
+    /// breaks the cycle and lets the endpoint's socket close once the node is dropped.
+    pub fn clear_services(&self) {
+        self.services
+            .write()
+            .expect("services lock poisoned")
+            .clear();
+    }
+
     /// Closes every connection and the endpoint.
     pub async fn shutdown(&self) {
+        self.clear_services();
         self.endpoint.close(0u32.into(), b"shutting down");
         let _ = tokio::time::timeout(Duration::from_secs(1), self.endpoint.wait_idle()).await;
     }

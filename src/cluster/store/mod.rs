@@ -108,7 +108,6 @@ impl Store {
 
     /// Every batch of changes applied on this node from now on. An empty batch means the
     /// whole state was replaced (a snapshot was installed): re-read what you watch.
-    #[allow(dead_code)] // the agent's reconcilers (compute, storage, network issues) watch
     pub fn watch(&self) -> broadcast::Receiver<Arc<Vec<Change>>> {
         self.raft.shared.changes.subscribe()
     }
@@ -142,7 +141,6 @@ impl TxnBuilder {
         self
     }
 
-    #[allow(dead_code)] // used by later issues' resources
     pub fn delete<T: Table>(mut self, key: impl Into<String>) -> Self {
         self.txn.ops.push(Op::Delete {
             table: T::NAME.into(),
