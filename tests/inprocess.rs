@@ -16,7 +16,6 @@ struct Proc {
     rt: Option<tokio::runtime::Runtime>,
     node: Option<Arc<Node>>,
     dir: PathBuf,
-    listen: String,
 }
 
 fn config(dir: &Path, listen: &str, snapshot_every: Option<u64>) -> Config {
