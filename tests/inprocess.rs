@@ -56,7 +56,6 @@ impl Proc {
             rt: Some(rt),
             node: Some(node),
             dir: dir.to_path_buf(),
-            listen: listen.to_string(),
         }
     }
 
