@@ -67,6 +67,8 @@ pub struct RaftTuning {
     pub keep_behind_snapshot: u64,
     /// The most voters the cluster keeps; the remaining nodes are learners.
     pub max_voters: usize,
+    /// Writes are refused while the data disk has less free space than this.
+    pub min_free_bytes: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -100,6 +102,7 @@ pub struct RaftFile {
     pub snapshot_every: Option<u64>,
     pub keep_behind_snapshot: Option<u64>,
     pub max_voters: Option<usize>,
+    pub min_free_mb: Option<u64>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]
@@ -137,6 +140,7 @@ impl ConfigFile {
         take!(raft.snapshot_every);
         take!(raft.keep_behind_snapshot);
         take!(raft.max_voters);
+        take!(raft.min_free_mb);
         take!(gossip.failure_detection_ms);
         self
     }
@@ -241,6 +245,7 @@ impl ConfigFile {
                 snapshot_every,
                 keep_behind_snapshot: self.raft.keep_behind_snapshot.unwrap_or(1000),
                 max_voters,
+                min_free_bytes: self.raft.min_free_mb.unwrap_or(64) << 20,
             },
             gossip: GossipTuning {
                 failure_detection: Duration::from_millis(fd),

@@ -88,6 +88,9 @@ impl IntoResponse for ApiError {
 impl From<ControlError> for ApiError {
     fn from(e: ControlError) -> Self {
         let code = match &e {
+            ControlError::Store(StoreError::Raft(RaftError::DiskFull(_))) => {
+                StatusCode::INSUFFICIENT_STORAGE
+            }
             ControlError::Store(StoreError::Raft(RaftError::NoQuorum(_))) => {
                 StatusCode::SERVICE_UNAVAILABLE
             }

@@ -1,5 +1,6 @@
 //! Command-line interface: argument parsing and dispatch, no logic of its own.
 
+pub mod bench;
 mod client;
 mod output;
 
@@ -144,6 +145,16 @@ pub enum DebugCmd {
         key: String,
         #[arg(long)]
         local: bool,
+    },
+    /// Write load generator for `make bench`: strata:<admin socket> or etcd:<host:port>.
+    BenchWrite {
+        target: bench::Target,
+        #[arg(long, default_value_t = 1000)]
+        writes: usize,
+        #[arg(long, default_value_t = 1)]
+        concurrency: usize,
+        #[arg(long, default_value_t = 256)]
+        value_bytes: usize,
     },
 }
 
@@ -348,6 +359,17 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
                         Some(value),
                     )
                     .await?
+                }
+                DebugCmd::BenchWrite {
+                    target,
+                    writes,
+                    concurrency,
+                    value_bytes,
+                } => {
+                    let r = bench::run(target.clone(), *writes, *concurrency, *value_bytes)
+                        .await
+                        .map_err(CliError::Usage)?;
+                    serde_json::to_value(r).unwrap_or_default()
                 }
                 DebugCmd::Get { key, local } => {
                     client::call(

@@ -34,10 +34,39 @@ pub struct OpenError {
 pub struct LogStore {
     db: Arc<DB>,
     path: PathBuf,
+    /// Set by the first failed write or sync. RocksDB must not be written or synced again
+    /// after an I/O error (its WAL writer asserts), so every later call fails with the
+    /// original cause and Raft stops cleanly.
+    failed: Arc<std::sync::Mutex<Option<String>>>,
+    /// Appends are refused below this much free space, before RocksDB can hit ENOSPC.
+    min_free: u64,
+}
+
+/// Free bytes on the file system holding `path`.
+pub fn free_bytes(path: &Path) -> io::Result<u64> {
+    let st = rustix::fs::statvfs(path).map_err(io::Error::from)?;
+    Ok(st.f_bavail.saturating_mul(st.f_frsize))
+}
+
+/// An error if the disk holding `path` has less than `reserve` bytes free.
+pub fn check_free_space(path: &Path, reserve: u64) -> io::Result<()> {
+    let free = free_bytes(path)?;
+    if free < reserve {
+        return Err(io::Error::new(
+            io::ErrorKind::StorageFull,
+            format!(
+                "data disk full: {} MiB free on {}, below the {} MiB reserve",
+                free >> 20,
+                path.display(),
+                reserve >> 20
+            ),
+        ));
+    }
+    Ok(())
 }
 
 impl LogStore {
-    pub fn open(path: &Path) -> Result<Self, OpenError> {
+    pub fn open(path: &Path, min_free: u64) -> Result<Self, OpenError> {
         let mut opts = Options::default();
         opts.create_if_missing(true);
         opts.create_missing_column_families(true);
@@ -52,6 +81,8 @@ impl LogStore {
         Ok(LogStore {
             db: Arc::new(db),
             path: path.to_path_buf(),
+            failed: Arc::new(std::sync::Mutex::new(None)),
+            min_free,
         })
     }
 
@@ -77,13 +108,31 @@ impl LogStore {
     }
 
     fn put_meta<T: Serialize>(&self, key: &[u8], v: &T) -> io::Result<()> {
-        self.db
-            .put_cf(self.cf("meta"), key, encode(v))
-            .map_err(|e| self.err("write", e))
+        self.guarded("write", || self.db.put_cf(self.cf("meta"), key, encode(v)))
     }
 
     fn sync(&self) -> io::Result<()> {
-        self.db.flush_wal(true).map_err(|e| self.err("fsync", e))
+        self.guarded("fsync", || self.db.flush_wal(true))
+    }
+
+    /// Runs a RocksDB write unless an earlier one failed; remembers the first failure.
+    fn guarded(
+        &self,
+        what: &str,
+        op: impl FnOnce() -> Result<(), rocksdb::Error>,
+    ) -> io::Result<()> {
+        let mut failed = self.failed.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(first) = failed.as_ref() {
+            return Err(io::Error::other(format!(
+                "raft log {} is read-only after an earlier error: {first}",
+                self.path.display()
+            )));
+        }
+        op().map_err(|e| {
+            let err = self.err(what, e);
+            *failed = Some(err.to_string());
+            err
+        })
     }
 
     /// Number of entries currently held (for `strata debug raft`).
@@ -220,7 +269,14 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         for e in entries {
             batch.put_cf(cf, id_to_bin(e.log_id.index()), encode(&e));
         }
-        self.db.write(batch).map_err(|e| self.err("append", e))?;
+        if let Err(e) = check_free_space(&self.path, self.min_free / 2) {
+            // Below half the reserve even the API guard was bypassed (replication from a
+            // leader with more space): stop before RocksDB meets ENOSPC.
+            let msg = e.to_string();
+            *self.failed.lock().unwrap_or_else(|p| p.into_inner()) = Some(msg.clone());
+            return Err(io::Error::new(io::ErrorKind::StorageFull, msg));
+        }
+        self.guarded("append", || self.db.write(batch))?;
         // Entries are readable now; durability is reported once the WAL is on disk.
         let s = self.clone();
         tokio::task::spawn_blocking(move || callback.io_completed(s.sync()));
@@ -229,15 +285,49 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn truncate_after(&mut self, last: Option<LogId>) -> Result<(), io::Error> {
         let from = last.map(|l| l.index() + 1).unwrap_or(0);
-        self.db
-            .delete_range_cf(self.cf("logs"), id_to_bin(from), id_to_bin(u64::MAX))
-            .map_err(|e| self.err("truncate", e))
+        self.guarded("truncate", || {
+            self.db
+                .delete_range_cf(self.cf("logs"), id_to_bin(from), id_to_bin(u64::MAX))
+        })
     }
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), io::Error> {
         self.put_meta(KEY_PURGED, &log_id)?;
-        self.db
-            .delete_range_cf(self.cf("logs"), id_to_bin(0), id_to_bin(log_id.index() + 1))
-            .map_err(|e| self.err("purge", e))
+        self.guarded("purge", || {
+            self.db
+                .delete_range_cf(self.cf("logs"), id_to_bin(0), id_to_bin(log_id.index() + 1))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use openraft::storage::RaftLogStorage;
+
+    #[tokio::test]
+    async fn a_store_below_its_reserve_refuses_appends_and_stays_refusing() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = LogStore::open(&dir.path().join("log"), u64::MAX).unwrap();
+        let err = store.save_vote(&Vote::new(1, 1)).await;
+        assert!(
+            err.is_ok(),
+            "meta writes are not guarded by the reserve: {err:?}"
+        );
+        let e = check_free_space(dir.path(), u64::MAX)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("data disk full") && e.contains(&dir.path().display().to_string()),
+            "{e}"
+        );
+        // Poisoned after a failure: later writes fail with the first cause, not a new one.
+        *store.failed.lock().unwrap() = Some("disk on fire".into());
+        let e = store
+            .save_vote(&Vote::new(1, 1))
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("disk on fire") && e.contains("read-only"), "{e}");
     }
 }

@@ -24,7 +24,7 @@ use crate::config::RaftTuning;
 use crate::ids::NodeId;
 use crate::transport::{Class, Transport};
 use log_store::LogStore;
-pub use log_store::OpenError;
+pub use log_store::{check_free_space, OpenError};
 use state_machine::StateMachine;
 pub use state_machine::{Shared, SnapshotError};
 
@@ -63,10 +63,14 @@ pub enum RaftError {
     Write(String),
     #[error("membership change failed: {0}")]
     Membership(String),
+    #[error("write refused: {0}")]
+    DiskFull(String),
 }
 
 pub struct RaftNode {
     pub id: NodeId,
+    dir: std::path::PathBuf,
+    min_free: u64,
     pub raft: Raft,
     pub shared: Arc<Shared>,
     transport: Arc<Transport>,
@@ -91,7 +95,7 @@ impl RaftNode {
         tuning: &RaftTuning,
         transport: Arc<Transport>,
     ) -> Result<Arc<Self>, RaftError> {
-        let log = LogStore::open(&dir.join("log"))?;
+        let log = LogStore::open(&dir.join("log"), tuning.min_free_bytes)?;
         let (sm, shared) = StateMachine::open(&dir.join("snapshots"))?;
         let config = openraft::Config {
             cluster_name: "strata".into(),
@@ -114,6 +118,8 @@ impl RaftNode {
             .map_err(|e| RaftError::Start(e.to_string()))?;
         Ok(Arc::new(RaftNode {
             id,
+            dir: dir.to_path_buf(),
+            min_free: tuning.min_free_bytes,
             raft,
             shared,
             transport,
@@ -190,6 +196,10 @@ impl RaftNode {
     /// Commits `cmd` through the leader, wherever it is. Fails with `NoQuorum` if no leader
     /// can commit it within [`WRITE_TIMEOUT`].
     pub async fn write(&self, cmd: Command) -> Result<TxnResult, RaftError> {
+        // Refuse while this node's disk is below its reserve: nothing is proposed, so
+        // nothing acknowledged can be lost, and reads keep working.
+        check_free_space(&self.dir, self.min_free)
+            .map_err(|e| RaftError::DiskFull(e.to_string()))?;
         let deadline = Instant::now() + WRITE_TIMEOUT;
         let mut last_err = String::from("no leader is known");
         while Instant::now() < deadline {
