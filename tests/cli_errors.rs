@@ -120,3 +120,33 @@ fn every_subcommand_has_help() {
         );
     }
 }
+
+#[test]
+fn joining_an_unreachable_address_says_so_and_writes_nothing() {
+    let d = tempfile::tempdir().unwrap();
+    let data = d.path().join("data");
+    // A well-formed token for a cluster that is not there.
+    let token = format!(
+        "SJ1.{}.{}.{}",
+        "ab".repeat(32),
+        "cd".repeat(6),
+        "ef".repeat(16)
+    );
+    let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap(); // bound, never answers
+    let addr = silent.local_addr().unwrap().to_string();
+    let start = std::time::Instant::now();
+    let (ok, err) = strata(&[
+        "--data-dir",
+        data.to_str().unwrap(),
+        "join",
+        &addr,
+        "--token",
+        &token,
+        "--listen",
+        "127.0.0.1:7998",
+    ]);
+    assert!(!ok);
+    assert!(err.contains(&format!("cannot reach {addr}")), "{err}");
+    assert!(start.elapsed() < std::time::Duration::from_secs(30));
+    assert!(!data.join("node.toml").exists());
+}

@@ -36,7 +36,7 @@ pub async fn read_frame<T: DeserializeOwned>(
     let mut len = [0u8; 4];
     recv.read_exact(&mut len)
         .await
-        .map_err(|e| TransportError::Decode(format!("reading frame length: {e}")))?;
+        .map_err(|e| TransportError::Decode(format!("reading frame length: {}", describe(&e))))?;
     let len = u32::from_be_bytes(len) as usize;
     if len > max {
         return Err(TransportError::FrameTooLarge { size: len, max });
@@ -44,7 +44,7 @@ pub async fn read_frame<T: DeserializeOwned>(
     let mut body = vec![0u8; len];
     recv.read_exact(&mut body)
         .await
-        .map_err(|e| TransportError::Decode(format!("reading frame body: {e}")))?;
+        .map_err(|e| TransportError::Decode(format!("reading frame body: {}", describe(&e))))?;
     decode(&body)
 }
 
@@ -54,4 +54,20 @@ pub fn decode<T: DeserializeOwned>(body: &[u8]) -> Result<T, TransportError> {
 
 fn stream_err(id: quinn::StreamId, e: impl std::fmt::Display) -> TransportError {
     TransportError::Decode(format!("writing stream {id}: {e}"))
+}
+
+/// A read error with the peer's close reason, when it gave one.
+fn describe(e: &quinn::ReadExactError) -> String {
+    use quinn::{ConnectionError, ReadError, ReadExactError};
+    match e {
+        ReadExactError::ReadError(ReadError::ConnectionLost(
+            ConnectionError::ApplicationClosed(c),
+        )) => {
+            format!(
+                "peer closed the connection: {}",
+                String::from_utf8_lossy(&c.reason)
+            )
+        }
+        other => other.to_string(),
+    }
 }

@@ -350,3 +350,93 @@ async fn serve_connection(t: &Arc<Transport>, conn: quinn::Connection) -> Result
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::transport::pki::ClusterCa;
+
+    /// Answers every request with its own payload plus the caller's node id.
+    struct Echo;
+
+    #[async_trait::async_trait]
+    impl Service for Echo {
+        async fn handle_stream(
+            &self,
+            peer: Peer,
+            mut send: quinn::SendStream,
+            mut recv: quinn::RecvStream,
+        ) {
+            if let Ok(msg) = read_frame::<String>(&mut recv, 1024).await {
+                let reply = format!("{msg} from {:?}", peer.node);
+                let _ = write_frame(&mut send, &reply).await;
+                let _ = send.finish();
+            }
+        }
+    }
+
+    fn node(ca: &ClusterCa, id: u64) -> (Arc<Transport>, NodeId) {
+        let id = NodeId(id);
+        let ck = ca.issue_node(id).unwrap();
+        let ca_der = pki::pem_to_cert_der(&ca.0.cert_pem).unwrap();
+        let t =
+            Transport::bind("127.0.0.1:0".parse().unwrap(), &ck, &ca_der, Metrics::new()).unwrap();
+        t.register(Class::Ctl, Arc::new(Echo));
+        t.register(Class::Join, Arc::new(Echo));
+        (t, id)
+    }
+
+    const T: Duration = Duration::from_secs(3);
+
+    #[tokio::test]
+    async fn nodes_of_one_cluster_talk_and_learn_each_others_identity() {
+        let ca = ClusterCa::generate("a").unwrap();
+        let (a, a_id) = node(&ca, 1);
+        let (b, _) = node(&ca, 2);
+        let addr = a.local_addr().unwrap();
+        let r: String = b
+            .call(a_id, addr, Class::Ctl, "echo", &"hi".to_string(), T)
+            .await
+            .unwrap();
+        assert_eq!(r, "hi from Some(NodeId(0000000000000002))");
+    }
+
+    #[tokio::test]
+    async fn a_node_of_another_cluster_is_refused() {
+        let (a, a_id) = node(&ClusterCa::generate("a").unwrap(), 1);
+        let (evil, _) = node(&ClusterCa::generate("evil").unwrap(), 2);
+        let addr = a.local_addr().unwrap();
+        let r = evil
+            .call::<_, String>(a_id, addr, Class::Ctl, "echo", &"hi".to_string(), T)
+            .await;
+        assert!(r.is_err(), "a foreign certificate was accepted: {r:?}");
+    }
+
+    #[tokio::test]
+    async fn a_peer_without_a_certificate_reaches_join_only() {
+        let ca = ClusterCa::generate("a").unwrap();
+        let (a, _) = node(&ca, 1);
+        let addr = a.local_addr().unwrap();
+        let fp = fingerprint_of(&ca);
+        let mut ep = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+        // Join: allowed without a certificate (the joiner pins the CA instead).
+        ep.set_default_client_config(tls::join_client_config(&fp, ALPN_JOIN).unwrap());
+        let conn = ep.connect(addr, pki::ANY_NODE_NAME).unwrap().await.unwrap();
+        let r: String = exchange(&conn, addr, &"join me".to_string()).await.unwrap();
+        assert_eq!(r, "join me from None");
+        // Ctl without a certificate: the connection is closed with the reason.
+        ep.set_default_client_config(tls::join_client_config(&fp, ALPN_CTL).unwrap());
+        let conn = ep.connect(addr, pki::ANY_NODE_NAME).unwrap().await.unwrap();
+        let r = exchange::<_, String>(&conn, addr, &"raft?".to_string()).await;
+        let err = format!("{:?}", r.unwrap_err());
+        assert!(err.contains("requires a client certificate"), "{err}");
+        // A joiner pinning the wrong CA refuses to talk to the node at all.
+        ep.set_default_client_config(tls::join_client_config(&"0".repeat(64), ALPN_JOIN).unwrap());
+        let r = ep.connect(addr, pki::ANY_NODE_NAME).unwrap().await;
+        assert!(r.is_err(), "joiner accepted a cluster it did not pin");
+    }
+
+    fn fingerprint_of(ca: &ClusterCa) -> String {
+        ca.fingerprint().unwrap()
+    }
+}
