@@ -18,8 +18,10 @@ pub fn init_logging(format: LogFormat) {
         .or_else(|_| std::env::var("RUST_LOG"))
         .unwrap_or_else(|_| "info,openraft=warn,quinn=warn,rustls=warn".to_string());
     let filter = tracing_subscriber::EnvFilter::new(filter);
+    use std::io::IsTerminal;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     let _ = match format {
         LogFormat::Json => builder.json().try_init(),
