@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::num::{NonZeroU8, NonZeroUsize};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -183,7 +183,6 @@ async fn run(
     connect_timeout: Duration,
 ) {
     let mut rt = AccumulatingRuntime::new();
-    let down_since: Mutex<BTreeMap<NodeId, Instant>> = Mutex::new(BTreeMap::new());
     while let Some(input) = rx.recv().await {
         let res = match input {
             Input::Data(d) => engine.handle_data(&d, &mut rt),
@@ -213,26 +212,20 @@ async fn run(
                 let _ = tx.send(Input::Timer(timer));
             });
         }
-        let mut changed = false;
         while let Some(n) = rt.to_notify() {
             match n {
                 OwnedNotification::MemberUp(m) => {
-                    tracing::info!(node = %m.node, addr = %m.addr, "member up");
-                    changed = true;
+                    tracing::info!(node = %m.node, addr = %m.addr, "member up")
                 }
                 OwnedNotification::MemberDown(m) => {
-                    tracing::warn!(node = %m.node, addr = %m.addr, "member down");
-                    changed = true;
+                    tracing::warn!(node = %m.node, addr = %m.addr, "member down")
                 }
-                OwnedNotification::Rename(_, _) => changed = true,
                 _ => {}
             }
         }
-        let _ = changed;
         // Rebuild the view from foca's own table after every input: cheap for small clusters.
         let mut view = BTreeMap::new();
         let prev = view_tx.borrow().clone();
-        let mut ds = down_since.lock().expect("lock poisoned");
         for m in engine.iter_membership_state() {
             let id = m.id();
             let liveness = match m.state() {
@@ -240,16 +233,10 @@ async fn run(
                 foca::State::Suspect => Liveness::Suspect,
                 foca::State::Down => Liveness::Down,
             };
-            // Keep the newest incarnation per node.
             let since = match prev.get(&id.node) {
                 Some(p) if p.liveness == liveness => p.since,
                 _ => Instant::now(),
             };
-            if liveness == Liveness::Down {
-                ds.entry(id.node).or_insert(since);
-            } else {
-                ds.remove(&id.node);
-            }
             let entry = PeerState {
                 liveness,
                 addr: id.addr,
