@@ -117,57 +117,86 @@ fn three_nodes_form_refuse_bad_tokens_and_survive_leader_loss() {
     .expect("restarted node caught up");
 }
 
-#[test]
-fn a_partitioned_minority_refuses_writes_and_converges_after_healing() {
-    let c = Cluster::form(3);
-    let leader = c.leader(&[0, 1, 2]).expect("leader");
-    // Isolate the leader itself: the hardest case, it must stop accepting writes.
-    let mi = c.index_of(&leader).expect("index");
-    let others: Vec<usize> = (0..3).filter(|i| *i != mi).collect();
-    let peer_ips: Vec<String> = others.iter().map(|i| c.nodes[*i].ip.clone()).collect();
-    c.nodes[mi].isolate_from(&peer_ips, true);
-
-    let err = put(&c, mi, "minority", "1").unwrap_err();
-    assert!(
-        err.contains("no quorum"),
-        "minority write must fail naming the cause: {err}"
+/// Partitions a minority that contains the leader (the hardest case: it must stop
+/// accepting writes) from the rest, then heals and checks that every node converges.
+fn partition_minority(n: usize) {
+    let c = Cluster::form(n);
+    let all: Vec<usize> = (0..n).collect();
+    let leader = c.leader(&all).expect("leader");
+    let li = c.index_of(&leader).expect("index");
+    let minority_size = (n - 1) / 2;
+    let mut minority = vec![li];
+    minority.extend(
+        all.iter()
+            .copied()
+            .filter(|i| *i != li)
+            .take(minority_size - 1),
     );
+    let majority: Vec<usize> = all
+        .iter()
+        .copied()
+        .filter(|i| !minority.contains(i))
+        .collect();
+    let majority_ips: Vec<String> = majority.iter().map(|i| c.nodes[*i].ip.clone()).collect();
+    for m in &minority {
+        c.nodes[*m].isolate_from(&majority_ips, true);
+    }
+
+    for m in &minority {
+        let err = put(&c, *m, &format!("minority{m}"), "1").unwrap_err();
+        assert!(
+            err.contains("no quorum"),
+            "minority write must fail naming the cause: {err}"
+        );
+    }
     wait_for(Duration::from_secs(15), || {
-        put(&c, others[0], "majority", "7").ok()
+        put(&c, majority[0], "majority", "7").ok()
     })
     .expect("majority keeps accepting writes");
     assert_eq!(
-        get_local(&c, mi, "majority"),
+        get_local(&c, li, "majority"),
         None,
         "the minority cannot have seen the majority's write"
     );
 
-    c.nodes[mi].isolate_from(&peer_ips, false);
-    wait_for(Duration::from_secs(20), || {
-        (get_local(&c, mi, "majority")? == serde_json::json!(7)).then_some(())
-    })
-    .expect("healed node converges");
-    let applied: Vec<u64> = (0..3)
-        .map(|i| {
-            wait_for(Duration::from_secs(10), || {
-                c.nodes[i].status()?["applied_index"].as_u64()
-            })
-            .unwrap_or(0)
-        })
-        .collect();
-    // Every node applies the same log: same value for every key written.
-    for i in 0..3 {
-        assert_eq!(
-            get_local(&c, i, "majority"),
-            Some(serde_json::json!(7)),
-            "node {i}, applied {applied:?}"
-        );
-        assert_eq!(
-            get_local(&c, i, "minority"),
-            None,
-            "node {i} has a write that was refused"
-        );
+    for m in &minority {
+        c.nodes[*m].isolate_from(&majority_ips, false);
     }
+    for i in &all {
+        wait_for(Duration::from_secs(20), || {
+            (get_local(&c, *i, "majority")? == serde_json::json!(7)).then_some(())
+        })
+        .unwrap_or_else(|| panic!("node {i} did not converge after healing"));
+        for m in &minority {
+            assert_eq!(
+                get_local(&c, *i, &format!("minority{m}")),
+                None,
+                "node {i} has a write that was refused"
+            );
+        }
+    }
+    // Same log everywhere: the same applied index once writes stop.
+    let applied = wait_for(Duration::from_secs(15), || {
+        let v: Vec<u64> = all
+            .iter()
+            .filter_map(|i| c.nodes[*i].status()?["applied_index"].as_u64())
+            .collect();
+        (v.len() == n && v.iter().all(|a| *a == v[0])).then_some(v)
+    });
+    assert!(
+        applied.is_some(),
+        "nodes did not converge on one applied index"
+    );
+}
+
+#[test]
+fn three_nodes_a_partitioned_minority_refuses_writes_and_converges_after_healing() {
+    partition_minority(3);
+}
+
+#[test]
+fn five_nodes_a_partitioned_minority_of_two_refuses_writes_and_converges_after_healing() {
+    partition_minority(5);
 }
 
 #[test]
