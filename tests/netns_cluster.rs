@@ -231,16 +231,7 @@ fn a_node_with_a_corrupt_data_directory_stops_naming_the_file() {
     let key = c.nodes[victim].dir.join("pki/node.key");
     let original_key = std::fs::read(&key).unwrap();
     std::fs::write(&key, "garbage").unwrap();
-    let o = c.nodes[victim].in_ns(&[
-        common::BIN,
-        "--data-dir",
-        c.nodes[victim].dir.to_str().unwrap(),
-        "serve",
-        "--listen",
-        &c.nodes[victim].addr(),
-        "--metrics-listen",
-        "off",
-    ]);
+    let o = c.nodes[victim].serve_foreground();
     assert!(!o.status.success());
     let err = stderr(&o);
     assert!(err.contains("pki/node.key"), "{err}");
@@ -259,16 +250,7 @@ fn a_node_with_a_corrupt_data_directory_stops_naming_the_file() {
         }
     }
     std::fs::write(&key, original_key).unwrap();
-    let o = c.nodes[victim].in_ns(&[
-        common::BIN,
-        "--data-dir",
-        c.nodes[victim].dir.to_str().unwrap(),
-        "serve",
-        "--listen",
-        &c.nodes[victim].addr(),
-        "--metrics-listen",
-        "off",
-    ]);
+    let o = c.nodes[victim].serve_foreground();
     assert!(!o.status.success());
     let err = stderr(&o);
     assert!(err.contains("raft/log"), "{err}");

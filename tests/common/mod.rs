@@ -85,6 +85,21 @@ impl Node {
             .unwrap_or_else(|| panic!("node {} did not start; log:\n{}", self.ns, self.log()));
     }
 
+    /// Runs `strata serve` in the foreground, for nodes expected to refuse to start.
+    pub fn serve_foreground(&self) -> Output {
+        let dir = self.dir.to_str().expect("utf8");
+        self.in_ns(&[
+            BIN,
+            "--data-dir",
+            dir,
+            "serve",
+            "--listen",
+            &self.addr(),
+            "--metrics-listen",
+            "off",
+        ])
+    }
+
     pub fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {
             // `ip netns exec` execs the binary, so the child is strata itself.
