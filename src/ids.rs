@@ -106,6 +106,40 @@ impl fmt::Debug for TokenId {
     }
 }
 
+/// A virtual machine. A random UUID (v4 layout), as OpenStack uses for servers.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct VmId(pub String);
+
+impl VmId {
+    pub fn random() -> Self {
+        let mut b: [u8; 16] = rand::random();
+        b[6] = (b[6] & 0x0f) | 0x40;
+        b[8] = (b[8] & 0x3f) | 0x80;
+        let h = hex::encode(b);
+        VmId(format!(
+            "{}-{}-{}-{}-{}",
+            &h[0..8],
+            &h[8..12],
+            &h[12..16],
+            &h[16..20],
+            &h[20..32]
+        ))
+    }
+}
+
+impl fmt::Display for VmId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for VmId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "VmId({})", self.0)
+    }
+}
+
 /// Identifies a cluster; nodes of different clusters refuse each other.
 #[derive(Clone, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
 #[serde(transparent)]
@@ -146,6 +180,14 @@ mod tests {
         assert!("".parse::<NodeId>().is_err());
         assert!("xyz".parse::<NodeId>().is_err());
         assert!("00000000000000001".parse::<NodeId>().is_err());
+    }
+
+    #[test]
+    fn vm_ids_are_uuid_v4_shaped() {
+        let id = VmId::random().0;
+        assert_eq!(id.len(), 36);
+        assert_eq!(&id[14..15], "4");
+        assert_eq!(id.matches('-').count(), 4);
     }
 
     #[test]

@@ -8,10 +8,16 @@ pub struct HostInfo {
     pub cores: u32,
     pub memory_bytes: u64,
     pub disks: Vec<DiskInfo>,
+    /// The hypervisor driver chosen for this host and why (never silent).
+    pub hypervisor: String,
+    pub hypervisor_reason: String,
 }
 
 pub fn detect() -> HostInfo {
+    let (accel, why) = crate::compute::detect_accel();
     HostInfo {
+        hypervisor: accel.name().to_string(),
+        hypervisor_reason: why,
         hostname: std::fs::read_to_string("/proc/sys/kernel/hostname")
             .map(|s| s.trim().to_string())
             .unwrap_or_else(|_| "unknown".into()),

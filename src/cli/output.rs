@@ -54,13 +54,22 @@ pub fn nodes(v: &Value) -> String {
                 ),
                 n["cores"].to_string(),
                 gib(n["memory_bytes"].as_u64().unwrap_or(0)),
+                n["hypervisor"].as_str().unwrap_or("").to_string(),
                 n["version"].as_str().unwrap_or("").to_string(),
             ]
         })
         .collect();
     table(
         &[
-            "ID", "HOST", "ADDRESS", "STATE", "RAFT", "CORES", "MEMORY", "VERSION",
+            "ID",
+            "HOST",
+            "ADDRESS",
+            "STATE",
+            "RAFT",
+            "CORES",
+            "MEMORY",
+            "HYPERVISOR",
+            "VERSION",
         ],
         rows,
     )

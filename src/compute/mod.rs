@@ -1,1 +1,211 @@
-//! Hypervisor trait, Strata's KVM VMM and the TCG fallback. Filled by the compute issue.
+//! Compute: the hypervisor trait and its drivers. Reads no cluster state: the agent hands
+//! it a [`VmSpec`] and asks what runs.
+//!
+//! Drivers: `qemu` runs the VM spec with `qemu-system-x86_64`, with `-accel tcg` on hosts
+//! whose KVM cannot run a guest (no `/dev/kvm`, or the `kvm_pvm` nested hypervisor), and
+//! with `-accel kvm` elsewhere until Strata's own rust-vmm VMM replaces it there.
+
+pub mod qemu;
+pub mod qmp;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::cluster::store::compute_tables::BootSpec;
+use crate::ids::VmId;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ComputeError {
+    #[error("kernel {path}: {reason}")]
+    BadKernel { path: String, reason: String },
+    #[error("{what} {path} cannot be used: {reason}")]
+    BadFile {
+        what: &'static str,
+        path: String,
+        reason: String,
+    },
+    #[error("cannot start {program}")]
+    Spawn {
+        program: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("VM {id} failed to start: {reason}")]
+    StartFailed { id: VmId, reason: String },
+    #[error("VM {id}: {op} failed: {reason}")]
+    Control {
+        id: VmId,
+        op: &'static str,
+        reason: String,
+    },
+    #[error("VM directory {path}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct VmSpec {
+    pub id: VmId,
+    pub name: String,
+    pub vcpus: u32,
+    pub ram_mb: u64,
+    pub boot: BootSpec,
+}
+
+/// What runs, as the driver sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub enum RunState {
+    Running,
+    Paused,
+    /// Not running; why, in words.
+    Stopped(String),
+}
+
+#[async_trait::async_trait]
+pub trait Hypervisor: Send + Sync + 'static {
+    /// `kvm` or `tcg`: what a user sees in `strata status` and VM details.
+    fn name(&self) -> &'static str;
+    async fn start(&self, spec: &VmSpec) -> Result<(), ComputeError>;
+    async fn state(&self, id: &VmId) -> RunState;
+    /// Asks the guest to power off (ACPI), then forces it off after `grace`.
+    async fn stop(&self, id: &VmId, grace: Duration) -> Result<(), ComputeError>;
+    async fn reboot(&self, id: &VmId) -> Result<(), ComputeError>;
+    async fn pause(&self, id: &VmId) -> Result<(), ComputeError>;
+    async fn resume(&self, id: &VmId) -> Result<(), ComputeError>;
+    /// How many times the guest has (re)booted, and its last lifecycle event.
+    async fn boots(&self, id: &VmId) -> (u64, String);
+    /// Stops the VM if needed and removes its files.
+    async fn destroy(&self, id: &VmId) -> Result<(), ComputeError>;
+    fn console_log(&self, id: &VmId) -> PathBuf;
+    /// VMs this driver finds running on the host (re-adoption after a daemon restart).
+    fn running(&self) -> Vec<VmId>;
+}
+
+/// Which accelerator this host can use for guests, and why.
+pub fn detect_accel() -> (Accel, String) {
+    detect_accel_at(Path::new("/"))
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Accel {
+    Kvm,
+    Tcg,
+}
+
+impl Accel {
+    pub fn name(self) -> &'static str {
+        match self {
+            Accel::Kvm => "kvm",
+            Accel::Tcg => "tcg",
+        }
+    }
+}
+
+pub fn detect_accel_at(root: &Path) -> (Accel, String) {
+    if root.join("sys/module/kvm_pvm").exists() {
+        return (
+            Accel::Tcg,
+            "TCG software emulation: /dev/kvm is provided by kvm_pvm, a nested hypervisor that cannot boot Linux guests".into(),
+        );
+    }
+    if !root.join("dev/kvm").exists() {
+        return (
+            Accel::Tcg,
+            "TCG software emulation: this host has no /dev/kvm".into(),
+        );
+    }
+    (Accel::Kvm, "KVM hardware virtualization".into())
+}
+
+/// Checks that a kernel file exists and is a Linux bzImage or ELF vmlinux.
+pub fn check_kernel(path: &str) -> Result<(), ComputeError> {
+    let bad = |reason: &str| ComputeError::BadKernel {
+        path: path.to_string(),
+        reason: reason.to_string(),
+    };
+    let mut f = std::fs::File::open(path).map_err(|e| bad(&e.to_string()))?;
+    let mut head = vec![0u8; 0x210];
+    use std::io::Read;
+    let n = f.read(&mut head).map_err(|e| bad(&e.to_string()))?;
+    if n >= 4 && &head[..4] == b"\x7fELF" {
+        return Ok(());
+    }
+    // A bzImage carries "HdrS" at offset 0x202 (the boot protocol header).
+    if n >= 0x206 && &head[0x202..0x206] == b"HdrS" {
+        return Ok(());
+    }
+    Err(bad(
+        "not a Linux kernel (neither a bzImage nor an ELF vmlinux)",
+    ))
+}
+
+/// Checks that an optional file (initramfs, disk image) is a readable, non-empty file.
+pub fn check_file(what: &'static str, path: &str) -> Result<(), ComputeError> {
+    let meta = std::fs::metadata(path).map_err(|e| ComputeError::BadFile {
+        what,
+        path: path.into(),
+        reason: e.to_string(),
+    })?;
+    if !meta.is_file() || meta.len() == 0 {
+        return Err(ComputeError::BadFile {
+            what,
+            path: path.into(),
+            reason: "not a non-empty regular file".into(),
+        });
+    }
+    std::fs::File::open(path).map_err(|e| ComputeError::BadFile {
+        what,
+        path: path.into(),
+        reason: e.to_string(),
+    })?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accel_detection_prefers_tcg_on_pvm_and_without_kvm() {
+        let d = tempfile::tempdir().unwrap();
+        assert_eq!(detect_accel_at(d.path()).0, Accel::Tcg);
+        std::fs::create_dir_all(d.path().join("dev")).unwrap();
+        std::fs::write(d.path().join("dev/kvm"), b"").unwrap();
+        assert_eq!(detect_accel_at(d.path()).0, Accel::Kvm);
+        std::fs::create_dir_all(d.path().join("sys/module/kvm_pvm")).unwrap();
+        let (a, why) = detect_accel_at(d.path());
+        assert_eq!(a, Accel::Tcg);
+        assert!(why.contains("kvm_pvm"));
+    }
+
+    #[test]
+    fn kernels_are_recognised_and_garbage_is_named() {
+        let d = tempfile::tempdir().unwrap();
+        let bz = d.path().join("bz");
+        let mut img = vec![0u8; 0x400];
+        img[0x202..0x206].copy_from_slice(b"HdrS");
+        std::fs::write(&bz, &img).unwrap();
+        check_kernel(bz.to_str().unwrap()).unwrap();
+        let junk = d.path().join("junk");
+        std::fs::write(&junk, b"hello").unwrap();
+        let e = check_kernel(junk.to_str().unwrap())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("not a Linux kernel") && e.contains("junk"),
+            "{e}"
+        );
+        let e = check_kernel("/nonexistent/vmlinuz")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("/nonexistent/vmlinuz"), "{e}");
+        assert!(check_file("initramfs", junk.to_str().unwrap()).is_ok());
+        assert!(check_file("initramfs", d.path().to_str().unwrap()).is_err());
+    }
+}

@@ -161,6 +161,9 @@ impl Control {
             version: req.version.clone(),
             role: "server".into(),
             joined_at: now,
+            // Filled in by the node itself when it starts serving.
+            hypervisor: String::new(),
+            hypervisor_reason: String::new(),
         };
         let event = Event {
             at_ms: now_ms(),

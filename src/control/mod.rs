@@ -2,6 +2,7 @@
 //! above it (CLI, admin API, later the OpenStack API and console) calls in here.
 
 pub mod join;
+pub mod placement;
 pub mod tokens;
 mod voters;
 
@@ -67,6 +68,8 @@ pub struct NodeStatus {
     pub disks: Vec<crate::cluster::store::tables::DiskInfo>,
     pub version: String,
     pub role: String,
+    pub hypervisor: String,
+    pub hypervisor_reason: String,
 }
 
 #[derive(Debug, Serialize)]
@@ -153,6 +156,8 @@ impl Control {
             memory_bytes: host.memory_bytes,
             disks: host.disks.clone(),
             version: env!("CARGO_PKG_VERSION").to_string(),
+            hypervisor: host.hypervisor.clone(),
+            hypervisor_reason: host.hypervisor_reason.clone(),
             ..current.value.clone()
         };
         if want == current.value {
@@ -230,6 +235,8 @@ impl Control {
                 disks: rec.disks.clone(),
                 version: rec.version.clone(),
                 role: rec.role.clone(),
+                hypervisor: rec.hypervisor.clone(),
+                hypervisor_reason: rec.hypervisor_reason.clone(),
             });
         }
         let nodes_alive = nodes.iter().filter(|n| n.liveness == "alive").count();

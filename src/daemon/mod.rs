@@ -122,6 +122,8 @@ impl Node {
                 version: env!("CARGO_PKG_VERSION").to_string(),
                 role: "server".into(),
                 joined_at: now_secs(),
+                hypervisor: host.hypervisor.clone(),
+                hypervisor_reason: host.hypervisor_reason.clone(),
             };
             let ca_key = identity.ca_key_pem.clone().unwrap_or_default();
             let mut tries = 0;

@@ -1,6 +1,7 @@
 //! The typed, versioned store on top of Raft: tables of records, transactions with
 //! revision checks, linearizable reads, and watches of applied changes.
 
+pub mod compute_tables;
 pub mod data;
 pub mod tables;
 

@@ -94,6 +94,11 @@ pub struct NodeRecord {
     pub role: String,
     /// Unix seconds.
     pub joined_at: u64,
+    /// The hypervisor driver this node runs VMs with (`kvm`, `tcg`), and why.
+    #[serde(default)]
+    pub hypervisor: String,
+    #[serde(default)]
+    pub hypervisor_reason: String,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]

@@ -1,0 +1,125 @@
+//! Tables of the compute service: flavors, VMs (desired state, written by `control`) and
+//! VM status (observed state, written only by the agent of the node running the VM).
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::tables::Table;
+use crate::ids::{NodeId, VmId};
+
+pub struct Flavors;
+impl Table for Flavors {
+    const NAME: &'static str = "flavors";
+    type Value = Flavor;
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct Flavor {
+    pub name: String,
+    pub vcpus: u32,
+    pub ram_mb: u64,
+    pub disk_gb: u64,
+    #[serde(default)]
+    pub extra_specs: BTreeMap<String, String>,
+}
+
+/// The flavors a new cluster starts with (OpenStack's classic m1 set).
+pub fn default_flavors() -> Vec<Flavor> {
+    [
+        ("m1.tiny", 1, 512, 1),
+        ("m1.small", 1, 2048, 20),
+        ("m1.medium", 2, 4096, 40),
+        ("m1.large", 4, 8192, 80),
+        ("m1.xlarge", 8, 16384, 160),
+    ]
+    .into_iter()
+    .map(|(name, vcpus, ram_mb, disk_gb)| Flavor {
+        name: name.into(),
+        vcpus,
+        ram_mb,
+        disk_gb,
+        extra_specs: BTreeMap::new(),
+    })
+    .collect()
+}
+
+pub struct Vms;
+impl Table for Vms {
+    const NAME: &'static str = "vms";
+    type Value = VmRecord;
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum PowerIntent {
+    Running,
+    Stopped,
+}
+
+/// How the VM boots. Kernel and initramfs are files present on the nodes (until images
+/// live in the storage layer).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct BootSpec {
+    pub kernel: String,
+    #[serde(default)]
+    pub initrd: Option<String>,
+    #[serde(default)]
+    pub cmdline: String,
+    /// A raw disk image file attached as the first virtio disk.
+    #[serde(default)]
+    pub disk: Option<String>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct VmRecord {
+    pub id: VmId,
+    pub name: String,
+    pub flavor: String,
+    pub vcpus: u32,
+    pub ram_mb: u64,
+    pub boot: BootSpec,
+    pub power: PowerIntent,
+    /// Bumped to ask the hosting node for a reboot.
+    #[serde(default)]
+    pub reboot_seq: u64,
+    #[serde(default)]
+    pub anti_affinity_group: Option<String>,
+    pub node: NodeId,
+    /// Why the scheduler chose `node`, in words (`strata debug placement`).
+    pub placement: String,
+    pub created_at: u64,
+}
+
+pub struct VmStatuses;
+impl Table for VmStatuses {
+    const NAME: &'static str = "vm_status";
+    type Value = VmStatus;
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum VmState {
+    Build,
+    Active,
+    Paused,
+    Shutoff,
+    Error,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct VmStatus {
+    pub state: VmState,
+    /// Why the VM is in this state (the error, or "guest powered off").
+    #[serde(default)]
+    pub reason: String,
+    pub node: NodeId,
+    /// The hypervisor driver that runs it: `kvm` or `tcg`.
+    pub driver: String,
+    /// The last reboot request the node has carried out.
+    #[serde(default)]
+    pub reboot_seq: u64,
+    #[serde(default)]
+    pub boots: u64,
+    pub updated_at: u64,
+}

@@ -1,0 +1,374 @@
+//! The QEMU driver: one `qemu-system-x86_64` process per VM, daemonized so that a restart
+//! of the Strata daemon does not stop VMs (the agent re-adopts them by pid file). Two QMP
+//! sockets per VM: one for commands, one watched for lifecycle events (guest reboot and
+//! power-off), which are appended to the VM's `events.log`.
+//!
+//! Files under `<root>/<vm id>/`: `qemu.pid`, `qmp.sock`, `events.sock`, `console.log`
+//! (the serial console), `events.log`.
+
+use std::collections::HashSet;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use super::qmp::Qmp;
+use super::{check_file, check_kernel, Accel, ComputeError, Hypervisor, RunState, VmSpec};
+use crate::ids::VmId;
+
+pub const QEMU: &str = "qemu-system-x86_64";
+
+pub struct QemuDriver {
+    root: PathBuf,
+    accel: Accel,
+    /// VMs whose event socket is being watched by this process.
+    watched: Arc<Mutex<HashSet<VmId>>>,
+}
+
+impl QemuDriver {
+    pub fn new(root: &Path, accel: Accel) -> Result<Self, ComputeError> {
+        std::fs::create_dir_all(root).map_err(|source| ComputeError::Io {
+            path: root.to_path_buf(),
+            source,
+        })?;
+        Ok(QemuDriver {
+            root: root.to_path_buf(),
+            accel,
+            watched: Arc::new(Mutex::new(HashSet::new())),
+        })
+    }
+
+    fn dir(&self, id: &VmId) -> PathBuf {
+        self.root.join(&id.0)
+    }
+
+    /// The pid of the VM's QEMU if it is running (checked against its command line).
+    fn pid(&self, id: &VmId) -> Option<i32> {
+        let text = std::fs::read_to_string(self.dir(id).join("qemu.pid")).ok()?;
+        let pid: i32 = text.trim().parse().ok()?;
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+        let marker = format!("strata-vm-{}", id.0);
+        String::from_utf8_lossy(&cmdline)
+            .contains(&marker)
+            .then_some(pid)
+    }
+
+    async fn qmp(&self, id: &VmId, op: &'static str) -> Result<Qmp, ComputeError> {
+        Qmp::connect(&self.dir(id).join("qmp.sock"), Duration::from_secs(5))
+            .await
+            .map_err(|reason| ComputeError::Control {
+                id: id.clone(),
+                op,
+                reason,
+            })
+    }
+
+    async fn command(&self, id: &VmId, op: &'static str, cmd: &str) -> Result<(), ComputeError> {
+        let mut q = self.qmp(id, op).await?;
+        q.execute(cmd, None)
+            .await
+            .map(|_| ())
+            .map_err(|reason| ComputeError::Control {
+                id: id.clone(),
+                op,
+                reason,
+            })
+    }
+
+    /// Watches the VM's event socket (once per VM per daemon process).
+    fn watch(&self, id: &VmId) {
+        if !self
+            .watched
+            .lock()
+            .expect("lock poisoned")
+            .insert(id.clone())
+        {
+            return;
+        }
+        let dir = self.dir(id);
+        let watched = self.watched.clone();
+        let id = id.clone();
+        tokio::spawn(async move {
+            if let Ok(mut q) = Qmp::connect(&dir.join("events.sock"), Duration::from_secs(5)).await
+            {
+                while let Ok(ev) = q.next_event().await {
+                    let name = ev["event"].as_str().unwrap_or("?");
+                    let line = match name {
+                        "RESET" if ev["data"]["guest"] == true => Some("reset guest rebooted"),
+                        "SHUTDOWN" if ev["data"]["guest"] == true => {
+                            Some("shutdown guest powered off")
+                        }
+                        "SHUTDOWN" => Some("shutdown stopped by Strata"),
+                        "GUEST_PANICKED" => Some("panic guest kernel panicked"),
+                        _ => None,
+                    };
+                    if let Some(line) = line {
+                        tracing::info!(vm = %id, event = line, "VM event");
+                        append_event(&dir, line);
+                    }
+                }
+            }
+            watched.lock().expect("lock poisoned").remove(&id);
+        });
+    }
+
+    fn read_events(&self, id: &VmId) -> Vec<String> {
+        std::fs::read_to_string(self.dir(id).join("events.log"))
+            .map(|t| {
+                t.lines()
+                    .map(|l| l.splitn(2, ' ').nth(1).unwrap_or("").to_string())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+fn append_event(dir: &Path, what: &str) {
+    let ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis())
+        .unwrap_or(0);
+    if let Ok(mut f) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("events.log"))
+    {
+        let _ = writeln!(f, "{ms} {what}");
+    }
+}
+
+/// The QEMU command line for a VM (kept separate so it can be checked in tests).
+pub fn command_line(spec: &VmSpec, dir: &Path, accel: Accel) -> Vec<String> {
+    let p = |f: &str| dir.join(f).display().to_string();
+    let mut a: Vec<String> = vec![
+        "-name".into(),
+        format!(
+            "{},process=strata-vm-{}",
+            spec.name.replace(',', "_"),
+            spec.id.0
+        ),
+        "-accel".into(),
+        accel.name().into(),
+        "-cpu".into(),
+        match accel {
+            Accel::Kvm => "host".into(),
+            Accel::Tcg => "max".into(),
+        },
+        "-smp".into(),
+        spec.vcpus.to_string(),
+        "-m".into(),
+        format!("{}M", spec.ram_mb),
+        "-nodefaults".into(),
+        "-no-user-config".into(),
+        "-display".into(),
+        "none".into(),
+        "-serial".into(),
+        format!("file:{}", p("console.log")),
+        "-device".into(),
+        "virtio-rng-pci".into(),
+        "-qmp".into(),
+        format!("unix:{},server=on,wait=off", p("qmp.sock")),
+        "-qmp".into(),
+        format!("unix:{},server=on,wait=off", p("events.sock")),
+        "-pidfile".into(),
+        p("qemu.pid"),
+        "-daemonize".into(),
+        "-kernel".into(),
+        spec.boot.kernel.clone(),
+    ];
+    if let Some(i) = &spec.boot.initrd {
+        a.extend(["-initrd".into(), i.clone()]);
+    }
+    let cmdline = if spec.boot.cmdline.is_empty() {
+        "console=ttyS0".to_string()
+    } else {
+        spec.boot.cmdline.clone()
+    };
+    a.extend(["-append".into(), cmdline]);
+    if let Some(d) = &spec.boot.disk {
+        a.extend([
+            "-drive".into(),
+            format!(
+                "file={},if=virtio,format=raw,cache=none,aio=threads",
+                d.replace(',', ",,")
+            ),
+        ]);
+    }
+    a
+}
+
+#[async_trait::async_trait]
+impl Hypervisor for QemuDriver {
+    fn name(&self) -> &'static str {
+        self.accel.name()
+    }
+
+    async fn start(&self, spec: &VmSpec) -> Result<(), ComputeError> {
+        if self.pid(&spec.id).is_some() {
+            self.watch(&spec.id);
+            return Ok(());
+        }
+        check_kernel(&spec.boot.kernel)?;
+        if let Some(i) = &spec.boot.initrd {
+            check_file("initramfs", i)?;
+        }
+        if let Some(d) = &spec.boot.disk {
+            check_file("disk image", d)?;
+        }
+        let dir = self.dir(&spec.id);
+        std::fs::create_dir_all(&dir).map_err(|source| ComputeError::Io {
+            path: dir.clone(),
+            source,
+        })?;
+        for f in ["qmp.sock", "events.sock", "qemu.pid"] {
+            let _ = std::fs::remove_file(dir.join(f));
+        }
+        let args = command_line(spec, &dir, self.accel);
+        let out = tokio::process::Command::new(QEMU)
+            .args(&args)
+            .output()
+            .await
+            .map_err(|source| ComputeError::Spawn {
+                program: QEMU.into(),
+                source,
+            })?;
+        if !out.status.success() {
+            return Err(ComputeError::StartFailed {
+                id: spec.id.clone(),
+                reason: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+            });
+        }
+        append_event(&dir, "start started by Strata");
+        self.watch(&spec.id);
+        Ok(())
+    }
+
+    async fn state(&self, id: &VmId) -> RunState {
+        if self.pid(id).is_none() {
+            let last = self
+                .read_events(id)
+                .into_iter()
+                .rev()
+                .find(|e| e.starts_with("shutdown") || e.starts_with("panic"))
+                .map(|e| e.split_once(' ').map(|(_, r)| r.to_string()).unwrap_or(e))
+                .unwrap_or_else(|| "not running".into());
+            return RunState::Stopped(last);
+        }
+        self.watch(id);
+        match self.qmp(id, "query-status").await {
+            Ok(mut q) => match q.execute("query-status", None).await {
+                Ok(v) if v["status"] == "paused" => RunState::Paused,
+                _ => RunState::Running,
+            },
+            Err(_) => RunState::Running,
+        }
+    }
+
+    async fn stop(&self, id: &VmId, grace: Duration) -> Result<(), ComputeError> {
+        let Some(pid) = self.pid(id) else {
+            return Ok(());
+        };
+        if !grace.is_zero() {
+            let _ = self.command(id, "power off", "system_powerdown").await;
+            let deadline = tokio::time::Instant::now() + grace;
+            while tokio::time::Instant::now() < deadline {
+                if self.pid(id).is_none() {
+                    return Ok(());
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+        append_event(&self.dir(id), "shutdown stopped by Strata");
+        if self.command(id, "quit", "quit").await.is_err() {
+            if let Some(p) = rustix::process::Pid::from_raw(pid) {
+                let _ = rustix::process::kill_process(p, rustix::process::Signal::KILL);
+            }
+        }
+        for _ in 0..50 {
+            if self.pid(id).is_none() {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Err(ComputeError::Control {
+            id: id.clone(),
+            op: "stop",
+            reason: format!("QEMU process {pid} did not exit"),
+        })
+    }
+
+    async fn reboot(&self, id: &VmId) -> Result<(), ComputeError> {
+        append_event(&self.dir(id), "reset rebooted by Strata");
+        self.command(id, "reboot", "system_reset").await
+    }
+
+    async fn pause(&self, id: &VmId) -> Result<(), ComputeError> {
+        self.command(id, "pause", "stop").await
+    }
+
+    async fn resume(&self, id: &VmId) -> Result<(), ComputeError> {
+        self.command(id, "resume", "cont").await
+    }
+
+    async fn boots(&self, id: &VmId) -> (u64, String) {
+        let ev = self.read_events(id);
+        let boots = ev
+            .iter()
+            .filter(|e| e.starts_with("start") || e.starts_with("reset guest"))
+            .count() as u64;
+        (boots, ev.last().cloned().unwrap_or_default())
+    }
+
+    async fn destroy(&self, id: &VmId) -> Result<(), ComputeError> {
+        self.stop(id, Duration::ZERO).await?;
+        let dir = self.dir(id);
+        match std::fs::remove_dir_all(&dir) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(source) => Err(ComputeError::Io { path: dir, source }),
+        }
+    }
+
+    fn console_log(&self, id: &VmId) -> PathBuf {
+        self.dir(id).join("console.log")
+    }
+
+    fn running(&self) -> Vec<VmId> {
+        let Ok(rd) = std::fs::read_dir(&self.root) else {
+            return vec![];
+        };
+        rd.filter_map(|e| e.ok())
+            .map(|e| VmId(e.file_name().to_string_lossy().to_string()))
+            .filter(|id| self.pid(id).is_some())
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::store::compute_tables::BootSpec;
+
+    #[test]
+    fn command_line_names_the_vm_and_wires_console_qmp_and_disk() {
+        let spec = VmSpec {
+            id: VmId("abc".into()),
+            name: "web,1".into(),
+            vcpus: 2,
+            ram_mb: 512,
+            boot: BootSpec {
+                kernel: "/k".into(),
+                initrd: Some("/i".into()),
+                cmdline: String::new(),
+                disk: Some("/d,x.img".into()),
+            },
+        };
+        let a = command_line(&spec, Path::new("/vms/abc"), Accel::Tcg).join(" ");
+        assert!(a.contains("-name web_1,process=strata-vm-abc"), "{a}");
+        assert!(a.contains("-accel tcg -cpu max -smp 2 -m 512M"), "{a}");
+        assert!(a.contains("-serial file:/vms/abc/console.log"), "{a}");
+        assert!(a.contains("-append console=ttyS0"), "{a}");
+        assert!(a.contains("file=/d,,x.img,if=virtio"), "{a}");
+        assert!(a.contains("-initrd /i"), "{a}");
+    }
+}

@@ -1,0 +1,81 @@
+//! A minimal QMP (QEMU Machine Protocol) client: JSON lines over a Unix socket.
+
+use std::path::Path;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::UnixStream;
+
+pub struct Qmp {
+    reader: BufReader<tokio::net::unix::OwnedReadHalf>,
+    writer: tokio::net::unix::OwnedWriteHalf,
+}
+
+impl Qmp {
+    /// Connects and negotiates capabilities.
+    pub async fn connect(path: &Path, timeout: Duration) -> Result<Qmp, String> {
+        let fut = async {
+            let s = UnixStream::connect(path)
+                .await
+                .map_err(|e| format!("{}: {e}", path.display()))?;
+            let (r, w) = s.into_split();
+            let mut q = Qmp {
+                reader: BufReader::new(r),
+                writer: w,
+            };
+            q.read_line().await?; // greeting
+            q.execute("qmp_capabilities", None).await?;
+            Ok(q)
+        };
+        tokio::time::timeout(timeout, fut)
+            .await
+            .map_err(|_| format!("QMP at {} did not answer", path.display()))?
+    }
+
+    async fn read_line(&mut self) -> Result<Value, String> {
+        let mut line = String::new();
+        let n = self
+            .reader
+            .read_line(&mut line)
+            .await
+            .map_err(|e| e.to_string())?;
+        if n == 0 {
+            return Err("QMP connection closed".into());
+        }
+        serde_json::from_str(&line).map_err(|e| format!("bad QMP message: {e}"))
+    }
+
+    /// Runs a command and returns its `return` value, skipping interleaved events.
+    pub async fn execute(&mut self, cmd: &str, args: Option<Value>) -> Result<Value, String> {
+        let mut msg = json!({ "execute": cmd });
+        if let Some(a) = args {
+            msg["arguments"] = a;
+        }
+        let mut text = msg.to_string();
+        text.push('\n');
+        self.writer
+            .write_all(text.as_bytes())
+            .await
+            .map_err(|e| e.to_string())?;
+        loop {
+            let v = self.read_line().await?;
+            if let Some(r) = v.get("return") {
+                return Ok(r.clone());
+            }
+            if let Some(e) = v.get("error") {
+                return Err(e["desc"].as_str().unwrap_or("QMP error").to_string());
+            }
+        }
+    }
+
+    /// Waits for the next asynchronous event.
+    pub async fn next_event(&mut self) -> Result<Value, String> {
+        loop {
+            let v = self.read_line().await?;
+            if v.get("event").is_some() {
+                return Ok(v);
+            }
+        }
+    }
+}

@@ -1,0 +1,200 @@
+//! VM placement: filters, then a weigher, with the reason for the choice in words.
+//! A pure function of the cluster's state, so it is tested without a cluster.
+
+use std::collections::BTreeMap;
+
+use crate::ids::NodeId;
+
+/// What the scheduler knows about one node.
+#[derive(Debug, Clone)]
+pub struct Candidate {
+    pub id: NodeId,
+    pub alive: bool,
+    pub cores: u32,
+    pub memory_mb: u64,
+    pub hypervisor: String,
+    /// vCPUs and MiB already allocated to VMs placed on the node.
+    pub used_vcpus: u32,
+    pub used_mb: u64,
+    /// Anti-affinity groups of the VMs on the node.
+    pub groups: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Request {
+    pub vcpus: u32,
+    pub ram_mb: u64,
+    pub anti_affinity_group: Option<String>,
+    /// Only nodes with this driver (`kvm`, `tcg`), if set.
+    pub hypervisor: Option<String>,
+    pub weigher: Weigher,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Weigher {
+    /// Most free memory first (the default, as Nova's RAM weigher).
+    Spread,
+    /// Least free memory first, to keep whole nodes empty.
+    Pack,
+}
+
+/// vCPU overcommit (Nova's default is 4.0 since Wallaby).
+pub const CPU_ALLOCATION_RATIO: u32 = 4;
+/// Memory kept for the host itself on every node.
+pub const HOST_RESERVED_MB: u64 = 512;
+
+/// Chooses a node, or explains for every node why it cannot take the VM.
+pub fn place(req: &Request, nodes: &[Candidate]) -> Result<(NodeId, String), String> {
+    if nodes.is_empty() {
+        return Err("no nodes in the cluster".into());
+    }
+    let mut fit: Vec<(&Candidate, u64)> = vec![];
+    let mut refused: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let largest = nodes
+        .iter()
+        .map(|n| n.memory_mb.saturating_sub(HOST_RESERVED_MB))
+        .max()
+        .unwrap_or(0);
+    if req.ram_mb > largest {
+        return Err(format!(
+            "{} MiB of memory is more than any node can offer (largest: {} MiB after the {} MiB host reserve)",
+            req.ram_mb, largest, HOST_RESERVED_MB
+        ));
+    }
+    for n in nodes {
+        let capacity_mb = n.memory_mb.saturating_sub(HOST_RESERVED_MB);
+        let free_mb = capacity_mb.saturating_sub(n.used_mb);
+        let vcpu_cap = n.cores * CPU_ALLOCATION_RATIO;
+        let why = if !n.alive {
+            Some("node is down".to_string())
+        } else if req.hypervisor.as_ref().is_some_and(|h| *h != n.hypervisor) {
+            Some(format!("hypervisor is {}", n.hypervisor))
+        } else if n.used_vcpus + req.vcpus > vcpu_cap {
+            Some(format!(
+                "not enough vCPUs ({} of {} allocated)",
+                n.used_vcpus, vcpu_cap
+            ))
+        } else if req.ram_mb > free_mb {
+            Some(format!("not enough memory ({free_mb} MiB free)"))
+        } else if let Some(g) = req
+            .anti_affinity_group
+            .as_ref()
+            .filter(|g| n.groups.contains(g))
+        {
+            Some(format!("already runs a VM of anti-affinity group {g:?}"))
+        } else {
+            None
+        };
+        match why {
+            Some(w) => refused.entry(w).or_default().push(n.id.to_string()),
+            None => fit.push((n, free_mb)),
+        }
+    }
+    if fit.is_empty() {
+        let parts: Vec<String> = refused
+            .into_iter()
+            .map(|(why, ids)| format!("{} node(s) {}: {}", ids.len(), why, ids.join(", ")))
+            .collect();
+        return Err(format!("no node can take the VM: {}", parts.join("; ")));
+    }
+    fit.sort_by(|a, b| match req.weigher {
+        Weigher::Spread => b.1.cmp(&a.1).then(a.0.id.cmp(&b.0.id)),
+        Weigher::Pack => a.1.cmp(&b.1).then(a.0.id.cmp(&b.0.id)),
+    });
+    let (best, free) = fit[0];
+    let reason = format!(
+        "{} of {} nodes passed the filters (alive, hypervisor, vCPUs, memory, anti-affinity); weigher {:?} chose node {} with {} MiB free{}",
+        fit.len(),
+        nodes.len(),
+        req.weigher,
+        best.id,
+        free,
+        if refused.is_empty() {
+            String::new()
+        } else {
+            format!(
+                "; refused: {}",
+                refused
+                    .iter()
+                    .map(|(w, ids)| format!("{} ({w})", ids.join(", ")))
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            )
+        }
+    );
+    Ok((best.id, reason))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(id: u64, mem: u64, used: u64) -> Candidate {
+        Candidate {
+            id: NodeId(id),
+            alive: true,
+            cores: 2,
+            memory_mb: mem,
+            hypervisor: "tcg".into(),
+            used_vcpus: 0,
+            used_mb: used,
+            groups: vec![],
+        }
+    }
+
+    fn req(ram: u64) -> Request {
+        Request {
+            vcpus: 1,
+            ram_mb: ram,
+            anti_affinity_group: None,
+            hypervisor: None,
+            weigher: Weigher::Spread,
+        }
+    }
+
+    #[test]
+    fn spread_picks_the_most_free_memory_and_pack_the_least() {
+        let nodes = [node(1, 4096, 1000), node(2, 4096, 0), node(3, 4096, 2000)];
+        let (n, why) = place(&req(256), &nodes).unwrap();
+        assert_eq!(n, NodeId(2));
+        assert!(why.contains("3 of 3 nodes passed"), "{why}");
+        let mut r = req(256);
+        r.weigher = Weigher::Pack;
+        assert_eq!(place(&r, &nodes).unwrap().0, NodeId(3));
+    }
+
+    #[test]
+    fn filters_explain_every_refusal() {
+        let mut down = node(1, 4096, 0);
+        down.alive = false;
+        let mut busy = node(2, 4096, 0);
+        busy.used_vcpus = 8;
+        let full = node(3, 4096, 3500);
+        let e = place(&req(256), &[down, busy, full]).unwrap_err();
+        assert!(
+            e.contains("node is down")
+                && e.contains("not enough vCPUs")
+                && e.contains("not enough memory"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn memory_larger_than_any_node_is_named() {
+        let e = place(&req(1 << 20), &[node(1, 4096, 0)]).unwrap_err();
+        assert!(e.contains("more than any node can offer"), "{e}");
+    }
+
+    #[test]
+    fn anti_affinity_keeps_group_members_apart() {
+        let mut a = node(1, 4096, 0);
+        a.groups = vec!["db".into()];
+        let b = node(2, 4096, 1000);
+        let mut r = req(256);
+        r.anti_affinity_group = Some("db".into());
+        let (n, why) = place(&r, &[a.clone(), b]).unwrap();
+        assert_eq!(n, NodeId(2));
+        assert!(why.contains("anti-affinity"), "{why}");
+        assert!(place(&r, &[a]).is_err());
+    }
+}
