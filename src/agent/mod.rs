@@ -1,5 +1,7 @@
 //! Per-node reconciler: turns this node's desired state into actions and reports what
-//! actually runs. For now it reports the node's hardware; the compute, storage and network
-//! issues add their reconcilers here.
+//! actually runs. `host` reports the node's hardware, `vms` runs the VMs placed here,
+//! `console` serves their serial consoles to the rest of the cluster.
 
+pub mod console;
 pub mod host;
+pub mod vms;

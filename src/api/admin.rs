@@ -49,6 +49,7 @@ pub async fn serve(listener: tokio::net::UnixListener, node: Arc<Node>) {
         .route("/v1/events", get(events))
         .route("/v1/debug/raft", get(debug_raft))
         .route("/v1/debug/kv/{key}", put(debug_put).get(debug_get))
+        .merge(super::admin_vms::routes())
         .with_state(node);
     if let Err(e) = axum::serve(listener, app).await {
         tracing::error!(error = %e, "admin API stopped");
@@ -77,7 +78,7 @@ pub async fn serve_metrics(listener: tokio::net::TcpListener, node: Arc<Node>) {
 }
 
 /// An error as the CLI sees it: a status code and one sentence naming the cause.
-pub struct ApiError(StatusCode, String);
+pub struct ApiError(pub StatusCode, pub String);
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
@@ -97,6 +98,8 @@ impl From<ControlError> for ApiError {
             ControlError::Store(StoreError::Conflict { .. }) => StatusCode::CONFLICT,
             ControlError::NotReady(_) => StatusCode::SERVICE_UNAVAILABLE,
             ControlError::Invalid(_) => StatusCode::BAD_REQUEST,
+            ControlError::NotFound(_) => StatusCode::NOT_FOUND,
+            ControlError::Unavailable(_) => StatusCode::BAD_GATEWAY,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         };
         ApiError(code, error_chain(&e))

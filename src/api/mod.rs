@@ -2,3 +2,4 @@
 //! `openstack` (the public REST API) arrives with its own issue.
 
 pub mod admin;
+pub mod admin_vms;

@@ -3,6 +3,7 @@
 pub mod bench;
 mod client;
 mod output;
+mod vm;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -97,6 +98,16 @@ pub enum Cmd {
         #[command(subcommand)]
         cmd: NodeCmd,
     },
+    /// Manage virtual machines.
+    Vm {
+        #[command(subcommand)]
+        cmd: vm::VmCmd,
+    },
+    /// VM sizes.
+    Flavor {
+        #[command(subcommand)]
+        cmd: vm::FlavorCmd,
+    },
     /// Show recent cluster events.
     Events {
         #[arg(long, default_value_t = 20)]
@@ -138,6 +149,8 @@ pub enum NodeCmd {
 pub enum DebugCmd {
     /// Dump this node's Raft state (JSON).
     Raft,
+    /// Why a VM was placed on its node.
+    Placement { vm: String },
     /// Write a JSON value to the diagnostic table `debug_kv` through Raft.
     Put { key: String, value: String },
     /// Read a key from `debug_kv` (linearizable unless --local).
@@ -329,6 +342,8 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             }
             Ok(())
         }
+        Cmd::Vm { cmd } => vm::run(&cli.socket(), cmd).await,
+        Cmd::Flavor { cmd } => vm::run_flavor(&cli.socket(), cmd).await,
         Cmd::Events { limit, json } => {
             let v = client::call(
                 &cli.socket(),
@@ -348,6 +363,15 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             let v = match cmd {
                 DebugCmd::Raft => {
                     client::call(&cli.socket(), "GET", "/v1/debug/raft", None).await?
+                }
+                DebugCmd::Placement { vm } => {
+                    client::call(
+                        &cli.socket(),
+                        "GET",
+                        &format!("/v1/debug/placement/{vm}"),
+                        None,
+                    )
+                    .await?
                 }
                 DebugCmd::Put { key, value } => {
                     let value: serde_json::Value = serde_json::from_str(value)

@@ -128,6 +128,87 @@ pub fn events(v: &Value) -> String {
     table(&["TIME (UTC)", "NODE", "KIND", "MESSAGE"], rows)
 }
 
+pub fn vms(v: &Value) -> String {
+    let rows = v
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|m| {
+            vec![
+                m["id"].as_str().unwrap_or("?").to_string(),
+                m["name"].as_str().unwrap_or("").to_string(),
+                m["state"].as_str().unwrap_or("").to_string(),
+                m["flavor"].as_str().unwrap_or("").to_string(),
+                m["vcpus"].to_string(),
+                format!("{} MiB", m["ram_mb"]),
+                m["node"].as_str().unwrap_or("").to_string(),
+                m["driver"].as_str().unwrap_or("").to_string(),
+            ]
+        })
+        .collect();
+    table(
+        &[
+            "ID", "NAME", "STATE", "FLAVOR", "VCPUS", "MEMORY", "NODE", "DRIVER",
+        ],
+        rows,
+    )
+}
+
+pub fn vm(m: &Value) -> String {
+    let s = |k: &str| match &m[k] {
+        Value::String(s) => s.clone(),
+        Value::Null => String::new(),
+        other => other.to_string(),
+    };
+    let mut out = String::new();
+    for (label, value) in [
+        ("id", s("id")),
+        ("name", s("name")),
+        ("state", s("state")),
+        ("reason", s("reason")),
+        ("power", s("power")),
+        ("flavor", s("flavor")),
+        ("vcpus", s("vcpus")),
+        ("memory", format!("{} MiB", s("ram_mb"))),
+        ("node", s("node")),
+        ("driver", s("driver")),
+        ("boots", s("boots")),
+        ("kernel", m["boot"]["kernel"].as_str().unwrap_or("").into()),
+        ("initrd", m["boot"]["initrd"].as_str().unwrap_or("").into()),
+        (
+            "cmdline",
+            m["boot"]["cmdline"].as_str().unwrap_or("").into(),
+        ),
+        ("disk", m["boot"]["disk"].as_str().unwrap_or("").into()),
+        ("anti-affinity", s("anti_affinity_group")),
+        ("placement", s("placement")),
+    ] {
+        if !value.is_empty() {
+            out += &format!("{label:14} {value}\n");
+        }
+    }
+    out
+}
+
+pub fn flavors(v: &Value) -> String {
+    let rows = v
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|f| {
+            vec![
+                f["name"].as_str().unwrap_or("").to_string(),
+                f["vcpus"].to_string(),
+                format!("{} MiB", f["ram_mb"]),
+                format!("{} GB", f["disk_gb"]),
+            ]
+        })
+        .collect();
+    table(&["NAME", "VCPUS", "MEMORY", "DISK"], rows)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

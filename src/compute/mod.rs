@@ -136,13 +136,81 @@ pub fn check_kernel(path: &str) -> Result<(), ComputeError> {
     if n >= 4 && &head[..4] == b"\x7fELF" {
         return Ok(());
     }
-    // A bzImage carries "HdrS" at offset 0x202 (the boot protocol header).
+    // A bzImage carries "HdrS" at offset 0x202 (the boot protocol header); its setup
+    // sectors (0x1f1) and protected-mode size in 16-byte units (0x1f4) give its length.
     if n >= 0x206 && &head[0x202..0x206] == b"HdrS" {
+        let setup_sects = match head[0x1f1] {
+            0 => 4,
+            s => s as u64,
+        };
+        let syssize = u32::from_le_bytes([head[0x1f4], head[0x1f5], head[0x1f6], head[0x1f7]]);
+        let want = (setup_sects + 1) * 512 + syssize as u64 * 16;
+        let have = f.metadata().map_err(|e| bad(&e.to_string()))?.len();
+        if have < want {
+            return Err(bad(&format!(
+                "truncated bzImage: the header announces {want} bytes, the file has {have}"
+            )));
+        }
         return Ok(());
     }
     Err(bad(
         "not a Linux kernel (neither a bzImage nor an ELF vmlinux)",
     ))
+}
+
+/// Checks that a file is an initramfs: a cpio archive, plain or compressed.
+pub fn check_initramfs(path: &str) -> Result<(), ComputeError> {
+    check_file("initramfs", path)?;
+    let head = read_head(path, 8).map_err(|e| ComputeError::BadFile {
+        what: "initramfs",
+        path: path.into(),
+        reason: e.to_string(),
+    })?;
+    const MAGICS: [&[u8]; 8] = [
+        b"070701",                 // cpio newc
+        b"070702",                 // cpio newc with CRC
+        &[0x1f, 0x8b],             // gzip
+        &[0xfd, b'7', b'z', b'X'], // xz
+        &[0x28, 0xb5, 0x2f, 0xfd], // zstd
+        &[0x02, 0x21, 0x4c, 0x18], // lz4 (legacy)
+        b"BZh",                    // bzip2
+        &[0x5d, 0x00, 0x00],       // lzma
+    ];
+    if MAGICS.iter().any(|m| head.starts_with(m)) {
+        return Ok(());
+    }
+    Err(ComputeError::BadFile {
+        what: "initramfs",
+        path: path.into(),
+        reason: "not a cpio archive (plain, gzip, xz, zstd, lz4, bzip2 or lzma)".into(),
+    })
+}
+
+/// Checks that a disk image is a raw image (the only format the drivers attach).
+pub fn check_disk_image(path: &str) -> Result<(), ComputeError> {
+    check_file("disk image", path)?;
+    let head = read_head(path, 4).map_err(|e| ComputeError::BadFile {
+        what: "disk image",
+        path: path.into(),
+        reason: e.to_string(),
+    })?;
+    if head.starts_with(b"QFI\xfb") {
+        return Err(ComputeError::BadFile {
+            what: "disk image",
+            path: path.into(),
+            reason: "is a qcow2 image; only raw images can be attached (convert it with `qemu-img convert -O raw`)".into(),
+        });
+    }
+    Ok(())
+}
+
+fn read_head(path: &str, n: usize) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let mut buf = Vec::with_capacity(n);
+    std::fs::File::open(path)?
+        .take(n as u64)
+        .read_to_end(&mut buf)?;
+    Ok(buf)
 }
 
 /// Checks that an optional file (initramfs, disk image) is a readable, non-empty file.
@@ -190,6 +258,7 @@ mod tests {
         let bz = d.path().join("bz");
         let mut img = vec![0u8; 0x400];
         img[0x202..0x206].copy_from_slice(b"HdrS");
+        img[0x1f1] = 1; // one setup sector: 1024 bytes with the boot sector
         std::fs::write(&bz, &img).unwrap();
         check_kernel(bz.to_str().unwrap()).unwrap();
         let junk = d.path().join("junk");
@@ -206,6 +275,26 @@ mod tests {
             .to_string();
         assert!(e.contains("/nonexistent/vmlinuz"), "{e}");
         assert!(check_file("initramfs", junk.to_str().unwrap()).is_ok());
+        let e = check_initramfs(junk.to_str().unwrap())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("not a cpio archive"), "{e}");
+        let gz = d.path().join("i.gz");
+        std::fs::write(&gz, [0x1f, 0x8b, 8, 0]).unwrap();
+        check_initramfs(gz.to_str().unwrap()).unwrap();
+        let q = d.path().join("q");
+        std::fs::write(&q, b"QFI\xfb\0\0\0\x03").unwrap();
+        let e = check_disk_image(q.to_str().unwrap())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("qcow2"), "{e}");
+        // A bzImage whose header announces more than the file holds is truncated.
+        let mut short = img.clone();
+        short[0x1f1] = 1;
+        short[0x1f4..0x1f8].copy_from_slice(&1000u32.to_le_bytes());
+        std::fs::write(&bz, &short).unwrap();
+        let e = check_kernel(bz.to_str().unwrap()).unwrap_err().to_string();
+        assert!(e.contains("truncated bzImage"), "{e}");
         assert!(check_file("initramfs", d.path().to_str().unwrap()).is_err());
     }
 }

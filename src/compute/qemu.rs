@@ -13,7 +13,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use super::qmp::Qmp;
-use super::{check_file, check_kernel, Accel, ComputeError, Hypervisor, RunState, VmSpec};
+use super::{
+    check_disk_image, check_initramfs, check_kernel, Accel, ComputeError, Hypervisor, RunState,
+    VmSpec,
+};
 use crate::ids::VmId;
 
 pub const QEMU: &str = "qemu-system-x86_64";
@@ -116,7 +119,7 @@ impl QemuDriver {
         std::fs::read_to_string(self.dir(id).join("events.log"))
             .map(|t| {
                 t.lines()
-                    .map(|l| l.splitn(2, ' ').nth(1).unwrap_or("").to_string())
+                    .map(|l| l.split_once(' ').map(|x| x.1).unwrap_or("").to_string())
                     .collect()
             })
             .unwrap_or_default()
@@ -135,6 +138,30 @@ fn append_event(dir: &Path, what: &str) {
     {
         let _ = writeln!(f, "{ms} {what}");
     }
+}
+
+/// Boots in an `events.log`: every start, and every reset (by the guest or by Strata).
+/// The firmware resets the machine once more right after a reboot, so resets within two
+/// seconds of the previous boot count once.
+pub fn count_boots(events: &str) -> u64 {
+    let mut boots = 0;
+    let mut last_boot: Option<u64> = None;
+    for line in events.lines() {
+        let Some((ms, what)) = line.split_once(' ') else {
+            continue;
+        };
+        let ms: u64 = ms.parse().unwrap_or(0);
+        if what.starts_with("start") {
+            boots += 1;
+            last_boot = Some(ms);
+        } else if what.starts_with("reset") {
+            if last_boot.is_none_or(|b| ms.saturating_sub(b) > 2000) {
+                boots += 1;
+            }
+            last_boot = Some(ms);
+        }
+    }
+    boots
 }
 
 /// The QEMU command line for a VM (kept separate so it can be checked in tests).
@@ -210,10 +237,10 @@ impl Hypervisor for QemuDriver {
         }
         check_kernel(&spec.boot.kernel)?;
         if let Some(i) = &spec.boot.initrd {
-            check_file("initramfs", i)?;
+            check_initramfs(i)?;
         }
         if let Some(d) = &spec.boot.disk {
-            check_file("disk image", d)?;
+            check_disk_image(d)?;
         }
         let dir = self.dir(&spec.id);
         std::fs::create_dir_all(&dir).map_err(|source| ComputeError::Io {
@@ -311,12 +338,14 @@ impl Hypervisor for QemuDriver {
     }
 
     async fn boots(&self, id: &VmId) -> (u64, String) {
-        let ev = self.read_events(id);
-        let boots = ev
-            .iter()
-            .filter(|e| e.starts_with("start") || e.starts_with("reset guest"))
-            .count() as u64;
-        (boots, ev.last().cloned().unwrap_or_default())
+        let text = std::fs::read_to_string(self.dir(id).join("events.log")).unwrap_or_default();
+        let last = text
+            .lines()
+            .last()
+            .and_then(|l| l.split_once(' '))
+            .map(|x| x.1.to_string())
+            .unwrap_or_default();
+        (count_boots(&text), last)
     }
 
     async fn destroy(&self, id: &VmId) -> Result<(), ComputeError> {
@@ -348,6 +377,19 @@ impl Hypervisor for QemuDriver {
 mod tests {
     use super::*;
     use crate::cluster::store::compute_tables::BootSpec;
+
+    #[test]
+    fn boots_count_starts_and_resets_once_per_reboot() {
+        let log = "1000 start started by Strata\n\
+                   9000 reset rebooted by Strata\n\
+                   9040 reset guest rebooted\n\
+                   9041 reset guest rebooted\n\
+                   20000 reset guest rebooted\n\
+                   30000 shutdown stopped by Strata\n\
+                   31000 start started by Strata\n";
+        assert_eq!(count_boots(log), 4);
+        assert_eq!(count_boots(""), 0);
+    }
 
     #[test]
     fn command_line_names_the_vm_and_wires_console_qmp_and_disk() {

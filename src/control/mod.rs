@@ -4,6 +4,7 @@
 pub mod join;
 pub mod placement;
 pub mod tokens;
+pub mod vms;
 mod voters;
 
 use std::collections::BTreeMap;
@@ -16,6 +17,7 @@ use serde::Serialize;
 use crate::agent::host::HostInfo;
 use crate::cluster::membership::{Liveness, Membership};
 use crate::cluster::raft::RaftNode;
+use crate::cluster::store::compute_tables::{default_flavors, Flavors, PlacementEpochs};
 use crate::cluster::store::tables::{
     ClusterSettings, Event, Events, NodeRecord, Nodes, Secret, Secrets, Settings, EVENTS_KEPT,
 };
@@ -45,6 +47,10 @@ pub enum ControlError {
     NotReady(String),
     #[error("invalid request: {0}")]
     Invalid(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Unavailable(String),
 }
 
 pub struct Control {
@@ -52,6 +58,22 @@ pub struct Control {
     pub store: Store,
     pub membership: Arc<Membership>,
     pub tuning: RaftTuning,
+    /// Reads VM consoles on the node that runs them (set by the daemon once the agent
+    /// exists).
+    pub consoles: std::sync::OnceLock<Arc<dyn ConsoleReader>>,
+}
+
+/// Reads a VM's serial console on the node that runs it.
+#[async_trait::async_trait]
+pub trait ConsoleReader: Send + Sync + 'static {
+    /// The last `bytes` bytes (or from `offset`), and the offset just past them.
+    async fn tail(
+        &self,
+        node: NodeId,
+        vm: &crate::ids::VmId,
+        bytes: u64,
+        offset: Option<u64>,
+    ) -> Result<(Vec<u8>, u64), String>;
 }
 
 #[derive(Debug, Serialize)]
@@ -117,10 +139,13 @@ impl Control {
             kind: "cluster.created".into(),
             message: format!("cluster {name} created by node {}", self.node),
         };
+        let mut txn = TxnBuilder::new();
+        for f in default_flavors() {
+            txn = txn.put::<Flavors>(f.name.clone(), &f);
+        }
         self.store
             .commit(
-                TxnBuilder::new()
-                    .require_revision::<Settings>("cluster", 0)
+                txn.require_revision::<Settings>("cluster", 0)
                     .put::<Settings>("cluster", &settings)
                     .put::<Secrets>(
                         "ca",
@@ -129,6 +154,7 @@ impl Control {
                         },
                     )
                     .put::<Nodes>(self.node.to_string(), &me)
+                    .put::<PlacementEpochs>("vms", &0)
                     .append::<Events>(&event)
                     .trim::<Events>(EVENTS_KEPT),
             )

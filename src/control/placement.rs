@@ -76,14 +76,11 @@ pub fn place(req: &Request, nodes: &[Candidate]) -> Result<(NodeId, String), Str
             ))
         } else if req.ram_mb > free_mb {
             Some(format!("not enough memory ({free_mb} MiB free)"))
-        } else if let Some(g) = req
-            .anti_affinity_group
-            .as_ref()
-            .filter(|g| n.groups.contains(g))
-        {
-            Some(format!("already runs a VM of anti-affinity group {g:?}"))
         } else {
-            None
+            req.anti_affinity_group
+                .as_ref()
+                .filter(|g| n.groups.contains(g))
+                .map(|g| format!("already runs a VM of anti-affinity group {g:?}"))
         };
         match why {
             Some(w) => refused.entry(w).or_default().push(n.id.to_string()),

@@ -98,6 +98,10 @@ impl DataDir {
     pub fn raft_dir(&self) -> PathBuf {
         self.root.join("raft")
     }
+    /// Where the VMs of this node keep their runtime files (console, sockets, pid).
+    pub fn vms_dir(&self) -> PathBuf {
+        self.root.join("vms")
+    }
     fn bootstrap_marker(&self) -> PathBuf {
         self.root.join("bootstrap")
     }

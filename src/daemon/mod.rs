@@ -9,12 +9,16 @@ use std::time::Duration;
 
 use openraft::rt::WatchReceiver;
 
+use crate::agent::console::{AgentService, Consoles};
+use crate::agent::vms::VmAgent;
 use crate::api::admin;
 use crate::cluster::membership::Membership;
 use crate::cluster::raft::RaftNode;
 use crate::cluster::store::tables::{NodeRecord, Nodes};
 use crate::cluster::store::Store;
 use crate::cluster::CtlService;
+use crate::compute::qemu::QemuDriver;
+use crate::compute::Hypervisor;
 use crate::config::Config;
 use crate::control::join::JoinService;
 use crate::control::{now_secs, Control};
@@ -42,6 +46,8 @@ pub enum ServeError {
         #[source]
         source: std::io::Error,
     },
+    #[error("cannot set up the hypervisor driver")]
+    Compute(#[source] crate::compute::ComputeError),
     #[error("Raft stopped: {0}")]
     RaftFatal(String),
 }
@@ -100,7 +106,25 @@ impl Node {
             store: Store::new(raft.clone()),
             membership: membership.clone(),
             tuning: config.raft.clone(),
+            consoles: std::sync::OnceLock::new(),
         });
+        let (accel, accel_why) = crate::compute::detect_accel();
+        let driver: Arc<dyn Hypervisor> =
+            Arc::new(QemuDriver::new(&datadir.vms_dir(), accel).map_err(ServeError::Compute)?);
+        tracing::info!(driver = driver.name(), reason = %accel_why, "hypervisor driver chosen");
+        transport.register(
+            Class::Agent,
+            Arc::new(AgentService {
+                driver: driver.clone(),
+            }),
+        );
+        let _ = control.consoles.set(Arc::new(Consoles {
+            me,
+            driver: driver.clone(),
+            transport: transport.clone(),
+            store: control.store.clone(),
+        }));
+        let vm_agent = VmAgent::new(control.clone(), driver);
         transport.register(
             Class::Join,
             Arc::new(JoinService {
@@ -171,6 +195,7 @@ impl Node {
             datadir,
         });
         tokio::spawn(control.clone().run_reconcilers());
+        tokio::spawn(vm_agent.run());
         tokio::spawn(node.clone().housekeeping());
         Ok(node)
     }

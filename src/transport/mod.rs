@@ -30,6 +30,8 @@ pub const ALPN_CTL: &[u8] = b"strata-ctl/1";
 pub const ALPN_BLK: &[u8] = b"strata-blk/1";
 pub const ALPN_MIG: &[u8] = b"strata-mig/1";
 pub const ALPN_JOIN: &[u8] = b"strata-join/1";
+/// Node-to-node agent requests (a VM's console from the node that runs it, ...).
+pub const ALPN_AGENT: &[u8] = b"strata-agent/1";
 
 /// A traffic class, one ALPN each.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -38,6 +40,7 @@ pub enum Class {
     Blk,
     Mig,
     Join,
+    Agent,
 }
 
 impl Class {
@@ -47,13 +50,20 @@ impl Class {
             Class::Blk => ALPN_BLK,
             Class::Mig => ALPN_MIG,
             Class::Join => ALPN_JOIN,
+            Class::Agent => ALPN_AGENT,
         }
     }
 
     fn from_alpn(alpn: &[u8]) -> Option<Class> {
-        [Class::Ctl, Class::Blk, Class::Mig, Class::Join]
-            .into_iter()
-            .find(|c| c.alpn() == alpn)
+        [
+            Class::Ctl,
+            Class::Blk,
+            Class::Mig,
+            Class::Join,
+            Class::Agent,
+        ]
+        .into_iter()
+        .find(|c| c.alpn() == alpn)
     }
 }
 
@@ -124,14 +134,18 @@ impl Transport {
         ca: &CertificateDer<'static>,
         metrics: Arc<Metrics>,
     ) -> Result<Arc<Self>, TransportError> {
-        let server = tls::server_config(identity, ca, &[ALPN_CTL, ALPN_BLK, ALPN_MIG, ALPN_JOIN])?;
+        let server = tls::server_config(
+            identity,
+            ca,
+            &[ALPN_CTL, ALPN_BLK, ALPN_MIG, ALPN_JOIN, ALPN_AGENT],
+        )?;
         let endpoint =
             quinn::Endpoint::server(server, listen).map_err(|source| TransportError::Bind {
                 addr: listen,
                 source,
             })?;
         let mut clients = HashMap::new();
-        for class in [Class::Ctl, Class::Blk, Class::Mig] {
+        for class in [Class::Ctl, Class::Blk, Class::Mig, Class::Agent] {
             clients.insert(class, tls::client_config(identity, ca, class.alpn())?);
         }
         let t = Arc::new(Transport {

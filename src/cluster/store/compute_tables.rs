@@ -44,6 +44,15 @@ pub fn default_flavors() -> Vec<Flavor> {
     .collect()
 }
 
+/// A counter bumped by every placement decision, so that two concurrent creates cannot
+/// both place on the same free capacity (the loser's transaction fails its revision check
+/// and is placed again).
+pub struct PlacementEpochs;
+impl Table for PlacementEpochs {
+    const NAME: &'static str = "placement_epoch";
+    type Value = u64;
+}
+
 pub struct Vms;
 impl Table for Vms {
     const NAME: &'static str = "vms";
@@ -109,6 +118,7 @@ pub enum VmState {
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 pub struct VmStatus {
+    pub id: VmId,
     pub state: VmState,
     /// Why the VM is in this state (the error, or "guest powered off").
     #[serde(default)]

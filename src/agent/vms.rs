@@ -1,0 +1,327 @@
+//! The VM reconciler: makes the VMs placed on this node run or stop as their records say,
+//! and reports what runs (BUILD → ACTIVE, SHUTOFF, ERROR with a reason) in `vm_status`.
+//!
+//! A restart of the daemon does not stop VMs: their workers keep running and are adopted
+//! again from the driver's own bookkeeping. VMs found on the node without a record (deleted
+//! while the node was away) are destroyed, but only after a linearizable read has shown the
+//! record is really gone.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crate::cluster::store::compute_tables::{
+    PowerIntent, VmRecord, VmState, VmStatus, VmStatuses, Vms,
+};
+use crate::compute::{Hypervisor, RunState, VmSpec};
+use crate::control::{now_secs, Control};
+use crate::ids::VmId;
+use crate::telemetry::error_chain;
+
+/// How long a guest gets to power off on ACPI request before it is forced off.
+pub const STOP_GRACE: Duration = Duration::from_secs(15);
+
+pub struct VmAgent {
+    control: Arc<Control>,
+    driver: Arc<dyn Hypervisor>,
+    state: Mutex<AgentState>,
+}
+
+#[derive(Default)]
+struct AgentState {
+    /// VMs with an operation under way (start, stop, reboot, destroy).
+    busy: HashSet<VmId>,
+    /// VMs this agent has seen running: when one stops without being asked, its guest
+    /// powered off (or crashed).
+    seen_running: HashSet<VmId>,
+    /// Record revisions whose start failed: not retried until the record changes.
+    failed: HashMap<VmId, (u64, String)>,
+    /// Statuses written, to write only changes.
+    reported: HashMap<VmId, VmStatus>,
+}
+
+fn spec(rec: &VmRecord) -> VmSpec {
+    VmSpec {
+        id: rec.id.clone(),
+        name: rec.name.clone(),
+        vcpus: rec.vcpus,
+        ram_mb: rec.ram_mb,
+        boot: rec.boot.clone(),
+    }
+}
+
+impl VmAgent {
+    pub fn new(control: Arc<Control>, driver: Arc<dyn Hypervisor>) -> Arc<Self> {
+        Arc::new(VmAgent {
+            control,
+            driver,
+            state: Mutex::new(AgentState::default()),
+        })
+    }
+
+    pub fn driver(&self) -> &Arc<dyn Hypervisor> {
+        &self.driver
+    }
+
+    fn st(&self) -> std::sync::MutexGuard<'_, AgentState> {
+        self.state.lock().expect("agent state lock poisoned")
+    }
+
+    /// Runs until the task is dropped: on every change to the VM tables, and every second.
+    pub async fn run(self: Arc<Self>) {
+        let mut changes = self.control.store.watch();
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Adopt what already runs before anything else is decided.
+        for id in self.driver.running() {
+            self.st().seen_running.insert(id);
+        }
+        let mut synced = false;
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                r = changes.recv() => {
+                    if matches!(r, Err(tokio::sync::broadcast::error::RecvError::Closed)) {
+                        return;
+                    }
+                }
+            }
+            if !synced {
+                // Orphans are only destroyed once this node has read the latest state.
+                synced = self.control.store.linearizable().await.is_ok();
+            }
+            if let Err(e) = self.clone().reconcile(synced).await {
+                tracing::debug!(error = %error_chain(&e), "VM reconcile incomplete");
+            }
+        }
+    }
+
+    async fn reconcile(self: Arc<Self>, synced: bool) -> Result<(), crate::control::ControlError> {
+        let me = self.control.node;
+        let records: BTreeMap<VmId, (u64, VmRecord)> = self
+            .control
+            .store
+            .list::<Vms>()?
+            .into_iter()
+            .filter(|r| r.value.node == me)
+            .map(|r| (r.value.id.clone(), (r.revision, r.value)))
+            .collect();
+        for (id, (revision, rec)) in &records {
+            if self.st().busy.contains(id) {
+                continue;
+            }
+            let state = self.driver.state(id).await;
+            let status = self
+                .control
+                .store
+                .get::<VmStatuses>(&id.0)?
+                .map(|s| s.value);
+            self.clone()
+                .converge(rec.clone(), *revision, state, status)
+                .await;
+        }
+        if !synced {
+            return Ok(());
+        }
+        // VMs of this node without a record: deleted. Destroy them and drop their status.
+        let mut gone: HashSet<VmId> = self
+            .control
+            .store
+            .list::<VmStatuses>()?
+            .into_iter()
+            .filter(|s| s.value.node == me && !records.contains_key(&s.value.id))
+            .map(|s| s.value.id)
+            .collect();
+        gone.extend(
+            self.driver
+                .running()
+                .into_iter()
+                .filter(|id| !records.contains_key(id)),
+        );
+        for id in gone {
+            if !self.st().busy.insert(id.clone()) {
+                continue;
+            }
+            let agent = self.clone();
+            tokio::spawn(async move {
+                match agent.driver.destroy(&id).await {
+                    Ok(()) => {
+                        tracing::info!(vm = %id, "VM deleted: destroyed on this node");
+                        if agent.control.forget_vm_status(&id).await.is_ok() {
+                            let mut st = agent.st();
+                            st.reported.remove(&id);
+                            st.seen_running.remove(&id);
+                            st.failed.remove(&id);
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(vm = %id, error = %error_chain(&e), "cannot destroy deleted VM")
+                    }
+                }
+                agent.st().busy.remove(&id);
+            });
+        }
+        Ok(())
+    }
+
+    async fn converge(
+        self: Arc<Self>,
+        rec: VmRecord,
+        revision: u64,
+        state: RunState,
+        status: Option<VmStatus>,
+    ) {
+        let id = rec.id.clone();
+        let done_reboots = status.as_ref().map(|s| s.reboot_seq).unwrap_or(0);
+        match (rec.power, state) {
+            (PowerIntent::Running, RunState::Stopped(why)) => {
+                if self.st().seen_running.remove(&id) {
+                    // It ran and stopped without being asked: the guest powered off.
+                    tracing::info!(vm = %id, reason = %why, "VM stopped on its own");
+                    if let Err(e) = self.control.vm_stopped_by_guest(&id, &why).await {
+                        tracing::debug!(vm = %id, error = %error_chain(&e), "cannot record guest power-off");
+                    }
+                    self.report(&rec, VmState::Shutoff, why, done_reboots).await;
+                    return;
+                }
+                let failed = self.st().failed.get(&id).cloned();
+                if let Some((rev, why)) = failed {
+                    if rev == revision {
+                        self.report(&rec, VmState::Error, why, done_reboots).await;
+                        return;
+                    }
+                }
+                self.st().busy.insert(id.clone());
+                self.report(&rec, VmState::Build, "starting".into(), done_reboots)
+                    .await;
+                let agent = self.clone();
+                tokio::spawn(async move {
+                    match agent.driver.start(&spec(&rec)).await {
+                        Ok(()) => {
+                            tracing::info!(vm = %id, name = %rec.name, driver = agent.driver.name(), "VM started");
+                            {
+                                let mut st = agent.st();
+                                st.failed.remove(&id);
+                                st.seen_running.insert(id.clone());
+                            }
+                            let why = agent.active_reason(&rec);
+                            agent
+                                .report(&rec, VmState::Active, why, rec.reboot_seq)
+                                .await;
+                        }
+                        Err(e) => {
+                            let why = error_chain(&e);
+                            tracing::warn!(vm = %id, error = %why, "VM failed to start");
+                            agent
+                                .st()
+                                .failed
+                                .insert(id.clone(), (revision, why.clone()));
+                            agent.report(&rec, VmState::Error, why, done_reboots).await;
+                        }
+                    }
+                    agent.st().busy.remove(&id);
+                });
+            }
+            (PowerIntent::Running, run) => {
+                self.st().seen_running.insert(id.clone());
+                if rec.reboot_seq > done_reboots {
+                    self.st().busy.insert(id.clone());
+                    let agent = self.clone();
+                    tokio::spawn(async move {
+                        let (state, why) = match agent.driver.reboot(&id).await {
+                            Ok(()) => (VmState::Active, agent.active_reason(&rec)),
+                            Err(e) => (
+                                VmState::Active,
+                                format!("reboot failed: {}", error_chain(&e)),
+                            ),
+                        };
+                        agent.report(&rec, state, why, rec.reboot_seq).await;
+                        agent.st().busy.remove(&id);
+                    });
+                    return;
+                }
+                let (state, why) = if run == RunState::Paused {
+                    (VmState::Paused, "paused".to_string())
+                } else {
+                    (VmState::Active, self.active_reason(&rec))
+                };
+                self.report(&rec, state, why, done_reboots).await;
+            }
+            (PowerIntent::Stopped, RunState::Stopped(why)) => {
+                self.st().seen_running.remove(&id);
+                let why = if why == "not running" {
+                    "stopped".to_string()
+                } else {
+                    why
+                };
+                self.report(&rec, VmState::Shutoff, why, rec.reboot_seq)
+                    .await;
+            }
+            (PowerIntent::Stopped, _) => {
+                {
+                    let mut st = self.st();
+                    st.seen_running.remove(&id);
+                    st.busy.insert(id.clone());
+                }
+                let agent = self.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = agent.driver.stop(&id, STOP_GRACE).await {
+                        let why = error_chain(&e);
+                        tracing::warn!(vm = %id, error = %why, "VM did not stop");
+                        agent.report(&rec, VmState::Error, why, done_reboots).await;
+                    } else {
+                        tracing::info!(vm = %id, "VM stopped");
+                        agent
+                            .report(
+                                &rec,
+                                VmState::Shutoff,
+                                "stopped by request".into(),
+                                rec.reboot_seq,
+                            )
+                            .await;
+                    }
+                    agent.st().busy.remove(&id);
+                });
+            }
+        }
+    }
+
+    fn active_reason(&self, rec: &VmRecord) -> String {
+        format!(
+            "running on node {} ({} driver)",
+            rec.node,
+            self.driver.name()
+        )
+    }
+
+    async fn report(&self, rec: &VmRecord, state: VmState, reason: String, reboot_seq: u64) {
+        let (boots, _) = self.driver.boots(&rec.id).await;
+        let status = VmStatus {
+            id: rec.id.clone(),
+            state,
+            reason,
+            node: self.control.node,
+            driver: self.driver.name().to_string(),
+            reboot_seq,
+            boots,
+            updated_at: now_secs(),
+        };
+        let unchanged = self.st().reported.get(&rec.id).is_some_and(|old| {
+            VmStatus {
+                updated_at: status.updated_at,
+                ..old.clone()
+            } == status
+        });
+        if unchanged {
+            return;
+        }
+        match self.control.report_vm_status(status.clone()).await {
+            Ok(()) => {
+                self.st().reported.insert(rec.id.clone(), status);
+            }
+            Err(e) => {
+                tracing::debug!(vm = %rec.id, error = %error_chain(&e), "cannot report VM status")
+            }
+        }
+    }
+}

@@ -1,0 +1,106 @@
+//! Admin API routes for VMs and flavors (`strata vm ...`, `strata flavor list`).
+
+use std::sync::Arc;
+
+use axum::extract::{Path as UrlPath, Query, State};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use base64::Engine;
+use serde::Deserialize;
+use serde_json::json;
+
+use super::admin::ApiError;
+use crate::control::vms::{CreateVm, VmAction, VmView};
+use crate::daemon::Node;
+
+pub fn routes() -> Router<Arc<Node>> {
+    Router::new()
+        .route("/v1/flavors", get(flavors))
+        .route("/v1/vms", get(list).post(create))
+        .route("/v1/vms/{id}", get(show).delete(delete))
+        .route("/v1/vms/{id}/action", post(action))
+        .route("/v1/vms/{id}/console", get(console))
+        .route("/v1/debug/placement/{id}", get(placement))
+}
+
+async fn flavors(State(node): State<Arc<Node>>) -> Result<Json<serde_json::Value>, ApiError> {
+    Ok(Json(json!(node.control.flavors()?)))
+}
+
+async fn list(State(node): State<Arc<Node>>) -> Result<Json<Vec<VmView>>, ApiError> {
+    Ok(Json(node.control.vms()?))
+}
+
+async fn create(
+    State(node): State<Arc<Node>>,
+    Json(req): Json<CreateVm>,
+) -> Result<Json<VmView>, ApiError> {
+    Ok(Json(node.control.create_vm(req).await?))
+}
+
+async fn show(
+    State(node): State<Arc<Node>>,
+    UrlPath(id): UrlPath<String>,
+) -> Result<Json<VmView>, ApiError> {
+    Ok(Json(node.control.vm(&id)?))
+}
+
+async fn delete(
+    State(node): State<Arc<Node>>,
+    UrlPath(id): UrlPath<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let rec = node.control.delete_vm(&id).await?;
+    Ok(Json(
+        json!({"deleted": rec.id, "name": rec.name, "node": rec.node}),
+    ))
+}
+
+#[derive(Deserialize)]
+struct ActionReq {
+    action: VmAction,
+}
+
+async fn action(
+    State(node): State<Arc<Node>>,
+    UrlPath(id): UrlPath<String>,
+    Json(req): Json<ActionReq>,
+) -> Result<Json<VmView>, ApiError> {
+    Ok(Json(node.control.vm_action(&id, req.action).await?))
+}
+
+#[derive(Deserialize)]
+struct ConsoleQuery {
+    bytes: Option<u64>,
+    offset: Option<u64>,
+}
+
+async fn console(
+    State(node): State<Arc<Node>>,
+    UrlPath(id): UrlPath<String>,
+    Query(q): Query<ConsoleQuery>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let (data, offset) = node
+        .control
+        .vm_console(&id, q.bytes.unwrap_or(64 << 10), q.offset)
+        .await?;
+    Ok(Json(json!({
+        "data": base64::engine::general_purpose::STANDARD.encode(&data),
+        "offset": offset,
+    })))
+}
+
+async fn placement(
+    State(node): State<Arc<Node>>,
+    UrlPath(id): UrlPath<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let rec = node.control.find_vm(&id)?.value;
+    Ok(Json(json!({
+        "vm": rec.id,
+        "name": rec.name,
+        "node": rec.node,
+        "vcpus": rec.vcpus,
+        "ram_mb": rec.ram_mb,
+        "anti_affinity_group": rec.anti_affinity_group,
+        "placement": rec.placement,
+    })))
+}

@@ -1,0 +1,430 @@
+//! VMs: validation, placement and power intents. Everything that changes a VM's desired
+//! state goes through here; the agent of the node a VM is placed on carries it out and
+//! reports what runs in the `vm_status` table.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::placement::{self, Candidate, Weigher};
+use super::{now_ms, now_secs, Control, ControlError};
+use crate::cluster::membership::Liveness;
+use crate::cluster::store::compute_tables::{
+    BootSpec, Flavor, Flavors, PlacementEpochs, PowerIntent, VmRecord, VmState, VmStatus,
+    VmStatuses, Vms,
+};
+use crate::cluster::store::tables::{Event, Events, Nodes, EVENTS_KEPT};
+use crate::cluster::store::{StoreError, TxnBuilder, Versioned};
+use crate::compute;
+use crate::ids::{NodeId, VmId};
+
+/// A request to create a VM.
+#[derive(Serialize, Deserialize, Debug, Clone)]
+pub struct CreateVm {
+    pub name: String,
+    pub flavor: String,
+    /// Overrides the flavor's vCPU count.
+    #[serde(default)]
+    pub vcpus: Option<u32>,
+    /// Overrides the flavor's memory.
+    #[serde(default)]
+    pub ram_mb: Option<u64>,
+    pub boot: BootSpec,
+    #[serde(default)]
+    pub anti_affinity_group: Option<String>,
+    /// `spread` (default) or `pack`.
+    #[serde(default)]
+    pub weigher: Option<String>,
+    /// Only nodes with this hypervisor driver (`kvm`, `tcg`).
+    #[serde(default)]
+    pub hypervisor: Option<String>,
+    /// Create it stopped.
+    #[serde(default)]
+    pub stopped: bool,
+}
+
+/// A VM as users see it: desired state and what its node reports.
+#[derive(Serialize, Deserialize, Debug, Clone)]
+pub struct VmView {
+    #[serde(flatten)]
+    pub record: VmRecord,
+    pub state: VmState,
+    pub reason: String,
+    pub driver: String,
+    pub boots: u64,
+    pub status_updated_at: u64,
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum VmAction {
+    Start,
+    Stop,
+    Reboot,
+}
+
+/// The most vCPUs one VM may have (the x86 MP table and the APIC ID space of one VM).
+pub const MAX_VCPUS: u32 = 64;
+/// The least memory a Linux guest can boot in.
+pub const MIN_RAM_MB: u64 = 64;
+
+impl Control {
+    /// Creates a VM: validates the request, places it, and writes its record. Nothing is
+    /// written when any check fails.
+    pub async fn create_vm(&self, req: CreateVm) -> Result<VmView, ControlError> {
+        let invalid = |m: String| Err(ControlError::Invalid(m));
+        let name = req.name.trim();
+        if name.is_empty() || name.len() > 255 || name.chars().any(|c| c.is_control()) {
+            return invalid(format!(
+                "VM name {:?} must be 1 to 255 printable characters",
+                req.name
+            ));
+        }
+        let flavor = self.flavor(&req.flavor)?;
+        let vcpus = req.vcpus.unwrap_or(flavor.vcpus);
+        let ram_mb = req.ram_mb.unwrap_or(flavor.ram_mb);
+        if vcpus == 0 {
+            return invalid("a VM needs at least 1 vCPU (0 requested)".into());
+        }
+        if vcpus > MAX_VCPUS {
+            return invalid(format!(
+                "{vcpus} vCPUs requested; a VM can have at most {MAX_VCPUS}"
+            ));
+        }
+        if ram_mb < MIN_RAM_MB {
+            return invalid(format!(
+                "{ram_mb} MiB of memory requested; a VM needs at least {MIN_RAM_MB} MiB"
+            ));
+        }
+        let weigher = match req.weigher.as_deref() {
+            None | Some("spread") => Weigher::Spread,
+            Some("pack") => Weigher::Pack,
+            Some(w) => return invalid(format!("unknown weigher {w:?} (spread or pack)")),
+        };
+        // Boot files are checked here, where the request arrives, so that a missing or
+        // corrupt file is refused before anything is written. Until images live in the
+        // storage layer they must be present at the same path on every node.
+        compute::check_kernel(&req.boot.kernel)
+            .map_err(|e| ControlError::Invalid(e.to_string()))?;
+        if let Some(i) = &req.boot.initrd {
+            compute::check_initramfs(i).map_err(|e| ControlError::Invalid(e.to_string()))?;
+        }
+        if let Some(d) = &req.boot.disk {
+            compute::check_disk_image(d).map_err(|e| ControlError::Invalid(e.to_string()))?;
+        }
+        let preq = placement::Request {
+            vcpus,
+            ram_mb,
+            anti_affinity_group: req.anti_affinity_group.clone(),
+            hypervisor: req.hypervisor.clone(),
+            weigher,
+        };
+        let id = VmId::random();
+        for _attempt in 0..8 {
+            let epoch = self.store.get::<PlacementEpochs>("vms")?;
+            let (rev, n) = epoch.map(|e| (e.revision, e.value)).unwrap_or((0, 0));
+            let (node, why) = placement::place(&preq, &self.candidates()?)
+                .map_err(|e| ControlError::Invalid(format!("cannot place VM {name:?}: {e}")))?;
+            let record = VmRecord {
+                id: id.clone(),
+                name: name.to_string(),
+                flavor: flavor.name.clone(),
+                vcpus,
+                ram_mb,
+                boot: req.boot.clone(),
+                power: if req.stopped {
+                    PowerIntent::Stopped
+                } else {
+                    PowerIntent::Running
+                },
+                reboot_seq: 0,
+                anti_affinity_group: req.anti_affinity_group.clone(),
+                node,
+                placement: why,
+                created_at: now_secs(),
+            };
+            let txn = TxnBuilder::new()
+                .require_revision::<PlacementEpochs>("vms", rev)
+                .put::<PlacementEpochs>("vms", &(n + 1))
+                .require_revision::<Vms>(id.to_string(), 0)
+                .put::<Vms>(id.to_string(), &record);
+            match self
+                .store
+                .commit(self.with_event(
+                    txn,
+                    "vm.created",
+                    format!("VM {name} ({id}) created, placed on node {node}"),
+                ))
+                .await
+            {
+                Ok(_) => return Ok(self.view(record, None)),
+                Err(StoreError::Conflict { .. }) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(ControlError::NotReady(
+            "placement kept conflicting with concurrent creates; try again".into(),
+        ))
+    }
+
+    pub fn flavor(&self, name: &str) -> Result<Flavor, ControlError> {
+        if let Some(f) = self.store.get::<Flavors>(name)? {
+            return Ok(f.value);
+        }
+        let known: Vec<String> = self
+            .store
+            .list::<Flavors>()?
+            .into_iter()
+            .map(|f| f.value.name)
+            .collect();
+        Err(ControlError::Invalid(format!(
+            "no flavor {name:?} (flavors: {})",
+            if known.is_empty() {
+                "none".to_string()
+            } else {
+                known.join(", ")
+            }
+        )))
+    }
+
+    pub fn flavors(&self) -> Result<Vec<Flavor>, ControlError> {
+        let mut f: Vec<Flavor> = self
+            .store
+            .list::<Flavors>()?
+            .into_iter()
+            .map(|f| f.value)
+            .collect();
+        f.sort_by(|a, b| (a.vcpus, a.ram_mb, &a.name).cmp(&(b.vcpus, b.ram_mb, &b.name)));
+        Ok(f)
+    }
+
+    /// What the scheduler knows: nodes, their liveness and what is already placed on them.
+    fn candidates(&self) -> Result<Vec<Candidate>, ControlError> {
+        let gossip = self.membership.view();
+        let mut c: BTreeMap<NodeId, Candidate> = BTreeMap::new();
+        for n in self.store.list::<Nodes>()? {
+            let n = n.value;
+            let alive = n.id == self.node
+                || gossip
+                    .get(&n.id)
+                    .is_some_and(|p| p.liveness == Liveness::Alive);
+            c.insert(
+                n.id,
+                Candidate {
+                    id: n.id,
+                    alive,
+                    cores: n.cores,
+                    memory_mb: n.memory_bytes / (1 << 20),
+                    hypervisor: n.hypervisor.clone(),
+                    used_vcpus: 0,
+                    used_mb: 0,
+                    groups: vec![],
+                },
+            );
+        }
+        for vm in self.store.list::<Vms>()? {
+            if let Some(n) = c.get_mut(&vm.value.node) {
+                n.used_vcpus += vm.value.vcpus;
+                n.used_mb += vm.value.ram_mb;
+                if let Some(g) = &vm.value.anti_affinity_group {
+                    n.groups.push(g.clone());
+                }
+            }
+        }
+        Ok(c.into_values().collect())
+    }
+
+    /// Finds a VM by id or by name (a name must be unambiguous).
+    pub fn find_vm(&self, id_or_name: &str) -> Result<Versioned<VmRecord>, ControlError> {
+        if let Some(v) = self.store.get::<Vms>(id_or_name)? {
+            return Ok(v);
+        }
+        let mut found: Vec<Versioned<VmRecord>> = self
+            .store
+            .list::<Vms>()?
+            .into_iter()
+            .filter(|v| v.value.name == id_or_name)
+            .collect();
+        match found.len() {
+            0 => Err(ControlError::NotFound(format!("no VM {id_or_name:?}"))),
+            1 => Ok(found.remove(0)),
+            n => Err(ControlError::Invalid(format!(
+                "{n} VMs are named {id_or_name:?}; use the VM's id"
+            ))),
+        }
+    }
+
+    pub fn vm(&self, id_or_name: &str) -> Result<VmView, ControlError> {
+        let rec = self.find_vm(id_or_name)?.value;
+        let status = self.store.get::<VmStatuses>(&rec.id.0)?.map(|s| s.value);
+        Ok(self.view(rec, status))
+    }
+
+    pub fn vms(&self) -> Result<Vec<VmView>, ControlError> {
+        let statuses: BTreeMap<String, VmStatus> = self
+            .store
+            .list::<VmStatuses>()?
+            .into_iter()
+            .map(|s| (s.value.id.0.clone(), s.value))
+            .collect();
+        let mut out: Vec<VmView> = self
+            .store
+            .list::<Vms>()?
+            .into_iter()
+            .map(|r| {
+                let s = statuses.get(&r.value.id.0).cloned();
+                self.view(r.value, s)
+            })
+            .collect();
+        out.sort_by(|a, b| {
+            (a.record.created_at, &a.record.name).cmp(&(b.record.created_at, &b.record.name))
+        });
+        Ok(out)
+    }
+
+    fn view(&self, record: VmRecord, status: Option<VmStatus>) -> VmView {
+        match status {
+            Some(s) => VmView {
+                state: s.state,
+                reason: s.reason,
+                driver: s.driver,
+                boots: s.boots,
+                status_updated_at: s.updated_at,
+                record,
+            },
+            None => VmView {
+                state: VmState::Build,
+                reason: format!("waiting for node {} to start it", record.node),
+                driver: String::new(),
+                boots: 0,
+                status_updated_at: 0,
+                record,
+            },
+        }
+    }
+
+    /// Start, stop or reboot: changes the desired state; the VM's node carries it out.
+    pub async fn vm_action(
+        &self,
+        id_or_name: &str,
+        action: VmAction,
+    ) -> Result<VmView, ControlError> {
+        let cur = self.find_vm(id_or_name)?;
+        let mut rec = cur.value.clone();
+        match action {
+            VmAction::Start => rec.power = PowerIntent::Running,
+            VmAction::Stop => rec.power = PowerIntent::Stopped,
+            VmAction::Reboot => {
+                if rec.power != PowerIntent::Running {
+                    return Err(ControlError::Invalid(format!(
+                        "VM {} is stopped; start it instead of rebooting it",
+                        rec.name
+                    )));
+                }
+                rec.reboot_seq += 1;
+            }
+        }
+        // Starting a VM that failed is a retry: the new revision tells its node to try
+        // again even when the power intent did not change.
+        let txn = TxnBuilder::new()
+            .require_revision::<Vms>(rec.id.to_string(), cur.revision)
+            .put::<Vms>(rec.id.to_string(), &rec);
+        let verb = match action {
+            VmAction::Start => "start",
+            VmAction::Stop => "stop",
+            VmAction::Reboot => "reboot",
+        };
+        self.store
+            .commit(self.with_event(
+                txn,
+                &format!("vm.{verb}"),
+                format!("VM {} ({}): {verb} requested", rec.name, rec.id),
+            ))
+            .await?;
+        self.vm(&rec.id.0)
+    }
+
+    /// Deletes a VM's record; its node destroys the VM and removes its status.
+    pub async fn delete_vm(&self, id_or_name: &str) -> Result<VmRecord, ControlError> {
+        let cur = self.find_vm(id_or_name)?;
+        let rec = cur.value;
+        let txn = TxnBuilder::new()
+            .require_revision::<Vms>(rec.id.to_string(), cur.revision)
+            .delete::<Vms>(rec.id.to_string());
+        self.store
+            .commit(self.with_event(
+                txn,
+                "vm.deleted",
+                format!("VM {} ({}) deleted", rec.name, rec.id),
+            ))
+            .await?;
+        Ok(rec)
+    }
+
+    /// Records that a VM stopped on its own (the guest powered off): its desired state
+    /// becomes stopped, so it is not started again behind the user's back.
+    pub async fn vm_stopped_by_guest(&self, id: &VmId, why: &str) -> Result<(), ControlError> {
+        let Some(cur) = self.store.get::<Vms>(&id.0)? else {
+            return Ok(());
+        };
+        if cur.value.power == PowerIntent::Stopped {
+            return Ok(());
+        }
+        let mut rec = cur.value.clone();
+        rec.power = PowerIntent::Stopped;
+        let txn = TxnBuilder::new()
+            .require_revision::<Vms>(id.to_string(), cur.revision)
+            .put::<Vms>(id.to_string(), &rec);
+        self.store
+            .commit(self.with_event(
+                txn,
+                "vm.stopped",
+                format!("VM {} ({id}) stopped: {why}", rec.name),
+            ))
+            .await?;
+        Ok(())
+    }
+
+    /// Writes the observed state of a VM (only the agent of the VM's node calls this).
+    pub async fn report_vm_status(&self, status: VmStatus) -> Result<(), ControlError> {
+        self.store
+            .commit(TxnBuilder::new().put::<VmStatuses>(status.id.to_string(), &status))
+            .await?;
+        Ok(())
+    }
+
+    pub async fn forget_vm_status(&self, id: &VmId) -> Result<(), ControlError> {
+        self.store
+            .commit(TxnBuilder::new().delete::<VmStatuses>(id.to_string()))
+            .await?;
+        Ok(())
+    }
+
+    /// A VM's serial console, read on the node that runs it.
+    pub async fn vm_console(
+        &self,
+        id_or_name: &str,
+        bytes: u64,
+        offset: Option<u64>,
+    ) -> Result<(Vec<u8>, u64), ControlError> {
+        let rec = self.find_vm(id_or_name)?.value;
+        let reader = self
+            .consoles
+            .get()
+            .ok_or_else(|| ControlError::NotReady("the node agent is not running yet".into()))?;
+        reader
+            .tail(rec.node, &rec.id, bytes, offset)
+            .await
+            .map_err(ControlError::Unavailable)
+    }
+
+    fn with_event(&self, txn: TxnBuilder, kind: &str, message: String) -> TxnBuilder {
+        txn.append::<Events>(&Event {
+            at_ms: now_ms(),
+            node: self.node,
+            kind: kind.into(),
+            message,
+        })
+        .trim::<Events>(EVENTS_KEPT)
+    }
+}
