@@ -2,7 +2,7 @@
 CARGO ?= cargo
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: up test deps build release lint bench clean
+.PHONY: up test deps build release lint bench clean images images-guest images-test
 
 deps:
 	@scripts/install-deps.sh
@@ -32,3 +32,21 @@ bench:
 
 clean:
 	$(CARGO) clean
+
+## Guest images from Debian packages (root): test guest, Debian rootfs (into images/out/).
+images:
+	@images/install-deps.sh
+	images/build-guest.sh
+	images/build-rootfs.sh
+
+## Only the small busybox test guest (kernel + initramfs).
+images-guest:
+	@images/install-deps.sh
+	images/build-guest.sh
+
+## QEMU/KVM boots the test guest inside the nested-KVM test host (TCG); prints STRATA-BENCH.
+images-test: images-guest
+	images/testhost/build.sh --with-qemu --scenario images/testhost/scenarios/qemu-kvm-guest.sh \
+		--out images/out/testhost/qemu-kvm-guest.cpio.gz
+	images/testhost/run.sh --initrd images/out/testhost/qemu-kvm-guest.cpio.gz \
+		--log images/out/testhost/qemu-kvm-guest.log
