@@ -18,7 +18,7 @@ up: release
 	@scripts/up.sh
 
 ## Everything: unit tests, in-process cluster tests and the network-namespace cluster tests.
-test: deps
+test: deps images-guest
 	$(CARGO) test --locked -- --test-threads=1
 
 lint: deps

@@ -141,11 +141,11 @@ fn append_event(dir: &Path, what: &str) {
 }
 
 /// Boots in an `events.log`: every start, and every reset (by the guest or by Strata).
-/// The firmware resets the machine once more right after a reboot, so resets within two
-/// seconds of the previous boot count once.
+/// The firmware resets the machine once more right after a reset, so resets within two
+/// seconds of the previous reset count once.
 pub fn count_boots(events: &str) -> u64 {
     let mut boots = 0;
-    let mut last_boot: Option<u64> = None;
+    let mut last_reset: Option<u64> = None;
     for line in events.lines() {
         let Some((ms, what)) = line.split_once(' ') else {
             continue;
@@ -153,12 +153,12 @@ pub fn count_boots(events: &str) -> u64 {
         let ms: u64 = ms.parse().unwrap_or(0);
         if what.starts_with("start") {
             boots += 1;
-            last_boot = Some(ms);
+            last_reset = None;
         } else if what.starts_with("reset") {
-            if last_boot.is_none_or(|b| ms.saturating_sub(b) > 2000) {
+            if last_reset.is_none_or(|r| ms.saturating_sub(r) > 2000) {
                 boots += 1;
             }
-            last_boot = Some(ms);
+            last_reset = Some(ms);
         }
     }
     boots
@@ -381,13 +381,15 @@ mod tests {
     #[test]
     fn boots_count_starts_and_resets_once_per_reboot() {
         let log = "1000 start started by Strata\n\
+                   1200 reset rebooted by Strata\n\
+                   1260 reset guest rebooted\n\
                    9000 reset rebooted by Strata\n\
                    9040 reset guest rebooted\n\
                    9041 reset guest rebooted\n\
                    20000 reset guest rebooted\n\
                    30000 shutdown stopped by Strata\n\
                    31000 start started by Strata\n";
-        assert_eq!(count_boots(log), 4);
+        assert_eq!(count_boots(log), 5);
         assert_eq!(count_boots(""), 0);
     }
 

@@ -309,6 +309,14 @@ impl Drop for Cluster {
             n.kill();
             let _ = sh(&["ip", "netns", "del", &n.ns]);
         }
+        // VM processes outlive their daemon by design; the test's own are found by the
+        // temporary directory in their command line.
+        let _ = sh(&[
+            "pkill",
+            "-KILL",
+            "-f",
+            self.tmp.path().to_str().unwrap_or("/nonexistent"),
+        ]);
         let _ = sh(&["ip", "netns", "del", &self.hub]);
         if std::thread::panicking() {
             for n in &self.nodes {
