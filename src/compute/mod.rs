@@ -7,6 +7,7 @@
 
 pub mod qemu;
 pub mod qmp;
+pub mod vmdir;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;

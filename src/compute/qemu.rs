@@ -7,12 +7,12 @@
 //! (the serial console), `events.log`.
 
 use std::collections::HashSet;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use super::qmp::Qmp;
+use super::vmdir;
 use super::{
     check_disk_image, check_initramfs, check_kernel, Accel, ComputeError, Hypervisor, RunState,
     VmSpec,
@@ -47,13 +47,7 @@ impl QemuDriver {
 
     /// The pid of the VM's QEMU if it is running (checked against its command line).
     fn pid(&self, id: &VmId) -> Option<i32> {
-        let text = std::fs::read_to_string(self.dir(id).join("qemu.pid")).ok()?;
-        let pid: i32 = text.trim().parse().ok()?;
-        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
-        let marker = format!("strata-vm-{}", id.0);
-        String::from_utf8_lossy(&cmdline)
-            .contains(&marker)
-            .then_some(pid)
+        vmdir::live_pid(&self.dir(id).join("qemu.pid"), id)
     }
 
     async fn qmp(&self, id: &VmId, op: &'static str) -> Result<Qmp, ComputeError> {
@@ -107,61 +101,13 @@ impl QemuDriver {
                     };
                     if let Some(line) = line {
                         tracing::info!(vm = %id, event = line, "VM event");
-                        append_event(&dir, line);
+                        vmdir::append_event(&dir, line);
                     }
                 }
             }
             watched.lock().expect("lock poisoned").remove(&id);
         });
     }
-
-    fn read_events(&self, id: &VmId) -> Vec<String> {
-        std::fs::read_to_string(self.dir(id).join("events.log"))
-            .map(|t| {
-                t.lines()
-                    .map(|l| l.split_once(' ').map(|x| x.1).unwrap_or("").to_string())
-                    .collect()
-            })
-            .unwrap_or_default()
-    }
-}
-
-fn append_event(dir: &Path, what: &str) {
-    let ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis())
-        .unwrap_or(0);
-    if let Ok(mut f) = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(dir.join("events.log"))
-    {
-        let _ = writeln!(f, "{ms} {what}");
-    }
-}
-
-/// Boots in an `events.log`: every start, and every reset (by the guest or by Strata).
-/// The firmware resets the machine once more right after a reset, so resets within two
-/// seconds of the previous reset count once.
-pub fn count_boots(events: &str) -> u64 {
-    let mut boots = 0;
-    let mut last_reset: Option<u64> = None;
-    for line in events.lines() {
-        let Some((ms, what)) = line.split_once(' ') else {
-            continue;
-        };
-        let ms: u64 = ms.parse().unwrap_or(0);
-        if what.starts_with("start") {
-            boots += 1;
-            last_reset = None;
-        } else if what.starts_with("reset") {
-            if last_reset.is_none_or(|r| ms.saturating_sub(r) > 2000) {
-                boots += 1;
-            }
-            last_reset = Some(ms);
-        }
-    }
-    boots
 }
 
 /// The QEMU command line for a VM (kept separate so it can be checked in tests).
@@ -265,21 +211,14 @@ impl Hypervisor for QemuDriver {
                 reason: String::from_utf8_lossy(&out.stderr).trim().to_string(),
             });
         }
-        append_event(&dir, "start started by Strata");
+        vmdir::append_event(&dir, "start started by Strata");
         self.watch(&spec.id);
         Ok(())
     }
 
     async fn state(&self, id: &VmId) -> RunState {
         if self.pid(id).is_none() {
-            let last = self
-                .read_events(id)
-                .into_iter()
-                .rev()
-                .find(|e| e.starts_with("shutdown") || e.starts_with("panic"))
-                .map(|e| e.split_once(' ').map(|(_, r)| r.to_string()).unwrap_or(e))
-                .unwrap_or_else(|| "not running".into());
-            return RunState::Stopped(last);
+            return RunState::Stopped(vmdir::stop_reason(&self.dir(id)));
         }
         self.watch(id);
         match self.qmp(id, "query-status").await {
@@ -305,7 +244,7 @@ impl Hypervisor for QemuDriver {
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
         }
-        append_event(&self.dir(id), "shutdown stopped by Strata");
+        vmdir::append_event(&self.dir(id), "shutdown stopped by Strata");
         if self.command(id, "quit", "quit").await.is_err() {
             if let Some(p) = rustix::process::Pid::from_raw(pid) {
                 let _ = rustix::process::kill_process(p, rustix::process::Signal::KILL);
@@ -325,7 +264,7 @@ impl Hypervisor for QemuDriver {
     }
 
     async fn reboot(&self, id: &VmId) -> Result<(), ComputeError> {
-        append_event(&self.dir(id), "reset rebooted by Strata");
+        vmdir::append_event(&self.dir(id), "reset rebooted by Strata");
         self.command(id, "reboot", "system_reset").await
     }
 
@@ -338,14 +277,7 @@ impl Hypervisor for QemuDriver {
     }
 
     async fn boots(&self, id: &VmId) -> (u64, String) {
-        let text = std::fs::read_to_string(self.dir(id).join("events.log")).unwrap_or_default();
-        let last = text
-            .lines()
-            .last()
-            .and_then(|l| l.split_once(' '))
-            .map(|x| x.1.to_string())
-            .unwrap_or_default();
-        (count_boots(&text), last)
+        vmdir::boots(&self.dir(id))
     }
 
     async fn destroy(&self, id: &VmId) -> Result<(), ComputeError> {
@@ -377,21 +309,6 @@ impl Hypervisor for QemuDriver {
 mod tests {
     use super::*;
     use crate::cluster::store::compute_tables::BootSpec;
-
-    #[test]
-    fn boots_count_starts_and_resets_once_per_reboot() {
-        let log = "1000 start started by Strata\n\
-                   1200 reset rebooted by Strata\n\
-                   1260 reset guest rebooted\n\
-                   9000 reset rebooted by Strata\n\
-                   9040 reset guest rebooted\n\
-                   9041 reset guest rebooted\n\
-                   20000 reset guest rebooted\n\
-                   30000 shutdown stopped by Strata\n\
-                   31000 start started by Strata\n";
-        assert_eq!(count_boots(log), 5);
-        assert_eq!(count_boots(""), 0);
-    }
 
     #[test]
     fn command_line_names_the_vm_and_wires_console_qmp_and_disk() {

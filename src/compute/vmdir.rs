@@ -1,0 +1,120 @@
+//! The files of one VM on its node, shared by every driver: `events.log` (one line per
+//! lifecycle event: `<unix ms> <kind> <words>`, kinds `start`, `reset`, `shutdown`, `panic`)
+//! and a pid file checked against the process's command line.
+
+use std::io::Write;
+use std::path::Path;
+
+use crate::ids::VmId;
+
+/// The marker every VM process carries in its command line.
+pub fn marker(id: &VmId) -> String {
+    format!("strata-vm-{}", id.0)
+}
+
+/// The pid in `pid_file` if that process runs and is this VM's (a zombie is not).
+pub fn live_pid(pid_file: &Path, id: &VmId) -> Option<i32> {
+    let text = std::fs::read_to_string(pid_file).ok()?;
+    let pid: i32 = text.trim().parse().ok()?;
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    String::from_utf8_lossy(&cmdline)
+        .contains(&marker(id))
+        .then_some(pid)
+}
+
+pub fn append_event(dir: &Path, what: &str) {
+    let ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis())
+        .unwrap_or(0);
+    if let Ok(mut f) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("events.log"))
+    {
+        let _ = writeln!(f, "{ms} {what}");
+    }
+}
+
+/// Boots in an `events.log`: every start, and every reset (by the guest or by Strata).
+/// The firmware resets the machine once more right after a reset, so resets within two
+/// seconds of the previous reset count once.
+pub fn count_boots(events: &str) -> u64 {
+    let mut boots = 0;
+    let mut last_reset: Option<u64> = None;
+    for line in events.lines() {
+        let Some((ms, what)) = line.split_once(' ') else {
+            continue;
+        };
+        let ms: u64 = ms.parse().unwrap_or(0);
+        if what.starts_with("start") {
+            boots += 1;
+            last_reset = None;
+        } else if what.starts_with("reset") {
+            if last_reset.is_none_or(|r| ms.saturating_sub(r) > 2000) {
+                boots += 1;
+            }
+            last_reset = Some(ms);
+        }
+    }
+    boots
+}
+
+/// Boots so far and the last event's words.
+pub fn boots(dir: &Path) -> (u64, String) {
+    let text = std::fs::read_to_string(dir.join("events.log")).unwrap_or_default();
+    let last = text
+        .lines()
+        .last()
+        .and_then(|l| l.split_once(' '))
+        .map(|x| x.1.to_string())
+        .unwrap_or_default();
+    (count_boots(&text), last)
+}
+
+/// Why a VM that does not run stopped: its last `shutdown` or `panic` event, in words.
+pub fn stop_reason(dir: &Path) -> String {
+    std::fs::read_to_string(dir.join("events.log"))
+        .unwrap_or_default()
+        .lines()
+        .rev()
+        .filter_map(|l| l.split_once(' ').map(|x| x.1))
+        .find(|e| e.starts_with("shutdown") || e.starts_with("panic"))
+        .map(|e| {
+            e.split_once(' ')
+                .map(|(_, r)| r.to_string())
+                .unwrap_or(e.to_string())
+        })
+        .unwrap_or_else(|| "not running".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn boots_count_starts_and_resets_once_per_reboot() {
+        let log = "1000 start started by Strata\n\
+                   1200 reset rebooted by Strata\n\
+                   1260 reset guest rebooted\n\
+                   9000 reset rebooted by Strata\n\
+                   9040 reset guest rebooted\n\
+                   9041 reset guest rebooted\n\
+                   20000 reset guest rebooted\n\
+                   30000 shutdown stopped by Strata\n\
+                   31000 start started by Strata\n";
+        assert_eq!(count_boots(log), 5);
+        assert_eq!(count_boots(""), 0);
+    }
+
+    #[test]
+    fn stop_reason_is_the_last_shutdown() {
+        let d = tempfile::tempdir().unwrap();
+        assert_eq!(stop_reason(d.path()), "not running");
+        append_event(d.path(), "start started by Strata");
+        append_event(d.path(), "shutdown guest powered off");
+        append_event(d.path(), "start started by Strata");
+        assert_eq!(stop_reason(d.path()), "guest powered off");
+        assert_eq!(boots(d.path()).0, 2);
+    }
+}
