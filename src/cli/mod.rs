@@ -122,6 +122,17 @@ pub enum Cmd {
     },
     /// Print the version.
     Version,
+    /// Run one VM with Strata's own VMM (the KVM driver's per-VM worker; started by the
+    /// daemon, not by hand).
+    #[command(hide = true)]
+    Vmm {
+        /// The VM's directory, holding vm.json.
+        #[arg(long)]
+        dir: PathBuf,
+        /// The process marker (`strata-vm-<id>`) the driver recognises its workers by.
+        #[arg(long)]
+        name: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -343,6 +354,9 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             Ok(())
         }
         Cmd::Vm { cmd } => vm::run(&cli.socket(), cmd).await,
+        Cmd::Vmm { .. } => Err(CliError::Usage(
+            "`strata vmm` runs outside the async runtime (see main)".into(),
+        )),
         Cmd::Flavor { cmd } => vm::run_flavor(&cli.socket(), cmd).await,
         Cmd::Events { limit, json } => {
             let v = client::call(

@@ -5,9 +5,12 @@
 //! whose KVM cannot run a guest (no `/dev/kvm`, or the `kvm_pvm` nested hypervisor), and
 //! with `-accel kvm` elsewhere until Strata's own rust-vmm VMM replaces it there.
 
+pub mod kvm;
 pub mod qemu;
 pub mod qmp;
 pub mod vmdir;
+pub mod vmm;
+pub mod worker;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;

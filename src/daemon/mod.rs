@@ -17,6 +17,7 @@ use crate::cluster::raft::RaftNode;
 use crate::cluster::store::tables::{NodeRecord, Nodes};
 use crate::cluster::store::Store;
 use crate::cluster::CtlService;
+use crate::compute::kvm::KvmDriver;
 use crate::compute::qemu::QemuDriver;
 use crate::compute::Hypervisor;
 use crate::config::Config;
@@ -109,8 +110,15 @@ impl Node {
             consoles: std::sync::OnceLock::new(),
         });
         let (accel, accel_why) = crate::compute::detect_accel();
-        let driver: Arc<dyn Hypervisor> =
-            Arc::new(QemuDriver::new(&datadir.vms_dir(), accel).map_err(ServeError::Compute)?);
+        // KVM: Strata's own VMM, one worker process per VM. Elsewhere: QEMU with TCG.
+        let driver: Arc<dyn Hypervisor> = match accel {
+            crate::compute::Accel::Kvm => {
+                Arc::new(KvmDriver::new(&datadir.vms_dir()).map_err(ServeError::Compute)?)
+            }
+            crate::compute::Accel::Tcg => Arc::new(
+                QemuDriver::new(&datadir.vms_dir(), accel).map_err(ServeError::Compute)?,
+            ),
+        };
         tracing::info!(driver = driver.name(), reason = %accel_why, "hypervisor driver chosen");
         transport.register(
             Class::Agent,

@@ -1,0 +1,234 @@
+//! The KVM driver: one `strata vmm` worker process per VM (this binary, re-executed),
+//! running Strata's own VMM. Workers run in their own session, so a restart of the daemon
+//! does not stop VMs; the driver finds them again by pid file.
+//!
+//! Files under `<root>/<vm id>/`: `vm.json` (the spec handed to the worker), `vmm.pid`,
+//! `control.sock`, `console.log`, `events.log`, `worker.log` (the worker's own log).
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::worker::{self, WorkerSpec};
+use super::{
+    check_disk_image, check_initramfs, check_kernel, vmdir, ComputeError, Hypervisor, RunState,
+    VmSpec,
+};
+use crate::ids::VmId;
+
+pub struct KvmDriver {
+    root: PathBuf,
+    /// The program that runs `vmm` (this binary).
+    exe: PathBuf,
+}
+
+impl KvmDriver {
+    pub fn new(root: &Path) -> Result<Self, ComputeError> {
+        std::fs::create_dir_all(root).map_err(|source| ComputeError::Io {
+            path: root.to_path_buf(),
+            source,
+        })?;
+        let exe = std::env::current_exe().map_err(|source| ComputeError::Io {
+            path: PathBuf::from("/proc/self/exe"),
+            source,
+        })?;
+        Ok(KvmDriver {
+            root: root.to_path_buf(),
+            exe,
+        })
+    }
+
+    fn dir(&self, id: &VmId) -> PathBuf {
+        self.root.join(&id.0)
+    }
+
+    fn pid(&self, id: &VmId) -> Option<i32> {
+        vmdir::live_pid(&self.dir(id).join(worker::PID_FILE), id)
+    }
+
+    async fn request(&self, id: &VmId, op: &'static str) -> Result<String, ComputeError> {
+        let dir = self.dir(id);
+        let what = op.to_string();
+        tokio::task::spawn_blocking(move || worker::request(&dir, &what))
+            .await
+            .map_err(|e| e.to_string())
+            .and_then(|r| r)
+            .map_err(|reason| ComputeError::Control {
+                id: id.clone(),
+                op,
+                reason,
+            })
+    }
+}
+
+#[async_trait::async_trait]
+impl Hypervisor for KvmDriver {
+    fn name(&self) -> &'static str {
+        "kvm"
+    }
+
+    async fn start(&self, spec: &VmSpec) -> Result<(), ComputeError> {
+        if self.pid(&spec.id).is_some() {
+            return Ok(());
+        }
+        check_kernel(&spec.boot.kernel)?;
+        if let Some(i) = &spec.boot.initrd {
+            check_initramfs(i)?;
+        }
+        if let Some(d) = &spec.boot.disk {
+            check_disk_image(d)?;
+        }
+        let dir = self.dir(&spec.id);
+        let io = |source| ComputeError::Io {
+            path: dir.clone(),
+            source,
+        };
+        std::fs::create_dir_all(&dir).map_err(io)?;
+        for f in [worker::PID_FILE, worker::CONTROL_SOCKET] {
+            let _ = std::fs::remove_file(dir.join(f));
+        }
+        let ws = WorkerSpec {
+            id: spec.id.0.clone(),
+            vcpus: spec.vcpus,
+            ram_mb: spec.ram_mb,
+            kernel: spec.boot.kernel.clone().into(),
+            initrd: spec.boot.initrd.clone().map(Into::into),
+            cmdline: spec.boot.cmdline.clone(),
+            disk: spec.boot.disk.clone().map(Into::into),
+            tap: None,
+        };
+        std::fs::write(
+            dir.join(worker::SPEC_FILE),
+            serde_json::to_vec_pretty(&ws).unwrap_or_default(),
+        )
+        .map_err(io)?;
+        let log = std::fs::File::create(dir.join("worker.log")).map_err(io)?;
+        let mut cmd = std::process::Command::new(&self.exe);
+        cmd.arg("vmm")
+            .arg("--dir")
+            .arg(&dir)
+            .arg("--name")
+            .arg(vmdir::marker(&spec.id))
+            .stdin(std::process::Stdio::null())
+            .stdout(log.try_clone().map_err(io)?)
+            .stderr(log);
+        // Its own session: no signal to the daemon's process group reaches the VM.
+        use std::os::unix::process::CommandExt;
+        // SAFETY: setsid is async-signal-safe and touches no memory of the parent.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::setsid();
+                Ok(())
+            });
+        }
+        let mut child = cmd.spawn().map_err(|source| ComputeError::Spawn {
+            program: self.exe.display().to_string(),
+            source,
+        })?;
+        // The worker writes its pid file once the VM runs; it exits if it cannot build it.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            if self.pid(&spec.id).is_some() {
+                // Reap it when it ends, so that it does not linger as a zombie.
+                tokio::task::spawn_blocking(move || child.wait());
+                return Ok(());
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                let log = std::fs::read_to_string(dir.join("worker.log")).unwrap_or_default();
+                let why = log
+                    .lines()
+                    .rev()
+                    .find(|l| l.contains("error"))
+                    .unwrap_or(log.lines().last().unwrap_or(""))
+                    .trim()
+                    .to_string();
+                return Err(ComputeError::StartFailed {
+                    id: spec.id.clone(),
+                    reason: format!("VMM worker exited ({status}): {why}"),
+                });
+            }
+            if tokio::time::Instant::now() >= deadline {
+                let _ = child.kill();
+                return Err(ComputeError::StartFailed {
+                    id: spec.id.clone(),
+                    reason: "VMM worker did not start the VM within 30 s".into(),
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    async fn state(&self, id: &VmId) -> RunState {
+        if self.pid(id).is_none() {
+            return RunState::Stopped(vmdir::stop_reason(&self.dir(id)));
+        }
+        match self.request(id, "state").await.as_deref() {
+            Ok("paused") => RunState::Paused,
+            _ => RunState::Running,
+        }
+    }
+
+    /// This VMM has no ACPI power button, so a stop is immediate: the guest's disks are
+    /// written through (no host cache to lose), but the guest does not shut down cleanly.
+    async fn stop(&self, id: &VmId, _grace: Duration) -> Result<(), ComputeError> {
+        let Some(pid) = self.pid(id) else {
+            return Ok(());
+        };
+        if self.request(id, "stop").await.is_err() {
+            if let Some(p) = rustix::process::Pid::from_raw(pid) {
+                let _ = rustix::process::kill_process(p, rustix::process::Signal::KILL);
+            }
+            vmdir::append_event(&self.dir(id), "shutdown stopped by Strata (killed)");
+        }
+        for _ in 0..50 {
+            if self.pid(id).is_none() {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Err(ComputeError::Control {
+            id: id.clone(),
+            op: "stop",
+            reason: format!("VMM worker {pid} did not exit"),
+        })
+    }
+
+    async fn reboot(&self, id: &VmId) -> Result<(), ComputeError> {
+        self.request(id, "reboot").await.map(|_| ())
+    }
+
+    async fn pause(&self, id: &VmId) -> Result<(), ComputeError> {
+        self.request(id, "pause").await.map(|_| ())
+    }
+
+    async fn resume(&self, id: &VmId) -> Result<(), ComputeError> {
+        self.request(id, "resume").await.map(|_| ())
+    }
+
+    async fn boots(&self, id: &VmId) -> (u64, String) {
+        vmdir::boots(&self.dir(id))
+    }
+
+    async fn destroy(&self, id: &VmId) -> Result<(), ComputeError> {
+        self.stop(id, Duration::ZERO).await?;
+        let dir = self.dir(id);
+        match std::fs::remove_dir_all(&dir) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(source) => Err(ComputeError::Io { path: dir, source }),
+        }
+    }
+
+    fn console_log(&self, id: &VmId) -> PathBuf {
+        self.dir(id).join(worker::CONSOLE_LOG)
+    }
+
+    fn running(&self) -> Vec<VmId> {
+        let Ok(rd) = std::fs::read_dir(&self.root) else {
+            return vec![];
+        };
+        rd.filter_map(|e| e.ok())
+            .map(|e| VmId(e.file_name().to_string_lossy().to_string()))
+            .filter(|id| self.pid(id).is_some())
+            .collect()
+    }
+}

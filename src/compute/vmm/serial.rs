@@ -1,0 +1,282 @@
+//! The guest's 16550 UART on port 0x3f8 (vm-superio), with its output captured three
+//! ways: a bounded ring of the newest bytes, an append-only log file, and live subscribers.
+
+use std::collections::VecDeque;
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex};
+
+use vm_superio::serial::NoEvents;
+use vm_superio::{Serial, Trigger};
+use vmm_sys_util::eventfd::EventFd;
+
+use super::bus::{lock, BusDevice};
+
+/// COM1.
+pub const SERIAL_PORT: u64 = 0x3f8;
+pub const SERIAL_PORT_LEN: u64 = 8;
+pub const SERIAL_IRQ: u32 = 4;
+/// Default size of the in-memory console ring.
+pub const DEFAULT_RING_BYTES: usize = 64 * 1024;
+/// Chunks a slow subscriber may fall behind before it misses output.
+const SUBSCRIBER_BACKLOG: usize = 1024;
+/// What Linux prints when it powers off (`kernel_power_off`). Without ACPI it then panics
+/// and resets, so the VMM remembers it to report a power-off rather than a reboot.
+const POWER_DOWN_MARK: &[u8] = b"reboot: Power down";
+
+#[derive(Debug, thiserror::Error)]
+pub enum SerialError {
+    #[error("cannot open console log {path}")]
+    OpenLog {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot create the serial interrupt eventfd")]
+    EventFd(#[source] std::io::Error),
+    #[error("serial input FIFO is full")]
+    InputFull,
+}
+
+struct LogInner {
+    ring: VecDeque<u8>,
+    capacity: usize,
+    file: Option<(PathBuf, File)>,
+    subscribers: Vec<SyncSender<Vec<u8>>>,
+    tail: Vec<u8>,
+}
+
+/// Console output: ring + file + subscribers. Cheap to clone (shared).
+#[derive(Clone)]
+pub struct ConsoleLog {
+    inner: Arc<Mutex<LogInner>>,
+    power_down_seen: Arc<AtomicBool>,
+}
+
+impl ConsoleLog {
+    /// A log keeping the newest `capacity` bytes, appending to `path` if given.
+    pub fn new(capacity: usize, path: Option<&Path>) -> Result<Self, SerialError> {
+        let file = path
+            .map(|p| {
+                OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(p)
+                    .map(|f| (p.to_path_buf(), f))
+                    .map_err(|source| SerialError::OpenLog {
+                        path: p.to_path_buf(),
+                        source,
+                    })
+            })
+            .transpose()?;
+        Ok(ConsoleLog {
+            inner: Arc::new(Mutex::new(LogInner {
+                ring: VecDeque::with_capacity(capacity),
+                capacity: capacity.max(1),
+                file,
+                subscribers: Vec::new(),
+                tail: Vec::new(),
+            })),
+            power_down_seen: Arc::new(AtomicBool::new(false)),
+        })
+    }
+
+    /// Appends guest output.
+    pub fn push(&self, bytes: &[u8]) {
+        let mut g = lock(&self.inner);
+        let cap = g.capacity;
+        if bytes.len() >= cap {
+            g.ring.clear();
+            g.ring.extend(&bytes[bytes.len() - cap..]);
+        } else {
+            let overflow = (g.ring.len() + bytes.len()).saturating_sub(cap);
+            g.ring.drain(..overflow);
+            g.ring.extend(bytes);
+        }
+        if let Some((path, f)) = g.file.as_mut() {
+            if let Err(e) = f.write_all(bytes) {
+                tracing::warn!(path = %path.display(), error = %e, "console log write failed; log disabled");
+                g.file = None;
+            }
+        }
+        g.subscribers.retain(|s| match s.try_send(bytes.to_vec()) {
+            Ok(()) | Err(TrySendError::Full(_)) => true,
+            Err(TrySendError::Disconnected(_)) => false,
+        });
+        // Look for the power-down line across write boundaries.
+        let mut window = std::mem::take(&mut g.tail);
+        window.extend_from_slice(bytes);
+        if window
+            .windows(POWER_DOWN_MARK.len())
+            .any(|w| w == POWER_DOWN_MARK)
+        {
+            self.power_down_seen.store(true, Ordering::SeqCst);
+        }
+        let keep = window.len().min(POWER_DOWN_MARK.len() - 1);
+        g.tail = window[window.len() - keep..].to_vec();
+    }
+
+    /// The newest bytes, oldest first.
+    pub fn snapshot(&self) -> Vec<u8> {
+        lock(&self.inner).ring.iter().copied().collect()
+    }
+
+    /// A live feed of output chunks from now on. A subscriber more than
+    /// `SUBSCRIBER_BACKLOG` chunks behind misses chunks rather than stalling the guest.
+    pub fn subscribe(&self) -> Receiver<Vec<u8>> {
+        let (tx, rx) = sync_channel(SUBSCRIBER_BACKLOG);
+        lock(&self.inner).subscribers.push(tx);
+        rx
+    }
+
+    /// Whether the guest printed its power-down line since the last [`Self::clear_power_down`].
+    pub fn power_down_seen(&self) -> bool {
+        self.power_down_seen.load(Ordering::SeqCst)
+    }
+
+    pub fn clear_power_down(&self) {
+        self.power_down_seen.store(false, Ordering::SeqCst);
+    }
+
+    pub fn flush(&self) {
+        if let Some((_, f)) = lock(&self.inner).file.as_mut() {
+            let _ = f.flush();
+        }
+    }
+}
+
+/// `Write` adapter that feeds the UART's transmit side into a [`ConsoleLog`].
+pub struct LogWriter(ConsoleLog);
+
+impl Write for LogWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.push(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.0.flush();
+        Ok(())
+    }
+}
+
+/// Raises the UART's interrupt through an irqfd.
+pub struct IrqTrigger(pub EventFd);
+
+impl Trigger for IrqTrigger {
+    type E = std::io::Error;
+    fn trigger(&self) -> std::io::Result<()> {
+        self.0.write(1)
+    }
+}
+
+/// The UART as a port-bus device.
+pub struct SerialDevice {
+    uart: Serial<IrqTrigger, NoEvents, LogWriter>,
+}
+
+impl SerialDevice {
+    /// A UART whose interrupt fires `irq` (register it as an irqfd on GSI 4).
+    pub fn new(irq: EventFd, log: ConsoleLog) -> Self {
+        SerialDevice {
+            uart: Serial::new(IrqTrigger(irq), LogWriter(log)),
+        }
+    }
+
+    /// Queues bytes for the guest to read; returns how many fit.
+    pub fn send_input(&mut self, bytes: &[u8]) -> Result<usize, SerialError> {
+        self.uart
+            .enqueue_raw_bytes(bytes)
+            .map_err(|_| SerialError::InputFull)
+    }
+}
+
+impl BusDevice for SerialDevice {
+    fn read(&mut self, offset: u64, data: &mut [u8]) {
+        if let (Some(b), Ok(off)) = (data.first_mut(), u8::try_from(offset)) {
+            *b = self.uart.read(off);
+        }
+    }
+    fn write(&mut self, offset: u64, data: &[u8]) {
+        if let (Some(b), Ok(off)) = (data.first(), u8::try_from(offset)) {
+            if let Err(e) = self.uart.write(off, *b) {
+                tracing::debug!(error = ?e, "serial write");
+            }
+        }
+    }
+}
+
+/// Sends input to a shared UART.
+pub fn send_input(dev: &Arc<Mutex<SerialDevice>>, bytes: &[u8]) -> Result<usize, SerialError> {
+    lock(dev).send_input(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn guest_writes(dev: &mut SerialDevice, s: &[u8]) {
+        for b in s {
+            dev.write(0, &[*b]); // THR
+        }
+    }
+
+    #[test]
+    fn guest_output_reaches_ring_file_and_subscriber() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("console.log");
+        let log = ConsoleLog::new(1024, Some(&path)).unwrap();
+        let rx = log.subscribe();
+        let mut dev = SerialDevice::new(EventFd::new(0).unwrap(), log.clone());
+        guest_writes(&mut dev, b"hello\n");
+        assert_eq!(log.snapshot(), b"hello\n");
+        log.flush();
+        assert_eq!(std::fs::read(&path).unwrap(), b"hello\n");
+        let got: Vec<u8> = rx.try_iter().flatten().collect();
+        assert_eq!(got, b"hello\n");
+    }
+
+    #[test]
+    fn ring_keeps_newest_bytes() {
+        let log = ConsoleLog::new(8, None).unwrap();
+        log.push(b"0123456");
+        log.push(b"789");
+        assert_eq!(log.snapshot(), b"23456789");
+        log.push(b"abcdefghijk");
+        assert_eq!(log.snapshot(), b"defghijk");
+    }
+
+    #[test]
+    fn power_down_line_is_noticed_across_writes() {
+        let log = ConsoleLog::new(64, None).unwrap();
+        log.push(b"[ 1.0] reboot: Pow");
+        assert!(!log.power_down_seen());
+        log.push(b"er down\n");
+        assert!(log.power_down_seen());
+    }
+
+    #[test]
+    fn input_is_readable_by_the_guest_and_raises_irq() {
+        let log = ConsoleLog::new(64, None).unwrap();
+        let irq = EventFd::new(libc::EFD_NONBLOCK).unwrap();
+        let mut dev = SerialDevice::new(irq.try_clone().unwrap(), log);
+        dev.write(1, &[0x01]); // IER: data-available interrupt
+        assert_eq!(dev.send_input(b"x").unwrap(), 1);
+        let mut b = [0u8];
+        dev.read(5, &mut b); // LSR
+        assert_eq!(b[0] & 1, 1);
+        dev.read(0, &mut b);
+        assert_eq!(b[0], b'x');
+        assert!(irq.read().is_ok());
+    }
+
+    #[test]
+    fn dropped_subscriber_is_forgotten() {
+        let log = ConsoleLog::new(64, None).unwrap();
+        drop(log.subscribe());
+        log.push(b"x");
+        assert!(lock(&log.inner).subscribers.is_empty());
+    }
+}

@@ -1,0 +1,380 @@
+//! `strata vmm`: the per-VM worker process of the KVM driver. It runs one VM with Strata's
+//! own VMM ([`super::vmm`]), keeps the serial console in `console.log`, records lifecycle
+//! events in `events.log`, and answers a line protocol on `control.sock`:
+//! `state` → `running|paused`, `pause`, `resume`, `reboot`, `stop` → `ok` or `error <why>`.
+//!
+//! After the VM is built (the only time it needs /dev/kvm, the TAP and the disks opened)
+//! the worker sets no-new-privileges and drops every capability.
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::vmdir;
+use super::vmm::vm::{DiskConfig, RunState, VmConfig, Vmm, VmmEvent, VmmHandle};
+
+/// What the driver hands the worker, as `vm.json` in the VM's directory.
+#[derive(Serialize, Deserialize, Debug, Clone)]
+pub struct WorkerSpec {
+    pub id: String,
+    pub vcpus: u32,
+    pub ram_mb: u64,
+    pub kernel: PathBuf,
+    pub initrd: Option<PathBuf>,
+    pub cmdline: String,
+    pub disk: Option<PathBuf>,
+    pub tap: Option<String>,
+}
+
+pub const SPEC_FILE: &str = "vm.json";
+pub const PID_FILE: &str = "vmm.pid";
+pub const CONTROL_SOCKET: &str = "control.sock";
+pub const CONSOLE_LOG: &str = "console.log";
+
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    #[error("VM spec {path}")]
+    Spec {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("VM spec {path} is malformed")]
+    SpecFormat {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("{what}")]
+    Io {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot build the VM")]
+    Vmm(#[from] super::vmm::vm::VmmError),
+    #[error("{0} vCPUs requested; this VMM runs 1 to 32")]
+    Vcpus(u32),
+}
+
+fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> WorkerError {
+    let what = what.into();
+    move |source| WorkerError::Io { what, source }
+}
+
+impl WorkerSpec {
+    fn vm_config(&self, dir: &Path) -> Result<VmConfig, WorkerError> {
+        let vcpus = u8::try_from(self.vcpus)
+            .ok()
+            .filter(|v| (1..=32).contains(v))
+            .ok_or(WorkerError::Vcpus(self.vcpus))?;
+        let mut c = VmConfig::new(self.kernel.clone());
+        c.vcpus = vcpus;
+        c.mem_mib = self.ram_mb;
+        c.initrd = self.initrd.clone();
+        if !self.cmdline.is_empty() {
+            c.cmdline = self.cmdline.clone();
+        }
+        c.disks = self
+            .disk
+            .iter()
+            .map(|p| DiskConfig::Path {
+                path: p.clone(),
+                read_only: false,
+            })
+            .collect();
+        c.tap = self.tap.clone();
+        c.mac = mac_for(&self.id);
+        c.serial_log = Some(dir.join(CONSOLE_LOG));
+        Ok(c)
+    }
+}
+
+/// A stable, locally administered MAC address derived from the VM's id.
+pub fn mac_for(id: &str) -> [u8; 6] {
+    let mut h: u64 = 0xcbf29ce484222325;
+    for b in id.bytes() {
+        h = (h ^ b as u64).wrapping_mul(0x100000001b3);
+    }
+    let b = h.to_le_bytes();
+    [0x52, 0x54, 0x00, b[0], b[1], b[2]]
+}
+
+enum Request {
+    Pause,
+    Resume,
+    Reboot,
+    Stop,
+}
+
+/// Runs the worker until the VM ends. Returns the process exit code.
+pub fn run(dir: &Path) -> Result<i32, WorkerError> {
+    let spec_path = dir.join(SPEC_FILE);
+    let text = std::fs::read_to_string(&spec_path).map_err(|source| WorkerError::Spec {
+        path: spec_path.clone(),
+        source,
+    })?;
+    let spec: WorkerSpec =
+        serde_json::from_str(&text).map_err(|source| WorkerError::SpecFormat {
+            path: spec_path.clone(),
+            source,
+        })?;
+    let _ = std::fs::remove_file(dir.join(CONTROL_SOCKET));
+    let listener = UnixListener::bind(dir.join(CONTROL_SOCKET)).map_err(io(format!(
+        "cannot listen on {}",
+        dir.join(CONTROL_SOCKET).display()
+    )))?;
+
+    let mut handle = Vmm::new(spec.vm_config(dir)?)?.start()?;
+    drop_privileges(spec.tap.is_some());
+    std::fs::write(dir.join(PID_FILE), std::process::id().to_string())
+        .map_err(io("cannot write the pid file"))?;
+    vmdir::append_event(dir, "start started by Strata");
+
+    let state = Arc::new(Mutex::new(RunState::Running));
+    let (tx, rx) = mpsc::channel::<(Request, mpsc::Sender<String>)>();
+    {
+        let state = state.clone();
+        std::thread::spawn(move || serve_control(listener, state, tx));
+    }
+    loop {
+        // Requests from the driver, between guest events.
+        if let Ok((req, reply)) = rx.try_recv() {
+            let answer = match req {
+                Request::Pause => handle
+                    .pause()
+                    .map(|_| "ok".to_string())
+                    .unwrap_or_else(|e| format!("error {e}")),
+                Request::Resume => {
+                    handle.resume();
+                    "ok".into()
+                }
+                Request::Reboot => {
+                    vmdir::append_event(dir, "reset rebooted by Strata");
+                    handle.stop();
+                    drain(&handle);
+                    match Vmm::new(spec.vm_config(dir)?).and_then(|v| v.start()) {
+                        Ok(h) => {
+                            handle = h;
+                            "ok".into()
+                        }
+                        Err(e) => {
+                            let why = crate::telemetry::error_chain(&e);
+                            vmdir::append_event(dir, &format!("shutdown failed to reboot: {why}"));
+                            let _ = reply.send(format!("error {why}"));
+                            return Ok(1);
+                        }
+                    }
+                }
+                Request::Stop => {
+                    handle.stop();
+                    vmdir::append_event(dir, "shutdown stopped by Strata");
+                    let _ = reply.send("ok".into());
+                    return Ok(0);
+                }
+            };
+            *state.lock().unwrap_or_else(|p| p.into_inner()) = handle.state();
+            let _ = reply.send(answer);
+        }
+        match handle.next_event_timeout(Duration::from_millis(50)) {
+            Some(VmmEvent::GuestReboot) => {
+                vmdir::append_event(dir, "reset guest rebooted");
+                handle.stop();
+                handle = Vmm::new(spec.vm_config(dir)?)?.start()?;
+            }
+            Some(VmmEvent::GuestPowerOff) => {
+                handle.stop();
+                vmdir::append_event(dir, "shutdown guest powered off");
+                return Ok(0);
+            }
+            Some(VmmEvent::Error(e)) => {
+                handle.stop();
+                vmdir::append_event(dir, &format!("panic VMM error: {e}"));
+                return Ok(1);
+            }
+            Some(VmmEvent::Stopped) => {
+                vmdir::append_event(dir, "shutdown stopped");
+                return Ok(0);
+            }
+            Some(VmmEvent::Started) | None => {}
+        }
+    }
+}
+
+/// Throws away events left from a VM that was stopped.
+fn drain(h: &VmmHandle) {
+    while h.next_event_timeout(Duration::from_millis(1)).is_some() {}
+}
+
+fn serve_control(
+    listener: UnixListener,
+    state: Arc<Mutex<RunState>>,
+    tx: mpsc::Sender<(Request, mpsc::Sender<String>)>,
+) {
+    for conn in listener.incoming() {
+        let Ok(conn) = conn else { continue };
+        let _ = conn.set_read_timeout(Some(Duration::from_secs(5)));
+        let mut line = String::new();
+        let mut reader = BufReader::new(&conn);
+        if reader.read_line(&mut line).is_err() {
+            continue;
+        }
+        let req = match line.trim() {
+            "state" => {
+                let s = match *state.lock().unwrap_or_else(|p| p.into_inner()) {
+                    RunState::Paused => "paused",
+                    _ => "running",
+                };
+                let _ = (&conn).write_all(format!("{s}\n").as_bytes());
+                continue;
+            }
+            "pause" => Request::Pause,
+            "resume" => Request::Resume,
+            "reboot" => Request::Reboot,
+            "stop" => Request::Stop,
+            other => {
+                let _ = (&conn).write_all(format!("error unknown request {other:?}\n").as_bytes());
+                continue;
+            }
+        };
+        let (rtx, rrx) = mpsc::channel();
+        if tx.send((req, rtx)).is_err() {
+            return;
+        }
+        let answer = rrx
+            .recv_timeout(Duration::from_secs(30))
+            .unwrap_or_else(|_| "error the VM did not answer".into());
+        let _ = (&conn).write_all(format!("{answer}\n").as_bytes());
+    }
+}
+
+/// Sends one request to a worker and returns its answer line.
+pub fn request(dir: &Path, what: &str) -> Result<String, String> {
+    let mut s = UnixStream::connect(dir.join(CONTROL_SOCKET)).map_err(|e| e.to_string())?;
+    s.set_read_timeout(Some(Duration::from_secs(40)))
+        .map_err(|e| e.to_string())?;
+    s.write_all(format!("{what}\n").as_bytes())
+        .map_err(|e| e.to_string())?;
+    let mut line = String::new();
+    BufReader::new(&s)
+        .read_line(&mut line)
+        .map_err(|e| e.to_string())?;
+    let line = line.trim().to_string();
+    match line.strip_prefix("error ") {
+        Some(e) => Err(e.to_string()),
+        None if line.is_empty() => Err("the worker closed the connection".into()),
+        None => Ok(line),
+    }
+}
+
+/// No new privileges, and no capabilities beyond CAP_NET_ADMIN (kept only when the VM has a
+/// TAP, which a rebooting guest opens again).
+fn drop_privileges(keep_net_admin: bool) {
+    // SAFETY: prctl with PR_SET_NO_NEW_PRIVS takes integer arguments only.
+    let rc = unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) };
+    if rc != 0 {
+        tracing::warn!(error = %std::io::Error::last_os_error(), "cannot set no_new_privs");
+    }
+    #[repr(C)]
+    struct CapHeader {
+        version: u32,
+        pid: i32,
+    }
+    #[repr(C)]
+    #[derive(Clone, Copy)]
+    struct CapData {
+        effective: u32,
+        permitted: u32,
+        inheritable: u32,
+    }
+    const LINUX_CAPABILITY_VERSION_3: u32 = 0x2008_0522;
+    const CAP_NET_ADMIN: u32 = 12;
+    let keep = if keep_net_admin {
+        1u32 << CAP_NET_ADMIN
+    } else {
+        0
+    };
+    let mut hdr = CapHeader {
+        version: LINUX_CAPABILITY_VERSION_3,
+        pid: 0,
+    };
+    let data = [
+        CapData {
+            effective: keep,
+            permitted: keep,
+            inheritable: 0,
+        },
+        CapData {
+            effective: 0,
+            permitted: 0,
+            inheritable: 0,
+        },
+    ];
+    // SAFETY: capset reads a valid version-3 header and two data structs, both live for
+    // the call.
+    let rc = unsafe { libc::syscall(libc::SYS_capset, &mut hdr, data.as_ptr()) };
+    if rc != 0 {
+        tracing::warn!(error = %std::io::Error::last_os_error(), "cannot drop capabilities");
+    }
+}
+
+/// The capabilities this process holds (effective set), from /proc; for tests and logs.
+pub fn effective_caps() -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = s.lines().find(|l| l.starts_with("CapEff:"))?;
+    u64::from_str_radix(line.split_whitespace().nth(1)?, 16).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn macs_are_stable_local_and_distinct() {
+        let a = mac_for("vm-a");
+        assert_eq!(a, mac_for("vm-a"));
+        assert_ne!(a, mac_for("vm-b"));
+        assert_eq!(a[0] & 0x02, 0x02, "locally administered");
+        assert_eq!(a[0] & 0x01, 0, "unicast");
+    }
+
+    #[test]
+    fn spec_maps_to_a_vm_config_and_refuses_bad_vcpus() {
+        let d = tempfile::tempdir().unwrap();
+        let spec = WorkerSpec {
+            id: "x".into(),
+            vcpus: 2,
+            ram_mb: 128,
+            kernel: "/k".into(),
+            initrd: Some("/i".into()),
+            cmdline: "console=ttyS0".into(),
+            disk: Some("/d".into()),
+            tap: None,
+        };
+        let c = spec.vm_config(d.path()).unwrap();
+        assert_eq!((c.vcpus, c.mem_mib, c.disks.len()), (2, 128, 1));
+        assert_eq!(c.serial_log.unwrap(), d.path().join(CONSOLE_LOG));
+        let bad = WorkerSpec {
+            vcpus: 0,
+            ..spec.clone()
+        };
+        assert!(bad.vm_config(d.path()).is_err());
+        let bad = WorkerSpec { vcpus: 300, ..spec };
+        assert!(bad
+            .vm_config(d.path())
+            .unwrap_err()
+            .to_string()
+            .contains("300"));
+    }
+
+    #[test]
+    fn control_requests_fail_clearly_without_a_worker() {
+        let d = tempfile::tempdir().unwrap();
+        assert!(request(d.path(), "state").is_err());
+    }
+}
