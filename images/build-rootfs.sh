@@ -86,6 +86,8 @@ build() {
   cat >"$TREE/etc/cloud/cloud.cfg.d/90-strata.cfg" <<'EOF'
 # Strata: an OpenStack-style metadata service at 169.254.169.254, or a NoCloud seed.
 datasource_list: [ NoCloud, ConfigDrive, OpenStack, None ]
+# No locales package in the image; C.UTF-8 is built into glibc.
+locale: C.UTF-8
 EOF
   printf '# Strata image %s: no apt sources are configured; add them at deploy time.\n' \
     "$IMAGES_VERSION" >"$TREE/etc/apt/sources.list"

@@ -173,11 +173,11 @@ install_busybox() {
 # (the kernel opens /dev/console before /init runs; devtmpfs is mounted by /init).
 make_base_dirs() {
   local root=$1
-  mkdir -p "$root"/{bin,sbin,usr/bin,usr/sbin,dev,proc,sys,tmp,run,etc,root,mnt,var/run}
+  mkdir -p "$root"/{bin,sbin,usr/bin,usr/sbin,dev,proc,sys,tmp,run,etc,root,mnt,var/run,var/tmp}
   [ -e "$root/dev/console" ] || mknod -m 0600 "$root/dev/console" c 5 1 ||
     die "mknod $root/dev/console failed (needs root)"
   [ -e "$root/dev/null" ] || mknod -m 0666 "$root/dev/null" c 1 3
-  chmod 1777 "$root/tmp"
+  chmod 1777 "$root/tmp" "$root/var/tmp"
 }
 
 # make_cpio ROOT OUTFILE SDE -> reproducible gzip'd newc cpio of ROOT (sorted names,
