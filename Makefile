@@ -25,10 +25,14 @@ lint: deps
 	$(CARGO) fmt --check
 	$(CARGO) clippy --locked --all-targets -- -D warnings
 
-## Store vs etcd on three namespaces (needs root); results also in target/bench/.
+## Store vs etcd on three namespaces, and Strata's VMM vs QEMU/KVM in a nested test host
+## (needs root); results also in target/bench/.
 bench:
 	@scripts/install-deps.sh --bench
 	$(CARGO) bench --locked --bench store_vs_etcd
+	@images/install-deps.sh
+	images/build-guest.sh
+	$(CARGO) bench --locked --bench vmm_vs_qemu
 
 clean:
 	$(CARGO) clean

@@ -1,0 +1,56 @@
+#!/bin/sh
+# Benchmark scenario for the nested-KVM test host: the same guest (kernel, initramfs, memory,
+# 1 vCPU, no devices beyond the serial console) booted to its userspace marker and powered
+# off, alternately by Strata's VMM (`strata vmm`) and by `qemu-system-x86_64 -enable-kvm`.
+# For each run: milliseconds from process start to STRATA-GUEST-USERSPACE on the console,
+# and the monitor's memory overhead = its total RSS minus the RSS of the guest RAM mapping,
+# sampled when the marker appears. Prints one STRATA-BENCH line per run.
+STRATA=@STRATA@
+ROUNDS=@ROUNDS@
+MEM=256
+FW=/usr/share/qemu-fw
+ms() { awk '{printf "%d\n", $1 * 1000}' /proc/uptime; }
+overhead() { # overhead PID -> "<overhead kb> <guest kb>"
+  awk -v want=$((MEM * 1024)) '
+    /^[0-9a-f]+-[0-9a-f]+ / { cur = 0 }
+    /^Size:/ { cur = ($2 == want) }
+    /^Rss:/ { total += $2; if (cur) guest += $2 }
+    END { printf "%d %d\n", total - guest, guest }' "/proc/$1/smaps"
+}
+# measure NAME PID CONSOLE: waits for the marker and the process's end, prints the result.
+measure() {
+  name=$1 pid=$2 console=$3 us="" ov="" gk=""
+  deadline=$(($(ms) + 150000))
+  while kill -0 "$pid" 2>/dev/null; do
+    if [ -z "$us" ] && grep -q STRATA-GUEST-USERSPACE "$console" 2>/dev/null; then
+      us=$(($(ms) - t0))
+      set -- $(overhead "$pid")
+      ov=$1 gk=$2
+    fi
+    [ "$(ms)" -lt "$deadline" ] || { kill -KILL "$pid"; break; }
+    sleep 0.02
+  done
+  wait "$pid"
+  echo "STRATA-BENCH $name round=$r userspace_ms=${us:-none} overhead_kb=${ov:-none} guest_rss_kb=${gk:-none}"
+}
+CMDLINE="console=ttyS0 reboot=k panic=-1 quiet strata.action=poweroff"
+r=1
+while [ "$r" -le "$ROUNDS" ]; do
+  rm -rf /tmp/vm && mkdir -p /tmp/vm
+  cat >/tmp/vm/vm.json <<JSON
+{"id":"bench","vcpus":1,"ram_mb":$MEM,"kernel":"/guest/vmlinuz","initrd":"/guest/initramfs.cpio.gz",
+ "cmdline":"$CMDLINE pci=off","disk":null,"tap":null}
+JSON
+  t0=$(ms)
+  "$STRATA" vmm --dir /tmp/vm --name strata-vm-bench >/tmp/vm/worker.log 2>&1 &
+  measure strata-vmm $! /tmp/vm/console.log
+
+  rm -f /tmp/qemu.console
+  t0=$(ms)
+  qemu-system-x86_64 -enable-kvm -cpu host,-arch-capabilities -m "$MEM" -smp 1 -nodefaults \
+    -display none -no-user-config -serial file:/tmp/qemu.console -no-reboot -L "$FW" \
+    -kernel /guest/vmlinuz -initrd /guest/initramfs.cpio.gz -append "$CMDLINE" </dev/null \
+    >/tmp/qemu.out 2>&1 &
+  measure qemu-kvm $! /tmp/qemu.console
+  r=$((r + 1))
+done

@@ -1,0 +1,123 @@
+#!/bin/sh
+# Scenario for the nested-KVM test host (images/testhost): Strata's own VMM (`strata vmm`,
+# the KVM driver's per-VM worker) boots the test guest on real KVM.
+#  1. plain boot with strata.action=poweroff: userspace marker, power-off reported in
+#     events.log, worker exits 0; prints STRATA-BENCH lines (time to the userspace marker,
+#     worker memory overhead = RSS minus the guest RAM mapping's RSS).
+#  2. virtio-blk + virtio-net (tap0 on br0 with udhcpd here) + virtio-rng, booted twice:
+#     disk previous=none then previous=1 (data survives a VM restart), DHCP, ping.
+#  3. strata.action=reboot: the guest reboot is reported and the VM comes back.
+# The harness replaces @STRATA@ with the path of the strata binary copied in.
+STRATA=@STRATA@
+MEM=${STRATA_GUEST_MEM:-256}
+fails=0
+ms() { awk '{printf "%d\n", $1 * 1000}' /proc/uptime; }
+check() { # check NAME FILE PATTERN
+  if grep -q -- "$3" "$2"; then
+    echo "STRATA-CHECK ok $1"
+  else
+    echo "STRATA-CHECK FAIL $1 (no '$3' in $2)"
+    fails=$((fails + 1))
+  fi
+}
+spec() { # spec DIR CMDLINE DISK TAP
+  mkdir -p "$1"
+  disk=null; [ -n "$3" ] && disk="\"$3\""
+  tap=null; [ -n "$4" ] && tap="\"$4\""
+  cat >"$1/vm.json" <<JSON
+{"id":"$(basename "$1")","vcpus":1,"ram_mb":$MEM,"kernel":"/guest/vmlinuz",
+ "initrd":"/guest/initramfs.cpio.gz","cmdline":"console=ttyS0 reboot=k panic=-1 pci=off quiet $2",
+ "disk":$disk,"tap":$tap}
+JSON
+}
+# overhead_kb PID GUEST_MB: total RSS minus the RSS of the guest RAM mapping(s).
+overhead_kb() {
+  awk -v want=$(($2 * 1024)) '
+    /^[0-9a-f]+-[0-9a-f]+ / { cur = 0 }
+    /^Size:/ { cur = ($2 == want) }
+    /^Rss:/ { total += $2; if (cur) guest += $2 }
+    END { printf "%d %d\n", total - guest, guest }' "/proc/$1/smaps"
+}
+# run_vm DIR: runs the worker in the foreground, sets US_MS, OVER_KB, GUEST_KB, RC.
+run_vm() {
+  t0=$(ms)
+  "$STRATA" vmm --dir "$1" --name "strata-vm-$(basename "$1")" >"$1/worker.log" 2>&1 &
+  pid=$!
+  US_MS="" OVER_KB="" GUEST_KB=""
+  deadline=$(($(ms) + ${VM_TIMEOUT:-150} * 1000))
+  while kill -0 "$pid" 2>/dev/null; do
+    if [ "$(ms)" -gt "$deadline" ]; then
+      echo "[$(basename "$1")] timed out; console so far:"
+      tail -c 3000 "$1/console.log" 2>/dev/null
+      echo "[$(basename "$1")] worker log:"
+      tail -n 20 "$1/worker.log"
+      kill -KILL "$pid"
+      break
+    fi
+    if [ -z "$US_MS" ] && grep -q STRATA-GUEST-USERSPACE "$1/console.log" 2>/dev/null; then
+      US_MS=$(($(ms) - t0))
+      set -- "$1" $(overhead_kb "$pid" "$MEM")
+      OVER_KB=$2 GUEST_KB=$3
+    fi
+    if [ -n "${STOP_AFTER_REBOOT:-}" ] && grep -q "reset guest rebooted" "$1/events.log" 2>/dev/null \
+      && [ "$(grep -c STRATA-GUEST-USERSPACE "$1/console.log")" -ge 2 ]; then
+      kill -TERM "$pid"
+    fi
+    sleep 0.05
+  done
+  wait "$pid"
+  RC=$?
+  sed "s|^|[$(basename "$1")] |" "$1/console.log" | grep -E "STRATA-|Kernel panic|error" || true
+  echo "[$(basename "$1")] worker exit=$RC userspace_ms=${US_MS:-none} events: $(tr '\n' ';' <"$1/events.log")"
+}
+
+[ -c /dev/kvm ] || { echo "STRATA-CHECK FAIL no /dev/kvm"; exit 1; }
+
+# 1. plain boot, power off
+spec /tmp/plain "strata.action=poweroff" "" ""
+run_vm /tmp/plain
+check plain-userspace /tmp/plain/console.log STRATA-GUEST-USERSPACE
+check plain-poweroff-marker /tmp/plain/console.log STRATA-GUEST-POWEROFF
+check plain-poweroff-event /tmp/plain/events.log "shutdown guest powered off"
+[ "$RC" -eq 0 ] || { echo "STRATA-CHECK FAIL plain worker exit $RC"; fails=$((fails + 1)); }
+echo "STRATA-BENCH strata-vmm userspace_ms=${US_MS:-none} overhead_kb=${OVER_KB:-none} guest_rss_kb=${GUEST_KB:-none}"
+
+# 2. disk, network, rng; twice
+dd if=/dev/zero of=/tmp/disk.raw bs=1M count=8 2>/dev/null
+tunctl -t tap0 >/dev/null
+brctl addbr br0
+brctl setfd br0 0 2>/dev/null
+brctl addif br0 tap0
+ip addr add 10.0.2.1/24 dev br0
+ip link set tap0 up
+ip link set br0 up
+cat >/tmp/udhcpd.conf <<'CONF'
+start 10.0.2.100
+end 10.0.2.150
+interface br0
+lease_file /tmp/udhcpd.leases
+option subnet 255.255.255.0
+option router 10.0.2.1
+option lease 3600
+CONF
+: >/tmp/udhcpd.leases
+udhcpd /tmp/udhcpd.conf
+spec /tmp/dev1 "strata.net=ping:10.0.2.1 strata.action=poweroff" /tmp/disk.raw tap0
+run_vm /tmp/dev1
+check disk-first /tmp/dev1/console.log "STRATA-GUEST-DISK previous=none"
+check disk-wrote1 /tmp/dev1/console.log "STRATA-GUEST-DISK wrote=1"
+check net-dhcp /tmp/dev1/console.log "STRATA-GUEST-NET ip=10.0.2."
+check net-ping /tmp/dev1/console.log "STRATA-GUEST-PING ok"
+check rng /tmp/dev1/console.log "STRATA-GUEST-RNG ok"
+spec /tmp/dev2 "strata.action=poweroff" /tmp/disk.raw ""
+run_vm /tmp/dev2
+check disk-second /tmp/dev2/console.log "STRATA-GUEST-DISK previous=1"
+
+# 3. guest reboot
+spec /tmp/reboot "strata.action=reboot" "" ""
+STOP_AFTER_REBOOT=1 run_vm /tmp/reboot
+check reboot-marker /tmp/reboot/console.log STRATA-GUEST-REBOOT
+check reboot-event /tmp/reboot/events.log "reset guest rebooted"
+
+echo "scenario strata-vmm: $fails failed check(s)"
+exit "$fails"
