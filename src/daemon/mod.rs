@@ -115,9 +115,9 @@ impl Node {
             crate::compute::Accel::Kvm => {
                 Arc::new(KvmDriver::new(&datadir.vms_dir()).map_err(ServeError::Compute)?)
             }
-            crate::compute::Accel::Tcg => Arc::new(
-                QemuDriver::new(&datadir.vms_dir(), accel).map_err(ServeError::Compute)?,
-            ),
+            crate::compute::Accel::Tcg => {
+                Arc::new(QemuDriver::new(&datadir.vms_dir(), accel).map_err(ServeError::Compute)?)
+            }
         };
         tracing::info!(driver = driver.name(), reason = %accel_why, "hypervisor driver chosen");
         transport.register(

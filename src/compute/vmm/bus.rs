@@ -92,10 +92,15 @@ pub enum GuestRequest {
 /// Called when the guest requests a reset or power-off.
 pub type RequestSink = Arc<dyn Fn(GuestRequest) + Send + Sync>;
 
-/// The i8042 controller as far as Linux needs it: status reads as empty, and command 0xFE
-/// on port 0x64 (pulse the reset line, what `reboot=k` does) resets the machine.
+/// The i8042 controller as far as Linux needs it: controller commands answer (so probing
+/// does not time out), no keyboard or mouse, and command 0xFE on port 0x64 (pulse the
+/// reset line: `reboot=k`, and the ACPI reset register) resets the machine.
 pub struct I8042 {
     sink: RequestSink,
+    ctr: u8,
+    out: Option<u8>,
+    /// The next data-port write sets the controller configuration byte.
+    write_ctr: bool,
 }
 
 pub const I8042_DATA_PORT: u64 = 0x60;
@@ -104,20 +109,108 @@ const I8042_RESET_CMD: u8 = 0xfe;
 
 impl I8042 {
     pub fn new(sink: RequestSink) -> Self {
-        I8042 { sink }
+        I8042 {
+            sink,
+            ctr: 0x30, // keyboard and mouse clocks disabled, no interrupts
+            out: None,
+            write_ctr: false,
+        }
     }
 }
 
+const CMD_OFFSET: u64 = I8042_COMMAND_PORT - I8042_DATA_PORT;
+
 impl BusDevice for I8042 {
-    fn read(&mut self, _offset: u64, data: &mut [u8]) {
+    fn read(&mut self, offset: u64, data: &mut [u8]) {
         data.fill(0);
+        let v = match offset {
+            0 => self.out.take().unwrap_or(0),
+            // Status: bit 0 output buffer full, bit 2 self-test passed, bit 4 not inhibited.
+            CMD_OFFSET => u8::from(self.out.is_some()) | 0x14,
+            _ => 0,
+        };
+        if let Some(b) = data.first_mut() {
+            *b = v;
+        }
     }
     fn write(&mut self, offset: u64, data: &[u8]) {
-        // Registered at 0x60 with length 5: offset 4 is the command port.
-        if offset == I8042_COMMAND_PORT - I8042_DATA_PORT && data.first() == Some(&I8042_RESET_CMD)
-        {
-            tracing::info!("guest pulsed the i8042 reset line");
-            (self.sink)(GuestRequest::Reset);
+        let Some(&v) = data.first() else {
+            return;
+        };
+        match offset {
+            0 if self.write_ctr => {
+                self.ctr = v;
+                self.write_ctr = false;
+            }
+            CMD_OFFSET => match v {
+                0x20 => self.out = Some(self.ctr),
+                0x60 => self.write_ctr = true,
+                0xaa => self.out = Some(0x55), // self-test passed
+                0xab | 0xa9 => self.out = Some(0x00), // port tests passed
+                I8042_RESET_CMD => {
+                    tracing::info!("guest pulsed the i8042 reset line");
+                    (self.sink)(GuestRequest::Reset);
+                }
+                _ => {}
+            },
+            _ => {}
+        }
+    }
+}
+
+/// The ACPI PM1a event and control blocks (see `boot::acpi`): the SCI_EN bit reads as
+/// set, and writing SLP_TYP=S5 with SLP_EN powers the VM off.
+pub struct AcpiPm {
+    sink: RequestSink,
+    cnt: u16,
+    /// PM1 enable register (ACPICA reads back what it enables).
+    enable: u16,
+}
+
+impl AcpiPm {
+    pub fn new(sink: RequestSink) -> Self {
+        AcpiPm {
+            sink,
+            cnt: 0,
+            enable: 0,
+        }
+    }
+}
+
+const PM1_EN_OFFSET: u64 = 2;
+const PM1_CNT_OFFSET: u64 = 4;
+
+fn le16(data: &[u8]) -> u16 {
+    let mut b = [0u8; 2];
+    let n = data.len().min(2);
+    b[..n].copy_from_slice(&data[..n]);
+    u16::from_le_bytes(b)
+}
+
+impl BusDevice for AcpiPm {
+    fn read(&mut self, offset: u64, data: &mut [u8]) {
+        data.fill(0);
+        let v = match offset {
+            PM1_EN_OFFSET => self.enable,
+            PM1_CNT_OFFSET => self.cnt | super::boot::acpi::SCI_EN,
+            _ => return,
+        };
+        let n = data.len().min(2);
+        data[..n].copy_from_slice(&v.to_le_bytes()[..n]);
+    }
+    fn write(&mut self, offset: u64, data: &[u8]) {
+        if offset == PM1_EN_OFFSET {
+            self.enable = le16(data);
+        }
+        if offset != PM1_CNT_OFFSET || data.is_empty() {
+            return;
+        }
+        let v = le16(data);
+        self.cnt = v & !super::boot::acpi::SLP_EN;
+        let slp_typ = (v >> 10) & 7;
+        if v & super::boot::acpi::SLP_EN != 0 && slp_typ == super::boot::acpi::S5_SLP_TYP {
+            tracing::info!("guest entered ACPI S5");
+            (self.sink)(GuestRequest::PowerOff);
         }
     }
 }
@@ -188,5 +281,40 @@ mod tests {
         assert!(lock(&seen).is_empty());
         k.write(4, &[0xfe]);
         assert_eq!(*lock(&seen), vec![GuestRequest::Reset]);
+    }
+
+    #[test]
+    fn i8042_answers_controller_commands() {
+        let mut k = I8042::new(Arc::new(|_| {}));
+        let mut b = [0u8];
+        k.write(4, &[0x20]);
+        k.read(4, &mut b);
+        assert_eq!(b[0] & 1, 1);
+        k.read(0, &mut b);
+        assert_eq!(b[0], 0x30);
+        k.write(4, &[0x60]);
+        k.write(0, &[0x47]);
+        k.write(4, &[0x20]);
+        k.read(0, &mut b);
+        assert_eq!(b[0], 0x47);
+        k.read(4, &mut b);
+        assert_eq!(b[0] & 1, 0);
+    }
+
+    #[test]
+    fn acpi_s5_powers_off() {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let s = seen.clone();
+        let mut pm = AcpiPm::new(Arc::new(move |r| lock(&s).push(r)));
+        let mut b = [0u8; 2];
+        pm.read(4, &mut b);
+        assert_eq!(u16::from_le_bytes(b) & 1, 1);
+        pm.write(4, &(3u16 << 10 | 1 << 13).to_le_bytes());
+        assert!(lock(&seen).is_empty());
+        pm.write(2, &0x20u16.to_le_bytes());
+        pm.read(2, &mut b);
+        assert_eq!(u16::from_le_bytes(b), 0x20);
+        pm.write(4, &(5u16 << 10 | 1 << 13).to_le_bytes());
+        assert_eq!(*lock(&seen), vec![GuestRequest::PowerOff]);
     }
 }

@@ -14,10 +14,10 @@ pub const MMIO_HOLE_END: u64 = 0x1_0000_0000;
 pub const VIRTIO_MMIO_BASE: u64 = 0xd000_0000;
 /// Size of one virtio-mmio window (the guest kernel's `4K@addr:irq` form).
 pub const VIRTIO_MMIO_SIZE: u64 = 0x1000;
-/// First GSI handed to virtio devices (0..=4 are the PIT, keyboard, cascade, serial).
-pub const VIRTIO_FIRST_IRQ: u32 = 5;
-/// Last IOAPIC pin usable for devices.
-pub const LAST_IRQ: u32 = 23;
+/// GSIs handed to virtio devices, in order: free ISA lines (not 0-4 PIT, keyboard,
+/// cascade, serial; not 8 RTC, 9 ACPI SCI, 12 mouse, 13 FPU, 14/15 IDE), then the
+/// IOAPIC-only pins 16-23.
+pub const VIRTIO_GSIS: [u32; 13] = [5, 6, 7, 10, 11, 16, 17, 18, 19, 20, 21, 22, 23];
 /// IOAPIC and LAPIC MMIO bases (fixed by the in-kernel irqchip).
 pub const IOAPIC_ADDR: u64 = 0xfec0_0000;
 pub const LAPIC_ADDR: u64 = 0xfee0_0000;
@@ -103,11 +103,8 @@ pub fn low_ram_end(mem: &GuestMemoryMmap) -> u64 {
 
 /// Address of virtio-mmio window `index`, and its GSI.
 pub fn virtio_slot(index: usize) -> Option<(u64, u32)> {
-    let irq = VIRTIO_FIRST_IRQ.checked_add(u32::try_from(index).ok()?)?;
-    if irq > LAST_IRQ {
-        return None;
-    }
-    Some((VIRTIO_MMIO_BASE + index as u64 * VIRTIO_MMIO_SIZE, irq))
+    let gsi = *VIRTIO_GSIS.get(index)?;
+    Some((VIRTIO_MMIO_BASE + index as u64 * VIRTIO_MMIO_SIZE, gsi))
 }
 
 #[cfg(test)]
@@ -149,7 +146,8 @@ mod tests {
     #[test]
     fn virtio_slots_stop_at_last_irq() {
         assert_eq!(virtio_slot(0), Some((VIRTIO_MMIO_BASE, 5)));
-        assert_eq!(virtio_slot(18), Some((VIRTIO_MMIO_BASE + 18 * 0x1000, 23)));
-        assert_eq!(virtio_slot(19), None);
+        assert_eq!(virtio_slot(5), Some((VIRTIO_MMIO_BASE + 5 * 0x1000, 16)));
+        assert_eq!(virtio_slot(12), Some((VIRTIO_MMIO_BASE + 12 * 0x1000, 23)));
+        assert_eq!(virtio_slot(13), None);
     }
 }

@@ -23,9 +23,14 @@ pub const SERIAL_IRQ: u32 = 4;
 pub const DEFAULT_RING_BYTES: usize = 64 * 1024;
 /// Chunks a slow subscriber may fall behind before it misses output.
 const SUBSCRIBER_BACKLOG: usize = 1024;
-/// What Linux prints when it powers off (`kernel_power_off`). Without ACPI it then panics
-/// and resets, so the VMM remembers it to report a power-off rather than a reboot.
-const POWER_DOWN_MARK: &[u8] = b"reboot: Power down";
+/// What Linux prints when it powers off or halts (`kernel_power_off`, `kernel_halt`).
+/// Without ACPI a power-off request becomes a halt (interrupts off, `hlt`, handled inside
+/// KVM), so the console line is the only sign the VMM gets; it reports a power-off.
+const POWER_DOWN_MARKS: [&[u8]; 2] = [b"reboot: Power down", b"reboot: System halted"];
+const MARK_WINDOW: usize = 32;
+
+/// Called once when a power-down line appears.
+pub type PowerDownHook = Box<dyn Fn() + Send + Sync>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SerialError {
@@ -47,6 +52,7 @@ struct LogInner {
     file: Option<(PathBuf, File)>,
     subscribers: Vec<SyncSender<Vec<u8>>>,
     tail: Vec<u8>,
+    hook: Option<PowerDownHook>,
 }
 
 /// Console output: ring + file + subscribers. Cheap to clone (shared).
@@ -79,6 +85,7 @@ impl ConsoleLog {
                 file,
                 subscribers: Vec::new(),
                 tail: Vec::new(),
+                hook: None,
             })),
             power_down_seen: Arc::new(AtomicBool::new(false)),
         })
@@ -109,13 +116,15 @@ impl ConsoleLog {
         // Look for the power-down line across write boundaries.
         let mut window = std::mem::take(&mut g.tail);
         window.extend_from_slice(bytes);
-        if window
-            .windows(POWER_DOWN_MARK.len())
-            .any(|w| w == POWER_DOWN_MARK)
-        {
-            self.power_down_seen.store(true, Ordering::SeqCst);
+        let seen = POWER_DOWN_MARKS
+            .iter()
+            .any(|m| window.windows(m.len()).any(|w| w == *m));
+        if seen && !self.power_down_seen.swap(true, Ordering::SeqCst) {
+            if let Some(h) = g.hook.as_ref() {
+                h();
+            }
         }
-        let keep = window.len().min(POWER_DOWN_MARK.len() - 1);
+        let keep = window.len().min(MARK_WINDOW);
         g.tail = window[window.len() - keep..].to_vec();
     }
 
@@ -135,6 +144,11 @@ impl ConsoleLog {
     /// Whether the guest printed its power-down line since the last [`Self::clear_power_down`].
     pub fn power_down_seen(&self) -> bool {
         self.power_down_seen.load(Ordering::SeqCst)
+    }
+
+    /// Runs `hook` when the guest prints its power-off or halt line.
+    pub fn set_power_down_hook(&self, hook: PowerDownHook) {
+        lock(&self.inner).hook = Some(hook);
     }
 
     pub fn clear_power_down(&self) {
@@ -253,8 +267,18 @@ mod tests {
         let log = ConsoleLog::new(64, None).unwrap();
         log.push(b"[ 1.0] reboot: Pow");
         assert!(!log.power_down_seen());
+        let hits = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let h = hits.clone();
+        log.set_power_down_hook(Box::new(move || {
+            h.fetch_add(1, Ordering::SeqCst);
+        }));
         log.push(b"er down\n");
         assert!(log.power_down_seen());
+        log.push(b"reboot: System halted\n");
+        assert_eq!(hits.load(Ordering::SeqCst), 1);
+        let halted = ConsoleLog::new(64, None).unwrap();
+        halted.push(b"[ 14.6] reboot: System halted\r\n");
+        assert!(halted.power_down_seen());
     }
 
     #[test]

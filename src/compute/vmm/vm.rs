@@ -20,9 +20,9 @@ use vm_memory::{GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
 use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 use vmm_sys_util::eventfd::EventFd;
 
-use super::boot::{self, cpu, BootError};
+use super::boot::{self, acpi, cpu, BootError};
 use super::bus::{
-    lock, Bus, BusOverlap, DebugExit, GuestRequest, DEBUG_EXIT_PORT, I8042, I8042_DATA_PORT,
+    lock, AcpiPm, Bus, BusOverlap, DebugExit, GuestRequest, DEBUG_EXIT_PORT, I8042, I8042_DATA_PORT,
 };
 use super::memory::{self, MemoryError, KVM_IDENTITY_MAP_ADDR, KVM_TSS_ADDR, VIRTIO_MMIO_SIZE};
 use super::serial::{
@@ -65,7 +65,7 @@ pub struct VmConfig {
     pub mem_mib: u64,
     pub kernel: PathBuf,
     pub initrd: Option<PathBuf>,
-    /// Kernel command line; the virtio-mmio device list is appended.
+    /// Kernel command line. Devices are described by ACPI, not on the command line.
     pub cmdline: String,
     pub disks: Vec<DiskConfig>,
     pub tap: Option<String>,
@@ -216,6 +216,8 @@ impl Vmm {
 
         // Serial console on COM1, IRQ 4.
         let console = ConsoleLog::new(config.console_ring_bytes, config.serial_log.as_deref())?;
+        let hook_sink = sink.clone();
+        console.set_power_down_hook(Box::new(move || hook_sink(GuestRequest::PowerOff)));
         let serial_evt = EventFd::new(libc::EFD_NONBLOCK).map_err(os("serial eventfd"))?;
         vm.register_irqfd(&serial_evt, SERIAL_IRQ)
             .map_err(kvm_op("register serial irqfd"))?;
@@ -229,7 +231,12 @@ impl Vmm {
         io.insert(
             DEBUG_EXIT_PORT,
             1,
-            Arc::new(Mutex::new(DebugExit::new(sink))),
+            Arc::new(Mutex::new(DebugExit::new(sink.clone()))),
+        )?;
+        io.insert(
+            u64::from(acpi::PM1A_EVT_PORT),
+            acpi::PM_PORTS_LEN,
+            Arc::new(Mutex::new(AcpiPm::new(sink))),
         )?;
 
         // Virtio devices.
@@ -255,7 +262,7 @@ impl Vmm {
         if config.rng {
             models.push(Box::new(Rng));
         }
-        let mut cmdline = config.cmdline.clone();
+        let mut acpi_devices = Vec::new();
         let mut devices = Vec::new();
         let mut wakeups = Vec::new();
         for (index, model) in models.into_iter().enumerate() {
@@ -298,15 +305,20 @@ impl Vmm {
                 });
             }
             devices.push(t);
-            cmdline.push_str(&format!(" virtio_mmio.device=4K@{base:#x}:{gsi}"));
+            acpi_devices.push(acpi::MmioDevice {
+                base,
+                len: VIRTIO_MMIO_SIZE,
+                gsi,
+            });
         }
 
         let info = boot::load_guest(
             &mem,
             &config.kernel,
             config.initrd.as_deref(),
-            &cmdline,
+            &config.cmdline,
             config.vcpus,
+            &acpi_devices,
         )?;
         let supported = kvm
             .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
@@ -319,7 +331,7 @@ impl Vmm {
             cpu::configure_vcpu(&fd, id, config.vcpus, &supported, info.kernel.entry)?;
             vcpus.push(fd);
         }
-        tracing::info!(vcpus = config.vcpus, mem_mib = config.mem_mib, cmdline = %cmdline, "VM built");
+        tracing::info!(vcpus = config.vcpus, mem_mib = config.mem_mib, cmdline = %config.cmdline, "VM built");
         Ok(Vmm {
             _kvm: kvm,
             vm,

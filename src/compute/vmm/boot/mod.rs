@@ -5,6 +5,7 @@
 //! long mode at the kernel's 64-bit entry with `rsi` pointing at the zero page, on
 //! identity-mapped page tables covering the first GiB.
 
+pub mod acpi;
 pub mod cpu;
 pub mod mptable;
 
@@ -72,6 +73,8 @@ pub enum BootError {
     },
     #[error("MP table")]
     MpTable(#[from] mptable::MpTableError),
+    #[error("ACPI tables")]
+    Acpi(#[from] acpi::AcpiError),
 }
 
 /// Where the kernel landed and how to enter it.
@@ -270,13 +273,15 @@ pub struct BootInfo {
     pub initrd: Option<InitrdPlacement>,
 }
 
-/// Loads kernel, initramfs and command line, writes zero page, MP table, GDT and page tables.
+/// Loads kernel, initramfs and command line, writes zero page, MP table, ACPI tables
+/// (describing `devices`), GDT and page tables.
 pub fn load_guest(
     mem: &GuestMemoryMmap,
     kernel_path: &Path,
     initrd_path: Option<&Path>,
     cmdline: &str,
     vcpus: u8,
+    devices: &[acpi::MmioDevice],
 ) -> Result<BootInfo, BootError> {
     let kernel = load_kernel(mem, kernel_path)?;
     let initrd = initrd_path
@@ -296,6 +301,7 @@ pub fn load_guest(
             source,
         })?;
     mptable::setup_mptable(mem, vcpus)?;
+    acpi::setup_acpi(mem, vcpus, devices)?;
     cpu::write_gdt_and_idt(mem)?;
     cpu::write_page_tables(mem)?;
     tracing::info!(
