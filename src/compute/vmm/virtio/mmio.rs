@@ -305,7 +305,7 @@ impl BusDevice for MmioTransport {
             self.device.read_config(offset - REG_CONFIG, data);
             return;
         }
-        let v = if data.len() == 4 && offset % 4 == 0 {
+        let v = if data.len() == 4 && offset.is_multiple_of(4) {
             self.read_reg(offset)
         } else {
             tracing::debug!(
@@ -326,7 +326,7 @@ impl BusDevice for MmioTransport {
             return;
         }
         match <[u8; 4]>::try_from(data) {
-            Ok(b) if offset % 4 == 0 => self.write_reg(offset, u32::from_le_bytes(b)),
+            Ok(b) if offset.is_multiple_of(4) => self.write_reg(offset, u32::from_le_bytes(b)),
             _ => tracing::debug!(
                 offset,
                 len = data.len(),

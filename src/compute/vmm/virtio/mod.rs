@@ -118,6 +118,18 @@ impl IrqLine {
     }
 }
 
+/// Copies `cfg[offset..]` into `data`, zero-filling what lies past the end.
+pub fn read_config_bytes(cfg: &[u8], offset: u64, data: &mut [u8]) {
+    data.fill(0);
+    let Ok(off) = usize::try_from(offset) else {
+        return;
+    };
+    if off < cfg.len() {
+        let n = (cfg.len() - off).min(data.len());
+        data[..n].copy_from_slice(&cfg[off..off + n]);
+    }
+}
+
 #[cfg(test)]
 pub(crate) mod test_util {
     //! Guest memory and queue helpers shared by the device tests.
@@ -180,17 +192,5 @@ pub(crate) mod test_util {
     #[allow(dead_code)]
     pub fn ready(q: &Queue) -> bool {
         q.ready()
-    }
-}
-
-/// Copies `cfg[offset..]` into `data`, zero-filling what lies past the end.
-pub fn read_config_bytes(cfg: &[u8], offset: u64, data: &mut [u8]) {
-    data.fill(0);
-    let Ok(off) = usize::try_from(offset) else {
-        return;
-    };
-    if off < cfg.len() {
-        let n = (cfg.len() - off).min(data.len());
-        data[..n].copy_from_slice(&cfg[off..off + n]);
     }
 }
