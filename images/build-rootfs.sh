@@ -123,11 +123,12 @@ EOF
   E2FSPROGS_FAKE_TIME=$sde mkfs.ext4 -q -F -L strata-root -U "$uuid" \
     -E "hash_seed=$uuid,root_owner=0:0" -d "$TREE" "$IMG.tmp" ||
     die "mkfs.ext4 -d failed (image too small? try --size)"
-  # mkfs.ext4 -d (e2fsprogs 1.47.0) copies each file's ctime, which is the build time; clamp
-  # every inode's ctime with debugfs so that the image only depends on its inputs.
+  # mkfs.ext4 -d (e2fsprogs 1.47.0) copies each file's ctime and atime, which depend on when
+  # the build ran; clamp both with debugfs so that the image only depends on its inputs.
   (cd "$TREE" && find . -xdev | LC_ALL=C sort | sed 's|^\.||; s|^$|/|' |
-    awk -v t="$sde" '{printf "sif \"%s\" ctime @%d\n", $0, t}') >"$WORK_DIR/rootfs-ctime.cmds"
-  debugfs -w -f "$WORK_DIR/rootfs-ctime.cmds" "$IMG.tmp" >"$WORK_DIR/rootfs-ctime.log" 2>&1 ||
+    awk -v t="$sde" '{printf "sif \"%s\" ctime @%d\nsif \"%s\" atime @%d\n", $0, t, $0, t}') \
+    >"$WORK_DIR/rootfs-ctime.cmds"
+  E2FSPROGS_FAKE_TIME=$sde debugfs -w -f "$WORK_DIR/rootfs-ctime.cmds" "$IMG.tmp" >"$WORK_DIR/rootfs-ctime.log" 2>&1 ||
     die "debugfs could not clamp ctimes (log: $WORK_DIR/rootfs-ctime.log)"
   e2fsck -fn "$IMG.tmp" >"$WORK_DIR/rootfs-fsck.log" 2>&1 ||
     die "e2fsck found problems in the new image (log: $WORK_DIR/rootfs-fsck.log)"
