@@ -185,6 +185,14 @@ fn vms_are_placed_booted_controlled_and_deleted_on_a_three_node_cluster() {
     })
     .unwrap_or_else(|| panic!("reboot not reported: {}", vm(&c, 0, "web")));
 
+    // Pause and resume.
+    let o = c.nodes[1].cli(&["vm", "pause", "web", "--wait", "30"]);
+    assert!(o.status.success(), "pause: {}", stderr(&o));
+    assert_eq!(vm(&c, 0, "web")["state"], "PAUSED");
+    let o = c.nodes[1].cli(&["vm", "resume", "web", "--wait", "30"]);
+    assert!(o.status.success(), "resume: {}", stderr(&o));
+    assert_eq!(vm(&c, 0, "web")["state"], "ACTIVE");
+
     // A daemon restart does not stop the VM: the restarted agent adopts the same process.
     let pid = qemu_pid(&c, &id).expect("pid file");
     c.nodes[host].kill();

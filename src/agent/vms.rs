@@ -174,7 +174,7 @@ impl VmAgent {
         let id = rec.id.clone();
         let done_reboots = status.as_ref().map(|s| s.reboot_seq).unwrap_or(0);
         match (rec.power, state) {
-            (PowerIntent::Running, RunState::Stopped(why)) => {
+            (PowerIntent::Running | PowerIntent::Paused, RunState::Stopped(why)) => {
                 if self.st().seen_running.remove(&id) {
                     // It ran and stopped without being asked: the guest powered off.
                     tracing::info!(vm = %id, reason = %why, "VM stopped on its own");
@@ -240,12 +240,26 @@ impl VmAgent {
                     });
                     return;
                 }
-                let (state, why) = if run == RunState::Paused {
-                    (VmState::Paused, "paused".to_string())
-                } else {
-                    (VmState::Active, self.active_reason(&rec))
-                };
-                self.report(&rec, state, why, done_reboots).await;
+                if run == RunState::Paused {
+                    self.clone().power_op(rec, done_reboots, false).await;
+                    return;
+                }
+                let why = self.active_reason(&rec);
+                self.report(&rec, VmState::Active, why, done_reboots).await;
+            }
+            (PowerIntent::Paused, RunState::Running) => {
+                self.st().seen_running.insert(id.clone());
+                self.clone().power_op(rec, done_reboots, true).await;
+            }
+            (PowerIntent::Paused, RunState::Paused) => {
+                self.st().seen_running.insert(id.clone());
+                self.report(
+                    &rec,
+                    VmState::Paused,
+                    "paused by request".into(),
+                    done_reboots,
+                )
+                .await;
             }
             (PowerIntent::Stopped, RunState::Stopped(why)) => {
                 self.st().seen_running.remove(&id);
@@ -284,6 +298,34 @@ impl VmAgent {
                 });
             }
         }
+    }
+
+    /// Pauses or resumes a VM in the background.
+    async fn power_op(self: Arc<Self>, rec: VmRecord, reboots: u64, pause: bool) {
+        let id = rec.id.clone();
+        self.st().busy.insert(id.clone());
+        let agent = self.clone();
+        tokio::spawn(async move {
+            let r = if pause {
+                agent.driver.pause(&id).await
+            } else {
+                agent.driver.resume(&id).await
+            };
+            let (state, why) = match (r, pause) {
+                (Ok(()), true) => (VmState::Paused, "paused by request".to_string()),
+                (Ok(()), false) => (VmState::Active, agent.active_reason(&rec)),
+                (Err(e), true) => (
+                    VmState::Active,
+                    format!("pause failed: {}", error_chain(&e)),
+                ),
+                (Err(e), false) => (
+                    VmState::Paused,
+                    format!("resume failed: {}", error_chain(&e)),
+                ),
+            };
+            agent.report(&rec, state, why, reboots).await;
+            agent.st().busy.remove(&id);
+        });
     }
 
     fn active_reason(&self, rec: &VmRecord) -> String {

@@ -78,6 +78,18 @@ pub enum VmCmd {
     },
     /// Reboot a running VM.
     Reboot { vm: String },
+    /// Pause a running VM's vCPUs (its memory stays allocated).
+    Pause {
+        vm: String,
+        #[arg(long)]
+        wait: Option<u64>,
+    },
+    /// Resume a paused VM.
+    Resume {
+        vm: String,
+        #[arg(long)]
+        wait: Option<u64>,
+    },
     /// Delete a VM; its node destroys it.
     Delete {
         vm: String,
@@ -217,9 +229,14 @@ pub async fn run(socket: &Path, cmd: &VmCmd) -> Result<(), CliError> {
             print(&v, *json);
             Ok(())
         }
-        VmCmd::Start { vm, wait } | VmCmd::Stop { vm, wait } => {
+        VmCmd::Start { vm, wait }
+        | VmCmd::Stop { vm, wait }
+        | VmCmd::Pause { vm, wait }
+        | VmCmd::Resume { vm, wait } => {
             let (action, want) = match cmd {
                 VmCmd::Start { .. } => ("start", "ACTIVE"),
+                VmCmd::Pause { .. } => ("pause", "PAUSED"),
+                VmCmd::Resume { .. } => ("resume", "ACTIVE"),
                 _ => ("stop", "SHUTOFF"),
             };
             let mut v = client::call(

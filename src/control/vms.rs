@@ -61,6 +61,8 @@ pub enum VmAction {
     Start,
     Stop,
     Reboot,
+    Pause,
+    Resume,
 }
 
 /// The most vCPUs one VM may have (the x86 MP table and the APIC ID space of one VM).
@@ -314,6 +316,14 @@ impl Control {
         match action {
             VmAction::Start => rec.power = PowerIntent::Running,
             VmAction::Stop => rec.power = PowerIntent::Stopped,
+            VmAction::Pause | VmAction::Resume if rec.power == PowerIntent::Stopped => {
+                return Err(ControlError::Invalid(format!(
+                    "VM {} is stopped; start it first",
+                    rec.name
+                )));
+            }
+            VmAction::Pause => rec.power = PowerIntent::Paused,
+            VmAction::Resume => rec.power = PowerIntent::Running,
             VmAction::Reboot => {
                 if rec.power != PowerIntent::Running {
                     return Err(ControlError::Invalid(format!(
@@ -333,6 +343,8 @@ impl Control {
             VmAction::Start => "start",
             VmAction::Stop => "stop",
             VmAction::Reboot => "reboot",
+            VmAction::Pause => "pause",
+            VmAction::Resume => "resume",
         };
         self.store
             .commit(self.with_event(

@@ -64,6 +64,8 @@ impl Table for Vms {
 pub enum PowerIntent {
     Running,
     Stopped,
+    /// Running, with its vCPUs paused.
+    Paused,
 }
 
 /// How the VM boots. Kernel and initramfs are files present on the nodes (until images
