@@ -11,6 +11,13 @@ echo
 echo "Starting strata (Ctrl-C stops it). In another terminal:"
 echo "  $BIN --data-dir $DATA status"
 echo "  $BIN --data-dir $DATA token create      # to add another node"
+if [ -f images/out/guest/vmlinuz ]; then
+  echo "  $BIN --data-dir $DATA vm create demo --kernel images/out/guest/vmlinuz \\"
+  echo "      --initrd images/out/guest/initramfs.cpio.gz --wait 60   # a first VM"
+  echo "  $BIN --data-dir $DATA vm console demo"
+else
+  echo "  make images-guest   # then: $BIN --data-dir $DATA vm create ... (see README)"
+fi
 echo "The OpenStack API and web console are not built yet (see docs/status.md)."
 echo
 exec "$BIN" --data-dir "$DATA" serve --listen "$LISTEN"
