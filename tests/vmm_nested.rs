@@ -3,7 +3,9 @@
 //! SVM, where kvm-amd gives a real /dev/kvm, and runs Strata's own VMM (`strata vmm`)
 //! there: the test guest boots to userspace, reads and writes its virtio disk (the data is
 //! there after a VM restart), gets an address by DHCP and pings over virtio-net, reads
-//! virtio-rng, and its reboot and power-off are reported. Scenario: tests/nested/strata-vmm.sh.
+//! virtio-rng, and its reboot and power-off are reported; then a single-node cluster in the
+//! test host creates, boots, stops and deletes a VM through its agent with the KVM driver.
+//! Scenario: tests/nested/strata-vmm.sh.
 //!
 //! Needs root, qemu-system-x86_64 and the test guest (`make images-guest`).
 
@@ -88,6 +90,11 @@ fn strata_vmm_boots_linux_with_disk_network_rng_reboot_and_poweroff_on_real_kvm(
         "disk-second",
         "reboot-marker",
         "reboot-event",
+        "node-vm-active",
+        "node-vm-driver",
+        "node-vm-console",
+        "node-vm-stop",
+        "node-vm-delete",
     ] {
         assert!(
             console.contains(&format!("STRATA-CHECK ok {check}")),

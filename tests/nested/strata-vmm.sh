@@ -119,5 +119,31 @@ STOP_AFTER_REBOOT=1 run_vm /tmp/reboot
 check reboot-marker /tmp/reboot/console.log STRATA-GUEST-REBOOT
 check reboot-event /tmp/reboot/events.log "reset guest rebooted"
 
+# 4. the whole node: a single-node cluster whose agent runs the VM with the KVM driver
+S="$STRATA --data-dir /tmp/node"
+$S init --listen 127.0.0.1:7440 --cluster-name nested >/dev/null 2>&1
+$S serve --listen 127.0.0.1:7440 --metrics-listen off >/tmp/node.log 2>&1 &
+spid=$!
+i=0
+until $S status >/dev/null 2>&1 || [ $i -ge 100 ]; do sleep 0.2; i=$((i + 1)); done
+$S status | grep -i "hypervisor\|kvm" | head -3
+$S vm create web --kernel /guest/vmlinuz --initrd /guest/initramfs.cpio.gz --ram 256 \
+  --cmdline "console=ttyS0 reboot=k panic=-1 pci=off quiet" --wait 150 >/tmp/web.txt 2>&1
+cat /tmp/web.txt | grep -E "state|driver|reason"
+check node-vm-active /tmp/web.txt "ACTIVE"
+check node-vm-driver /tmp/web.txt "driver  *kvm"
+i=0
+until $S vm console web 2>/dev/null | grep -q STRATA-GUEST-USERSPACE || [ $i -ge 150 ]; do sleep 1; i=$((i + 1)); done
+$S vm console web >/tmp/web.console 2>&1
+check node-vm-console /tmp/web.console STRATA-GUEST-USERSPACE
+$S vm stop web --wait 60 >/tmp/web.stop 2>&1
+check node-vm-stop /tmp/web.stop SHUTOFF
+$S vm delete web --wait 60 >/tmp/web.delete 2>&1
+check node-vm-delete /tmp/web.delete "deleted VM web"
+[ -z "$(ls /tmp/node/vms 2>/dev/null)" ] || { echo "STRATA-CHECK FAIL node-vm-files left: $(ls /tmp/node/vms)"; fails=$((fails + 1)); }
+kill -TERM "$spid"
+wait "$spid" 2>/dev/null
+grep -E "ERROR|WARN" /tmp/node.log | tail -5
+
 echo "scenario strata-vmm: $fails failed check(s)"
 exit "$fails"
