@@ -63,6 +63,9 @@ fn main() {
         .expect("images/testhost/run.sh");
     let console = std::fs::read_to_string(&log).unwrap_or_default();
     let mut samples: std::collections::BTreeMap<(&str, &str), Vec<f64>> = Default::default();
+    for line in console.lines().filter(|l| l.starts_with("STRATA-BENCH-RSS")) {
+        println!("{line}");
+    }
     for line in console.lines().filter(|l| l.starts_with("STRATA-BENCH ")) {
         println!("{line}");
         let mut it = line.split_whitespace().skip(1);

@@ -26,6 +26,13 @@ measure() {
       us=$(($(ms) - t0))
       set -- $(overhead "$pid")
       ov=$1 gk=$2
+      if [ "$r" -eq 1 ]; then
+        # Where the overhead lives: the largest mappings by RSS (first round only).
+        awk '/^[0-9a-f]+-[0-9a-f]+ / { name = $6 == "" ? "[anon]" : $6 }
+             /^Rss:/ { rss[name] += $2 }
+             END { for (n in rss) printf "%d %s\n", rss[n], n }' "/proc/$pid/smaps" |
+          sort -rn | head -8 | sed "s/^/STRATA-BENCH-RSS $name kb=/"
+      fi
     fi
     [ "$(ms)" -lt "$deadline" ] || { kill -KILL "$pid"; break; }
     sleep 0.02
