@@ -238,6 +238,15 @@ impl VcpuThread {
             match self.control.mode() {
                 Mode::Running => {}
                 Mode::Paused => {
+                    match self.fd.get_regs() {
+                        Ok(r) => tracing::info!(
+                            vcpu = self.id,
+                            rip = format_args!("{:#x}", r.rip),
+                            rflags = format_args!("{:#x}", r.rflags),
+                            "vCPU parked"
+                        ),
+                        Err(e) => tracing::info!(vcpu = self.id, error = %e, "vCPU parked"),
+                    }
                     if self.control.park() == Mode::Stopping {
                         break;
                     }

@@ -156,7 +156,7 @@ struct Wakeup {
     device: usize,
     event: DeviceEvent,
     /// Kept open for the lifetime of the VM.
-    _evt: Option<EventFd>,
+    evt: Option<EventFd>,
 }
 
 /// A built, not yet running VM.
@@ -293,7 +293,7 @@ impl Vmm {
                     fd: std::os::fd::AsRawFd::as_raw_fd(&evt),
                     device: devices.len(),
                     event: DeviceEvent::Queue(q),
-                    _evt: Some(evt),
+                    evt: Some(evt),
                 });
             }
             if let Some(fd) = backend_fd {
@@ -301,7 +301,7 @@ impl Vmm {
                     fd,
                     device: devices.len(),
                     event: DeviceEvent::Backend,
-                    _evt: None,
+                    evt: None,
                 });
             }
             devices.push(t);
@@ -470,7 +470,7 @@ fn spawn_device_thread(
                     let Some(w) = wakeups.get(ev.data() as usize) else {
                         continue;
                     };
-                    if let Some(evt) = &w._evt {
+                    if let Some(evt) = &w.evt {
                         let _ = evt.read();
                     }
                     if let Some(dev) = devices.get(w.device) {
@@ -559,5 +559,19 @@ impl VmmHandle {
 impl Drop for VmmHandle {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn handle_and_console_can_cross_threads() {
+        fn send_sync<T: Send + Sync>() {}
+        send_sync::<VmmHandle>();
+        send_sync::<ConsoleLog>();
+        fn send<T: Send>() {}
+        send::<Vmm>();
     }
 }

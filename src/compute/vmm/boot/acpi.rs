@@ -168,8 +168,9 @@ pub fn build_fadt(dsdt_addr: u64) -> Vec<u8> {
     put(&mut b, 56, &u32::from(PM1A_EVT_PORT).to_le_bytes());
     put(&mut b, 64, &u32::from(PM1A_CNT_PORT).to_le_bytes());
     put(&mut b, 88, &[4, 2]); // PM1_EVT_LEN, PM1_CNT_LEN
-                              // IAPC_BOOT_ARCH: legacy devices, 8042 present.
-    put(&mut b, 109, &3u16.to_le_bytes());
+                              // IAPC_BOOT_ARCH: legacy devices; no 8042 flag, so Linux skips probing a keyboard
+                              // controller (seconds of timeouts). Port 0x64 still resets (`reboot=k`, RESET_REG).
+    put(&mut b, 109, &1u16.to_le_bytes());
     // Flags: WBINVD, no fixed power/sleep buttons, reset register supported.
     let flags: u32 = 1 | (1 << 4) | (1 << 5) | (1 << 10);
     put(&mut b, 112, &flags.to_le_bytes());

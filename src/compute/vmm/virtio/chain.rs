@@ -4,9 +4,7 @@
 use std::ops::Deref;
 
 use virtio_queue::DescriptorChain;
-use vm_memory::{
-    Bytes, GuestAddress, GuestMemory, GuestMemoryBackend, GuestMemoryMmap, Permissions,
-};
+use vm_memory::{Bytes, GuestAddress, GuestMemory, GuestMemoryBackend, GuestMemoryMmap};
 
 /// One descriptor of a chain.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,7 +50,6 @@ where
         };
         let ok =
             desc.len == 0 || GuestMemoryBackend::check_range(mem, desc.addr, desc.len as usize);
-        let _ = Permissions::ReadWrite;
         if !ok {
             return Err(ChainError::OutOfMemory {
                 index,
