@@ -63,7 +63,10 @@ fn main() {
         .expect("images/testhost/run.sh");
     let console = std::fs::read_to_string(&log).unwrap_or_default();
     let mut samples: std::collections::BTreeMap<(&str, &str), Vec<f64>> = Default::default();
-    for line in console.lines().filter(|l| l.starts_with("STRATA-BENCH-RSS")) {
+    for line in console
+        .lines()
+        .filter(|l| l.starts_with("STRATA-BENCH-RSS"))
+    {
         println!("{line}");
     }
     for line in console.lines().filter(|l| l.starts_with("STRATA-BENCH ")) {
@@ -82,6 +85,7 @@ fn main() {
             let k = match k {
                 "userspace_ms" => "userspace_ms",
                 "overhead_kb" => "overhead_kb",
+                "anon_overhead_kb" => "anon_overhead_kb",
                 _ => continue,
             };
             if let Ok(v) = v.parse::<f64>() {
@@ -102,11 +106,15 @@ fn main() {
         "VMM boot (median of {rounds}, 256 MiB, 1 vCPU, nested KVM in a TCG host)\n\
          | | Strata VMM | QEMU -enable-kvm | ratio |\n|---|---|---|---|\n\
          | start → guest userspace | {su:.0} ms | {qu:.0} ms | {:.2} |\n\
-         | monitor memory overhead (RSS − guest RAM RSS) | {:.1} MiB | {:.1} MiB | {:.2} |\n",
+         | monitor memory overhead (RSS − guest RAM RSS) | {:.1} MiB | {:.1} MiB | {:.2} |\n\
+         | of which anonymous, per VM (not shared code) | {:.1} MiB | {:.1} MiB | {:.2} |\n",
         su / qu,
         so / 1024.0,
         qo / 1024.0,
-        so / qo
+        so / qo,
+        sa / 1024.0,
+        qa / 1024.0,
+        sa / qa
     );
     print!("{report}");
     let out = root.join("target/bench");

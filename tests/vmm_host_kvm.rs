@@ -16,7 +16,9 @@ fn kernel() -> Option<PathBuf> {
     }
     let k = std::env::var_os("VMM_TEST_KERNEL")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("images/out/guest/vmlinuz"));
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("images/out/guest/vmlinuz")
+        });
     assert!(
         k.exists(),
         "no kernel at {}: run `make images-guest`",

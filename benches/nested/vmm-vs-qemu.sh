@@ -10,22 +10,25 @@ ROUNDS=@ROUNDS@
 MEM=256
 FW=/usr/share/qemu-fw
 ms() { awk '{printf "%d\n", $1 * 1000}' /proc/uptime; }
-overhead() { # overhead PID -> "<overhead kb> <guest kb>"
+# overhead PID -> "<overhead kb> <guest kb> <anon overhead kb>": RSS minus the guest RAM
+# mapping's RSS, and the anonymous (per-VM, never shared) part of that overhead.
+overhead() {
   awk -v want=$((MEM * 1024)) '
     /^[0-9a-f]+-[0-9a-f]+ / { cur = 0 }
     /^Size:/ { cur = ($2 == want) }
     /^Rss:/ { total += $2; if (cur) guest += $2 }
-    END { printf "%d %d\n", total - guest, guest }' "/proc/$1/smaps"
+    /^Anonymous:/ { if (!cur) anon += $2 }
+    END { printf "%d %d %d\n", total - guest, guest, anon }' "/proc/$1/smaps"
 }
 # measure NAME PID CONSOLE: waits for the marker and the process's end, prints the result.
 measure() {
-  name=$1 pid=$2 console=$3 us="" ov="" gk=""
+  name=$1 pid=$2 console=$3 us="" ov="" gk="" an=""
   deadline=$(($(ms) + 150000))
   while kill -0 "$pid" 2>/dev/null; do
     if [ -z "$us" ] && grep -q STRATA-GUEST-USERSPACE "$console" 2>/dev/null; then
       us=$(($(ms) - t0))
       set -- $(overhead "$pid")
-      ov=$1 gk=$2
+      ov=$1 gk=$2 an=$3
       if [ "$r" -eq 1 ]; then
         # Where the overhead lives: the largest mappings by RSS (first round only).
         awk '/^[0-9a-f]+-[0-9a-f]+ / { name = $6 == "" ? "[anon]" : $6 }
@@ -38,7 +41,7 @@ measure() {
     sleep 0.02
   done
   wait "$pid"
-  echo "STRATA-BENCH $name round=$r userspace_ms=${us:-none} overhead_kb=${ov:-none} guest_rss_kb=${gk:-none}"
+  echo "STRATA-BENCH $name round=$r userspace_ms=${us:-none} overhead_kb=${ov:-none} anon_overhead_kb=${an:-none} guest_rss_kb=${gk:-none}"
 }
 CMDLINE="console=ttyS0 reboot=k panic=-1 quiet strata.action=poweroff"
 r=1

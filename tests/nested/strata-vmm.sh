@@ -20,12 +20,13 @@ check() { # check NAME FILE PATTERN
     fails=$((fails + 1))
   fi
 }
-spec() { # spec DIR CMDLINE DISK TAP
+spec() { # spec DIR CMDLINE DISK TAP [VCPUS]
   mkdir -p "$1"
+  vcpus=${5:-1}
   disk=null; [ -n "$3" ] && disk="\"$3\""
   tap=null; [ -n "$4" ] && tap="\"$4\""
   cat >"$1/vm.json" <<JSON
-{"id":"$(basename "$1")","vcpus":1,"ram_mb":$MEM,"kernel":"/guest/vmlinuz",
+{"id":"$(basename "$1")","vcpus":$vcpus,"ram_mb":$MEM,"kernel":"/guest/vmlinuz",
  "initrd":"/guest/initramfs.cpio.gz","cmdline":"console=ttyS0 reboot=k panic=-1 pci=off quiet $2",
  "disk":$disk,"tap":$tap}
 JSON
@@ -67,11 +68,13 @@ run_vm() {
   done
   wait "$pid"
   RC=$?
-  sed "s|^|[$(basename "$1")] |" "$1/console.log" | grep -E "STRATA-|Kernel panic|error" || true
+  sed "s|^|[$(basename "$1")] |" "$1/console.log" | grep -E "STRATA-|Kernel panic|error|Brought up" || true
   echo "[$(basename "$1")] worker exit=$RC userspace_ms=${US_MS:-none} events: $(tr '\n' ';' <"$1/events.log")"
 }
 
 [ -c /dev/kvm ] || { echo "STRATA-CHECK FAIL no /dev/kvm"; exit 1; }
+# A heartbeat, so that the harness can tell a slow test host from a hung one.
+( while true; do sleep 10; echo "STRATA-TICK $(cut -d' ' -f1 /proc/uptime)"; done ) &
 
 # 1. plain boot, power off
 spec /tmp/plain "strata.action=poweroff" "" ""
@@ -81,6 +84,14 @@ check plain-poweroff-marker /tmp/plain/console.log STRATA-GUEST-POWEROFF
 check plain-poweroff-event /tmp/plain/events.log "shutdown guest powered off"
 [ "$RC" -eq 0 ] || { echo "STRATA-CHECK FAIL plain worker exit $RC"; fails=$((fails + 1)); }
 echo "STRATA-BENCH strata-vmm userspace_ms=${US_MS:-none} overhead_kb=${OVER_KB:-none} guest_rss_kb=${GUEST_KB:-none}"
+
+# 1b. two vCPUs (without `quiet`, so the kernel reports the CPUs it brought up)
+spec /tmp/smp "strata.action=poweroff" "" "" 2
+sed -i 's/ quiet / /' /tmp/smp/vm.json
+run_vm /tmp/smp
+check smp-cpus /tmp/smp/console.log "Brought up 1 node, 2 CPUs"
+check smp-userspace /tmp/smp/console.log STRATA-GUEST-USERSPACE
+check smp-poweroff-event /tmp/smp/events.log "shutdown guest powered off"
 
 # 2. disk, network, rng; twice
 dd if=/dev/zero of=/tmp/disk.raw bs=1M count=8 2>/dev/null
