@@ -102,6 +102,10 @@ fn main() {
         get("strata-vmm", "overhead_kb"),
         get("qemu-kvm", "overhead_kb"),
     );
+    let (sa, qa) = (
+        get("strata-vmm", "anon_overhead_kb"),
+        get("qemu-kvm", "anon_overhead_kb"),
+    );
     let report = format!(
         "VMM boot (median of {rounds}, 256 MiB, 1 vCPU, nested KVM in a TCG host)\n\
          | | Strata VMM | QEMU -enable-kvm | ratio |\n|---|---|---|---|\n\
