@@ -282,12 +282,7 @@ impl Hypervisor for QemuDriver {
 
     async fn destroy(&self, id: &VmId) -> Result<(), ComputeError> {
         self.stop(id, Duration::ZERO).await?;
-        let dir = self.dir(id);
-        match std::fs::remove_dir_all(&dir) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(source) => Err(ComputeError::Io { path: dir, source }),
-        }
+        vmdir::remove(&self.dir(id))
     }
 
     fn console_log(&self, id: &VmId) -> PathBuf {
@@ -295,13 +290,7 @@ impl Hypervisor for QemuDriver {
     }
 
     fn running(&self) -> Vec<VmId> {
-        let Ok(rd) = std::fs::read_dir(&self.root) else {
-            return vec![];
-        };
-        rd.filter_map(|e| e.ok())
-            .map(|e| VmId(e.file_name().to_string_lossy().to_string()))
-            .filter(|id| self.pid(id).is_some())
-            .collect()
+        vmdir::running(&self.root, "qemu.pid")
     }
 }
 

@@ -60,6 +60,29 @@ pub fn count_boots(events: &str) -> u64 {
     boots
 }
 
+/// Removes a VM's directory (already gone is fine).
+pub fn remove(dir: &Path) -> Result<(), super::ComputeError> {
+    match std::fs::remove_dir_all(dir) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(source) => Err(super::ComputeError::Io {
+            path: dir.to_path_buf(),
+            source,
+        }),
+    }
+}
+
+/// The VMs under `root` whose process (named by `pid_file` in their directory) runs.
+pub fn running(root: &Path, pid_file: &str) -> Vec<VmId> {
+    let Ok(rd) = std::fs::read_dir(root) else {
+        return vec![];
+    };
+    rd.filter_map(|e| e.ok())
+        .map(|e| VmId(e.file_name().to_string_lossy().to_string()))
+        .filter(|id| live_pid(&root.join(&id.0).join(pid_file), id).is_some())
+        .collect()
+}
+
 /// Boots so far and the last event's words.
 pub fn boots(dir: &Path) -> (u64, String) {
     let text = std::fs::read_to_string(dir.join("events.log")).unwrap_or_default();
