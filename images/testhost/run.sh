@@ -40,7 +40,11 @@ if [ -z "$logf" ]; then
 fi
 mkdir -p "$(dirname "$logf")"
 
-args=(-accel tcg -cpu max -m "$mem" -smp 1 -nographic -no-reboot -nic none
+# The serial console goes straight to the log file: with -nographic (serial on stdio
+# through a pipe) the test host was seen to hang while a nested guest printed a lot.
+: >"$logf"
+args=(-accel tcg -cpu max -m "$mem" -smp 1 -display none -monitor none -no-reboot -nic none
+      -serial "file:$logf"
       -kernel "$kernel" -initrd "$initrd"
       -append "console=ttyS0 panic=-1 quiet loglevel=4 $extra")
 for d in "${disks[@]}"; do
@@ -51,8 +55,13 @@ done
 echo "[testhost] qemu-system-x86_64 ${args[*]} (timeout ${timeout}s, log $logf)" >&2
 t0=$(date +%s.%N)
 set +e
-timeout --foreground -k 10 "$timeout" qemu-system-x86_64 "${args[@]}" </dev/null 2>&1 | tee "$logf"
-qrc=${PIPESTATUS[0]}
+timeout -k 10 "$timeout" qemu-system-x86_64 "${args[@]}" </dev/null >"$logf.qemu" 2>&1 &
+qpid=$!
+tail -n +1 -F --pid="$qpid" "$logf" 2>/dev/null
+wait "$qpid"
+qrc=$?
+cat "$logf.qemu" >&2 2>/dev/null || true
+rm -f "$logf.qemu"
 set -e
 secs=$(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN {printf "%.1f", b - a}')
 marker=$(tr -d '\r' <"$logf" | grep -a -o 'STRATA-TESTHOST-DONE rc=[0-9]*' | tail -n 1 || true)

@@ -80,6 +80,11 @@ impl WorkerSpec {
         if !self.cmdline.is_empty() {
             c.cmdline = self.cmdline.clone();
         }
+        // The VM has a keyboard controller only for reset: without these the guest spends
+        // seconds probing for a mouse and a multiplexer (as Firecracker's defaults do).
+        if !c.cmdline.contains("i8042.") {
+            c.cmdline.push_str(" i8042.noaux i8042.nomux i8042.dumbkbd");
+        }
         c.disks = self
             .disk
             .iter()
@@ -359,6 +364,7 @@ mod tests {
         let c = spec.vm_config(d.path()).unwrap();
         assert_eq!((c.vcpus, c.mem_mib, c.disks.len()), (2, 128, 1));
         assert_eq!(c.serial_log.unwrap(), d.path().join(CONSOLE_LOG));
+        assert!(c.cmdline.starts_with("console=ttyS0 ") && c.cmdline.contains("i8042.noaux"));
         let bad = WorkerSpec {
             vcpus: 0,
             ..spec.clone()

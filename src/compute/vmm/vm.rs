@@ -320,9 +320,16 @@ impl Vmm {
             config.vcpus,
             &acpi_devices,
         )?;
-        let supported = kvm
+        let mut supported = kvm
             .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
             .map_err(kvm_op("get supported CPUID"))?;
+        // KVM emulates the TSC-deadline LAPIC timer but leaves advertising it to the VMM.
+        // Without it the guest calibrates the LAPIC timer against the PIT, which fails
+        // under nested or loaded hosts and leaves it on the slow PIT broadcast.
+        cpu::set_tsc_deadline(
+            &mut supported,
+            kvm.check_extension(kvm_ioctls::Cap::TscDeadlineTimer),
+        );
         let mut vcpus = Vec::new();
         for id in 0..config.vcpus {
             let fd = vm

@@ -188,6 +188,18 @@ pub fn filter_cpuid(cpuid: &mut CpuId, id: u8, count: u8) {
     }
 }
 
+/// Advertises the TSC-deadline timer (CPUID.1:ECX[24]) when KVM emulates it.
+pub fn set_tsc_deadline(cpuid: &mut CpuId, available: bool) {
+    if !available {
+        return;
+    }
+    for e in cpuid.as_mut_slice().iter_mut() {
+        if e.function == 1 {
+            e.ecx |= 1 << 24;
+        }
+    }
+}
+
 fn lapic_reg(l: &kvm_lapic_state, off: usize) -> u32 {
     let b = |i: usize| l.regs[off + i] as u8;
     u32::from_le_bytes([b(0), b(1), b(2), b(3)])
@@ -304,6 +316,19 @@ mod tests {
         assert_eq!(s.cs.selector, CODE_SEL);
         assert_eq!(s.gdt.limit, 31);
         assert_eq!(boot_fpu().fcw, 0x37f);
+    }
+
+    #[test]
+    fn tsc_deadline_is_advertised_only_when_available() {
+        let mut c = CpuId::from_entries(&[kvm_bindings::kvm_cpuid_entry2 {
+            function: 1,
+            ..Default::default()
+        }])
+        .unwrap();
+        set_tsc_deadline(&mut c, false);
+        assert_eq!(c.as_slice()[0].ecx & (1 << 24), 0);
+        set_tsc_deadline(&mut c, true);
+        assert_ne!(c.as_slice()[0].ecx & (1 << 24), 0);
     }
 
     #[test]
