@@ -49,9 +49,10 @@ pub fn run_in_test_host(scenario: &Path, tmp: &Path) -> (String, i32) {
         "building the test host failed: {}",
         String::from_utf8_lossy(&o.stderr)
     );
-    // The test host is retried once if it stops making progress: QEMU's TCG emulation
-    // of nested SVM has been seen to hang the whole test host (no output, no timer
-    // ticks), which is not a failure of the code under test. A second hang fails the test.
+    // A safety net: a test host that stops making progress (no console output, not even
+    // the scenario's heartbeat, for HANG_SECS) is killed and booted once more, with a
+    // warning. (Serial output through a pipe used to hang it; run.sh now writes the
+    // console to a file.) A second hang fails the test.
     for attempt in 1..=2 {
         let log = tmp.join(format!("host{attempt}.log"));
         match boot_test_host(&initrd, &log) {
