@@ -51,8 +51,8 @@ pub fn run_in_test_host(scenario: &Path, tmp: &Path) -> (String, i32) {
     );
     // A safety net: a test host that stops making progress (no console output, not even
     // the scenario's heartbeat, for HANG_SECS) is killed and booted once more, with a
-    // warning. (Serial output through a pipe used to hang it; run.sh now writes the
-    // console to a file.) A second hang fails the test.
+    // warning: QEMU TCG's nested-SVM emulation sometimes hangs the whole test host while
+    // a nested guest prints a lot, whichever VMM runs that guest. A second hang fails.
     for attempt in 1..=2 {
         let log = tmp.join(format!("host{attempt}.log"));
         match boot_test_host(&initrd, &log) {

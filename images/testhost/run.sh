@@ -40,8 +40,7 @@ if [ -z "$logf" ]; then
 fi
 mkdir -p "$(dirname "$logf")"
 
-# The serial console goes straight to the log file: with -nographic (serial on stdio
-# through a pipe) the test host was seen to hang while a nested guest printed a lot.
+# The serial console goes straight to the log file (QEMU writes it; tail streams it).
 : >"$logf"
 args=(-accel tcg -cpu max -m "$mem" -smp 1 -display none -monitor none -no-reboot -nic none
       -serial "file:$logf"
