@@ -354,8 +354,9 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             Ok(())
         }
         Cmd::Vm { cmd } => vm::run(&cli.socket(), cmd).await,
+        // Dispatched in main before the CLI parser runs; declared here for `--help`.
         Cmd::Vmm { .. } => Err(CliError::Usage(
-            "`strata vmm` runs outside the async runtime (see main)".into(),
+            "`strata vmm` is started by the daemon's KVM driver".into(),
         )),
         Cmd::Flavor { cmd } => vm::run_flavor(&cli.socket(), cmd).await,
         Cmd::Events { limit, json } => {

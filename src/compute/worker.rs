@@ -328,6 +328,16 @@ fn drop_privileges(keep_net_admin: bool) {
     }
 }
 
+/// Plain text logs on stderr (the worker's `worker.log`) at info level, without the
+/// daemon's filter machinery.
+pub fn init_logging() {
+    let _ = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::INFO)
+        .with_ansi(false)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
 /// The capabilities this process holds (effective set), from /proc; for tests and logs.
 pub fn effective_caps() -> Option<u64> {
     let s = std::fs::read_to_string("/proc/self/status").ok()?;
