@@ -147,6 +147,9 @@ fn strata_vmm_boots_linux_with_disk_network_rng_reboot_and_poweroff_on_real_kvm(
         "node-vm-active",
         "node-vm-driver",
         "node-vm-console",
+        "node-vm-pause",
+        "node-vm-resume",
+        "node-vm-reboot",
         "node-vm-stop",
         "node-vm-delete",
     ] {

@@ -146,6 +146,15 @@ i=0
 until $S vm console web 2>/dev/null | grep -q STRATA-GUEST-USERSPACE || [ $i -ge 150 ]; do sleep 1; i=$((i + 1)); done
 $S vm console web >/tmp/web.console 2>&1
 check node-vm-console /tmp/web.console STRATA-GUEST-USERSPACE
+$S vm pause web --wait 60 >/tmp/web.pause 2>&1
+check node-vm-pause /tmp/web.pause "state  *PAUSED"
+$S vm resume web --wait 60 >/tmp/web.resume 2>&1
+check node-vm-resume /tmp/web.resume "state  *ACTIVE"
+$S vm reboot web >/dev/null 2>&1
+i=0
+until $S vm show web 2>/dev/null | grep -q "boots  *2" || [ $i -ge 120 ]; do sleep 1; i=$((i + 1)); done
+$S vm show web >/tmp/web.reboot 2>&1
+check node-vm-reboot /tmp/web.reboot "boots  *2"
 $S vm stop web --wait 60 >/tmp/web.stop 2>&1
 check node-vm-stop /tmp/web.stop SHUTOFF
 $S vm delete web --wait 60 >/tmp/web.delete 2>&1
