@@ -174,22 +174,10 @@ impl Hypervisor for KvmDriver {
             return Ok(());
         };
         if self.request(id, "stop").await.is_err() {
-            if let Some(p) = rustix::process::Pid::from_raw(pid) {
-                let _ = rustix::process::kill_process(p, rustix::process::Signal::KILL);
-            }
+            vmdir::kill(pid);
             vmdir::append_event(&self.dir(id), "shutdown stopped by Strata (killed)");
         }
-        for _ in 0..50 {
-            if self.pid(id).is_none() {
-                return Ok(());
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        Err(ComputeError::Control {
-            id: id.clone(),
-            op: "stop",
-            reason: format!("VMM worker {pid} did not exit"),
-        })
+        vmdir::wait_gone(&self.dir(id).join(worker::PID_FILE), id, "VMM worker", pid).await
     }
 
     async fn reboot(&self, id: &VmId) -> Result<(), ComputeError> {

@@ -246,21 +246,9 @@ impl Hypervisor for QemuDriver {
         }
         vmdir::append_event(&self.dir(id), "shutdown stopped by Strata");
         if self.command(id, "quit", "quit").await.is_err() {
-            if let Some(p) = rustix::process::Pid::from_raw(pid) {
-                let _ = rustix::process::kill_process(p, rustix::process::Signal::KILL);
-            }
+            vmdir::kill(pid);
         }
-        for _ in 0..50 {
-            if self.pid(id).is_none() {
-                return Ok(());
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        Err(ComputeError::Control {
-            id: id.clone(),
-            op: "stop",
-            reason: format!("QEMU process {pid} did not exit"),
-        })
+        vmdir::wait_gone(&self.dir(id).join("qemu.pid"), id, "QEMU process", pid).await
     }
 
     async fn reboot(&self, id: &VmId) -> Result<(), ComputeError> {

@@ -60,6 +60,33 @@ pub fn count_boots(events: &str) -> u64 {
     boots
 }
 
+/// Kills a VM process outright (after a polite request failed).
+pub fn kill(pid: i32) {
+    if let Some(p) = rustix::process::Pid::from_raw(pid) {
+        let _ = rustix::process::kill_process(p, rustix::process::Signal::KILL);
+    }
+}
+
+/// Waits up to 5 s for the VM's process (named by `pid_file`) to be gone.
+pub async fn wait_gone(
+    pid_file: &Path,
+    id: &VmId,
+    what: &str,
+    pid: i32,
+) -> Result<(), super::ComputeError> {
+    for _ in 0..50 {
+        if live_pid(pid_file, id).is_none() {
+            return Ok(());
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    Err(super::ComputeError::Control {
+        id: id.clone(),
+        op: "stop",
+        reason: format!("{what} {pid} did not exit"),
+    })
+}
+
 /// Removes a VM's directory (already gone is fine).
 pub fn remove(dir: &Path) -> Result<(), super::ComputeError> {
     match std::fs::remove_dir_all(dir) {
