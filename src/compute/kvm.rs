@@ -9,10 +9,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::worker::{self, WorkerSpec};
-use super::{
-    check_disk_image, check_initramfs, check_kernel, vmdir, ComputeError, Hypervisor, RunState,
-    VmSpec,
-};
+use super::{check_boot, vmdir, ComputeError, Hypervisor, RunState, VmSpec};
 use crate::ids::VmId;
 
 pub struct KvmDriver {
@@ -70,13 +67,7 @@ impl Hypervisor for KvmDriver {
         if self.pid(&spec.id).is_some() {
             return Ok(());
         }
-        check_kernel(&spec.boot.kernel)?;
-        if let Some(i) = &spec.boot.initrd {
-            check_initramfs(i)?;
-        }
-        if let Some(d) = &spec.boot.disk {
-            check_disk_image(d)?;
-        }
+        check_boot(&spec.boot)?;
         let dir = self.dir(&spec.id);
         let io = |source| ComputeError::Io {
             path: dir.clone(),

@@ -162,6 +162,18 @@ pub fn check_kernel(path: &str) -> Result<(), ComputeError> {
     ))
 }
 
+/// Checks every file a VM boots from: kernel, initramfs and disk image.
+pub fn check_boot(boot: &BootSpec) -> Result<(), ComputeError> {
+    check_kernel(&boot.kernel)?;
+    if let Some(i) = &boot.initrd {
+        check_initramfs(i)?;
+    }
+    if let Some(d) = &boot.disk {
+        check_disk_image(d)?;
+    }
+    Ok(())
+}
+
 /// Checks that a file is an initramfs: a cpio archive, plain or compressed.
 pub fn check_initramfs(path: &str) -> Result<(), ComputeError> {
     check_file("initramfs", path)?;

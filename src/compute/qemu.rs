@@ -13,10 +13,7 @@ use std::time::Duration;
 
 use super::qmp::Qmp;
 use super::vmdir;
-use super::{
-    check_disk_image, check_initramfs, check_kernel, Accel, ComputeError, Hypervisor, RunState,
-    VmSpec,
-};
+use super::{check_boot, Accel, ComputeError, Hypervisor, RunState, VmSpec};
 use crate::ids::VmId;
 
 pub const QEMU: &str = "qemu-system-x86_64";
@@ -181,13 +178,7 @@ impl Hypervisor for QemuDriver {
             self.watch(&spec.id);
             return Ok(());
         }
-        check_kernel(&spec.boot.kernel)?;
-        if let Some(i) = &spec.boot.initrd {
-            check_initramfs(i)?;
-        }
-        if let Some(d) = &spec.boot.disk {
-            check_disk_image(d)?;
-        }
+        check_boot(&spec.boot)?;
         let dir = self.dir(&spec.id);
         std::fs::create_dir_all(&dir).map_err(|source| ComputeError::Io {
             path: dir.clone(),

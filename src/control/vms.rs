@@ -106,14 +106,7 @@ impl Control {
         // Boot files are checked here, where the request arrives, so that a missing or
         // corrupt file is refused before anything is written. Until images live in the
         // storage layer they must be present at the same path on every node.
-        compute::check_kernel(&req.boot.kernel)
-            .map_err(|e| ControlError::Invalid(e.to_string()))?;
-        if let Some(i) = &req.boot.initrd {
-            compute::check_initramfs(i).map_err(|e| ControlError::Invalid(e.to_string()))?;
-        }
-        if let Some(d) = &req.boot.disk {
-            compute::check_disk_image(d).map_err(|e| ControlError::Invalid(e.to_string()))?;
-        }
+        compute::check_boot(&req.boot).map_err(|e| ControlError::Invalid(e.to_string()))?;
         let preq = placement::Request {
             vcpus,
             ram_mb,
@@ -371,6 +364,11 @@ impl Control {
             ))
             .await?;
         Ok(rec)
+    }
+
+    /// Whether a VM is gone everywhere: no record, and its node has destroyed it (no status).
+    pub fn vm_gone(&self, id: &str) -> Result<bool, ControlError> {
+        Ok(self.store.get::<Vms>(id)?.is_none() && self.store.get::<VmStatuses>(id)?.is_none())
     }
 
     /// Records that a VM stopped on its own (the guest powered off): its desired state
