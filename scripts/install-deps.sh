@@ -4,7 +4,12 @@
 set -euo pipefail
 PKGS=(libclang-dev librocksdb-dev libsnappy-dev liblz4-dev libzstd-dev libbz2-dev zlib1g-dev
       iproute2 nftables iptables procps curl qemu-system-x86)
-[ "${1:-}" = "--bench" ] && PKGS+=(etcd-server etcd-client)
+case "${1:-}" in
+  --bench) PKGS+=(etcd-server etcd-client) ;;
+  # What images/ needs: apt-get download, dpkg-deb, cpio, gzip, depmod (kmod), debootstrap,
+  # mkfs.ext4 -d (e2fsprogs), QEMU with SeaBIOS for the test host and smoke tests.
+  --images) PKGS=(qemu-system-x86 seabios cpio gzip kmod debootstrap e2fsprogs coreutils findutils) ;;
+esac
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -17,9 +22,9 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 echo "installing: ${missing[*]}"
 export DEBIAN_FRONTEND=noninteractive
-apt-get update -q >/dev/null
-apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null
-if ! command -v cargo >/dev/null; then
+apt-get -o DPkg::Lock::Timeout=900 update -q >/dev/null
+apt-get -o DPkg::Lock::Timeout=900 install -y -q --no-install-recommends "${missing[@]}" >/dev/null
+if [ "${1:-}" != "--images" ] && ! command -v cargo >/dev/null; then
   echo "cargo (the Rust toolchain) is not installed; install Rust stable first" >&2
   exit 1
 fi
