@@ -354,7 +354,9 @@ impl VmAgent {
                 ..old.clone()
             } == status
         });
-        if unchanged {
+        // A VM deleted meanwhile gets no status back (its destroy removes the status).
+        let deleted = !matches!(self.control.store.get::<Vms>(&rec.id.0), Ok(Some(_)));
+        if unchanged || deleted {
             return;
         }
         match self.control.report_vm_status(status.clone()).await {

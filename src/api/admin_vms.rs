@@ -19,6 +19,7 @@ pub fn routes() -> Router<Arc<Node>> {
         .route("/v1/vms", get(list).post(create))
         .route("/v1/vms/{id}", get(show).delete(delete))
         .route("/v1/vms/{id}/action", post(action))
+        .route("/v1/vms/{id}/gone", get(gone))
         .route("/v1/vms/{id}/console", get(console))
         .route("/v1/debug/placement/{id}", get(placement))
 }
@@ -53,6 +54,13 @@ async fn delete(
     Ok(Json(
         json!({"deleted": rec.id, "name": rec.name, "node": rec.node}),
     ))
+}
+
+async fn gone(
+    State(node): State<Arc<Node>>,
+    UrlPath(id): UrlPath<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    Ok(Json(json!({ "gone": node.control.vm_gone(&id)? })))
 }
 
 #[derive(Deserialize)]

@@ -274,8 +274,8 @@ pub async fn run(socket: &Path, cmd: &VmCmd) -> Result<(), CliError> {
                 // The VM is gone from the cluster once its node has dropped its status.
                 let deadline = tokio::time::Instant::now() + Duration::from_secs(*secs);
                 loop {
-                    match client::call(socket, "GET", "/v1/vms", None).await {
-                        Ok(all) if !all.to_string().contains(&id) => break,
+                    match client::call(socket, "GET", &format!("/v1/vms/{id}/gone"), None).await {
+                        Ok(v) if v["gone"] == true => break,
                         _ if tokio::time::Instant::now() >= deadline => {
                             return Err(CliError::Usage(format!(
                                 "VM {id} was deleted but its node has not confirmed after {secs} s"
