@@ -21,7 +21,7 @@ esac
 [ "$(id -u)" -eq 0 ] || die "must run as root (creates /dev/console in the initramfs with mknod)"
 need_cmd cpio gzip sha256sum dpkg-deb apt-get depmod
 
-GUEST_MODULES=(virtio_pci virtio_mmio virtio_blk virtio_net virtio_rng virtio_console)
+GUEST_MODULES=(virtio_pci virtio_mmio virtio_blk virtio_net virtio_rng virtio_console evdev button)
 OUT="$OUT_DIR/guest"
 mkdir -p "$WORK_DIR" "$OUT"
 export PKGS_USED="$WORK_DIR/.pkgs-guest"
@@ -38,6 +38,7 @@ build_once() {
   sed "s/@VERSION@/$IMAGES_VERSION/" "$IMAGES_DIR/guest/init" >"$root/init"
   chmod 0755 "$root/init"
   install -m 0755 "$IMAGES_DIR/guest/udhcpc.script" "$root/etc/udhcpc.script"
+  install -D -m 0755 "$IMAGES_DIR/guest/power-button" "$root/etc/acpi/PWRF/00000080"
   echo "strata-guest" >"$root/etc/hostname"
   echo "$IMAGES_VERSION" >"$root/etc/strata-guest-version"
   printf 'root:x:0:0:root:/root:/bin/sh\n' >"$root/etc/passwd"

@@ -1,5 +1,5 @@
 //! VMs on a 3-node namespace cluster with the TCG driver (this host's /dev/kvm cannot run
-//! a Linux guest): create, place, boot to the guest's userspace marker, console from another
+//! a Linux guest): create, place, boot to the guest's shell marker, console from another
 //! node, stop, start, reboot, guest power-off, re-adoption after a daemon restart, delete;
 //! and requests that must be refused without leaving anything behind.
 //!
@@ -156,12 +156,12 @@ fn vms_are_placed_booted_controlled_and_deleted_on_a_three_node_cluster() {
     let other = (host + 1) % 3;
     let out = wait_for(Duration::from_secs(60), || {
         let t = console(&c, other, "web");
-        t.contains("STRATA-GUEST-USERSPACE").then_some(t)
+        t.contains("STRATA-GUEST-SHELL").then_some(t)
     })
-    .unwrap_or_else(|| panic!("no userspace marker: {}", console(&c, host, "web")));
-    assert!(out.contains("STRATA-GUEST-BOOT"), "{out}");
+    .unwrap_or_else(|| panic!("no shell marker: {}", console(&c, host, "web")));
+    assert!(out.contains("STRATA-GUEST-USERSPACE"), "{out}");
 
-    // Stop, start, reboot.
+    // Stop (gracefully: the guest powers off on the ACPI power button), start, reboot.
     let o = c.nodes[0].cli(&["vm", "stop", "web", "--wait", "40"]);
     assert!(o.status.success(), "stop: {}", stderr(&o));
     let v = vm(&c, 0, "web");
@@ -170,6 +170,11 @@ fn vms_are_placed_booted_controlled_and_deleted_on_a_three_node_cluster() {
         (Some("SHUTOFF"), Some("stopped")),
         "{v}"
     );
+    assert_eq!(
+        v["reason"], "stopped by request (the guest shut down cleanly)",
+        "{v}"
+    );
+    assert!(console(&c, other, "web").contains("STRATA-GUEST-POWERBUTTON"));
     assert!(
         qemu_pid(&c, &id).is_none()
             || !std::path::Path::new(&format!("/proc/{}", qemu_pid(&c, &id).unwrap())).exists()

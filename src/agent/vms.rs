@@ -263,6 +263,10 @@ impl VmAgent {
             }
             (PowerIntent::Stopped, RunState::Stopped(why)) => {
                 self.st().seen_running.remove(&id);
+                // Already reported off (by the stop, which says how it went): keep that.
+                if status.as_ref().is_some_and(|s| s.state == VmState::Shutoff) {
+                    return;
+                }
                 let why = if why == "not running" {
                     "stopped".to_string()
                 } else {
@@ -279,20 +283,23 @@ impl VmAgent {
                 }
                 let agent = self.clone();
                 tokio::spawn(async move {
-                    if let Err(e) = agent.driver.stop(&id, STOP_GRACE).await {
-                        let why = error_chain(&e);
-                        tracing::warn!(vm = %id, error = %why, "VM did not stop");
-                        agent.report(&rec, VmState::Error, why, done_reboots).await;
-                    } else {
-                        tracing::info!(vm = %id, "VM stopped");
-                        agent
-                            .report(
-                                &rec,
-                                VmState::Shutoff,
-                                "stopped by request".into(),
-                                rec.reboot_seq,
-                            )
-                            .await;
+                    match agent.driver.stop(&id, STOP_GRACE).await {
+                        Err(e) => {
+                            let why = error_chain(&e);
+                            tracing::warn!(vm = %id, error = %why, "VM did not stop");
+                            agent.report(&rec, VmState::Error, why, done_reboots).await;
+                        }
+                        Ok(how) => {
+                            tracing::info!(vm = %id, how = %how, "VM stopped");
+                            agent
+                                .report(
+                                    &rec,
+                                    VmState::Shutoff,
+                                    format!("stopped by request ({how})"),
+                                    rec.reboot_seq,
+                                )
+                                .await;
+                        }
                     }
                     agent.st().busy.remove(&id);
                 });

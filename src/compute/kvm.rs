@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::worker::{self, WorkerSpec};
-use super::{check_boot, vmdir, ComputeError, Hypervisor, RunState, VmSpec};
+use super::{check_boot, vmdir, ComputeError, Hypervisor, RunState, StopOutcome, VmSpec};
 use crate::ids::VmId;
 
 pub struct KvmDriver {
@@ -158,17 +158,46 @@ impl Hypervisor for KvmDriver {
         }
     }
 
-    /// This VMM has no ACPI power button, so a stop is immediate: the guest's disks are
-    /// written through (no host cache to lose), but the guest does not shut down cleanly.
-    async fn stop(&self, id: &VmId, _grace: Duration) -> Result<(), ComputeError> {
+    /// A graceful stop presses the guest's ACPI power button and waits up to `grace` for
+    /// it to power off; a guest that ignores the button (or has no handler, or is paused)
+    /// is then stopped by force, and the event log says so. `grace` zero stops at once.
+    async fn stop(&self, id: &VmId, grace: Duration) -> Result<StopOutcome, ComputeError> {
         let Some(pid) = self.pid(id) else {
-            return Ok(());
+            return Ok(StopOutcome::NotRunning);
+        };
+        let dir = self.dir(id);
+        let pid_file = dir.join(worker::PID_FILE);
+        let mut why = if grace.is_zero() {
+            String::new()
+        } else {
+            match self.request(id, "powerdown").await.as_deref() {
+                Ok("pressed") => {
+                    if vmdir::gone_within(&pid_file, id, grace).await {
+                        return Ok(StopOutcome::Clean);
+                    }
+                    format!(
+                        "forced after {} s: the guest did not shut down on the power button",
+                        grace.as_secs()
+                    )
+                }
+                Ok("paused") => "forced: the VM is paused".to_string(),
+                Ok(_) => "forced: the guest does not handle the power button".to_string(),
+                Err(e) => format!("forced: {e}"),
+            }
         };
         if self.request(id, "stop").await.is_err() {
             vmdir::kill(pid);
-            vmdir::append_event(&self.dir(id), "shutdown stopped by Strata (killed)");
+            why = if why.is_empty() {
+                "killed".into()
+            } else {
+                format!("{why}; killed")
+            };
         }
-        vmdir::wait_gone(&self.dir(id).join(worker::PID_FILE), id, "VMM worker", pid).await
+        if !why.is_empty() {
+            vmdir::append_event(&dir, &format!("shutdown stopped by Strata ({why})"));
+        }
+        vmdir::wait_gone(&pid_file, id, "VMM worker", pid).await?;
+        Ok(StopOutcome::Forced(why))
     }
 
     async fn reboot(&self, id: &VmId) -> Result<(), ComputeError> {

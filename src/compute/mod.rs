@@ -8,6 +8,7 @@
 pub mod kvm;
 pub mod qemu;
 pub mod qmp;
+pub mod trim;
 pub mod vmdir;
 pub mod vmm;
 pub mod worker;
@@ -71,14 +72,37 @@ pub enum RunState {
     Stopped(String),
 }
 
+/// How a `stop` ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StopOutcome {
+    /// It was not running.
+    NotRunning,
+    /// The guest shut down on the power button.
+    Clean,
+    /// Stopped by force: at once as asked, or after the guest did not shut down (why).
+    Forced(String),
+}
+
+impl std::fmt::Display for StopOutcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StopOutcome::NotRunning => f.write_str("it was not running"),
+            StopOutcome::Clean => f.write_str("the guest shut down cleanly"),
+            StopOutcome::Forced(why) if why.is_empty() => f.write_str("stopped at once"),
+            StopOutcome::Forced(why) => write!(f, "{why}"),
+        }
+    }
+}
+
 #[async_trait::async_trait]
 pub trait Hypervisor: Send + Sync + 'static {
     /// `kvm` or `tcg`: what a user sees in `strata status` and VM details.
     fn name(&self) -> &'static str;
     async fn start(&self, spec: &VmSpec) -> Result<(), ComputeError>;
     async fn state(&self, id: &VmId) -> RunState;
-    /// Asks the guest to power off (ACPI), then forces it off after `grace`.
-    async fn stop(&self, id: &VmId, grace: Duration) -> Result<(), ComputeError>;
+    /// Asks the guest to power off (the ACPI power button), then forces it off after
+    /// `grace` (zero: at once). Returns how it stopped, in words.
+    async fn stop(&self, id: &VmId, grace: Duration) -> Result<StopOutcome, ComputeError>;
     async fn reboot(&self, id: &VmId) -> Result<(), ComputeError>;
     async fn pause(&self, id: &VmId) -> Result<(), ComputeError>;
     async fn resume(&self, id: &VmId) -> Result<(), ComputeError>;

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use super::qmp::Qmp;
 use super::vmdir;
-use super::{check_boot, Accel, ComputeError, Hypervisor, RunState, VmSpec};
+use super::{check_boot, Accel, ComputeError, Hypervisor, RunState, StopOutcome, VmSpec};
 use crate::ids::VmId;
 
 pub const QEMU: &str = "qemu-system-x86_64";
@@ -92,6 +92,8 @@ impl QemuDriver {
                         "SHUTDOWN" if ev["data"]["guest"] == true => {
                             Some("shutdown guest powered off")
                         }
+                        // `quit` is only sent by `stop`, which records why itself.
+                        "SHUTDOWN" if ev["data"]["reason"] == "host-qmp-quit" => None,
                         "SHUTDOWN" => Some("shutdown stopped by Strata"),
                         "GUEST_PANICKED" => Some("panic guest kernel panicked"),
                         _ => None,
@@ -221,25 +223,38 @@ impl Hypervisor for QemuDriver {
         }
     }
 
-    async fn stop(&self, id: &VmId, grace: Duration) -> Result<(), ComputeError> {
+    async fn stop(&self, id: &VmId, grace: Duration) -> Result<StopOutcome, ComputeError> {
         let Some(pid) = self.pid(id) else {
-            return Ok(());
+            return Ok(StopOutcome::NotRunning);
         };
-        if !grace.is_zero() {
-            let _ = self.command(id, "power off", "system_powerdown").await;
-            let deadline = tokio::time::Instant::now() + grace;
-            while tokio::time::Instant::now() < deadline {
-                if self.pid(id).is_none() {
-                    return Ok(());
+        let pid_file = self.dir(id).join("qemu.pid");
+        let why = if grace.is_zero() {
+            String::new()
+        } else if self.state(id).await == RunState::Paused {
+            "forced: the VM is paused".into()
+        } else {
+            match self.command(id, "power off", "system_powerdown").await {
+                Ok(()) if vmdir::gone_within(&pid_file, id, grace).await => {
+                    return Ok(StopOutcome::Clean)
                 }
-                tokio::time::sleep(Duration::from_millis(100)).await;
+                Ok(()) => format!(
+                    "forced after {} s: the guest did not shut down on the power button",
+                    grace.as_secs()
+                ),
+                Err(e) => format!("forced: {}", crate::telemetry::error_chain(&e)),
             }
-        }
-        vmdir::append_event(&self.dir(id), "shutdown stopped by Strata");
+        };
+        let line = if why.is_empty() {
+            "shutdown stopped by Strata".to_string()
+        } else {
+            format!("shutdown stopped by Strata ({why})")
+        };
+        vmdir::append_event(&self.dir(id), &line);
         if self.command(id, "quit", "quit").await.is_err() {
             vmdir::kill(pid);
         }
-        vmdir::wait_gone(&self.dir(id).join("qemu.pid"), id, "QEMU process", pid).await
+        vmdir::wait_gone(&pid_file, id, "QEMU process", pid).await?;
+        Ok(StopOutcome::Forced(why))
     }
 
     async fn reboot(&self, id: &VmId) -> Result<(), ComputeError> {

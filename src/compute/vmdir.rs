@@ -67,6 +67,20 @@ pub fn kill(pid: i32) {
     }
 }
 
+/// Whether the VM's process (named by `pid_file`) is gone within `timeout`.
+pub async fn gone_within(pid_file: &Path, id: &VmId, timeout: std::time::Duration) -> bool {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if live_pid(pid_file, id).is_none() {
+            return true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
 /// Waits up to 5 s for the VM's process (named by `pid_file`) to be gone.
 pub async fn wait_gone(
     pid_file: &Path,

@@ -1,10 +1,13 @@
 //! `strata vmm`: the per-VM worker process of the KVM driver. It runs one VM with Strata's
 //! own VMM ([`super::vmm`]), keeps the serial console in `console.log`, records lifecycle
 //! events in `events.log`, and answers a line protocol on `control.sock`:
-//! `state` → `running|paused`, `pause`, `resume`, `reboot`, `stop` → `ok` or `error <why>`.
+//! `state` → `running|paused`, `pause`, `resume`, `reboot`, `stop` → `ok` or `error <why>`;
+//! `powerdown` presses the ACPI power button → `pressed`, or `unhandled` when the guest has
+//! not enabled the button (no handler: only a forced stop will end it), or `paused`.
 //!
 //! After the VM is built (the only time it needs /dev/kvm, the TAP and the disks opened)
-//! the worker sets no-new-privileges and drops every capability.
+//! the worker sets no-new-privileges, drops every capability, and releases the start-up
+//! pages of the binary it will not use again ([`super::trim`]).
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -115,6 +118,7 @@ enum Request {
     Resume,
     Reboot,
     Stop,
+    PowerDown,
 }
 
 /// Runs the worker until the VM ends. Returns the process exit code.
@@ -137,6 +141,8 @@ pub fn run(dir: &Path) -> Result<i32, WorkerError> {
 
     let mut handle = Vmm::new(spec.vm_config(dir)?)?.start()?;
     drop_privileges(spec.tap.is_some());
+    let trimmed = super::trim::trim_file_pages();
+    tracing::info!(trimmed_kib = trimmed, "released start-up file pages");
     std::fs::write(dir.join(PID_FILE), std::process::id().to_string())
         .map_err(io("cannot write the pid file"))?;
     vmdir::append_event(dir, "start started by Strata");
@@ -158,6 +164,16 @@ pub fn run(dir: &Path) -> Result<i32, WorkerError> {
                 Request::Resume => {
                     handle.resume();
                     "ok".into()
+                }
+                Request::PowerDown => {
+                    if handle.state() == RunState::Paused {
+                        "paused".into()
+                    } else if handle.press_power_button() {
+                        vmdir::append_event(dir, "powerdown power button pressed by Strata");
+                        "pressed".into()
+                    } else {
+                        "unhandled".into()
+                    }
                 }
                 Request::Reboot => {
                     vmdir::append_event(dir, "reset rebooted by Strata");
@@ -242,6 +258,7 @@ fn serve_control(
             "resume" => Request::Resume,
             "reboot" => Request::Reboot,
             "stop" => Request::Stop,
+            "powerdown" => Request::PowerDown,
             other => {
                 let _ = (&conn).write_all(format!("error unknown request {other:?}\n").as_bytes());
                 continue;

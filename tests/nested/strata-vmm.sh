@@ -7,6 +7,9 @@
 #  2. virtio-blk + virtio-net (tap0 on br0 with udhcpd here) + virtio-rng, booted twice:
 #     disk previous=none then previous=1 (data survives a VM restart), DHCP, ping.
 #  3. strata.action=reboot: the guest reboot is reported and the VM comes back.
+#  4. a single-node cluster running the guest through the KVM driver: create, console,
+#     pause/resume, reboot, a graceful stop (ACPI power button), start, a forced stop of a
+#     paused VM, delete.
 # The harness replaces @STRATA@ with the path of the strata binary copied in.
 STRATA=@STRATA@
 MEM=${STRATA_GUEST_MEM:-256}
@@ -155,8 +158,24 @@ i=0
 until $S vm show web 2>/dev/null | grep -q "boots  *2" || [ $i -ge 120 ]; do sleep 1; i=$((i + 1)); done
 $S vm show web >/tmp/web.reboot 2>&1
 check node-vm-reboot /tmp/web.reboot "boots  *2"
+# A graceful stop: the ACPI power button, which the guest's acpid turns into a power-off.
+i=0
+until [ "$(cat /tmp/node/vms/*/console.log | grep -c STRATA-GUEST-SHELL)" -ge 2 ] || [ $i -ge 60 ]; do
+  sleep 1; i=$((i + 1))
+done
 $S vm stop web --wait 60 >/tmp/web.stop 2>&1
+echo "node-vm-stop: $(grep reason /tmp/web.stop)"
 check node-vm-stop /tmp/web.stop SHUTOFF
+check node-vm-stop-clean /tmp/web.stop "the guest shut down cleanly"
+$S vm console web >/tmp/web.console2 2>&1
+check node-vm-powerbutton /tmp/web.console2 STRATA-GUEST-POWERBUTTON
+# A paused guest cannot react to the button: stopped by force at once, and said so.
+$S vm start web --wait 150 >/tmp/web.start 2>&1
+check node-vm-start /tmp/web.start "state  *ACTIVE"
+$S vm pause web --wait 60 >/dev/null 2>&1
+$S vm stop web --wait 60 >/tmp/web.stop2 2>&1
+echo "node-vm-stop (paused): $(grep reason /tmp/web.stop2)"
+check node-vm-stop-forced /tmp/web.stop2 "forced: the VM is paused"
 $S vm delete web --wait 60 >/tmp/web.delete 2>&1
 check node-vm-delete /tmp/web.delete "deleted VM web"
 [ -z "$(ls /tmp/node/vms 2>/dev/null)" ] || { echo "STRATA-CHECK FAIL node-vm-files left: $(ls /tmp/node/vms)"; fails=$((fails + 1)); }

@@ -158,25 +158,53 @@ impl BusDevice for I8042 {
     }
 }
 
+/// Drives the SCI line: `true` asserts it, `false` releases it (level-triggered).
+pub type SciLine = Arc<dyn Fn(bool) + Send + Sync>;
+
 /// The ACPI PM1a event and control blocks (see `boot::acpi`): the SCI_EN bit reads as
-/// set, and writing SLP_TYP=S5 with SLP_EN powers the VM off.
+/// set, writing SLP_TYP=S5 with SLP_EN powers the VM off, and the fixed-feature power
+/// button sets PWRBTN_STS, holding the SCI asserted while the guest has it enabled and
+/// has not yet acknowledged it (write 1 to clear).
 pub struct AcpiPm {
     sink: RequestSink,
-    cnt: u16,
+    sci: SciLine,
+    status: u16,
     /// PM1 enable register (ACPICA reads back what it enables).
     enable: u16,
+    cnt: u16,
+    sci_level: bool,
 }
 
 impl AcpiPm {
-    pub fn new(sink: RequestSink) -> Self {
+    pub fn new(sink: RequestSink, sci: SciLine) -> Self {
         AcpiPm {
             sink,
-            cnt: 0,
+            sci,
+            status: 0,
             enable: 0,
+            cnt: 0,
+            sci_level: false,
+        }
+    }
+
+    /// Presses the power button. Returns whether the guest has the button enabled (a
+    /// guest that has not loaded its button driver yet sees the press once it does).
+    pub fn press_power_button(&mut self) -> bool {
+        self.status |= super::boot::acpi::PWRBTN;
+        self.update_sci();
+        self.enable & super::boot::acpi::PWRBTN != 0
+    }
+
+    fn update_sci(&mut self) {
+        let level = self.status & self.enable != 0;
+        if level != self.sci_level {
+            self.sci_level = level;
+            (self.sci)(level);
         }
     }
 }
 
+const PM1_STS_OFFSET: u64 = 0;
 const PM1_EN_OFFSET: u64 = 2;
 const PM1_CNT_OFFSET: u64 = 4;
 
@@ -191,6 +219,7 @@ impl BusDevice for AcpiPm {
     fn read(&mut self, offset: u64, data: &mut [u8]) {
         data.fill(0);
         let v = match offset {
+            PM1_STS_OFFSET => self.status,
             PM1_EN_OFFSET => self.enable,
             PM1_CNT_OFFSET => self.cnt | super::boot::acpi::SCI_EN,
             _ => return,
@@ -199,19 +228,30 @@ impl BusDevice for AcpiPm {
         data[..n].copy_from_slice(&v.to_le_bytes()[..n]);
     }
     fn write(&mut self, offset: u64, data: &[u8]) {
-        if offset == PM1_EN_OFFSET {
-            self.enable = le16(data);
-        }
-        if offset != PM1_CNT_OFFSET || data.is_empty() {
+        if data.is_empty() {
             return;
         }
         let v = le16(data);
-        self.cnt = v & !super::boot::acpi::SLP_EN;
-        let slp_typ = (v >> 10) & 7;
-        if v & super::boot::acpi::SLP_EN != 0 && slp_typ == super::boot::acpi::S5_SLP_TYP {
-            tracing::info!("guest entered ACPI S5");
-            (self.sink)(GuestRequest::PowerOff);
+        match offset {
+            // Status bits are cleared by writing 1 (a 4-byte write covers both registers).
+            PM1_STS_OFFSET => {
+                self.status &= !v;
+                if data.len() >= 4 {
+                    self.enable = le16(&data[2..]);
+                }
+            }
+            PM1_EN_OFFSET => self.enable = v,
+            PM1_CNT_OFFSET => {
+                self.cnt = v & !super::boot::acpi::SLP_EN;
+                let slp_typ = (v >> 10) & 7;
+                if v & super::boot::acpi::SLP_EN != 0 && slp_typ == super::boot::acpi::S5_SLP_TYP {
+                    tracing::info!("guest entered ACPI S5");
+                    (self.sink)(GuestRequest::PowerOff);
+                }
+            }
+            _ => {}
         }
+        self.update_sci();
     }
 }
 
@@ -305,7 +345,7 @@ mod tests {
     fn acpi_s5_powers_off() {
         let seen = Arc::new(Mutex::new(Vec::new()));
         let s = seen.clone();
-        let mut pm = AcpiPm::new(Arc::new(move |r| lock(&s).push(r)));
+        let mut pm = AcpiPm::new(Arc::new(move |r| lock(&s).push(r)), Arc::new(|_| {}));
         let mut b = [0u8; 2];
         pm.read(4, &mut b);
         assert_eq!(u16::from_le_bytes(b) & 1, 1);
@@ -316,5 +356,35 @@ mod tests {
         assert_eq!(u16::from_le_bytes(b), 0x20);
         pm.write(4, &(5u16 << 10 | 1 << 13).to_le_bytes());
         assert_eq!(*lock(&seen), vec![GuestRequest::PowerOff]);
+    }
+
+    #[test]
+    fn power_button_raises_the_sci_until_acknowledged() {
+        let sci = Arc::new(Mutex::new(Vec::new()));
+        let l = sci.clone();
+        let mut pm = AcpiPm::new(Arc::new(|_| {}), Arc::new(move |v| lock(&l).push(v)));
+        // Pressed before the guest enabled the button: latched, no interrupt yet.
+        assert!(!pm.press_power_button());
+        assert!(lock(&sci).is_empty());
+        let mut b = [0u8; 2];
+        pm.read(0, &mut b);
+        assert_eq!(u16::from_le_bytes(b), 0x100);
+        // Enabling it delivers the latched press.
+        pm.write(2, &0x100u16.to_le_bytes());
+        assert_eq!(*lock(&sci), vec![true]);
+        // Writing 0 to the status changes nothing; writing the bit acknowledges it.
+        pm.write(0, &0u16.to_le_bytes());
+        assert_eq!(*lock(&sci), vec![true]);
+        pm.write(0, &0x100u16.to_le_bytes());
+        assert_eq!(*lock(&sci), vec![true, false]);
+        pm.read(0, &mut b);
+        assert_eq!(u16::from_le_bytes(b), 0);
+        // A second press with the button enabled interrupts at once.
+        assert!(pm.press_power_button());
+        assert_eq!(*lock(&sci), vec![true, false, true]);
+        // A 4-byte write acknowledges the status and sets the enable register together.
+        pm.write(0, &[0x00, 0x01, 0x00, 0x00]);
+        assert_eq!(*lock(&sci), vec![true, false, true, false]);
+        assert!(!pm.press_power_button());
     }
 }

@@ -162,13 +162,14 @@ struct Wakeup {
 /// A built, not yet running VM.
 pub struct Vmm {
     _kvm: Kvm,
-    vm: VmFd,
+    vm: Arc<VmFd>,
     _mem: GuestMemoryMmap,
     vcpus: Vec<VcpuFd>,
     io: Bus,
     mmio: Bus,
     console: ConsoleLog,
     serial: Arc<Mutex<SerialDevice>>,
+    pm: Arc<Mutex<AcpiPm>>,
     devices: Vec<Arc<Mutex<MmioTransport>>>,
     wakeups: Vec<Wakeup>,
     requests: (Sender<VcpuMessage>, Receiver<VcpuMessage>),
@@ -180,7 +181,7 @@ impl Vmm {
             return Err(VmmError::VcpuCount(config.vcpus));
         }
         let kvm = Kvm::new().map_err(VmmError::Kvm)?;
-        let vm = kvm.create_vm().map_err(kvm_op("create VM"))?;
+        let vm = Arc::new(kvm.create_vm().map_err(kvm_op("create VM"))?);
         vm.set_tss_address(KVM_TSS_ADDR as usize)
             .map_err(kvm_op("set TSS address"))?;
         vm.set_identity_map_address(KVM_IDENTITY_MAP_ADDR)
@@ -233,10 +234,17 @@ impl Vmm {
             1,
             Arc::new(Mutex::new(DebugExit::new(sink.clone()))),
         )?;
+        let sci_vm = vm.clone();
+        let sci: super::bus::SciLine = Arc::new(move |level| {
+            if let Err(e) = sci_vm.set_irq_line(u32::from(acpi::SCI_IRQ), level) {
+                tracing::error!(error = %e, "cannot drive the ACPI SCI line");
+            }
+        });
+        let pm = Arc::new(Mutex::new(AcpiPm::new(sink, sci)));
         io.insert(
             u64::from(acpi::PM1A_EVT_PORT),
             acpi::PM_PORTS_LEN,
-            Arc::new(Mutex::new(AcpiPm::new(sink))),
+            pm.clone(),
         )?;
 
         // Virtio devices.
@@ -348,6 +356,7 @@ impl Vmm {
             mmio,
             console,
             serial,
+            pm,
             devices,
             wakeups,
             requests: (tx, rx),
@@ -370,6 +379,7 @@ impl Vmm {
             mmio,
             console,
             serial,
+            pm,
             devices,
             wakeups,
             requests: (tx, rx),
@@ -399,6 +409,7 @@ impl Vmm {
             set,
             console,
             serial,
+            pm,
             requests: tx,
             events: Mutex::new(events_rx),
             supervisor: Mutex::new(Some(supervisor)),
@@ -492,11 +503,12 @@ fn spawn_device_thread(
 /// A running VM.
 pub struct VmmHandle {
     _kvm: Kvm,
-    _vm: VmFd,
+    _vm: Arc<VmFd>,
     _mem: GuestMemoryMmap,
     set: Arc<VcpuSet>,
     console: ConsoleLog,
     serial: Arc<Mutex<SerialDevice>>,
+    pm: Arc<Mutex<AcpiPm>>,
     requests: Sender<VcpuMessage>,
     events: Mutex<Receiver<VmmEvent>>,
     supervisor: Mutex<Option<JoinHandle<()>>>,
@@ -546,6 +558,13 @@ impl VmmHandle {
     /// Types `bytes` into the guest's serial console; returns how many fit the FIFO.
     pub fn send_input(&self, bytes: &[u8]) -> Result<usize, VmmError> {
         Ok(super::serial::send_input(&self.serial, bytes)?)
+    }
+
+    /// Presses the ACPI power button: a guest with a button handler shuts down cleanly
+    /// (ending the VM with `GuestPowerOff`). Returns whether the guest had enabled the
+    /// button; a guest that ignores it keeps running.
+    pub fn press_power_button(&self) -> bool {
+        lock(&self.pm).press_power_button()
     }
 
     /// Stops the VM (idempotent) and waits for every thread. Emits `Stopped` unless the

@@ -4,7 +4,10 @@
 //! RSDP → XSDT → FADT (→ DSDT) and MADT. The DSDT holds `\_S5` and one `LNRO0005`
 //! device per virtio-mmio window; the FADT's PM1a control block is port
 //! [`PM1A_CNT_PORT`], whose S5 write the VMM reports as a power-off, and its reset
-//! register is the i8042 command port with value 0xFE.
+//! register is the i8042 command port with value 0xFE. The power button is the fixed-feature
+//! one (PWRBTN_STS/PWRBTN_EN in the PM1a event block, signalled on the SCI, IRQ 9, level
+//! and active high as the MADT's interrupt source override says): pressing it is how the
+//! host asks a guest to shut down cleanly.
 
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
@@ -21,7 +24,9 @@ pub const S5_SLP_TYP: u16 = 5;
 pub const SLP_EN: u16 = 1 << 13;
 /// SCI_EN: reads of PM1a_CNT report ACPI mode as already on.
 pub const SCI_EN: u16 = 1;
-const SCI_IRQ: u16 = 9;
+pub const SCI_IRQ: u16 = 9;
+/// PWRBTN_STS (PM1 status) and PWRBTN_EN (PM1 enable) bit.
+pub const PWRBTN: u16 = 1 << 8;
 const OEM_ID: &[u8; 6] = b"STRATA";
 const OEM_TABLE_ID: &[u8; 8] = b"STRATAVM";
 
@@ -171,8 +176,9 @@ pub fn build_fadt(dsdt_addr: u64) -> Vec<u8> {
                               // IAPC_BOOT_ARCH: legacy devices; no 8042 flag, so Linux skips probing a keyboard
                               // controller (seconds of timeouts). Port 0x64 still resets (`reboot=k`, RESET_REG).
     put(&mut b, 109, &1u16.to_le_bytes());
-    // Flags: WBINVD, no fixed power/sleep buttons, reset register supported.
-    let flags: u32 = 1 | (1 << 4) | (1 << 5) | (1 << 10);
+    // Flags: WBINVD, fixed-feature power button (PWR_BUTTON clear), no sleep button
+    // (SLP_BUTTON set: control-method, and none is defined), reset register supported.
+    let flags: u32 = 1 | (1 << 5) | (1 << 10);
     put(&mut b, 112, &flags.to_le_bytes());
     put(&mut b, 116, &gas_io(0x64, 8));
     put(&mut b, 128, &[0xfe]);
@@ -180,7 +186,8 @@ pub fn build_fadt(dsdt_addr: u64) -> Vec<u8> {
     sdt(b"FACP", 6, &b)
 }
 
-/// MADT: one enabled LAPIC per vCPU, the IOAPIC, LINT1 as NMI.
+/// MADT: one enabled LAPIC per vCPU, the IOAPIC, the SCI as level/active-high (ISA IRQs
+/// default to edge; without an override Linux would program it active low), LINT1 as NMI.
 pub fn build_madt(vcpus: u8) -> Vec<u8> {
     let mut b = Vec::new();
     b.extend_from_slice(&(LAPIC_ADDR as u32).to_le_bytes());
@@ -192,6 +199,10 @@ pub fn build_madt(vcpus: u8) -> Vec<u8> {
     b.extend_from_slice(&[1, 12, vcpus, 0]);
     b.extend_from_slice(&(IOAPIC_ADDR as u32).to_le_bytes());
     b.extend_from_slice(&0u32.to_le_bytes());
+    // Interrupt source override: ISA bus 0, IRQ = GSI = SCI; flags: active high (01), level (11).
+    b.extend_from_slice(&[2, 10, 0, SCI_IRQ as u8]);
+    b.extend_from_slice(&u32::from(SCI_IRQ).to_le_bytes());
+    b.extend_from_slice(&0x000du16.to_le_bytes());
     b.extend_from_slice(&[4, 6, 0xff, 0, 0, 1]);
     sdt(b"APIC", 4, &b)
 }
@@ -303,6 +314,9 @@ mod tests {
             u32::from_le_bytes(fadt[64..68].try_into().unwrap()),
             u32::from(PM1A_CNT_PORT)
         );
+        let flags = u32::from_le_bytes(fadt[112..116].try_into().unwrap());
+        assert_eq!(flags & (1 << 4), 0, "fixed-feature power button");
+        assert_eq!(u16::from_le_bytes([fadt[46], fadt[47]]), SCI_IRQ);
     }
 
     #[test]
@@ -314,6 +328,10 @@ mod tests {
             assert_eq!((e[0], e[1], e[3]), (0, 8, i as u8));
         }
         assert_eq!(entries[24], 1); // IOAPIC entry type
+        let iso = &entries[36..46];
+        assert_eq!((iso[0], iso[1], iso[3]), (2, 10, 9));
+        assert_eq!(u16::from_le_bytes([iso[8], iso[9]]), 0x000d);
+        assert_eq!(entries[46], 4); // LAPIC NMI
     }
 
     #[test]
