@@ -30,19 +30,20 @@ use super::serial::{
     SERIAL_PORT_LEN,
 };
 use super::vcpu::{Control, KickTimeout, Mode, VcpuMessage, VcpuSet};
-use super::virtio::block::{BlockBackend, FileBackend, OpenDiskError};
+use super::virtio::block::{open_file, OpenDiskError};
 use super::virtio::mmio::{MmioTransport, REG_QUEUE_NOTIFY};
 use super::virtio::tap::{Tap, TapError};
 use super::virtio::{block::Block, net::Net, rng::Rng, DeviceEvent, IrqLine, VirtioDevice};
+use crate::storage::Volume;
 
-/// A disk: a path opened by the VMM, or any backend (e.g. Strata's replicated volume).
+/// A disk: a raw image file opened by the VMM, or any storage volume (e.g. a replicated one).
 pub enum DiskConfig {
     Path {
         path: PathBuf,
         read_only: bool,
     },
-    Backend {
-        backend: Box<dyn BlockBackend>,
+    Volume {
+        volume: Arc<dyn Volume>,
         read_only: bool,
         id: String,
     },
@@ -54,7 +55,7 @@ impl std::fmt::Debug for DiskConfig {
             DiskConfig::Path { path, read_only } => {
                 write!(f, "Path({}, ro={read_only})", path.display())
             }
-            DiskConfig::Backend { id, read_only, .. } => write!(f, "Backend({id}, ro={read_only})"),
+            DiskConfig::Volume { id, read_only, .. } => write!(f, "Volume({id}, ro={read_only})"),
         }
     }
 }
@@ -250,17 +251,15 @@ impl Vmm {
         // Virtio devices.
         let mut models: Vec<Box<dyn VirtioDevice>> = Vec::new();
         for (i, d) in config.disks.into_iter().enumerate() {
-            let (backend, ro, id): (Box<dyn BlockBackend>, bool, String) = match d {
-                DiskConfig::Path { path, read_only } => (
-                    Box::new(FileBackend::open(&path, read_only)?),
-                    read_only,
-                    format!("disk{i}"),
-                ),
-                DiskConfig::Backend {
-                    backend,
+            let (backend, ro, id): (Arc<dyn Volume>, bool, String) = match d {
+                DiskConfig::Path { path, read_only } => {
+                    (open_file(&path, read_only)?, read_only, format!("disk{i}"))
+                }
+                DiskConfig::Volume {
+                    volume,
                     read_only,
                     id,
-                } => (backend, read_only, id),
+                } => (volume, read_only, id),
             };
             models.push(Box::new(Block::new(backend, ro, &id)));
         }

@@ -1,8 +1,8 @@
-//! virtio-blk over a [`BlockBackend`]: IN, OUT, FLUSH and GET_ID.
+//! virtio-blk over a storage [`Volume`] (a local file, or any other volume): IN, OUT,
+//! FLUSH and GET_ID.
 
-use std::fs::{File, OpenOptions};
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use virtio_bindings::virtio_blk::{
     VIRTIO_BLK_F_FLUSH, VIRTIO_BLK_F_RO, VIRTIO_BLK_F_SEG_MAX, VIRTIO_BLK_S_IOERR, VIRTIO_BLK_S_OK,
@@ -14,6 +14,8 @@ use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
 use super::chain::{collect, ChainError, Desc};
 use super::{feature, DeviceError, DeviceEvent, VirtioDevice, VIRTIO_F_VERSION_1};
+use crate::storage::file::FileVolume;
+use crate::storage::{Volume, VolumeError};
 
 pub const SECTOR_SIZE: u64 = 512;
 const QUEUE_SIZE: u16 = 256;
@@ -22,61 +24,23 @@ const HEADER_LEN: u32 = 16;
 pub const ID_BYTES: usize = 20;
 const CHUNK: usize = 64 * 1024;
 
-/// Storage behind a virtio-blk device.
-pub trait BlockBackend: Send {
-    fn read_at(&self, offset: u64, buf: &mut [u8]) -> std::io::Result<()>;
-    fn write_at(&self, offset: u64, buf: &[u8]) -> std::io::Result<()>;
-    fn flush(&self) -> std::io::Result<()>;
-    /// Size in bytes.
-    fn len(&self) -> u64;
-    fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-}
-
-/// A local file or block device.
-pub struct FileBackend {
-    file: File,
-    len: u64,
-}
-
+/// Why a disk could not be opened for a VM.
 #[derive(Debug, thiserror::Error)]
 #[error("cannot open disk {path}")]
 pub struct OpenDiskError {
     pub path: PathBuf,
     #[source]
-    pub source: std::io::Error,
+    pub source: VolumeError,
 }
 
-impl FileBackend {
-    pub fn open(path: &Path, read_only: bool) -> Result<Self, OpenDiskError> {
-        let err = |source| OpenDiskError {
+/// Opens a raw image file as the volume behind a disk.
+pub fn open_file(path: &Path, read_only: bool) -> Result<Arc<dyn Volume>, OpenDiskError> {
+    FileVolume::open(path, read_only)
+        .map(|v| Arc::new(v) as Arc<dyn Volume>)
+        .map_err(|source| OpenDiskError {
             path: path.to_path_buf(),
             source,
-        };
-        let file = OpenOptions::new()
-            .read(true)
-            .write(!read_only)
-            .open(path)
-            .map_err(err)?;
-        let len = std::io::Seek::seek(&mut &file, std::io::SeekFrom::End(0)).map_err(err)?;
-        Ok(FileBackend { file, len })
-    }
-}
-
-impl BlockBackend for FileBackend {
-    fn read_at(&self, offset: u64, buf: &mut [u8]) -> std::io::Result<()> {
-        self.file.read_exact_at(buf, offset)
-    }
-    fn write_at(&self, offset: u64, buf: &[u8]) -> std::io::Result<()> {
-        self.file.write_all_at(buf, offset)
-    }
-    fn flush(&self) -> std::io::Result<()> {
-        self.file.sync_data()
-    }
-    fn len(&self) -> u64 {
-        self.len
-    }
+        })
 }
 
 /// Why one request failed (reported to the guest as IOERR or UNSUPP, and logged).
@@ -94,16 +58,16 @@ enum RequestError {
     ReadOnly,
     #[error("unsupported request type {0}")]
     Unsupported(u32),
-    #[error("backend I/O at {offset}")]
+    #[error("volume I/O at {offset}")]
     Io {
         offset: u64,
         #[source]
-        source: std::io::Error,
+        source: VolumeError,
     },
 }
 
 pub struct Block {
-    backend: Box<dyn BlockBackend>,
+    backend: Arc<dyn Volume>,
     read_only: bool,
     id: [u8; ID_BYTES],
     buf: Vec<u8>,
@@ -111,7 +75,8 @@ pub struct Block {
 
 impl Block {
     /// `id` is what the guest sees as the disk serial (truncated to 20 bytes).
-    pub fn new(backend: Box<dyn BlockBackend>, read_only: bool, id: &str) -> Self {
+    pub fn new(backend: Arc<dyn Volume>, read_only: bool, id: &str) -> Self {
+        let read_only = read_only || backend.read_only();
         let mut idb = [0u8; ID_BYTES];
         let n = id.len().min(ID_BYTES);
         idb[..n].copy_from_slice(&id.as_bytes()[..n]);
@@ -124,7 +89,7 @@ impl Block {
     }
 
     fn capacity_sectors(&self) -> u64 {
-        self.backend.len() / SECTOR_SIZE
+        self.backend.size() / SECTOR_SIZE
     }
 
     fn check_range(&self, sector: u64, len: u64) -> Result<u64, RequestError> {

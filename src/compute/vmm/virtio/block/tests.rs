@@ -21,11 +21,7 @@ fn file_disk(sectors: u64) -> (tempfile::TempDir, PathBuf, Block) {
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("disk.img");
     std::fs::write(&p, vec![0u8; (sectors * SECTOR_SIZE) as usize]).unwrap();
-    let b = Block::new(
-        Box::new(FileBackend::open(&p, false).unwrap()),
-        false,
-        "disk-1",
-    );
+    let b = Block::new(open_file(&p, false).unwrap(), false, "disk-1");
     (dir, p, b)
 }
 
@@ -181,21 +177,31 @@ fn malformed_chains_get_errors_not_panics() {
     assert_eq!(status(&m), VIRTIO_BLK_S_UNSUPP as u8);
 }
 
-/// A backend whose every I/O fails.
+/// A volume whose every I/O fails.
 struct Broken(Arc<Mutex<u32>>);
-impl BlockBackend for Broken {
-    fn read_at(&self, _: u64, _: &mut [u8]) -> std::io::Result<()> {
-        *self.0.lock().unwrap() += 1;
-        Err(std::io::Error::other("injected"))
+fn injected() -> VolumeError {
+    VolumeError::Io {
+        op: "test",
+        path: "injected".into(),
+        source: std::io::Error::other("injected"),
     }
-    fn write_at(&self, _: u64, _: &[u8]) -> std::io::Result<()> {
-        Err(std::io::Error::other("injected"))
-    }
-    fn flush(&self) -> std::io::Result<()> {
-        Err(std::io::Error::other("injected"))
-    }
-    fn len(&self) -> u64 {
+}
+impl Volume for Broken {
+    fn size(&self) -> u64 {
         4096
+    }
+    fn read_at(&self, _: u64, _: &mut [u8]) -> Result<(), VolumeError> {
+        *self.0.lock().unwrap() += 1;
+        Err(injected())
+    }
+    fn write_at(&self, _: u64, _: &[u8]) -> Result<(), VolumeError> {
+        Err(injected())
+    }
+    fn flush(&self) -> Result<(), VolumeError> {
+        Err(injected())
+    }
+    fn discard(&self, _: u64, _: u64) -> Result<(), VolumeError> {
+        Err(injected())
     }
 }
 
@@ -203,7 +209,7 @@ impl BlockBackend for Broken {
 fn backend_errors_become_ioerr_and_read_only_refuses_writes() {
     let m = mem();
     let calls = Arc::new(Mutex::new(0));
-    let mut b = Block::new(Box::new(Broken(calls.clone())), true, "ro");
+    let mut b = Block::new(Arc::new(Broken(calls.clone())), true, "ro");
     assert_ne!(b.avail_features() & feature(VIRTIO_BLK_F_RO), 0);
     header(&m, VIRTIO_BLK_T_IN, 0);
     run(
