@@ -5,6 +5,10 @@
 //! - [`extent::ExtentVolume`]: a local extent store ("downstairs" region): fixed-size
 //!   extents in sparse files, a checksum per block so silent corruption is detected on
 //!   read, crash-safe metadata, space reclaimed on discard and delete.
+//! - [`replica::ReplicaServer`]: serves this node's regions to upstairs clients over the
+//!   node-to-node transport (ALPN `strata-blk/1`), refusing writers of an old generation.
+//! - [`replicated::ReplicatedVolume`]: the client ("upstairs"): writes to every live
+//!   replica, reads local first, repairs bad blocks, resyncs a returning replica.
 //!
 //! Every implementation passes the same [`conformance`] suite. Volumes are addressed in
 //! bytes; offsets and lengths must be multiples of [`SECTOR`] (what virtio-blk and NBD
@@ -14,6 +18,8 @@ pub mod conformance;
 pub mod extent;
 pub mod file;
 pub mod mem;
+pub mod replica;
+pub mod replicated;
 
 use std::path::PathBuf;
 
@@ -55,6 +61,22 @@ pub enum VolumeError {
     },
     #[error("invalid volume: {0}")]
     Invalid(String),
+    #[error("volume {volume}: generation {generation} was superseded by {current} (another writer took over)")]
+    Fenced {
+        volume: String,
+        generation: u64,
+        current: u64,
+    },
+    #[error("volume {volume}: no replica available ({detail})")]
+    Unavailable { volume: String, detail: String },
+    /// A failure reported by (or on the way to) a volume on another server, such as an NBD
+    /// export: `errno` is the error the peer reported, or EIO when the connection failed.
+    #[error("{op} on a remote volume failed: {detail}")]
+    Remote {
+        op: &'static str,
+        errno: i32,
+        detail: String,
+    },
 }
 
 impl VolumeError {
@@ -76,9 +98,12 @@ impl VolumeError {
             VolumeError::OutOfRange { .. } | VolumeError::Unaligned { .. } => libc::EINVAL,
             VolumeError::ReadOnly => libc::EPERM,
             VolumeError::NoSpace { .. } => libc::ENOSPC,
-            VolumeError::Corrupt { .. } | VolumeError::Io { .. } | VolumeError::Invalid(_) => {
-                libc::EIO
-            }
+            VolumeError::Fenced { .. } => libc::ESHUTDOWN,
+            VolumeError::Remote { errno, .. } => *errno,
+            VolumeError::Corrupt { .. }
+            | VolumeError::Io { .. }
+            | VolumeError::Invalid(_)
+            | VolumeError::Unavailable { .. } => libc::EIO,
         }
     }
 }

@@ -1,0 +1,430 @@
+//! The replica server ("downstairs"): this node's regions, served to upstairs clients on
+//! the `strata-blk/1` traffic class, one request per QUIC stream.
+//!
+//! Every I/O request names the volume and the writer's generation. A region remembers the
+//! highest generation it has seen (persisted before it answers); a request from an older
+//! generation is answered [`BlkResponse::Fenced`], so a stale writer (a VM's old host after
+//! a failover) can no longer change the data. Regions are created and deleted by this
+//! node's agent from cluster state, never by a remote request.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use serde::{Deserialize, Serialize};
+
+use super::extent::ExtentVolume;
+use super::{Volume, VolumeError};
+use crate::transport::frame::{read_frame, write_frame};
+use crate::transport::{Peer, Service};
+
+/// Largest data payload of one request (bigger guest I/O is split by the client).
+pub const MAX_IO: usize = 4 << 20;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum BlkRequest {
+    /// Claims the region for a writer of `generation` (raises the region's generation).
+    Activate {
+        volume: String,
+        generation: u64,
+    },
+    Write {
+        volume: String,
+        generation: u64,
+        offset: u64,
+        #[serde(with = "serde_bytes")]
+        data: Vec<u8>,
+    },
+    Read {
+        volume: String,
+        generation: u64,
+        offset: u64,
+        len: u32,
+    },
+    Flush {
+        volume: String,
+        generation: u64,
+    },
+    Discard {
+        volume: String,
+        generation: u64,
+        offset: u64,
+        len: u64,
+    },
+    Status {
+        volume: String,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum FailKind {
+    NoRegion,
+    Corrupt,
+    NoSpace,
+    Invalid,
+    Io,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum BlkResponse {
+    Done,
+    Data(#[serde(with = "serde_bytes")] Vec<u8>),
+    Status {
+        generation: u64,
+        size: u64,
+        allocated: u64,
+    },
+    /// The request's generation is older than the region's.
+    Fenced {
+        generation: u64,
+    },
+    Failed {
+        kind: FailKind,
+        message: String,
+    },
+}
+
+impl BlkResponse {
+    fn failed(e: &VolumeError) -> Self {
+        let kind = match e {
+            VolumeError::Corrupt { .. } => FailKind::Corrupt,
+            VolumeError::NoSpace { .. } => FailKind::NoSpace,
+            VolumeError::OutOfRange { .. }
+            | VolumeError::Unaligned { .. }
+            | VolumeError::Invalid(_)
+            | VolumeError::ReadOnly => FailKind::Invalid,
+            _ => FailKind::Io,
+        };
+        BlkResponse::Failed {
+            kind,
+            message: crate::telemetry::error_chain(e),
+        }
+    }
+}
+
+/// This node's regions, under `<data dir>/regions/<volume>/`.
+pub struct ReplicaServer {
+    root: PathBuf,
+    regions: Mutex<HashMap<String, Arc<ExtentVolume>>>,
+}
+
+fn valid_name(volume: &str) -> bool {
+    !volume.is_empty()
+        && volume.len() <= 64
+        && volume
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+}
+
+impl ReplicaServer {
+    pub fn new(root: &Path) -> Result<Arc<Self>, VolumeError> {
+        std::fs::create_dir_all(root).map_err(|e| VolumeError::io("create", root, e))?;
+        Ok(Arc::new(ReplicaServer {
+            root: root.to_path_buf(),
+            regions: Mutex::new(HashMap::new()),
+        }))
+    }
+
+    fn dir(&self, volume: &str) -> Result<PathBuf, VolumeError> {
+        if !valid_name(volume) {
+            return Err(VolumeError::Invalid(format!(
+                "{volume:?} is not a volume id"
+            )));
+        }
+        Ok(self.root.join(volume))
+    }
+
+    /// Volumes with a region on this node.
+    pub fn volumes(&self) -> Vec<String> {
+        let mut out: Vec<String> = std::fs::read_dir(&self.root)
+            .into_iter()
+            .flatten()
+            .filter_map(|e| e.ok())
+            .filter(|e| e.path().join("region.json").exists())
+            .map(|e| e.file_name().to_string_lossy().to_string())
+            .collect();
+        out.sort();
+        out
+    }
+
+    /// Creates this node's region of a volume (idempotent for the same size).
+    pub fn create_region(
+        &self,
+        volume: &str,
+        size: u64,
+        extent_size: u64,
+    ) -> Result<Arc<ExtentVolume>, VolumeError> {
+        let dir = self.dir(volume)?;
+        let mut regions = self.regions.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(r) = regions.get(volume) {
+            return Ok(r.clone());
+        }
+        let r = if dir.join("region.json").exists() {
+            ExtentVolume::open(&dir)?
+        } else {
+            ExtentVolume::create(&dir, volume, size, extent_size)?
+        };
+        if r.size() < size {
+            r.grow(size)?;
+        }
+        let r = Arc::new(r);
+        regions.insert(volume.to_string(), r.clone());
+        Ok(r)
+    }
+
+    /// Deletes this node's region of a volume and frees its space.
+    pub fn delete_region(&self, volume: &str) -> Result<(), VolumeError> {
+        let dir = self.dir(volume)?;
+        self.regions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(volume);
+        match std::fs::remove_dir_all(&dir) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(VolumeError::io("delete", &dir, e)),
+        }
+    }
+
+    /// The open region of a volume, opened from disk on first use.
+    pub fn region(&self, volume: &str) -> Result<Option<Arc<ExtentVolume>>, VolumeError> {
+        let dir = self.dir(volume)?;
+        let mut regions = self.regions.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(r) = regions.get(volume) {
+            return Ok(Some(r.clone()));
+        }
+        if !dir.join("region.json").exists() {
+            return Ok(None);
+        }
+        let r = Arc::new(ExtentVolume::open(&dir)?);
+        regions.insert(volume.to_string(), r.clone());
+        Ok(Some(r))
+    }
+
+    /// Handles one request (blocking: call from a blocking thread).
+    pub fn handle(&self, req: BlkRequest) -> BlkResponse {
+        let volume = match &req {
+            BlkRequest::Activate { volume, .. }
+            | BlkRequest::Write { volume, .. }
+            | BlkRequest::Read { volume, .. }
+            | BlkRequest::Flush { volume, .. }
+            | BlkRequest::Discard { volume, .. }
+            | BlkRequest::Status { volume } => volume.clone(),
+        };
+        let region = match self.region(&volume) {
+            Ok(Some(r)) => r,
+            Ok(None) => {
+                return BlkResponse::Failed {
+                    kind: FailKind::NoRegion,
+                    message: format!("this node holds no replica of volume {volume}"),
+                }
+            }
+            Err(e) => return BlkResponse::failed(&e),
+        };
+        let current = region.meta().generation;
+        let fenced = |g: u64| g < current;
+        let r = match req {
+            BlkRequest::Activate { generation, .. } => {
+                if fenced(generation) {
+                    return BlkResponse::Fenced {
+                        generation: current,
+                    };
+                }
+                region.set_generation(generation).map(|_| BlkResponse::Done)
+            }
+            BlkRequest::Write {
+                generation,
+                offset,
+                data,
+                ..
+            } => {
+                if fenced(generation) {
+                    return BlkResponse::Fenced {
+                        generation: current,
+                    };
+                }
+                region.write_at(offset, &data).map(|_| BlkResponse::Done)
+            }
+            BlkRequest::Read {
+                generation,
+                offset,
+                len,
+                ..
+            } => {
+                if fenced(generation) {
+                    return BlkResponse::Fenced {
+                        generation: current,
+                    };
+                }
+                if len as usize > MAX_IO {
+                    return BlkResponse::failed(&VolumeError::Invalid(format!(
+                        "read of {len} bytes is larger than {MAX_IO}"
+                    )));
+                }
+                let mut buf = vec![0u8; len as usize];
+                region
+                    .read_at(offset, &mut buf)
+                    .map(|_| BlkResponse::Data(buf))
+            }
+            BlkRequest::Flush { generation, .. } => {
+                if fenced(generation) {
+                    return BlkResponse::Fenced {
+                        generation: current,
+                    };
+                }
+                region.flush().map(|_| BlkResponse::Done)
+            }
+            BlkRequest::Discard {
+                generation,
+                offset,
+                len,
+                ..
+            } => {
+                if fenced(generation) {
+                    return BlkResponse::Fenced {
+                        generation: current,
+                    };
+                }
+                region.discard(offset, len).map(|_| BlkResponse::Done)
+            }
+            BlkRequest::Status { .. } => Ok(BlkResponse::Status {
+                generation: current,
+                size: region.size(),
+                allocated: region.allocated().unwrap_or(0),
+            }),
+        };
+        r.unwrap_or_else(|e| BlkResponse::failed(&e))
+    }
+}
+
+/// The transport service: one request frame in, one response frame out, per stream.
+pub struct BlkService(pub Arc<ReplicaServer>);
+
+#[async_trait::async_trait]
+impl Service for BlkService {
+    async fn handle_stream(
+        &self,
+        peer: Peer,
+        mut send: quinn::SendStream,
+        mut recv: quinn::RecvStream,
+    ) {
+        let resp = match read_frame::<BlkRequest>(&mut recv, MAX_IO + 4096).await {
+            Ok(req) => {
+                let server = self.0.clone();
+                tokio::task::spawn_blocking(move || server.handle(req))
+                    .await
+                    .unwrap_or_else(|e| BlkResponse::Failed {
+                        kind: FailKind::Io,
+                        message: format!("request handler failed: {e}"),
+                    })
+            }
+            Err(e) => {
+                tracing::warn!(peer = ?peer.node, error = %e, "bad block request");
+                BlkResponse::Failed {
+                    kind: FailKind::Invalid,
+                    message: e.to_string(),
+                }
+            }
+        };
+        if write_frame(&mut send, &resp).await.is_ok() {
+            let _ = send.finish();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn server() -> (tempfile::TempDir, Arc<ReplicaServer>) {
+        let d = tempfile::tempdir().unwrap();
+        let s = ReplicaServer::new(&d.path().join("regions")).unwrap();
+        (d, s)
+    }
+
+    fn write(volume: &str, generation: u64, offset: u64, byte: u8) -> BlkRequest {
+        BlkRequest::Write {
+            volume: volume.into(),
+            generation,
+            offset,
+            data: vec![byte; 4096],
+        }
+    }
+
+    #[test]
+    fn an_older_generation_is_fenced_and_changes_nothing() {
+        let (_d, s) = server();
+        s.create_region("v1", 1 << 20, 1 << 20).unwrap();
+        assert!(matches!(
+            s.handle(BlkRequest::Activate {
+                volume: "v1".into(),
+                generation: 2
+            }),
+            BlkResponse::Done
+        ));
+        assert!(matches!(s.handle(write("v1", 2, 0, 7)), BlkResponse::Done));
+        // A new writer takes over with generation 3; the old one is refused from now on.
+        assert!(matches!(
+            s.handle(BlkRequest::Activate {
+                volume: "v1".into(),
+                generation: 3
+            }),
+            BlkResponse::Done
+        ));
+        assert!(matches!(
+            s.handle(write("v1", 2, 0, 9)),
+            BlkResponse::Fenced { generation: 3 }
+        ));
+        assert!(matches!(
+            s.handle(BlkRequest::Activate {
+                volume: "v1".into(),
+                generation: 2
+            }),
+            BlkResponse::Fenced { generation: 3 }
+        ));
+        match s.handle(BlkRequest::Read {
+            volume: "v1".into(),
+            generation: 3,
+            offset: 0,
+            len: 4096,
+        }) {
+            BlkResponse::Data(d) => assert_eq!(d, vec![7u8; 4096]),
+            other => panic!("{other:?}"),
+        }
+        // The generation survives a restart of the server.
+        drop(s);
+        let s2 = ReplicaServer::new(&_d.path().join("regions")).unwrap();
+        assert!(matches!(
+            s2.handle(write("v1", 2, 0, 9)),
+            BlkResponse::Fenced { generation: 3 }
+        ));
+    }
+
+    #[test]
+    fn unknown_volumes_and_bad_requests_get_clear_failures() {
+        let (_d, s) = server();
+        match s.handle(write("nope", 1, 0, 1)) {
+            BlkResponse::Failed { kind, message } => {
+                assert_eq!(kind, FailKind::NoRegion);
+                assert!(message.contains("nope"), "{message}");
+            }
+            other => panic!("{other:?}"),
+        }
+        match s.handle(write("../etc", 1, 0, 1)) {
+            BlkResponse::Failed { kind, .. } => assert_eq!(kind, FailKind::Invalid),
+            other => panic!("{other:?}"),
+        }
+        s.create_region("v2", 1 << 20, 1 << 20).unwrap();
+        match s.handle(write("v2", 1, 1 << 20, 1)) {
+            BlkResponse::Failed { kind, message } => {
+                assert_eq!(kind, FailKind::Invalid);
+                assert!(message.contains("outside the volume"), "{message}");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(s.volumes(), vec!["v2".to_string()]);
+        s.delete_region("v2").unwrap();
+        assert!(s.volumes().is_empty());
+        s.delete_region("v2").unwrap();
+    }
+}

@@ -1,0 +1,578 @@
+//! The replica client ("upstairs"): a [`Volume`] whose every write goes to all live
+//! replicas over the node-to-node transport and completes once they all hold it.
+//!
+//! - Reads go to the local replica first, then the others; a block that fails its checksum
+//!   on one replica is served from another and the bad copy is rewritten (repair).
+//! - A replica that does not answer is marked faulted; I/O goes on with the others (at
+//!   least one must be live) and the extents written meanwhile are remembered, so that when
+//!   the replica answers again only those extents are copied to it ([`ReplicatedVolume::resync`]).
+//! - Every request carries the writer's generation; a replica that has seen a newer one
+//!   answers `Fenced`, and this volume then refuses all further I/O.
+//! - A flush is sent to every live replica after the writes it covers completed.
+//!
+//! The methods are blocking (the `Volume` contract); they run the transport calls on a
+//! tokio runtime handle and must not be called from inside that runtime's async tasks.
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use super::replica::{BlkRequest, BlkResponse, FailKind, MAX_IO};
+use super::{check_range, Volume, VolumeError};
+use crate::ids::NodeId;
+use crate::transport::{Class, Transport};
+
+/// Where one replica lives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReplicaTarget {
+    pub node: NodeId,
+    pub addr: SocketAddr,
+}
+
+/// What the client knows about one replica.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplicaHealth {
+    pub node: NodeId,
+    pub live: bool,
+    /// Why it is not live.
+    pub reason: String,
+    /// Extents written while it was not live (to copy when it returns).
+    pub stale_extents: usize,
+}
+
+struct Replica {
+    target: ReplicaTarget,
+    live: bool,
+    reason: String,
+    stale: BTreeSet<u64>,
+}
+
+pub struct ReplicatedVolume {
+    volume: String,
+    size: u64,
+    extent_size: u64,
+    generation: u64,
+    local: NodeId,
+    replicas: Mutex<Vec<Replica>>,
+    transport: Arc<Transport>,
+    rt: tokio::runtime::Handle,
+    timeout: Duration,
+    /// Writes share it; a repair or a resync copy holds it alone, so no write can slip
+    /// between reading the good copy and writing it to another replica.
+    order: RwLock<()>,
+    fenced: AtomicBool,
+    resynced_bytes: AtomicU64,
+    repaired_blocks: AtomicU64,
+}
+
+/// Per-request timeout; a replica slower than this is treated as gone.
+pub const IO_TIMEOUT: Duration = Duration::from_secs(5);
+
+enum Outcome {
+    Ok(BlkResponse),
+    /// The replica could not be reached: mark it faulted.
+    Lost(String),
+    Fenced(u64),
+    Failed(FailKind, String),
+}
+
+impl ReplicatedVolume {
+    /// Attaches as writer `generation`: activates every replica (those that do not answer
+    /// start faulted). Fails if none answers or if a newer writer holds the volume.
+    #[allow(clippy::too_many_arguments)]
+    pub fn attach(
+        transport: Arc<Transport>,
+        rt: tokio::runtime::Handle,
+        local: NodeId,
+        volume: &str,
+        size: u64,
+        extent_size: u64,
+        generation: u64,
+        targets: &[ReplicaTarget],
+    ) -> Result<Self, VolumeError> {
+        let v = ReplicatedVolume {
+            volume: volume.to_string(),
+            size,
+            extent_size,
+            generation,
+            local,
+            replicas: Mutex::new(
+                targets
+                    .iter()
+                    .map(|t| Replica {
+                        target: *t,
+                        live: true,
+                        reason: String::new(),
+                        stale: BTreeSet::new(),
+                    })
+                    .collect(),
+            ),
+            transport,
+            rt,
+            timeout: IO_TIMEOUT,
+            order: RwLock::new(()),
+            fenced: AtomicBool::new(false),
+            resynced_bytes: AtomicU64::new(0),
+            repaired_blocks: AtomicU64::new(0),
+        };
+        let req = BlkRequest::Activate {
+            volume: volume.to_string(),
+            generation,
+        };
+        let all: Vec<ReplicaTarget> = targets.to_vec();
+        let results = v.call_many(&all, &req);
+        for (t, r) in all.iter().zip(results) {
+            match r {
+                Outcome::Ok(_) => {}
+                Outcome::Fenced(current) => return Err(v.fence(current)),
+                Outcome::Lost(why) => v.fault(t.node, &why, None),
+                Outcome::Failed(_, why) => v.fault(t.node, &why, None),
+            }
+        }
+        v.live_targets()?;
+        Ok(v)
+    }
+
+    pub fn health(&self) -> Vec<ReplicaHealth> {
+        self.lock()
+            .iter()
+            .map(|r| ReplicaHealth {
+                node: r.target.node,
+                live: r.live,
+                reason: r.reason.clone(),
+                stale_extents: r.stale.len(),
+            })
+            .collect()
+    }
+
+    /// Bytes copied to returning replicas so far.
+    pub fn resynced_bytes(&self) -> u64 {
+        self.resynced_bytes.load(Ordering::Relaxed)
+    }
+
+    /// Blocks rewritten on a replica after they failed their checksum there.
+    pub fn repaired_blocks(&self) -> u64 {
+        self.repaired_blocks.load(Ordering::Relaxed)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Replica>> {
+        self.replicas.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn fence(&self, current: u64) -> VolumeError {
+        self.fenced.store(true, Ordering::SeqCst);
+        VolumeError::Fenced {
+            volume: self.volume.clone(),
+            generation: self.generation,
+            current,
+        }
+    }
+
+    fn check_fenced(&self) -> Result<(), VolumeError> {
+        if self.fenced.load(Ordering::SeqCst) {
+            return Err(VolumeError::Fenced {
+                volume: self.volume.clone(),
+                generation: self.generation,
+                current: self.generation + 1,
+            });
+        }
+        Ok(())
+    }
+
+    /// Marks a replica faulted; `extents` written without it are remembered.
+    fn fault(&self, node: NodeId, why: &str, extents: Option<(u64, u64)>) {
+        let mut reps = self.lock();
+        if let Some(r) = reps.iter_mut().find(|r| r.target.node == node) {
+            if r.live {
+                tracing::warn!(volume = %self.volume, node = %node, reason = why, "replica faulted");
+                r.live = false;
+                r.reason = why.to_string();
+            }
+            if let Some((first, last)) = extents {
+                r.stale.extend(first..=last);
+            }
+        }
+    }
+
+    /// Remembers extents written while faulted replicas were away.
+    fn note_stale(&self, offset: u64, len: u64) {
+        if len == 0 {
+            return;
+        }
+        let (first, last) = (
+            offset / self.extent_size,
+            (offset + len - 1) / self.extent_size,
+        );
+        for r in self.lock().iter_mut().filter(|r| !r.live) {
+            r.stale.extend(first..=last);
+        }
+    }
+
+    /// Live replicas, local first.
+    fn live_targets(&self) -> Result<Vec<ReplicaTarget>, VolumeError> {
+        let reps = self.lock();
+        let mut live: Vec<ReplicaTarget> =
+            reps.iter().filter(|r| r.live).map(|r| r.target).collect();
+        if live.is_empty() {
+            let why = reps
+                .iter()
+                .map(|r| format!("{}: {}", r.target.node, r.reason))
+                .collect::<Vec<_>>()
+                .join("; ");
+            return Err(VolumeError::Unavailable {
+                volume: self.volume.clone(),
+                detail: if why.is_empty() {
+                    "it has no replicas".into()
+                } else {
+                    why
+                },
+            });
+        }
+        live.sort_by_key(|t| t.node != self.local);
+        Ok(live)
+    }
+
+    async fn call_one(
+        transport: Arc<Transport>,
+        t: ReplicaTarget,
+        req: BlkRequest,
+        timeout: Duration,
+    ) -> Outcome {
+        match transport
+            .call::<_, BlkResponse>(t.node, t.addr, Class::Blk, "blk", &req, timeout)
+            .await
+        {
+            Ok(BlkResponse::Fenced { generation }) => Outcome::Fenced(generation),
+            Ok(BlkResponse::Failed { kind, message }) => Outcome::Failed(kind, message),
+            Ok(r) => Outcome::Ok(r),
+            Err(e) => Outcome::Lost(crate::telemetry::error_chain(&e)),
+        }
+    }
+
+    fn call_many(&self, targets: &[ReplicaTarget], req: &BlkRequest) -> Vec<Outcome> {
+        let futs: Vec<_> = targets
+            .iter()
+            .map(|t| {
+                self.rt.spawn(Self::call_one(
+                    self.transport.clone(),
+                    *t,
+                    req.clone(),
+                    self.timeout,
+                ))
+            })
+            .collect();
+        self.rt.block_on(async {
+            let mut out = Vec::with_capacity(futs.len());
+            for f in futs {
+                out.push(
+                    f.await
+                        .unwrap_or_else(|e| Outcome::Lost(format!("request task failed: {e}"))),
+                );
+            }
+            out
+        })
+    }
+
+    fn call(&self, t: ReplicaTarget, req: BlkRequest) -> Outcome {
+        self.call_many(&[t], &req)
+            .pop()
+            .unwrap_or(Outcome::Lost("no answer".into()))
+    }
+
+    /// Sends a mutating request to every live replica; completes when all answered.
+    fn mutate(&self, req: BlkRequest, offset: u64, len: u64) -> Result<(), VolumeError> {
+        self.check_fenced()?;
+        let targets = self.live_targets()?;
+        let results = self.call_many(&targets, &req);
+        let mut ok = 0;
+        let mut first_err = None;
+        for (t, r) in targets.iter().zip(results) {
+            match r {
+                Outcome::Ok(_) => ok += 1,
+                Outcome::Fenced(current) => return Err(self.fence(current)),
+                Outcome::Lost(why) => {
+                    let ext = (len > 0).then(|| {
+                        (
+                            offset / self.extent_size,
+                            (offset + len - 1) / self.extent_size,
+                        )
+                    });
+                    self.fault(t.node, &why, ext);
+                }
+                Outcome::Failed(kind, message) => {
+                    // The request itself is wrong or the replica's disk refused it: the
+                    // writer hears why, and the write is not acknowledged.
+                    first_err.get_or_insert((t.node, kind, message));
+                }
+            }
+        }
+        if let Some((node, kind, message)) = first_err {
+            return Err(match kind {
+                FailKind::NoSpace => VolumeError::NoSpace {
+                    what: format!("volume {} on node {node}", self.volume),
+                    detail: message,
+                },
+                _ => VolumeError::Invalid(format!("replica on node {node}: {message}")),
+            });
+        }
+        if ok == 0 {
+            return Err(self
+                .live_targets()
+                .err()
+                .unwrap_or(VolumeError::Unavailable {
+                    volume: self.volume.clone(),
+                    detail: "every replica failed".into(),
+                }));
+        }
+        self.note_stale(offset, len);
+        Ok(())
+    }
+
+    /// Reads `[offset, offset+len)` from the first replica that has it intact; also returns
+    /// the replicas whose copy failed its checksum (to repair once the read lock is released).
+    fn read_range(
+        &self,
+        offset: u64,
+        len: usize,
+    ) -> Result<(Vec<u8>, Vec<ReplicaTarget>), VolumeError> {
+        self.check_fenced()?;
+        let req = BlkRequest::Read {
+            volume: self.volume.clone(),
+            generation: self.generation,
+            offset,
+            len: len as u32,
+        };
+        let mut corrupt = Vec::new();
+        let mut last_err = None;
+        for t in self.live_targets()? {
+            match self.call(t, req.clone()) {
+                Outcome::Ok(BlkResponse::Data(d)) if d.len() == len => return Ok((d, corrupt)),
+                Outcome::Ok(other) => {
+                    last_err = Some(format!("unexpected answer {other:?}"));
+                }
+                Outcome::Fenced(current) => return Err(self.fence(current)),
+                Outcome::Lost(why) => {
+                    self.fault(t.node, &why, None);
+                    last_err = Some(why);
+                }
+                Outcome::Failed(FailKind::Corrupt, message) => {
+                    tracing::warn!(volume = %self.volume, node = %t.node, %message, "bad copy; reading another replica");
+                    corrupt.push(t);
+                    last_err = Some(message);
+                }
+                Outcome::Failed(kind, message) => {
+                    if kind == FailKind::Invalid {
+                        return Err(VolumeError::Invalid(message));
+                    }
+                    last_err = Some(message);
+                }
+            }
+        }
+        Err(VolumeError::Unavailable {
+            volume: self.volume.clone(),
+            detail: format!(
+                "no replica could serve {len} bytes at {offset}: {}",
+                last_err.unwrap_or_default()
+            ),
+        })
+    }
+
+    /// Rewrites a range on replicas whose copy was bad, from a good copy read under the
+    /// exclusive order lock.
+    fn repair(&self, bad: &[ReplicaTarget], offset: u64, len: usize) {
+        let _x = self.order.write().unwrap_or_else(|p| p.into_inner());
+        let good: Vec<ReplicaTarget> = self
+            .live_targets()
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|t| !bad.contains(t))
+            .collect();
+        let req = BlkRequest::Read {
+            volume: self.volume.clone(),
+            generation: self.generation,
+            offset,
+            len: len as u32,
+        };
+        let Some(data) = good.iter().find_map(|t| match self.call(*t, req.clone()) {
+            Outcome::Ok(BlkResponse::Data(d)) if d.len() == len => Some(d),
+            _ => None,
+        }) else {
+            return;
+        };
+        for t in bad {
+            let w = BlkRequest::Write {
+                volume: self.volume.clone(),
+                generation: self.generation,
+                offset,
+                data: data.clone(),
+            };
+            if let Outcome::Ok(_) = self.call(*t, w) {
+                self.repaired_blocks
+                    .fetch_add(len.div_ceil(4096) as u64, Ordering::Relaxed);
+                tracing::info!(volume = %self.volume, node = %t.node, offset, len, "repaired a bad copy");
+            }
+        }
+    }
+
+    /// Brings faulted replicas that answer again up to date by copying only the extents
+    /// written while they were away; returns the bytes copied by this call.
+    pub fn resync(&self) -> Result<u64, VolumeError> {
+        self.check_fenced()?;
+        let faulted: Vec<(ReplicaTarget, Vec<u64>)> = self
+            .lock()
+            .iter()
+            .filter(|r| !r.live)
+            .map(|r| (r.target, r.stale.iter().copied().collect()))
+            .collect();
+        let mut copied = 0;
+        for (t, extents) in faulted {
+            let act = BlkRequest::Activate {
+                volume: self.volume.clone(),
+                generation: self.generation,
+            };
+            match self.call(t, act) {
+                Outcome::Ok(_) => {}
+                Outcome::Fenced(current) => return Err(self.fence(current)),
+                _ => continue,
+            }
+            // Writes wait while the copy runs, so the replica cannot miss one.
+            let _x = self.order.write().unwrap_or_else(|p| p.into_inner());
+            let mut done = true;
+            for e in &extents {
+                let start = e * self.extent_size;
+                let end = (start + self.extent_size).min(self.size);
+                let mut off = start;
+                while off < end {
+                    let n = ((end - off) as usize).min(MAX_IO);
+                    let data = match self.read_from_live(off, n) {
+                        Ok(d) => d,
+                        Err(_) => {
+                            done = false;
+                            break;
+                        }
+                    };
+                    let w = BlkRequest::Write {
+                        volume: self.volume.clone(),
+                        generation: self.generation,
+                        offset: off,
+                        data,
+                    };
+                    if !matches!(self.call(t, w), Outcome::Ok(_)) {
+                        done = false;
+                        break;
+                    }
+                    copied += n as u64;
+                    off += n as u64;
+                }
+                if !done {
+                    break;
+                }
+            }
+            let flush = BlkRequest::Flush {
+                volume: self.volume.clone(),
+                generation: self.generation,
+            };
+            if done && matches!(self.call(t, flush), Outcome::Ok(_)) {
+                let mut reps = self.lock();
+                if let Some(r) = reps.iter_mut().find(|r| r.target == t) {
+                    r.live = true;
+                    r.reason.clear();
+                    r.stale.clear();
+                }
+                tracing::info!(volume = %self.volume, node = %t.node, extents = extents.len(), "replica resynced");
+            }
+        }
+        self.resynced_bytes.fetch_add(copied, Ordering::Relaxed);
+        Ok(copied)
+    }
+
+    fn read_from_live(&self, offset: u64, len: usize) -> Result<Vec<u8>, VolumeError> {
+        let req = BlkRequest::Read {
+            volume: self.volume.clone(),
+            generation: self.generation,
+            offset,
+            len: len as u32,
+        };
+        for t in self.live_targets()? {
+            if let Outcome::Ok(BlkResponse::Data(d)) = self.call(t, req.clone()) {
+                if d.len() == len {
+                    return Ok(d);
+                }
+            }
+        }
+        Err(VolumeError::Unavailable {
+            volume: self.volume.clone(),
+            detail: "no live replica answered a resync read".into(),
+        })
+    }
+}
+
+impl Volume for ReplicatedVolume {
+    fn size(&self) -> u64 {
+        self.size
+    }
+
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<(), VolumeError> {
+        check_range("read", offset, buf.len() as u64, self.size)?;
+        let mut repairs = Vec::new();
+        {
+            let _o = self.order.read().unwrap_or_else(|p| p.into_inner());
+            let mut done = 0;
+            while done < buf.len() {
+                let n = (buf.len() - done).min(MAX_IO);
+                let (d, bad) = self.read_range(offset + done as u64, n)?;
+                if !bad.is_empty() {
+                    repairs.push((bad, offset + done as u64, n));
+                }
+                buf[done..done + n].copy_from_slice(&d);
+                done += n;
+            }
+        }
+        for (bad, off, n) in repairs {
+            self.repair(&bad, off, n);
+        }
+        Ok(())
+    }
+
+    fn write_at(&self, offset: u64, data: &[u8]) -> Result<(), VolumeError> {
+        check_range("write", offset, data.len() as u64, self.size)?;
+        let _o = self.order.read().unwrap_or_else(|p| p.into_inner());
+        for (i, chunk) in data.chunks(MAX_IO).enumerate() {
+            let off = offset + (i * MAX_IO) as u64;
+            let req = BlkRequest::Write {
+                volume: self.volume.clone(),
+                generation: self.generation,
+                offset: off,
+                data: chunk.to_vec(),
+            };
+            self.mutate(req, off, chunk.len() as u64)?;
+        }
+        Ok(())
+    }
+
+    fn flush(&self) -> Result<(), VolumeError> {
+        let _o = self.order.read().unwrap_or_else(|p| p.into_inner());
+        let req = BlkRequest::Flush {
+            volume: self.volume.clone(),
+            generation: self.generation,
+        };
+        self.mutate(req, 0, 0)
+    }
+
+    fn discard(&self, offset: u64, len: u64) -> Result<(), VolumeError> {
+        check_range("discard", offset, len, self.size)?;
+        let _o = self.order.read().unwrap_or_else(|p| p.into_inner());
+        let req = BlkRequest::Discard {
+            volume: self.volume.clone(),
+            generation: self.generation,
+            offset,
+            len,
+        };
+        self.mutate(req, offset, len)
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,259 @@
+use super::*;
+use crate::storage::conformance::{self, pattern};
+use crate::storage::replica::{BlkService, ReplicaServer};
+use crate::telemetry::Metrics;
+use crate::transport::pki::{self, ClusterCa};
+use crate::transport::{Peer, Service};
+use std::os::unix::fs::FileExt;
+
+const ES: u64 = 1 << 20;
+
+/// A block service that can be cut off (streams dropped unanswered), like a partition.
+struct Switch {
+    inner: BlkService,
+    down: Arc<AtomicBool>,
+}
+
+#[async_trait::async_trait]
+impl Service for Switch {
+    async fn handle_stream(&self, peer: Peer, send: quinn::SendStream, recv: quinn::RecvStream) {
+        if self.down.load(Ordering::SeqCst) {
+            drop((send, recv));
+            return;
+        }
+        self.inner.handle_stream(peer, send, recv).await;
+    }
+}
+
+struct Node {
+    id: NodeId,
+    transport: Arc<Transport>,
+    server: Arc<ReplicaServer>,
+    down: Arc<AtomicBool>,
+}
+
+struct Cluster {
+    rt: tokio::runtime::Runtime,
+    nodes: Vec<Node>,
+    _dir: tempfile::TempDir,
+}
+
+fn cluster(n: u64) -> Cluster {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let ca = ClusterCa::generate("t").unwrap();
+    let ca_der = pki::pem_to_cert_der(&ca.0.cert_pem).unwrap();
+    let _g = rt.enter();
+    let nodes = (1..=n)
+        .map(|i| {
+            let id = NodeId(i);
+            let ck = ca.issue_node(id).unwrap();
+            let transport =
+                Transport::bind("127.0.0.1:0".parse().unwrap(), &ck, &ca_der, Metrics::new())
+                    .unwrap();
+            let server = ReplicaServer::new(&dir.path().join(format!("n{i}"))).unwrap();
+            let down = Arc::new(AtomicBool::new(false));
+            transport.register(
+                Class::Blk,
+                Arc::new(Switch {
+                    inner: BlkService(server.clone()),
+                    down: down.clone(),
+                }),
+            );
+            Node {
+                id,
+                transport,
+                server,
+                down,
+            }
+        })
+        .collect();
+    Cluster {
+        rt,
+        nodes,
+        _dir: dir,
+    }
+}
+
+impl Cluster {
+    fn targets(&self) -> Vec<ReplicaTarget> {
+        self.nodes
+            .iter()
+            .map(|n| ReplicaTarget {
+                node: n.id,
+                addr: n.transport.local_addr().unwrap(),
+            })
+            .collect()
+    }
+
+    fn create(&self, volume: &str, size: u64) {
+        for n in &self.nodes {
+            n.server.create_region(volume, size, ES).unwrap();
+        }
+    }
+
+    /// An upstairs on node `on` (index) as writer `generation`.
+    fn attach(&self, on: usize, volume: &str, size: u64, generation: u64) -> ReplicatedVolume {
+        let mut v = ReplicatedVolume::attach(
+            self.nodes[on].transport.clone(),
+            self.rt.handle().clone(),
+            self.nodes[on].id,
+            volume,
+            size,
+            ES,
+            generation,
+            &self.targets(),
+        )
+        .unwrap();
+        v.timeout = Duration::from_secs(2);
+        v
+    }
+
+    fn region_bytes(&self, node: usize, volume: &str, offset: u64, len: usize) -> Vec<u8> {
+        let r = self.nodes[node].server.region(volume).unwrap().unwrap();
+        let mut b = vec![0u8; len];
+        r.read_at(offset, &mut b).unwrap();
+        b
+    }
+}
+
+#[test]
+fn conformance_suite_over_three_replicas() {
+    let c = cluster(3);
+    let n = AtomicU64::new(0);
+    conformance::run(&|size| {
+        let name = format!("conf{}", n.fetch_add(1, Ordering::Relaxed));
+        c.create(&name, size);
+        Box::new(c.attach(0, &name, size, 1)) as Box<dyn Volume>
+    });
+    // Every replica holds what the last volume wrote.
+    let last = format!("conf{}", n.load(Ordering::Relaxed) - 1);
+    let a = c.region_bytes(0, &last, 0, 1 << 20);
+    assert_eq!(c.region_bytes(1, &last, 0, 1 << 20), a);
+    assert_eq!(c.region_bytes(2, &last, 0, 1 << 20), a);
+}
+
+#[test]
+fn a_partitioned_replica_is_faulted_then_resynced_with_only_the_extents_it_missed() {
+    let c = cluster(3);
+    let size = 16 * ES;
+    c.create("p", size);
+    let v = c.attach(0, "p", size, 1);
+    v.write_at(0, &pattern(0, (8 * ES) as usize, 1)).unwrap();
+    v.flush().unwrap();
+    // Node 3 goes away; writes to two extents go on and are acknowledged by the others.
+    c.nodes[2].down.store(true, Ordering::SeqCst);
+    v.write_at(2 * ES + 4096, &pattern(2 * ES + 4096, 8192, 2))
+        .unwrap();
+    v.write_at(11 * ES, &pattern(11 * ES, 4096, 3)).unwrap();
+    v.flush().unwrap();
+    let h = v.health();
+    assert!(!h[2].live, "{h:?}");
+    assert_eq!(h[2].stale_extents, 2, "{h:?}");
+    assert!(h[0].live && h[1].live, "{h:?}");
+    // Still away: resync copies nothing.
+    assert_eq!(v.resync().unwrap(), 0);
+    // Back: only the two extents written meanwhile are copied.
+    c.nodes[2].down.store(false, Ordering::SeqCst);
+    let copied = v.resync().unwrap();
+    assert_eq!(copied, 2 * ES, "resync copied {copied} bytes");
+    assert_eq!(v.resynced_bytes(), 2 * ES);
+    assert!(v.health().iter().all(|r| r.live), "{:?}", v.health());
+    assert_eq!(
+        c.region_bytes(2, "p", 2 * ES, ES as usize),
+        c.region_bytes(0, "p", 2 * ES, ES as usize)
+    );
+    assert_eq!(
+        c.region_bytes(2, "p", 11 * ES, 4096),
+        pattern(11 * ES, 4096, 3)
+    );
+    // And it takes writes again.
+    v.write_at(0, &[9u8; 4096]).unwrap();
+    assert_eq!(c.region_bytes(2, "p", 0, 4096), vec![9u8; 4096]);
+}
+
+#[test]
+fn a_corrupt_copy_is_served_from_another_replica_and_repaired() {
+    let c = cluster(3);
+    c.create("c", 4 * ES);
+    let v = c.attach(0, "c", 4 * ES, 1);
+    let p = pattern(0, 65536, 4);
+    v.write_at(0, &p).unwrap();
+    v.flush().unwrap();
+    // Bit rot in the local replica (read first).
+    let dir = c.nodes[0]
+        .server
+        .region("c")
+        .unwrap()
+        .unwrap()
+        .dir()
+        .to_path_buf();
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(dir.join("extent-000000.dat"))
+        .unwrap();
+    f.write_all_at(&[0xff], 8192 + 17).unwrap();
+    let mut b = vec![0u8; 65536];
+    v.read_at(0, &mut b).unwrap();
+    assert_eq!(b, p);
+    assert!(v.repaired_blocks() > 0);
+    assert_eq!(
+        c.region_bytes(0, "c", 0, 65536),
+        p,
+        "the bad copy was rewritten"
+    );
+}
+
+#[test]
+fn a_new_generation_fences_the_old_writer() {
+    let c = cluster(3);
+    c.create("f", 2 * ES);
+    let old = c.attach(0, "f", 2 * ES, 1);
+    old.write_at(0, &[1u8; 4096]).unwrap();
+    let new = c.attach(1, "f", 2 * ES, 2);
+    let e = old.write_at(0, &[2u8; 4096]).unwrap_err();
+    assert!(matches!(e, VolumeError::Fenced { current: 2, .. }), "{e}");
+    assert!(e.to_string().contains("superseded"), "{e}");
+    // Fenced for good, reads included.
+    assert!(old.read_at(0, &mut [0u8; 512]).is_err());
+    let mut b = vec![0u8; 4096];
+    new.read_at(0, &mut b).unwrap();
+    assert_eq!(b, vec![1u8; 4096], "the fenced write changed nothing");
+    // An attach with an old generation is refused outright.
+    let e = ReplicatedVolume::attach(
+        c.nodes[2].transport.clone(),
+        c.rt.handle().clone(),
+        c.nodes[2].id,
+        "f",
+        2 * ES,
+        ES,
+        1,
+        &c.targets(),
+    )
+    .err()
+    .unwrap();
+    assert!(matches!(e, VolumeError::Fenced { .. }), "{e}");
+}
+
+#[test]
+fn no_live_replica_is_a_clear_error() {
+    let c = cluster(2);
+    c.create("u", ES);
+    let v = c.attach(0, "u", ES, 1);
+    for n in &c.nodes {
+        n.down.store(true, Ordering::SeqCst);
+    }
+    let e = v.write_at(0, &[1u8; 512]).unwrap_err();
+    assert!(matches!(e, VolumeError::Unavailable { .. }), "{e}");
+    assert!(e.to_string().contains("no replica available"), "{e}");
+    // Bad requests are refused before any replica is asked.
+    assert!(matches!(
+        v.write_at(ES, &[1u8; 512]),
+        Err(VolumeError::OutOfRange { .. })
+    ));
+}
