@@ -140,6 +140,30 @@ impl fmt::Debug for VmId {
     }
 }
 
+/// A block volume. A random UUID (v4 layout), as Cinder uses; also the name of its
+/// region directory on each replica node.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct VolumeId(pub String);
+
+impl VolumeId {
+    pub fn random() -> Self {
+        VolumeId(VmId::random().0)
+    }
+}
+
+impl fmt::Display for VolumeId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for VolumeId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "VolumeId({})", self.0)
+    }
+}
+
 /// Identifies a cluster; nodes of different clusters refuse each other.
 #[derive(Clone, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
 #[serde(transparent)]

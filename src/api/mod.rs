@@ -3,3 +3,4 @@
 
 pub mod admin;
 pub mod admin_vms;
+pub mod admin_volumes;

@@ -4,6 +4,7 @@ pub mod bench;
 mod client;
 mod output;
 mod vm;
+mod volume;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -102,6 +103,11 @@ pub enum Cmd {
     Vm {
         #[command(subcommand)]
         cmd: vm::VmCmd,
+    },
+    /// Manage replicated block volumes.
+    Volume {
+        #[command(subcommand)]
+        cmd: volume::VolumeCmd,
     },
     /// VM sizes.
     Flavor {
@@ -359,6 +365,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             "`strata vmm` is started by the daemon's KVM driver".into(),
         )),
         Cmd::Flavor { cmd } => vm::run_flavor(&cli.socket(), cmd).await,
+        Cmd::Volume { cmd } => volume::run(&cli.socket(), cmd).await,
         Cmd::Events { limit, json } => {
             let v = client::call(
                 &cli.socket(),

@@ -209,6 +209,80 @@ pub fn flavors(v: &Value) -> String {
     table(&["NAME", "VCPUS", "MEMORY", "DISK"], rows)
 }
 
+fn bytes(v: &Value) -> String {
+    let b = v.as_u64().unwrap_or(0);
+    if b >= 1 << 30 {
+        format!("{:.1} GiB", b as f64 / (1u64 << 30) as f64)
+    } else {
+        format!("{} MiB", b >> 20)
+    }
+}
+
+pub fn volumes(v: &Value) -> String {
+    let rows = v
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|m| {
+            vec![
+                m["id"].as_str().unwrap_or("?").to_string(),
+                m["name"].as_str().unwrap_or("").to_string(),
+                bytes(&m["size"]),
+                m["status"].as_str().unwrap_or("").to_string(),
+                m["redundancy"].as_str().unwrap_or("").to_string(),
+                m["attached_to"].as_str().unwrap_or("").to_string(),
+            ]
+        })
+        .collect();
+    table(
+        &["ID", "NAME", "SIZE", "STATUS", "REDUNDANCY", "ATTACHED TO"],
+        rows,
+    )
+}
+
+pub fn volume(m: &Value) -> String {
+    let s = |k: &str| match &m[k] {
+        Value::String(s) => s.clone(),
+        Value::Null => String::new(),
+        other => other.to_string(),
+    };
+    let mut out = String::new();
+    for (label, value) in [
+        ("id", s("id")),
+        ("name", s("name")),
+        (
+            "size",
+            format!("{} ({} bytes)", bytes(&m["size"]), s("size")),
+        ),
+        ("status", s("status")),
+        ("redundancy", s("redundancy")),
+        ("replication", s("replication")),
+        ("generation", s("generation")),
+        ("attached to", s("attached_to")),
+        ("placement", s("placement")),
+    ] {
+        if !value.is_empty() {
+            out += &format!("{label:14} {value}\n");
+        }
+    }
+    for r in m["replica_nodes"].as_array().cloned().unwrap_or_default() {
+        out += &format!(
+            "{:14} node {} ({}): {}{}\n",
+            "replica",
+            r["node"].as_str().unwrap_or("?"),
+            r["hostname"].as_str().unwrap_or(""),
+            r["state"].as_str().unwrap_or("?"),
+            if r["present"] == true {
+                ""
+            } else {
+                ", region not reported yet"
+            }
+        );
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -5,6 +5,7 @@ pub mod join;
 pub mod placement;
 pub mod tokens;
 pub mod vms;
+pub mod volumes;
 mod voters;
 
 use std::collections::BTreeMap;

@@ -428,7 +428,7 @@ impl Control {
             .map_err(ControlError::Unavailable)
     }
 
-    fn with_event(&self, txn: TxnBuilder, kind: &str, message: String) -> TxnBuilder {
+    pub(super) fn with_event(&self, txn: TxnBuilder, kind: &str, message: String) -> TxnBuilder {
         txn.append::<Events>(&Event {
             at_ms: now_ms(),
             node: self.node,

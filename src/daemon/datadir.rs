@@ -102,6 +102,10 @@ impl DataDir {
     pub fn vms_dir(&self) -> PathBuf {
         self.root.join("vms")
     }
+    /// This node's volume regions (`regions/<volume id>/`).
+    pub fn regions_dir(&self) -> PathBuf {
+        self.root.join("regions")
+    }
     fn bootstrap_marker(&self) -> PathBuf {
         self.root.join("bootstrap")
     }

@@ -11,6 +11,7 @@ use openraft::rt::WatchReceiver;
 
 use crate::agent::console::{AgentService, Consoles};
 use crate::agent::vms::VmAgent;
+use crate::agent::volumes::VolumeAgent;
 use crate::api::admin;
 use crate::cluster::membership::Membership;
 use crate::cluster::raft::RaftNode;
@@ -23,6 +24,7 @@ use crate::compute::Hypervisor;
 use crate::config::Config;
 use crate::control::join::JoinService;
 use crate::control::{now_secs, Control};
+use crate::storage::replica::{BlkService, ReplicaServer};
 use crate::telemetry::{error_chain, Metrics};
 use crate::transport::{pki, Class, Transport};
 use datadir::{DataDir, PeerEntry};
@@ -49,6 +51,8 @@ pub enum ServeError {
     },
     #[error("cannot set up the hypervisor driver")]
     Compute(#[source] crate::compute::ComputeError),
+    #[error("cannot set up block storage")]
+    Storage(#[source] crate::storage::VolumeError),
     #[error("Raft stopped: {0}")]
     RaftFatal(String),
 }
@@ -133,6 +137,10 @@ impl Node {
             store: control.store.clone(),
         }));
         let vm_agent = VmAgent::new(control.clone(), driver);
+        let regions = datadir.regions_dir();
+        let replica_server = ReplicaServer::new(&regions).map_err(ServeError::Storage)?;
+        transport.register(Class::Blk, Arc::new(BlkService(replica_server.clone())));
+        let volume_agent = VolumeAgent::new(control.clone(), replica_server, regions);
         transport.register(
             Class::Join,
             Arc::new(JoinService {
@@ -204,6 +212,7 @@ impl Node {
         });
         tokio::spawn(control.clone().run_reconcilers());
         tokio::spawn(vm_agent.run());
+        tokio::spawn(volume_agent.run());
         tokio::spawn(node.clone().housekeeping());
         Ok(node)
     }

@@ -3,6 +3,7 @@
 
 pub mod compute_tables;
 pub mod data;
+pub mod storage_tables;
 pub mod tables;
 
 use std::sync::Arc;

@@ -1,0 +1,68 @@
+//! Tables of the storage service: volumes (desired state and replica sets, written by
+//! `control`) and each node's storage report (written only by that node's agent).
+
+use serde::{Deserialize, Serialize};
+
+use super::tables::Table;
+use crate::ids::{NodeId, VolumeId};
+
+pub struct Volumes;
+impl Table for Volumes {
+    const NAME: &'static str = "volumes";
+    type Value = VolumeRecord;
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum ReplicaState {
+    /// Holds every acknowledged write.
+    InSync,
+    /// Missed writes (unreachable); must be resynced or rebuilt before it serves reads.
+    Faulted,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct ReplicaRecord {
+    pub node: NodeId,
+    pub state: ReplicaState,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct VolumeRecord {
+    pub id: VolumeId,
+    pub name: String,
+    /// Bytes (a multiple of 512).
+    pub size: u64,
+    pub extent_size: u64,
+    /// Replicas asked for; `replicas.len()` may be lower on a small cluster (see `note`).
+    pub replication: u32,
+    pub replicas: Vec<ReplicaRecord>,
+    /// Bumped by every attach: replicas refuse I/O from an older one (fencing).
+    pub generation: u64,
+    /// The node whose upstairs writes to it, if attached.
+    #[serde(default)]
+    pub attached_to: Option<NodeId>,
+    /// Why the replica set is what it is (placement reasons, lowered replication).
+    pub placement: String,
+    pub created_at: u64,
+}
+
+/// What a node reports about its data disk and regions, key = node id.
+pub struct NodeStorage;
+impl Table for NodeStorage {
+    const NAME: &'static str = "node_storage";
+    type Value = NodeStorageReport;
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct NodeStorageReport {
+    pub node: NodeId,
+    /// Free and total bytes of the filesystem holding the regions.
+    pub free_bytes: u64,
+    pub total_bytes: u64,
+    /// Bytes the regions on this node actually use (thin: less than their size).
+    pub allocated_bytes: u64,
+    /// Volumes with a region here.
+    pub regions: Vec<VolumeId>,
+    pub updated_at: u64,
+}

@@ -1,0 +1,368 @@
+//! Volumes: validation, placement of replicas on distinct nodes with room for them, and
+//! the volume views the CLI and APIs show.
+//!
+//! Capacity is thin: a region uses disk space only where it was written, but placement
+//! reserves a volume's full size on each of its nodes (free bytes minus the unwritten part
+//! of the volumes already there), so a node is never promised more than its disk holds.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::{now_secs, Control, ControlError};
+use crate::cluster::membership::Liveness;
+use crate::cluster::store::compute_tables::PlacementEpochs;
+use crate::cluster::store::storage_tables::{
+    NodeStorage, NodeStorageReport, ReplicaRecord, ReplicaState, VolumeRecord, Volumes,
+};
+use crate::cluster::store::tables::Nodes;
+use crate::cluster::store::{StoreError, TxnBuilder, Versioned};
+use crate::ids::{NodeId, VolumeId};
+use crate::storage::extent::DEFAULT_EXTENT_SIZE;
+use crate::storage::SECTOR;
+
+/// Replicas per volume unless asked otherwise.
+pub const DEFAULT_REPLICATION: u32 = 3;
+pub const MAX_REPLICATION: u32 = 5;
+/// Largest volume (64 TiB).
+pub const MAX_VOLUME_BYTES: u64 = 64 << 40;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CreateVolume {
+    pub name: String,
+    pub size_bytes: u64,
+    #[serde(default)]
+    pub replicas: Option<u32>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ReplicaView {
+    pub node: NodeId,
+    pub hostname: String,
+    pub state: ReplicaState,
+    /// Whether the node reports holding the region.
+    pub present: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct VolumeView {
+    #[serde(flatten)]
+    pub record: VolumeRecord,
+    /// `available` when every replica is in sync and present, `creating` while a node has
+    /// not reported its region yet, `degraded` when a replica is faulted.
+    pub status: String,
+    /// "2 of 3 replicas in sync".
+    pub redundancy: String,
+    pub replica_nodes: Vec<ReplicaView>,
+}
+
+struct NodeRoom {
+    id: NodeId,
+    hostname: String,
+    alive: bool,
+    available: u64,
+}
+
+impl Control {
+    pub async fn create_volume(&self, req: CreateVolume) -> Result<VolumeView, ControlError> {
+        let name = req.name.trim();
+        let invalid = |m: String| Err(ControlError::Invalid(m));
+        if name.is_empty() || name.len() > 64 || name.chars().any(|c| c.is_control()) {
+            return invalid(format!(
+                "volume name {name:?} must be 1-64 printable characters"
+            ));
+        }
+        if self
+            .store
+            .list::<Volumes>()?
+            .iter()
+            .any(|v| v.value.name == name)
+        {
+            return invalid(format!("a volume named {name:?} exists already"));
+        }
+        let size = req.size_bytes;
+        if size == 0 || !size.is_multiple_of(SECTOR) || size > MAX_VOLUME_BYTES {
+            return invalid(format!(
+                "size {size} bytes must be a positive multiple of {SECTOR} bytes, at most {} TiB",
+                MAX_VOLUME_BYTES >> 40
+            ));
+        }
+        let want = req.replicas.unwrap_or(DEFAULT_REPLICATION);
+        if want == 0 || want > MAX_REPLICATION {
+            return invalid(format!(
+                "{want} replicas requested; 1 to {MAX_REPLICATION} are supported"
+            ));
+        }
+        let id = VolumeId::random();
+        for _attempt in 0..8 {
+            let epoch = self.store.get::<PlacementEpochs>("volumes")?;
+            let (rev, n) = epoch.map(|e| (e.revision, e.value)).unwrap_or((0, 0));
+            let (nodes, placement) = self.place_replicas(name, size, want)?;
+            let record = VolumeRecord {
+                id: id.clone(),
+                name: name.to_string(),
+                size,
+                extent_size: DEFAULT_EXTENT_SIZE,
+                replication: want,
+                replicas: nodes
+                    .iter()
+                    .map(|n| ReplicaRecord {
+                        node: *n,
+                        state: ReplicaState::InSync,
+                    })
+                    .collect(),
+                generation: 1,
+                attached_to: None,
+                placement,
+                created_at: now_secs(),
+            };
+            let txn = TxnBuilder::new()
+                .require_revision::<PlacementEpochs>("volumes", rev)
+                .put::<PlacementEpochs>("volumes", &(n + 1))
+                .require_revision::<Volumes>(id.to_string(), 0)
+                .put::<Volumes>(id.to_string(), &record);
+            let msg = format!(
+                "volume {name} ({id}, {} bytes) created with {} replica(s)",
+                size,
+                nodes.len()
+            );
+            match self
+                .store
+                .commit(self.with_event(txn, "volume.created", msg.clone()))
+                .await
+            {
+                Ok(_) => return Ok(volume_view(record, &self.volume_context()?)),
+                Err(StoreError::Conflict { .. }) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(ControlError::NotReady(
+            "placement kept conflicting with concurrent creates; try again".into(),
+        ))
+    }
+
+    /// Distinct live nodes with room for `size`, most room first.
+    fn place_replicas(
+        &self,
+        name: &str,
+        size: u64,
+        want: u32,
+    ) -> Result<(Vec<NodeId>, String), ControlError> {
+        let rooms = self.node_rooms()?;
+        let mut fit: Vec<&NodeRoom> = rooms
+            .iter()
+            .filter(|r| r.alive && r.available >= size)
+            .collect();
+        fit.sort_by(|a, b| b.available.cmp(&a.available).then(a.id.cmp(&b.id)));
+        if fit.is_empty() {
+            let best = rooms
+                .iter()
+                .filter(|r| r.alive)
+                .max_by_key(|r| r.available)
+                .map(|r| {
+                    format!(
+                        "; the most room is {} on node {} ({})",
+                        gib(r.available),
+                        r.id,
+                        r.hostname
+                    )
+                })
+                .unwrap_or_else(|| "; no live node has reported its storage yet".into());
+            return Err(ControlError::Invalid(format!(
+                "cannot place volume {name:?} of {}: no live node has that much free space{best}",
+                gib(size)
+            )));
+        }
+        let chosen: Vec<&NodeRoom> = fit.into_iter().take(want as usize).collect();
+        let mut why = chosen
+            .iter()
+            .map(|r| format!("node {} ({}): {} free", r.id, r.hostname, gib(r.available)))
+            .collect::<Vec<_>>()
+            .join("; ");
+        if (chosen.len() as u32) < want {
+            why = format!(
+                "replication lowered from {want} to {}: only {} live node(s) can hold it; {why}",
+                chosen.len(),
+                chosen.len()
+            );
+        }
+        Ok((chosen.iter().map(|r| r.id).collect(), why))
+    }
+
+    fn node_rooms(&self) -> Result<Vec<NodeRoom>, ControlError> {
+        let gossip = self.membership.view();
+        let reports: BTreeMap<NodeId, NodeStorageReport> = self
+            .store
+            .list::<NodeStorage>()?
+            .into_iter()
+            .map(|r| (r.value.node, r.value))
+            .collect();
+        let mut promised: BTreeMap<NodeId, u64> = BTreeMap::new();
+        for v in self.store.list::<Volumes>()? {
+            for r in &v.value.replicas {
+                *promised.entry(r.node).or_default() += v.value.size;
+            }
+        }
+        let mut out = Vec::new();
+        for n in self.store.list::<Nodes>()? {
+            let n = n.value;
+            let alive = n.id == self.node
+                || gossip
+                    .get(&n.id)
+                    .is_some_and(|p| p.liveness == Liveness::Alive);
+            let available = reports
+                .get(&n.id)
+                .map(|r| {
+                    // Unwritten parts of the volumes already placed here stay reserved.
+                    let reserved = promised
+                        .get(&n.id)
+                        .copied()
+                        .unwrap_or(0)
+                        .saturating_sub(r.allocated_bytes);
+                    r.free_bytes.saturating_sub(reserved)
+                })
+                .unwrap_or(0);
+            out.push(NodeRoom {
+                id: n.id,
+                hostname: n.hostname,
+                alive: alive && reports.contains_key(&n.id),
+                available,
+            });
+        }
+        Ok(out)
+    }
+
+    pub fn find_volume(&self, id_or_name: &str) -> Result<Versioned<VolumeRecord>, ControlError> {
+        if let Some(v) = self.store.get::<Volumes>(id_or_name)? {
+            return Ok(v);
+        }
+        let mut found: Vec<Versioned<VolumeRecord>> = self
+            .store
+            .list::<Volumes>()?
+            .into_iter()
+            .filter(|v| v.value.name == id_or_name)
+            .collect();
+        match found.len() {
+            0 => Err(ControlError::NotFound(format!("no volume {id_or_name:?}"))),
+            1 => Ok(found.remove(0)),
+            n => Err(ControlError::Invalid(format!(
+                "{n} volumes are named {id_or_name:?}; use the id"
+            ))),
+        }
+    }
+
+    pub fn volume(&self, id_or_name: &str) -> Result<VolumeView, ControlError> {
+        let rec = self.find_volume(id_or_name)?.value;
+        let ctx = self.volume_context()?;
+        Ok(volume_view(rec, &ctx))
+    }
+
+    pub fn volumes(&self) -> Result<Vec<VolumeView>, ControlError> {
+        let ctx = self.volume_context()?;
+        let mut out: Vec<VolumeView> = self
+            .store
+            .list::<Volumes>()?
+            .into_iter()
+            .map(|v| volume_view(v.value, &ctx))
+            .collect();
+        out.sort_by(|a, b| a.record.name.cmp(&b.record.name));
+        Ok(out)
+    }
+
+    fn volume_context(&self) -> Result<VolumeContext, ControlError> {
+        Ok(VolumeContext {
+            hostnames: self
+                .store
+                .list::<Nodes>()?
+                .into_iter()
+                .map(|n| (n.value.id, n.value.hostname))
+                .collect(),
+            reports: self
+                .store
+                .list::<NodeStorage>()?
+                .into_iter()
+                .map(|r| (r.value.node, r.value))
+                .collect(),
+        })
+    }
+
+    /// Deletes a volume; each replica node then removes its region and frees the space.
+    pub async fn delete_volume(&self, id_or_name: &str) -> Result<VolumeRecord, ControlError> {
+        let cur = self.find_volume(id_or_name)?;
+        let rec = cur.value;
+        if let Some(n) = rec.attached_to {
+            return Err(ControlError::Invalid(format!(
+                "volume {} is attached on node {n}; detach it first",
+                rec.name
+            )));
+        }
+        let txn = TxnBuilder::new()
+            .require_revision::<Volumes>(rec.id.to_string(), cur.revision)
+            .delete::<Volumes>(rec.id.to_string());
+        self.store
+            .commit(self.with_event(
+                txn,
+                "volume.deleted",
+                format!("volume {} ({}) deleted", rec.name, rec.id),
+            ))
+            .await?;
+        Ok(rec)
+    }
+
+    /// Records this node's storage report (agents only).
+    pub async fn report_node_storage(&self, report: NodeStorageReport) -> Result<(), ControlError> {
+        let txn = TxnBuilder::new().put::<NodeStorage>(report.node.to_string(), &report);
+        self.store.commit(txn).await?;
+        Ok(())
+    }
+}
+
+struct VolumeContext {
+    hostnames: BTreeMap<NodeId, String>,
+    reports: BTreeMap<NodeId, NodeStorageReport>,
+}
+
+fn volume_view(record: VolumeRecord, ctx: &VolumeContext) -> VolumeView {
+    let replica_nodes: Vec<ReplicaView> = record
+        .replicas
+        .iter()
+        .map(|r| ReplicaView {
+            node: r.node,
+            hostname: ctx.hostnames.get(&r.node).cloned().unwrap_or_default(),
+            state: r.state,
+            present: ctx
+                .reports
+                .get(&r.node)
+                .is_some_and(|rep| rep.regions.contains(&record.id)),
+        })
+        .collect();
+    let in_sync = replica_nodes
+        .iter()
+        .filter(|r| r.state == ReplicaState::InSync && r.present)
+        .count();
+    let faulted = replica_nodes
+        .iter()
+        .any(|r| r.state == ReplicaState::Faulted);
+    let status = if in_sync == replica_nodes.len() {
+        "available"
+    } else if !faulted {
+        // Some node has not reported its region yet.
+        "creating"
+    } else {
+        "degraded"
+    };
+    VolumeView {
+        redundancy: format!("{in_sync} of {} replicas in sync", record.replication),
+        status: status.to_string(),
+        replica_nodes,
+        record,
+    }
+}
+
+fn gib(bytes: u64) -> String {
+    if bytes >= 1 << 30 {
+        format!("{:.1} GiB", bytes as f64 / (1u64 << 30) as f64)
+    } else {
+        format!("{} MiB", bytes >> 20)
+    }
+}

@@ -1,0 +1,142 @@
+//! Volumes on a 3-node namespace cluster: replicas placed on distinct nodes, each node
+//! creating its region; replication lowered visibly when fewer nodes can hold it; bad
+//! sizes and volumes larger than any node's free space refused with the cause; delete
+//! frees every region.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{data_dir_of, stderr, wait_for, Cluster};
+
+fn json(o: &std::process::Output) -> serde_json::Value {
+    assert!(o.status.success(), "{}", stderr(o));
+    serde_json::from_slice(&o.stdout).expect("json")
+}
+
+fn regions(c: &Cluster, i: usize) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(data_dir_of(&c.nodes[i]).join("regions"))
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().to_string())
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+#[test]
+fn volumes_are_replicated_on_distinct_nodes_and_deleted_everywhere() {
+    let c = Cluster::form(3);
+    // Every node reports its storage before placement can use it.
+    wait_for(Duration::from_secs(30), || {
+        let o = c.nodes[0].cli(&[
+            "volume",
+            "create",
+            "probe",
+            "--size",
+            "1M",
+            "--replicas",
+            "3",
+        ]);
+        o.status.success().then_some(())
+    })
+    .expect("no volume could be created");
+    let probe = json(&c.nodes[0].cli(&["volume", "show", "probe", "--json"]));
+    assert_eq!(
+        probe["replicas"].as_array().map(|a| a.len()),
+        Some(3),
+        "{probe}"
+    );
+
+    // A 3-replica volume, created through node 2: one region on each node.
+    let o = c.nodes[2].cli(&["volume", "create", "data", "--size", "64M", "--wait", "30"]);
+    assert!(o.status.success(), "create: {}", stderr(&o));
+    let v = json(&c.nodes[1].cli(&["volume", "show", "data", "--json"]));
+    let id = v["id"].as_str().unwrap().to_string();
+    assert_eq!(v["status"], "available", "{v}");
+    assert_eq!(v["redundancy"], "3 of 3 replicas in sync", "{v}");
+    let nodes: std::collections::BTreeSet<String> = v["replicas"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["node"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(nodes.len(), 3, "replicas on distinct nodes: {v}");
+    for i in 0..3 {
+        assert!(
+            regions(&c, i).contains(&id),
+            "node {i} has no region: {:?}",
+            regions(&c, i)
+        );
+    }
+
+    // Bad input.
+    let refuse = |args: &[&str], want: &str| {
+        let mut a = vec!["volume", "create"];
+        a.extend_from_slice(args);
+        let o = c.nodes[0].cli(&a);
+        assert!(!o.status.success(), "{args:?} was accepted");
+        let e = stderr(&o);
+        assert!(e.contains(want), "{args:?}: expected {want:?} in: {e}");
+    };
+    refuse(&["odd", "--size", "1000"], "multiple of 512");
+    refuse(
+        &["huge", "--size", "60T"],
+        "no live node has that much free space",
+    );
+    refuse(
+        &["many", "--size", "1M", "--replicas", "9"],
+        "1 to 5 are supported",
+    );
+    refuse(&["data", "--size", "1M"], "exists already");
+    refuse(&["nosize", "--size", "lots"], "is not a size");
+    let list = json(&c.nodes[0].cli(&["volume", "list", "--json"]));
+    assert_eq!(
+        list.as_array().unwrap().len(),
+        2,
+        "a refused create left a volume: {list}"
+    );
+
+    // Delete: every node frees its region.
+    let o = c.nodes[0].cli(&["volume", "delete", "data"]);
+    assert!(o.status.success(), "delete: {}", stderr(&o));
+    wait_for(Duration::from_secs(20), || {
+        (0..3).all(|i| !regions(&c, i).contains(&id)).then_some(())
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "regions left: {:?}",
+            (0..3).map(|i| regions(&c, i)).collect::<Vec<_>>()
+        )
+    });
+    let o = c.nodes[1].cli(&["volume", "show", "data"]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("no volume"), "{}", stderr(&o));
+}
+
+#[test]
+fn replication_is_lowered_visibly_on_a_two_node_cluster() {
+    let c = Cluster::form(2);
+    // Until both nodes have reported their storage, placement may see only one.
+    let mut n = 0;
+    let v = wait_for(Duration::from_secs(40), || {
+        n += 1;
+        let name = format!("small{n}");
+        let o = c.nodes[0].cli(&["volume", "create", &name, "--size", "8M", "--wait", "20"]);
+        o.status.success().then_some(())?;
+        let v = json(&c.nodes[0].cli(&["volume", "show", &name, "--json"]));
+        (v["replicas"].as_array()?.len() == 2).then_some(v)
+    })
+    .expect("a 2-replica volume");
+    assert_eq!(v["replication"], 3, "{v}");
+    assert!(
+        v["placement"]
+            .as_str()
+            .unwrap()
+            .contains("replication lowered from 3 to 2"),
+        "{v}"
+    );
+    assert_eq!(v["redundancy"], "2 of 3 replicas in sync", "{v}");
+}
