@@ -9,6 +9,7 @@
 //!   node-to-node transport (ALPN `strata-blk/1`), refusing writers of an old generation.
 //! - [`replicated::ReplicatedVolume`]: the client ("upstairs"): writes to every live
 //!   replica, reads local first, repairs bad blocks, resyncs a returning replica.
+//! - [`nbd`]: an NBD server for volumes, and [`nbd::NbdVolume`], a volume on an NBD server.
 //!
 //! Every implementation passes the same [`conformance`] suite. Volumes are addressed in
 //! bytes; offsets and lengths must be multiples of [`SECTOR`] (what virtio-blk and NBD
@@ -18,6 +19,7 @@ pub mod conformance;
 pub mod extent;
 pub mod file;
 pub mod mem;
+pub mod nbd;
 pub mod replica;
 pub mod replicated;
 
