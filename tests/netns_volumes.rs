@@ -140,3 +140,145 @@ fn replication_is_lowered_visibly_on_a_two_node_cluster() {
     );
     assert_eq!(v["redundancy"], "2 of 3 replicas in sync", "{v}");
 }
+
+fn qemu_io(uri: &str, cmds: &[&str]) -> (bool, String) {
+    let mut a = vec!["-f".to_string(), "raw".to_string(), uri.to_string()];
+    for c in cmds {
+        a.push("-c".into());
+        a.push(c.to_string());
+    }
+    let o = std::process::Command::new("qemu-io")
+        .args(&a)
+        .output()
+        .expect("qemu-io (Debian package qemu-utils, installed by scripts/install-deps.sh)");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let ok = o.status.success()
+        && !text.contains("Pattern verification failed")
+        && !text.contains("failed:");
+    (ok, text)
+}
+
+fn replica_states(c: &Cluster, via: usize, name: &str) -> Vec<String> {
+    let v = json(&c.nodes[via].cli(&["volume", "show", name, "--json"]));
+    v["replicas"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["state"].as_str().unwrap_or("?").to_string())
+        .collect()
+}
+
+#[test]
+fn a_volume_survives_a_lost_replica_resyncs_it_and_moves_to_another_writer() {
+    let mut c = Cluster::form(3);
+    let mut n = 0;
+    let name = wait_for(Duration::from_secs(40), || {
+        n += 1;
+        let name = format!("vol{n}");
+        let o = c.nodes[0].cli(&["volume", "create", &name, "--size", "512M", "--wait", "20"]);
+        o.status.success().then_some(())?;
+        let v = json(&c.nodes[0].cli(&["volume", "show", &name, "--json"]));
+        (v["replicas"].as_array()?.len() == 3).then_some(name)
+    })
+    .expect("a 3-replica volume");
+    let id = json(&c.nodes[0].cli(&["volume", "show", &name, "--json"]))["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    // Export on node 0 and write through NBD.
+    let o = c.nodes[0].cli(&["volume", "export", &name]);
+    assert!(o.status.success(), "export: {}", stderr(&o));
+    let uri0 = String::from_utf8_lossy(&o.stdout).trim().to_string();
+    assert!(uri0.starts_with("nbd+unix:///"), "{uri0}");
+    let (ok, out) = qemu_io(&uri0, &["write -P 0x11 0 16M", "flush"]);
+    assert!(ok, "{out}");
+
+    // Node 2 dies; writes go on (2 of 3 replicas) and the replica is recorded faulted.
+    c.nodes[2].kill();
+    let (ok, out) = qemu_io(&uri0, &["write -P 0x22 128M 4M", "flush"]);
+    assert!(ok, "write with a replica down: {out}");
+    wait_for(Duration::from_secs(20), || {
+        (replica_states(&c, 0, &name)
+            .iter()
+            .filter(|s| *s == "faulted")
+            .count()
+            == 1)
+            .then_some(())
+    })
+    .unwrap_or_else(|| panic!("no faulted replica: {:?}", replica_states(&c, 0, &name)));
+    let v = json(&c.nodes[0].cli(&["volume", "show", &name, "--json"]));
+    assert_eq!(v["status"], "degraded", "{v}");
+
+    // It returns: only the extent written meanwhile is copied, and the copy is reported.
+    c.nodes[2].start();
+    wait_for(Duration::from_secs(60), || {
+        replica_states(&c, 0, &name)
+            .iter()
+            .all(|s| s == "insync")
+            .then_some(())
+    })
+    .unwrap_or_else(|| panic!("not resynced: {:?}", replica_states(&c, 0, &name)));
+    let events =
+        String::from_utf8_lossy(&c.nodes[0].cli(&["events", "--limit", "50"]).stdout).to_string();
+    assert!(
+        events.contains("resync copied 64 MiB, only the extents written while it was away"),
+        "{events}"
+    );
+    let (ok, out) = qemu_io(
+        &uri0,
+        &[
+            "read -P 0x11 0 16M",
+            "read -P 0x22 128M 4M",
+            "read -P 0 16M 1M",
+        ],
+    );
+    assert!(ok, "read back: {out}");
+
+    // Node 2 takes the volume over: node 0's export goes away (a new generation), and
+    // node 2 reads its own, resynced copy first.
+    let o = c.nodes[2].cli(&["volume", "export", &name]);
+    assert!(o.status.success(), "export on node 2: {}", stderr(&o));
+    let uri2 = String::from_utf8_lossy(&o.stdout).trim().to_string();
+    let (ok, out) = qemu_io(&uri2, &["read -P 0x11 0 16M", "read -P 0x22 128M 4M"]);
+    assert!(ok, "read on the new writer: {out}");
+    wait_for(Duration::from_secs(20), || {
+        (!qemu_io(&uri0, &["read 0 4k"]).0).then_some(())
+    })
+    .expect("the old writer's export still serves");
+
+    // Silent corruption of node 2's copy: detected, served from another replica, repaired.
+    let extent = data_dir_of(&c.nodes[2])
+        .join("regions")
+        .join(&id)
+        .join("extent-000000.dat");
+    {
+        use std::os::unix::fs::FileExt;
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&extent)
+            .unwrap();
+        f.write_all_at(&[0xee], 4096 * 3 + 5).unwrap();
+    }
+    let (ok, out) = qemu_io(&uri2, &["read -P 0x11 0 64k", "read -P 0x11 0 64k"]);
+    assert!(ok, "read of a corrupt block: {out}");
+    let log = c.nodes[2].log();
+    assert!(log.contains("repaired a bad copy"), "no repair logged");
+
+    // Detach and delete: every region is freed.
+    assert!(c.nodes[1]
+        .cli(&["volume", "detach", &name])
+        .status
+        .success());
+    let o = c.nodes[1].cli(&["volume", "delete", &name]);
+    assert!(o.status.success(), "delete: {}", stderr(&o));
+    wait_for(Duration::from_secs(20), || {
+        (0..3).all(|i| !regions(&c, i).contains(&id)).then_some(())
+    })
+    .expect("regions left after delete");
+}

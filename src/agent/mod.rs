@@ -2,6 +2,7 @@
 //! actually runs. `host` reports the node's hardware, `vms` runs the VMs placed here,
 //! `console` serves their serial consoles to the rest of the cluster.
 
+pub mod attach;
 pub mod console;
 pub mod host;
 pub mod vms;

@@ -3,7 +3,8 @@
 use std::sync::Arc;
 
 use axum::extract::{Path as UrlPath, State};
-use axum::routing::get;
+use axum::http::StatusCode;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::json;
 
@@ -15,6 +16,47 @@ pub fn routes() -> Router<Arc<Node>> {
     Router::new()
         .route("/v1/volumes", get(list).post(create))
         .route("/v1/volumes/{id}", get(show).delete(delete))
+        .route("/v1/volumes/{id}/export", post(export))
+        .route("/v1/volumes/{id}/detach", post(detach))
+}
+
+/// Attaches the volume to this node (a new generation: any previous writer is fenced)
+/// and answers once its NBD export is ready.
+async fn export(
+    State(node): State<Arc<Node>>,
+    UrlPath(id): UrlPath<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let rec = node.control.attach_volume(&id, node.control.node).await?;
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+    while node.attachments.get(&rec.id).is_none() {
+        if tokio::time::Instant::now() >= deadline {
+            return Err(ApiError(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!(
+                    "volume {} is attached to this node but its replicas did not answer within 20 s",
+                    rec.name
+                ),
+            ));
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let socket = node.datadir.nbd_socket();
+    Ok(Json(json!({
+        "id": rec.id,
+        "name": rec.name,
+        "generation": rec.generation,
+        "nbd": format!("nbd+unix:///{}?socket={}", rec.id, socket.display()),
+        "socket": socket,
+        "export": rec.id,
+    })))
+}
+
+async fn detach(
+    State(node): State<Arc<Node>>,
+    UrlPath(id): UrlPath<String>,
+) -> Result<Json<VolumeView>, ApiError> {
+    let rec = node.control.detach_volume(&id, None).await?;
+    Ok(Json(node.control.volume(&rec.id.0)?))
 }
 
 async fn list(State(node): State<Arc<Node>>) -> Result<Json<Vec<VolumeView>>, ApiError> {

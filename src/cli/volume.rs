@@ -38,6 +38,12 @@ pub enum VolumeCmd {
     },
     /// Delete a volume; every replica node frees its space.
     Delete { volume: String },
+    /// Attach a volume to this node and export it over NBD on the node's local socket;
+    /// prints the NBD URI (for qemu-img, qemu-io, QEMU, nbd-client). Takes the volume over
+    /// from any other node: the previous writer is fenced.
+    Export { volume: String },
+    /// End a volume's attachment.
+    Detach { volume: String },
 }
 
 /// Parses `10G`, `512M`, `4096`, `1.5G` into bytes.
@@ -98,6 +104,28 @@ pub async fn run(socket: &Path, cmd: &VolumeCmd) -> Result<(), CliError> {
         VolumeCmd::Show { volume, json } => {
             let v = client::call(socket, "GET", &format!("/v1/volumes/{volume}"), None).await?;
             print(&v, *json, output::volume);
+            Ok(())
+        }
+        VolumeCmd::Export { volume } => {
+            let v = client::call(
+                socket,
+                "POST",
+                &format!("/v1/volumes/{volume}/export"),
+                Some(json!({})),
+            )
+            .await?;
+            println!("{}", v["nbd"].as_str().unwrap_or(""));
+            Ok(())
+        }
+        VolumeCmd::Detach { volume } => {
+            let v = client::call(
+                socket,
+                "POST",
+                &format!("/v1/volumes/{volume}/detach"),
+                Some(json!({})),
+            )
+            .await?;
+            print!("{}", output::volume(&v));
             Ok(())
         }
         VolumeCmd::Delete { volume } => {

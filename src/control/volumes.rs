@@ -309,6 +309,126 @@ impl Control {
         Ok(rec)
     }
 
+    /// Makes `node` the volume's writer: bumps the generation (so every replica refuses the
+    /// previous writer from now on) and records the attachment. Returns the new record.
+    pub async fn attach_volume(
+        &self,
+        id_or_name: &str,
+        node: NodeId,
+    ) -> Result<VolumeRecord, ControlError> {
+        loop {
+            let cur = self.find_volume(id_or_name)?;
+            let mut rec = cur.value.clone();
+            if rec.attached_to == Some(node) {
+                return Ok(rec);
+            }
+            let from = rec
+                .attached_to
+                .map(|n| format!(" (taken over from node {n})"))
+                .unwrap_or_default();
+            rec.generation += 1;
+            rec.attached_to = Some(node);
+            let txn = TxnBuilder::new()
+                .require_revision::<Volumes>(rec.id.to_string(), cur.revision)
+                .put::<Volumes>(rec.id.to_string(), &rec);
+            let msg = format!(
+                "volume {} attached on node {node}, generation {}{from}",
+                rec.name, rec.generation
+            );
+            match self
+                .store
+                .commit(self.with_event(txn, "volume.attached", msg))
+                .await
+            {
+                Ok(_) => return Ok(rec),
+                Err(StoreError::Conflict { .. }) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    /// Ends the attachment (if `node` still holds it).
+    pub async fn detach_volume(
+        &self,
+        id_or_name: &str,
+        node: Option<NodeId>,
+    ) -> Result<VolumeRecord, ControlError> {
+        loop {
+            let cur = self.find_volume(id_or_name)?;
+            let mut rec = cur.value.clone();
+            if rec.attached_to.is_none() || (node.is_some() && rec.attached_to != node) {
+                return Ok(rec);
+            }
+            rec.attached_to = None;
+            let txn = TxnBuilder::new()
+                .require_revision::<Volumes>(rec.id.to_string(), cur.revision)
+                .put::<Volumes>(rec.id.to_string(), &rec);
+            let msg = format!("volume {} detached", rec.name);
+            match self
+                .store
+                .commit(self.with_event(txn, "volume.detached", msg))
+                .await
+            {
+                Ok(_) => return Ok(rec),
+                Err(StoreError::Conflict { .. }) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    /// Records a replica's state as seen by the volume's writer of `generation` (a stale
+    /// writer's report is ignored).
+    pub async fn set_replica_state(
+        &self,
+        volume: &VolumeId,
+        node: NodeId,
+        generation: u64,
+        state: ReplicaState,
+        detail: &str,
+    ) -> Result<(), ControlError> {
+        loop {
+            let Some(cur) = self.store.get::<Volumes>(&volume.0)? else {
+                return Ok(());
+            };
+            let mut rec = cur.value.clone();
+            if rec.generation != generation {
+                return Ok(());
+            }
+            let Some(r) = rec.replicas.iter_mut().find(|r| r.node == node) else {
+                return Ok(());
+            };
+            if r.state == state {
+                return Ok(());
+            }
+            r.state = state;
+            let txn = TxnBuilder::new()
+                .require_revision::<Volumes>(rec.id.to_string(), cur.revision)
+                .put::<Volumes>(rec.id.to_string(), &rec);
+            let msg = format!(
+                "volume {}: replica on node {node} is {}{}",
+                rec.name,
+                match state {
+                    ReplicaState::InSync => "in sync again",
+                    ReplicaState::Faulted => "faulted (it missed writes)",
+                },
+                if detail.is_empty() {
+                    String::new()
+                } else {
+                    format!(": {detail}")
+                }
+            );
+            match self
+                .store
+                .commit(self.with_event(txn, "volume.replica", msg))
+                .await
+            {
+                Ok(_) => return Ok(()),
+                Err(StoreError::Conflict { .. }) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
     /// Records this node's storage report (agents only).
     pub async fn report_node_storage(&self, report: NodeStorageReport) -> Result<(), ControlError> {
         let txn = TxnBuilder::new().put::<NodeStorage>(report.node.to_string(), &report);

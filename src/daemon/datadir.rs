@@ -102,6 +102,10 @@ impl DataDir {
     pub fn vms_dir(&self) -> PathBuf {
         self.root.join("vms")
     }
+    /// The NBD socket exporting the volumes attached to this node.
+    pub fn nbd_socket(&self) -> PathBuf {
+        self.root.join("nbd.sock")
+    }
     /// This node's volume regions (`regions/<volume id>/`).
     pub fn regions_dir(&self) -> PathBuf {
         self.root.join("regions")

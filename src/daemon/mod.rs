@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use openraft::rt::WatchReceiver;
 
+use crate::agent::attach::Attachments;
 use crate::agent::console::{AgentService, Consoles};
 use crate::agent::vms::VmAgent;
 use crate::agent::volumes::VolumeAgent;
@@ -51,6 +52,12 @@ pub enum ServeError {
     },
     #[error("cannot set up the hypervisor driver")]
     Compute(#[source] crate::compute::ComputeError),
+    #[error("cannot listen on the NBD socket {path}")]
+    Nbd {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("cannot set up block storage")]
     Storage(#[source] crate::storage::VolumeError),
     #[error("Raft stopped: {0}")]
@@ -65,6 +72,8 @@ pub struct Node {
     pub membership: Arc<Membership>,
     pub metrics: Arc<Metrics>,
     pub datadir: DataDir,
+    /// Volumes attached to this node and their NBD exports.
+    pub attachments: Arc<Attachments>,
 }
 
 impl Node {
@@ -141,6 +150,24 @@ impl Node {
         let replica_server = ReplicaServer::new(&regions).map_err(ServeError::Storage)?;
         transport.register(Class::Blk, Arc::new(BlkService(replica_server.clone())));
         let volume_agent = VolumeAgent::new(control.clone(), replica_server, regions);
+        let attachments = Attachments::new(control.clone(), transport.clone());
+        let nbd_path = datadir.nbd_socket();
+        let _ = std::fs::remove_file(&nbd_path);
+        let nbd_err = |source| ServeError::Nbd {
+            path: nbd_path.clone(),
+            source,
+        };
+        let nbd = tokio::net::UnixListener::bind(&nbd_path).map_err(nbd_err)?;
+        // Root only, like the admin socket: whoever can connect can read and write volumes.
+        std::fs::set_permissions(
+            &nbd_path,
+            std::os::unix::fs::PermissionsExt::from_mode(0o600),
+        )
+        .map_err(nbd_err)?;
+        tokio::spawn(crate::storage::nbd::serve_unix(
+            nbd,
+            attachments.exports.clone(),
+        ));
         transport.register(
             Class::Join,
             Arc::new(JoinService {
@@ -209,10 +236,12 @@ impl Node {
             membership,
             metrics,
             datadir,
+            attachments: attachments.clone(),
         });
         tokio::spawn(control.clone().run_reconcilers());
         tokio::spawn(vm_agent.run());
         tokio::spawn(volume_agent.run());
+        tokio::spawn(attachments.run());
         tokio::spawn(node.clone().housekeeping());
         Ok(node)
     }

@@ -3,8 +3,9 @@
 //!
 //! - Reads go to the local replica first, then the others; a block that fails its checksum
 //!   on one replica is served from another and the bad copy is rewritten (repair).
-//! - A replica that does not answer is marked faulted; I/O goes on with the others (at
-//!   least one must be live) and the extents written meanwhile are remembered, so that when
+//! - A replica that does not answer is marked faulted; I/O goes on with the others (a
+//!   majority of the replica set from 3 replicas up, one otherwise) and the extents written
+//!   meanwhile are remembered, so that when
 //!   the replica answers again only those extents are copied to it ([`ReplicatedVolume::resync`]).
 //! - Every request carries the writer's generation; a replica that has seen a newer one
 //!   answers `Fenced`, and this volume then refuses all further I/O.
@@ -29,6 +30,9 @@ use crate::transport::{Class, Transport};
 pub struct ReplicaTarget {
     pub node: NodeId,
     pub addr: SocketAddr,
+    /// False for a replica known to have missed writes: it starts faulted, with every
+    /// extent to copy before it serves again.
+    pub in_sync: bool,
 }
 
 /// What the client knows about one replica.
@@ -103,9 +107,17 @@ impl ReplicatedVolume {
                     .iter()
                     .map(|t| Replica {
                         target: *t,
-                        live: true,
-                        reason: String::new(),
-                        stale: BTreeSet::new(),
+                        live: t.in_sync,
+                        reason: if t.in_sync {
+                            String::new()
+                        } else {
+                            "it missed writes under an earlier writer".into()
+                        },
+                        stale: if t.in_sync {
+                            BTreeSet::new()
+                        } else {
+                            (0..size.div_ceil(extent_size)).collect()
+                        },
                     })
                     .collect(),
             ),
@@ -121,7 +133,7 @@ impl ReplicatedVolume {
             volume: volume.to_string(),
             generation,
         };
-        let all: Vec<ReplicaTarget> = targets.to_vec();
+        let all: Vec<ReplicaTarget> = targets.iter().filter(|t| t.in_sync).copied().collect();
         let results = v.call_many(&all, &req);
         for (t, r) in all.iter().zip(results) {
             match r {
@@ -207,6 +219,19 @@ impl ReplicatedVolume {
         );
         for r in self.lock().iter_mut().filter(|r| !r.live) {
             r.stale.extend(first..=last);
+        }
+    }
+
+    /// Replicas that must hold a write before it completes: a majority of the replica set
+    /// from 3 replicas up, so that a writer cut off from the others (whose replicas a new
+    /// writer has taken over) cannot complete writes on its local copy alone. With 1 or 2
+    /// replicas, one live copy suffices (a 2-replica volume favours availability).
+    fn write_quorum(&self) -> usize {
+        let n = self.lock().len();
+        if n >= 3 {
+            n / 2 + 1
+        } else {
+            1
         }
     }
 
@@ -317,14 +342,24 @@ impl ReplicatedVolume {
                 _ => VolumeError::Invalid(format!("replica on node {node}: {message}")),
             });
         }
-        if ok == 0 {
-            return Err(self
-                .live_targets()
-                .err()
-                .unwrap_or(VolumeError::Unavailable {
-                    volume: self.volume.clone(),
-                    detail: "every replica failed".into(),
-                }));
+        let quorum = self.write_quorum();
+        if ok < quorum {
+            // Some replicas may hold it: the absent ones must get those extents back.
+            self.note_stale(offset, len);
+            let why = self
+                .lock()
+                .iter()
+                .filter(|r| !r.live)
+                .map(|r| format!("{}: {}", r.target.node, r.reason))
+                .collect::<Vec<_>>()
+                .join("; ");
+            return Err(VolumeError::Unavailable {
+                volume: self.volume.clone(),
+                detail: format!(
+                    "only {ok} of {} replicas took the write, {quorum} needed ({why})",
+                    self.lock().len()
+                ),
+            });
         }
         self.note_stale(offset, len);
         Ok(())

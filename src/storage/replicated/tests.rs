@@ -86,6 +86,7 @@ impl Cluster {
             .map(|n| ReplicaTarget {
                 node: n.id,
                 addr: n.transport.local_addr().unwrap(),
+                in_sync: true,
             })
             .collect()
     }
@@ -256,4 +257,51 @@ fn no_live_replica_is_a_clear_error() {
         v.write_at(ES, &[1u8; 512]),
         Err(VolumeError::OutOfRange { .. })
     ));
+}
+
+#[test]
+fn a_replica_known_to_be_stale_starts_faulted_and_is_rebuilt_in_full() {
+    let c = cluster(3);
+    c.create("s", 4 * ES);
+    let v = c.attach(0, "s", 4 * ES, 1);
+    v.write_at(ES, &[6u8; 4096]).unwrap();
+    v.flush().unwrap();
+    drop(v);
+    // Node 3's copy is declared stale (e.g. recorded faulted by the previous writer).
+    let mut t = c.targets();
+    t[2].in_sync = false;
+    let v = ReplicatedVolume::attach(
+        c.nodes[1].transport.clone(),
+        c.rt.handle().clone(),
+        c.nodes[1].id,
+        "s",
+        4 * ES,
+        ES,
+        2,
+        &t,
+    )
+    .unwrap();
+    assert!(!v.health()[2].live);
+    assert_eq!(v.health()[2].stale_extents, 4);
+    assert_eq!(v.resync().unwrap(), 4 * ES, "a full copy");
+    assert!(v.health()[2].live);
+    assert_eq!(c.region_bytes(2, "s", ES, 4096), vec![6u8; 4096]);
+}
+
+#[test]
+fn writes_need_a_majority_of_three_replicas() {
+    let c = cluster(3);
+    c.create("q", 2 * ES);
+    let v = c.attach(0, "q", 2 * ES, 1);
+    c.nodes[2].down.store(true, Ordering::SeqCst);
+    v.write_at(0, &[1u8; 4096]).unwrap();
+    c.nodes[1].down.store(true, Ordering::SeqCst);
+    // The local replica alone is not enough: a writer cut off from the rest must not
+    // complete writes another writer's replicas will never see.
+    let e = v.write_at(0, &[2u8; 4096]).unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("only 1 of 3 replicas took the write, 2 needed"),
+        "{e}"
+    );
 }
