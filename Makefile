@@ -25,11 +25,13 @@ lint: deps
 	$(CARGO) fmt --check
 	$(CARGO) clippy --locked --all-targets -- -D warnings
 
-## Store vs etcd on three namespaces, and Strata's VMM vs QEMU/KVM in a nested test host
+## Store vs etcd and volume I/O vs fio/qemu-nbd on three namespaces, and Strata's VMM vs
+## QEMU/KVM in a nested test host
 ## (needs root); results also in target/bench/.
 bench:
 	@scripts/install-deps.sh --bench
 	$(CARGO) bench --locked --bench store_vs_etcd
+	$(CARGO) bench --locked --bench volume_vs_fio
 	@images/install-deps.sh
 	images/build-guest.sh
 	$(CARGO) bench --locked --bench vmm_vs_qemu

@@ -282,3 +282,92 @@ fn a_volume_survives_a_lost_replica_resyncs_it_and_moves_to_another_writer() {
     })
     .expect("regions left after delete");
 }
+
+fn guest() -> (String, String) {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("images/out/guest");
+    let k = dir.join("vmlinuz");
+    let i = dir.join("initramfs.cpio.gz");
+    assert!(
+        k.exists() && i.exists(),
+        "the test guest is missing: run `make images-guest` (make test does)"
+    );
+    (k.display().to_string(), i.display().to_string())
+}
+
+fn console(c: &Cluster, name: &str) -> String {
+    String::from_utf8_lossy(&c.nodes[0].cli(&["vm", "console", name]).stdout).to_string()
+}
+
+#[test]
+fn a_vm_boots_with_a_replicated_volume_as_its_disk_and_keeps_its_data() {
+    let (kernel, initrd) = guest();
+    let c = Cluster::form(3);
+    let mut n = 0;
+    let name = wait_for(Duration::from_secs(40), || {
+        n += 1;
+        let name = format!("disk{n}");
+        let o = c.nodes[0].cli(&["volume", "create", &name, "--size", "64M", "--wait", "20"]);
+        o.status.success().then_some(())?;
+        let v = json(&c.nodes[0].cli(&["volume", "show", &name, "--json"]));
+        (v["replicas"].as_array()?.len() == 3).then_some(name)
+    })
+    .expect("a 3-replica volume");
+    let create = |vm: &str, vol: &str, extra: &[&str]| {
+        let mut a = vec![
+            "vm", "create", vm, "--kernel", &kernel, "--initrd", &initrd, "--ram", "256",
+            "--cmdline", "console=ttyS0 quiet", "--volume", vol,
+        ];
+        a.extend_from_slice(extra);
+        c.nodes[1].cli(&a)
+    };
+    let o = create("db", &name, &["--wait", "90"]);
+    assert!(o.status.success(), "create: {}", stderr(&o));
+    // The guest finds an empty disk and writes a counter to it, through the replicas.
+    wait_for(Duration::from_secs(90), || {
+        console(&c, "db").contains("STRATA-GUEST-DISK wrote=1").then_some(())
+    })
+    .unwrap_or_else(|| panic!("no disk write: {}", console(&c, "db")));
+    assert!(console(&c, "db").contains("STRATA-GUEST-DISK previous=none"));
+    let v = json(&c.nodes[0].cli(&["volume", "show", &name, "--json"]));
+    let vm = json(&c.nodes[0].cli(&["vm", "show", "db", "--json"]));
+    assert_eq!(v["used_by"], vm["id"], "{v}");
+    assert_eq!(v["attached_to"], vm["node"], "attached where the VM runs: {v}");
+
+    // A second VM cannot take the same volume; the volume cannot be deleted under it.
+    let o = create("db2", &name, &[]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("already the disk of VM"), "{}", stderr(&o));
+    let o = c.nodes[0].cli(&["volume", "delete", &name]);
+    assert!(stderr(&o).contains("delete the VM first"), "{}", stderr(&o));
+
+    // Stop and start: the guest finds what it wrote.
+    let o = c.nodes[0].cli(&["vm", "stop", "db", "--wait", "60"]);
+    assert!(o.status.success(), "stop: {}", stderr(&o));
+    let o = c.nodes[0].cli(&["vm", "start", "db", "--wait", "90"]);
+    assert!(o.status.success(), "start: {}", stderr(&o));
+    wait_for(Duration::from_secs(90), || {
+        console(&c, "db").contains("STRATA-GUEST-DISK previous=1").then_some(())
+    })
+    .unwrap_or_else(|| panic!("the data did not survive: {}", console(&c, "db")));
+
+    // Deleting the VM releases the volume, which can then be deleted.
+    let o = c.nodes[0].cli(&["vm", "delete", "db", "--wait", "60"]);
+    assert!(o.status.success(), "vm delete: {}", stderr(&o));
+    let v = json(&c.nodes[0].cli(&["volume", "show", &name, "--json"]));
+    assert!(v["used_by"].is_null() && v["attached_to"].is_null(), "{v}");
+    let o = c.nodes[0].cli(&["volume", "delete", &name]);
+    assert!(o.status.success(), "volume delete: {}", stderr(&o));
+
+    // A VM with a single-replica volume is placed on the node that holds it.
+    let o = c.nodes[0].cli(&["volume", "create", "one", "--size", "8M", "--replicas", "1"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v = json(&c.nodes[0].cli(&["volume", "show", "one", "--json"]));
+    let o = create("local", "one", &["--stopped"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let vm = json(&c.nodes[0].cli(&["vm", "show", "local", "--json"]));
+    assert_eq!(vm["node"], v["replicas"][0]["node"], "{vm}");
+    assert!(
+        vm["placement"].as_str().unwrap().contains("preferring nodes holding a replica"),
+        "{vm}"
+    );
+}

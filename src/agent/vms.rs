@@ -7,13 +7,15 @@
 //! record is really gone.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::cluster::store::compute_tables::{
     PowerIntent, VmRecord, VmState, VmStatus, VmStatuses, Vms,
 };
-use crate::compute::{Hypervisor, RunState, VmSpec};
+use super::attach::Attachments;
+use crate::compute::{Hypervisor, NbdDisk, RunState, VmSpec};
 use crate::control::{now_secs, Control};
 use crate::ids::VmId;
 use crate::telemetry::error_chain;
@@ -25,6 +27,9 @@ pub struct VmAgent {
     control: Arc<Control>,
     driver: Arc<dyn Hypervisor>,
     state: Mutex<AgentState>,
+    /// This node's volume attachments (for VMs whose disk is a volume).
+    volumes: Arc<Attachments>,
+    nbd_socket: PathBuf,
 }
 
 #[derive(Default)]
@@ -47,16 +52,55 @@ fn spec(rec: &VmRecord) -> VmSpec {
         vcpus: rec.vcpus,
         ram_mb: rec.ram_mb,
         boot: rec.boot.clone(),
+        volume: None,
     }
 }
 
+/// How long a VM start waits for its volume's export on this node.
+const VOLUME_ATTACH_WAIT: Duration = Duration::from_secs(30);
+
 impl VmAgent {
-    pub fn new(control: Arc<Control>, driver: Arc<dyn Hypervisor>) -> Arc<Self> {
+    pub fn new(
+        control: Arc<Control>,
+        driver: Arc<dyn Hypervisor>,
+        volumes: Arc<Attachments>,
+        nbd_socket: PathBuf,
+    ) -> Arc<Self> {
         Arc::new(VmAgent {
             control,
             driver,
             state: Mutex::new(AgentState::default()),
+            volumes,
+            nbd_socket,
         })
+    }
+
+    /// The driver's spec of a VM; a volume disk is attached to this node first (which
+    /// fences any earlier writer) and waited for until this node exports it.
+    async fn start_spec(&self, rec: &VmRecord) -> Result<VmSpec, String> {
+        let mut s = spec(rec);
+        let Some(vol) = &rec.volume else {
+            return Ok(s);
+        };
+        self.control
+            .attach_volume(&vol.0, self.control.node)
+            .await
+            .map_err(|e| format!("cannot attach volume {vol}: {}", error_chain(&e)))?;
+        let deadline = tokio::time::Instant::now() + VOLUME_ATTACH_WAIT;
+        while self.volumes.get(vol).is_none() {
+            if tokio::time::Instant::now() >= deadline {
+                return Err(format!(
+                    "volume {vol}: its replicas did not answer within {} s",
+                    VOLUME_ATTACH_WAIT.as_secs()
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        s.volume = Some(NbdDisk {
+            socket: self.nbd_socket.clone(),
+            export: vol.0.clone(),
+        });
+        Ok(s)
     }
 
     pub fn driver(&self) -> &Arc<dyn Hypervisor> {
@@ -196,7 +240,11 @@ impl VmAgent {
                     .await;
                 let agent = self.clone();
                 tokio::spawn(async move {
-                    match agent.driver.start(&spec(&rec)).await {
+                    let started = match agent.start_spec(&rec).await {
+                        Ok(s) => agent.driver.start(&s).await.map_err(|e| error_chain(&e)),
+                        Err(why) => Err(why),
+                    };
+                    match started {
                         Ok(()) => {
                             tracing::info!(vm = %id, name = %rec.name, driver = agent.driver.name(), "VM started");
                             {
@@ -209,8 +257,7 @@ impl VmAgent {
                                 .report(&rec, VmState::Active, why, rec.reboot_seq)
                                 .await;
                         }
-                        Err(e) => {
-                            let why = error_chain(&e);
+                        Err(why) => {
                             tracing::warn!(vm = %id, error = %why, "VM failed to start");
                             agent
                                 .st()

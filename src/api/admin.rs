@@ -48,6 +48,7 @@ pub async fn serve(listener: tokio::net::UnixListener, node: Arc<Node>) {
         .route("/v1/tokens", post(create_token))
         .route("/v1/events", get(events))
         .route("/v1/debug/raft", get(debug_raft))
+        .route("/v1/debug/transport-bench", post(debug_transport_bench))
         .route("/v1/debug/kv/{key}", put(debug_put).get(debug_get))
         .merge(super::admin_vms::routes())
         .merge(super::admin_volumes::routes())
@@ -171,6 +172,44 @@ async fn events(
         .into_iter()
         .map(|e| json!({"seq": e.key, "at_ms": e.value.at_ms, "node": e.value.node, "kind": e.value.kind, "message": e.value.message}))
         .collect::<Vec<_>>())))
+}
+
+#[derive(serde::Deserialize)]
+struct TransportBench {
+    peer: String,
+    mib: u64,
+}
+
+/// Sends `mib` MiB to a peer's bulk sink over the node-to-node transport (`make bench`).
+async fn debug_transport_bench(
+    State(node): State<Arc<Node>>,
+    Json(req): Json<TransportBench>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let bad = |m: String| ApiError(StatusCode::BAD_REQUEST, m);
+    let peer: crate::ids::NodeId = req
+        .peer
+        .parse()
+        .map_err(|_| bad(format!("{:?} is not a node id", req.peer)))?;
+    if req.mib == 0 || req.mib > 16384 {
+        return Err(bad("mib must be 1 to 16384".into()));
+    }
+    let addr = node
+        .control
+        .store
+        .get::<crate::cluster::store::tables::Nodes>(&peer.to_string())
+        .map_err(ControlError::from)?
+        .map(|n| n.value.addr)
+        .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("no node {peer}")))?;
+    let (bytes, took) = crate::transport::bulk::send(&node.transport, peer, addr, req.mib << 20)
+        .await
+        .map_err(|e| ApiError(StatusCode::BAD_GATEWAY, crate::telemetry::error_chain(&e)))?;
+    let secs = took.as_secs_f64();
+    Ok(Json(serde_json::json!({
+        "peer": peer,
+        "bytes": bytes,
+        "seconds": secs,
+        "mib_per_s": (bytes as f64 / (1u64 << 20) as f64) / secs.max(1e-9),
+    })))
 }
 
 async fn debug_raft(State(node): State<Arc<Node>>) -> Result<Json<serde_json::Value>, ApiError> {

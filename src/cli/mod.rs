@@ -176,6 +176,13 @@ pub enum DebugCmd {
         #[arg(long)]
         local: bool,
     },
+    /// Bulk throughput to another node over the node-to-node transport (for `make bench`).
+    TransportBench {
+        /// The receiving node's id.
+        peer: String,
+        #[arg(long, default_value_t = 256)]
+        mib: u64,
+    },
     /// Write load generator for `make bench`: strata:<admin socket> or etcd:<host:port>.
     BenchWrite {
         target: bench::Target,
@@ -385,6 +392,15 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             let v = match cmd {
                 DebugCmd::Raft => {
                     client::call(&cli.socket(), "GET", "/v1/debug/raft", None).await?
+                }
+                DebugCmd::TransportBench { peer, mib } => {
+                    client::call(
+                        &cli.socket(),
+                        "POST",
+                        "/v1/debug/transport-bench",
+                        Some(serde_json::json!({"peer": peer, "mib": mib})),
+                    )
+                    .await?
                 }
                 DebugCmd::Placement { vm } => {
                     client::call(

@@ -181,6 +181,7 @@ pub fn vm(m: &Value) -> String {
             m["boot"]["cmdline"].as_str().unwrap_or("").into(),
         ),
         ("disk", m["boot"]["disk"].as_str().unwrap_or("").into()),
+        ("volume", s("volume")),
         ("anti-affinity", s("anti_affinity_group")),
         ("placement", s("placement")),
     ] {
@@ -260,6 +261,7 @@ pub fn volume(m: &Value) -> String {
         ("replication", s("replication")),
         ("generation", s("generation")),
         ("attached to", s("attached_to")),
+        ("used by VM", s("used_by")),
         ("placement", s("placement")),
     ] {
         if !value.is_empty() {

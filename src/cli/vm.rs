@@ -38,6 +38,10 @@ pub enum VmCmd {
         /// Raw disk image attached as the first virtio disk.
         #[arg(long)]
         disk: Option<PathBuf>,
+        /// A replicated volume (id or name) attached as the first virtio disk; the VM is
+        /// placed on a node holding a replica when one can take it.
+        #[arg(long, conflicts_with = "disk")]
+        volume: Option<String>,
         /// Keep VMs of the same group on different nodes.
         #[arg(long)]
         anti_affinity: Option<String>,
@@ -186,6 +190,7 @@ pub async fn run(socket: &Path, cmd: &VmCmd) -> Result<(), CliError> {
             initrd,
             cmdline,
             disk,
+            volume,
             anti_affinity,
             weigher,
             stopped,
@@ -206,6 +211,7 @@ pub async fn run(socket: &Path, cmd: &VmCmd) -> Result<(), CliError> {
                 "anti_affinity_group": anti_affinity,
                 "weigher": weigher,
                 "stopped": stopped,
+                "volume": volume,
             });
             let mut v = client::call(socket, "POST", "/v1/vms", Some(body)).await?;
             if let (Some(secs), false) = (wait, stopped) {

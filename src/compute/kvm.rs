@@ -86,6 +86,7 @@ impl Hypervisor for KvmDriver {
             cmdline: spec.boot.cmdline.clone(),
             disk: spec.boot.disk.clone().map(Into::into),
             tap: None,
+            nbd: spec.volume.clone(),
         };
         std::fs::write(
             dir.join(worker::SPEC_FILE),

@@ -61,6 +61,21 @@ pub struct VmSpec {
     pub vcpus: u32,
     pub ram_mb: u64,
     pub boot: BootSpec,
+    /// A volume exported over NBD on this node, attached as the first disk.
+    pub volume: Option<NbdDisk>,
+}
+
+/// An NBD export on a local Unix socket (how a node serves its attached volumes).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct NbdDisk {
+    pub socket: PathBuf,
+    pub export: String,
+}
+
+impl NbdDisk {
+    pub fn uri(&self) -> String {
+        format!("nbd+unix:///{}?socket={}", self.export, self.socket.display())
+    }
 }
 
 /// What runs, as the driver sees it.

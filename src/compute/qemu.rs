@@ -157,6 +157,13 @@ pub fn command_line(spec: &VmSpec, dir: &Path, accel: Accel) -> Vec<String> {
         spec.boot.cmdline.clone()
     };
     a.extend(["-append".into(), cmdline]);
+    if let Some(v) = &spec.volume {
+        // QEMU's own NBD client; the node's export writes through to every replica.
+        a.extend([
+            "-drive".into(),
+            format!("file={},format=raw,if=virtio", v.uri().replace(',', ",,")),
+        ]);
+    }
     if let Some(d) = &spec.boot.disk {
         a.extend([
             "-drive".into(),
@@ -306,6 +313,10 @@ mod tests {
                 cmdline: String::new(),
                 disk: Some("/d,x.img".into()),
             },
+            volume: Some(crate::compute::NbdDisk {
+                socket: "/data/nbd.sock".into(),
+                export: "vol-1".into(),
+            }),
         };
         let a = command_line(&spec, Path::new("/vms/abc"), Accel::Tcg).join(" ");
         assert!(a.contains("-name web_1,process=strata-vm-abc"), "{a}");
@@ -314,5 +325,9 @@ mod tests {
         assert!(a.contains("-append console=ttyS0"), "{a}");
         assert!(a.contains("file=/d,,x.img,if=virtio"), "{a}");
         assert!(a.contains("-initrd /i"), "{a}");
+        assert!(
+            a.contains("file=nbd+unix:///vol-1?socket=/data/nbd.sock,format=raw,if=virtio"),
+            "{a}"
+        );
     }
 }

@@ -32,6 +32,9 @@ pub struct WorkerSpec {
     pub cmdline: String,
     pub disk: Option<PathBuf>,
     pub tap: Option<String>,
+    /// A volume exported over NBD, attached as the first disk (instead of `disk`).
+    #[serde(default)]
+    pub nbd: Option<super::NbdDisk>,
 }
 
 pub const SPEC_FILE: &str = "vm.json";
@@ -63,6 +66,8 @@ pub enum WorkerError {
     Vmm(#[from] super::vmm::vm::VmmError),
     #[error("{0} vCPUs requested; this VMM runs 1 to 32")]
     Vcpus(u32),
+    #[error("cannot open the VM's volume: {0}")]
+    Volume(String),
 }
 
 fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> WorkerError {
@@ -96,6 +101,18 @@ impl WorkerSpec {
                 read_only: false,
             })
             .collect();
+        if let Some(n) = &self.nbd {
+            let v = crate::storage::nbd::NbdVolume::connect_unix(&n.socket, &n.export)
+                .map_err(|e| WorkerError::Volume(crate::telemetry::error_chain(&e)))?;
+            c.disks.insert(
+                0,
+                DiskConfig::Volume {
+                    volume: Arc::new(v),
+                    read_only: false,
+                    id: n.export.chars().take(20).collect(),
+                },
+            );
+        }
         c.tap = self.tap.clone();
         c.mac = mac_for(&self.id);
         c.serial_log = Some(dir.join(CONSOLE_LOG));

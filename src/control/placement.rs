@@ -28,6 +28,9 @@ pub struct Request {
     /// Only nodes with this driver (`kvm`, `tcg`), if set.
     pub hypervisor: Option<String>,
     pub weigher: Weigher,
+    /// Nodes to prefer among those that pass (where the VM's volume has a replica, so
+    /// that its reads stay local).
+    pub prefer: Vec<NodeId>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -98,12 +101,21 @@ pub fn place(req: &Request, nodes: &[Candidate]) -> Result<(NodeId, String), Str
         Weigher::Spread => b.1.cmp(&a.1).then(a.0.id.cmp(&b.0.id)),
         Weigher::Pack => a.1.cmp(&b.1).then(a.0.id.cmp(&b.0.id)),
     });
+    // Preferred nodes first, keeping the weigher's order within each group.
+    fit.sort_by_key(|(n, _)| !req.prefer.contains(&n.id));
     let (best, free) = fit[0];
     let reason = format!(
-        "{} of {} nodes passed the filters (alive, hypervisor, vCPUs, memory, anti-affinity); weigher {:?} chose node {} with {} MiB free{}",
+        "{} of {} nodes passed the filters (alive, hypervisor, vCPUs, memory, anti-affinity); weigher {:?}{} chose node {} with {} MiB free{}",
         fit.len(),
         nodes.len(),
         req.weigher,
+        if req.prefer.is_empty() {
+            ""
+        } else if req.prefer.contains(&best.id) {
+            " (preferring nodes holding a replica of the VM's volume)"
+        } else {
+            " (no node holding a replica of the VM's volume passed)"
+        },
         best.id,
         free,
         if refused.is_empty() {
@@ -146,6 +158,7 @@ mod tests {
             anti_affinity_group: None,
             hypervisor: None,
             weigher: Weigher::Spread,
+            prefer: vec![],
         }
     }
 
@@ -193,5 +206,20 @@ mod tests {
         assert_eq!(n, NodeId(2));
         assert!(why.contains("anti-affinity"), "{why}");
         assert!(place(&r, &[a]).is_err());
+    }
+
+    #[test]
+    fn nodes_holding_the_volume_are_preferred() {
+        let nodes = vec![node(1, 8192, 0), node(2, 4096, 0), node(3, 2048, 0)];
+        let mut r = req(256);
+        r.prefer = vec![NodeId(3)];
+        let (n, why) = place(&r, &nodes).unwrap();
+        assert_eq!(n, NodeId(3), "{why}");
+        assert!(why.contains("preferring nodes holding a replica"), "{why}");
+        // A preferred node that does not fit is not chosen.
+        r.ram_mb = 4000;
+        let (n, why) = place(&r, &nodes).unwrap();
+        assert_eq!(n, NodeId(1), "{why}");
+        assert!(why.contains("no node holding a replica"), "{why}");
     }
 }

@@ -16,6 +16,7 @@ use crate::cluster::store::compute_tables::{
 use crate::cluster::store::tables::{Event, Events, Nodes, EVENTS_KEPT};
 use crate::cluster::store::{StoreError, TxnBuilder, Versioned};
 use crate::compute;
+use crate::cluster::store::storage_tables::Volumes;
 use crate::ids::{NodeId, VmId};
 
 /// A request to create a VM.
@@ -41,6 +42,9 @@ pub struct CreateVm {
     /// Create it stopped.
     #[serde(default)]
     pub stopped: bool,
+    /// A volume (id or name) to attach as the first virtio disk.
+    #[serde(default)]
+    pub volume: Option<String>,
 }
 
 /// A VM as users see it: desired state and what its node reports.
@@ -107,12 +111,39 @@ impl Control {
         // corrupt file is refused before anything is written. Until images live in the
         // storage layer they must be present at the same path on every node.
         compute::check_boot(&req.boot).map_err(|e| ControlError::Invalid(e.to_string()))?;
+        let volume = match &req.volume {
+            None => None,
+            Some(v) => {
+                if req.boot.disk.is_some() {
+                    return invalid("give either a disk image or a volume, not both".into());
+                }
+                let cur = self.find_volume(v)?;
+                if let Some(vm) = &cur.value.used_by {
+                    return invalid(format!(
+                        "volume {} is already the disk of VM {vm}",
+                        cur.value.name
+                    ));
+                }
+                if cur.value.attached_to.is_some() {
+                    return invalid(format!(
+                        "volume {} is attached on node {}; detach it first",
+                        cur.value.name,
+                        cur.value.attached_to.map(|n| n.to_string()).unwrap_or_default()
+                    ));
+                }
+                Some(cur)
+            }
+        };
         let preq = placement::Request {
             vcpus,
             ram_mb,
             anti_affinity_group: req.anti_affinity_group.clone(),
             hypervisor: req.hypervisor.clone(),
             weigher,
+            prefer: volume
+                .as_ref()
+                .map(|v| v.value.replicas.iter().map(|r| r.node).collect())
+                .unwrap_or_default(),
         };
         let id = VmId::random();
         for _attempt in 0..8 {
@@ -137,12 +168,21 @@ impl Control {
                 node,
                 placement: why,
                 created_at: now_secs(),
+                volume: volume.as_ref().map(|v| v.value.id.clone()),
             };
-            let txn = TxnBuilder::new()
+            let mut txn = TxnBuilder::new()
                 .require_revision::<PlacementEpochs>("vms", rev)
                 .put::<PlacementEpochs>("vms", &(n + 1))
                 .require_revision::<Vms>(id.to_string(), 0)
                 .put::<Vms>(id.to_string(), &record);
+            if let Some(v) = &volume {
+                // The volume becomes this VM's, in the same transaction (or neither).
+                let mut vr = v.value.clone();
+                vr.used_by = Some(id.clone());
+                txn = txn
+                    .require_revision::<Volumes>(vr.id.to_string(), v.revision)
+                    .put::<Volumes>(vr.id.to_string(), &vr);
+            }
             match self
                 .store
                 .commit(self.with_event(
@@ -353,9 +393,20 @@ impl Control {
     pub async fn delete_vm(&self, id_or_name: &str) -> Result<VmRecord, ControlError> {
         let cur = self.find_vm(id_or_name)?;
         let rec = cur.value;
-        let txn = TxnBuilder::new()
+        let mut txn = TxnBuilder::new()
             .require_revision::<Vms>(rec.id.to_string(), cur.revision)
             .delete::<Vms>(rec.id.to_string());
+        // Its volume is released and detached with it (its node then drops the export).
+        if let Some(vid) = &rec.volume {
+            if let Some(v) = self.store.get::<Volumes>(&vid.0)? {
+                let mut vr = v.value.clone();
+                vr.used_by = None;
+                vr.attached_to = None;
+                txn = txn
+                    .require_revision::<Volumes>(vid.to_string(), v.revision)
+                    .put::<Volumes>(vid.to_string(), &vr);
+            }
+        }
         self.store
             .commit(self.with_event(
                 txn,

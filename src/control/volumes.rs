@@ -115,6 +115,7 @@ impl Control {
                 attached_to: None,
                 placement,
                 created_at: now_secs(),
+                used_by: None,
             };
             let txn = TxnBuilder::new()
                 .require_revision::<PlacementEpochs>("volumes", rev)
@@ -290,6 +291,12 @@ impl Control {
     pub async fn delete_volume(&self, id_or_name: &str) -> Result<VolumeRecord, ControlError> {
         let cur = self.find_volume(id_or_name)?;
         let rec = cur.value;
+        if let Some(vm) = &rec.used_by {
+            return Err(ControlError::Invalid(format!(
+                "volume {} is the disk of VM {vm}; delete the VM first",
+                rec.name
+            )));
+        }
         if let Some(n) = rec.attached_to {
             return Err(ControlError::Invalid(format!(
                 "volume {} is attached on node {n}; detach it first",
@@ -358,6 +365,12 @@ impl Control {
             let mut rec = cur.value.clone();
             if rec.attached_to.is_none() || (node.is_some() && rec.attached_to != node) {
                 return Ok(rec);
+            }
+            if let Some(vm) = &rec.used_by {
+                return Err(ControlError::Invalid(format!(
+                    "volume {} is the disk of VM {vm}; it stays attached where the VM runs",
+                    rec.name
+                )));
             }
             rec.attached_to = None;
             let txn = TxnBuilder::new()

@@ -145,12 +145,18 @@ impl Node {
             transport: transport.clone(),
             store: control.store.clone(),
         }));
-        let vm_agent = VmAgent::new(control.clone(), driver);
         let regions = datadir.regions_dir();
         let replica_server = ReplicaServer::new(&regions).map_err(ServeError::Storage)?;
         transport.register(Class::Blk, Arc::new(BlkService(replica_server.clone())));
+        transport.register(Class::Mig, Arc::new(crate::transport::bulk::Sink));
         let volume_agent = VolumeAgent::new(control.clone(), replica_server, regions);
         let attachments = Attachments::new(control.clone(), transport.clone());
+        let vm_agent = VmAgent::new(
+            control.clone(),
+            driver,
+            attachments.clone(),
+            datadir.nbd_socket(),
+        );
         let nbd_path = datadir.nbd_socket();
         let _ = std::fs::remove_file(&nbd_path);
         let nbd_err = |source| ServeError::Nbd {

@@ -7,6 +7,7 @@
 //! postcard frame each way; the frame's enum tag is the stream header. The transport does not
 //! interpret payloads: services registered per class do.
 
+pub mod bulk;
 pub mod frame;
 pub mod pki;
 pub mod tls;

@@ -9,7 +9,7 @@
 #  3. strata.action=reboot: the guest reboot is reported and the VM comes back.
 #  4. a single-node cluster running the guest through the KVM driver: create, console,
 #     pause/resume, reboot, a graceful stop (ACPI power button), start, a forced stop of a
-#     paused VM, delete.
+#     paused VM, delete; and a VM whose disk is a Strata volume (over NBD).
 # The harness replaces @STRATA@ with the path of the strata binary copied in.
 STRATA=@STRATA@
 MEM=${STRATA_GUEST_MEM:-256}
@@ -179,6 +179,21 @@ check node-vm-stop-forced /tmp/web.stop2 "forced: the VM is paused"
 $S vm delete web --wait 60 >/tmp/web.delete 2>&1
 check node-vm-delete /tmp/web.delete "deleted VM web"
 [ -z "$(ls /tmp/node/vms 2>/dev/null)" ] || { echo "STRATA-CHECK FAIL node-vm-files left: $(ls /tmp/node/vms)"; fails=$((fails + 1)); }
+# A VM whose disk is a Strata volume: the worker reaches it over the node's NBD socket.
+$S volume create vd --size 16M --wait 30 >/tmp/vd.txt 2>&1
+check node-volume /tmp/vd.txt "status  *available"
+$S vm create vdisk --kernel /guest/vmlinuz --initrd /guest/initramfs.cpio.gz --ram 256 --volume vd \
+  --cmdline "console=ttyS0 reboot=k panic=-1 pci=off quiet strata.action=poweroff" --wait 150 >/tmp/vdisk.txt 2>&1
+i=0
+until $S vm console vdisk 2>/dev/null | grep -q "STRATA-GUEST-POWEROFF" || [ $i -ge 150 ]; do sleep 1; i=$((i + 1)); done
+$S vm console vdisk >/tmp/vdisk.console 2>&1
+check node-volume-disk-first /tmp/vdisk.console "STRATA-GUEST-DISK previous=none"
+check node-volume-disk-wrote /tmp/vdisk.console "STRATA-GUEST-DISK wrote=1"
+$S vm start vdisk >/dev/null 2>&1
+i=0
+until $S vm console vdisk 2>/dev/null | grep -q "STRATA-GUEST-DISK previous=1" || [ $i -ge 150 ]; do sleep 1; i=$((i + 1)); done
+$S vm console vdisk >/tmp/vdisk.console2 2>&1
+check node-volume-disk-kept /tmp/vdisk.console2 "STRATA-GUEST-DISK previous=1"
 kill -TERM "$spid"
 wait "$spid" 2>/dev/null
 grep -E "ERROR|WARN" /tmp/node.log | tail -5

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use super::tables::Table;
-use crate::ids::{NodeId, VmId};
+use crate::ids::{NodeId, VmId, VolumeId};
 
 pub struct Flavors;
 impl Table for Flavors {
@@ -100,6 +100,9 @@ pub struct VmRecord {
     /// Why the scheduler chose `node`, in words (`strata debug placement`).
     pub placement: String,
     pub created_at: u64,
+    /// A replicated volume attached as the VM's first virtio disk (instead of `boot.disk`).
+    #[serde(default)]
+    pub volume: Option<VolumeId>,
 }
 
 pub struct VmStatuses;

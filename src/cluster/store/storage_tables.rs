@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::tables::Table;
-use crate::ids::{NodeId, VolumeId};
+use crate::ids::{NodeId, VmId, VolumeId};
 
 pub struct Volumes;
 impl Table for Volumes {
@@ -45,6 +45,9 @@ pub struct VolumeRecord {
     /// Why the replica set is what it is (placement reasons, lowered replication).
     pub placement: String,
     pub created_at: u64,
+    /// The VM using it as a disk (one at a time).
+    #[serde(default)]
+    pub used_by: Option<VmId>,
 }
 
 /// What a node reports about its data disk and regions, key = node id.
