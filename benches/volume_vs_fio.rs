@@ -78,7 +78,11 @@ fn fio(job: &Job, target: &[String]) -> Result {
     let start = text.find("\n{").map(|i| i + 1).unwrap_or(0);
     let v: Value = serde_json::from_str(&text[start..])
         .unwrap_or_else(|e| panic!("fio json ({e}): {}", &text[..text.len().min(400)]));
-    let side = if job.rw.contains("read") { "read" } else { "write" };
+    let side = if job.rw.contains("read") {
+        "read"
+    } else {
+        "write"
+    };
     let s = &v["jobs"][0][side];
     Result {
         iops: s["iops"].as_f64().unwrap_or(0.0),
@@ -118,7 +122,13 @@ fn main() {
     let qsock = tmp.join("qemu-nbd.sock");
     let mut qemu_nbd = Command::new("qemu-nbd")
         .arg(format!("--socket={}", qsock.display()))
-        .args(["--format=raw", "--persistent", "--cache=none", "--aio=native", "--shared=8"])
+        .args([
+            "--format=raw",
+            "--persistent",
+            "--cache=none",
+            "--aio=native",
+            "--shared=8",
+        ])
         .arg(&qfile)
         .stdout(Stdio::null())
         .stderr(Stdio::null())

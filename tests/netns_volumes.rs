@@ -314,8 +314,19 @@ fn a_vm_boots_with_a_replicated_volume_as_its_disk_and_keeps_its_data() {
     .expect("a 3-replica volume");
     let create = |vm: &str, vol: &str, extra: &[&str]| {
         let mut a = vec![
-            "vm", "create", vm, "--kernel", &kernel, "--initrd", &initrd, "--ram", "256",
-            "--cmdline", "console=ttyS0 quiet", "--volume", vol,
+            "vm",
+            "create",
+            vm,
+            "--kernel",
+            &kernel,
+            "--initrd",
+            &initrd,
+            "--ram",
+            "256",
+            "--cmdline",
+            "console=ttyS0 quiet",
+            "--volume",
+            vol,
         ];
         a.extend_from_slice(extra);
         c.nodes[1].cli(&a)
@@ -324,19 +335,28 @@ fn a_vm_boots_with_a_replicated_volume_as_its_disk_and_keeps_its_data() {
     assert!(o.status.success(), "create: {}", stderr(&o));
     // The guest finds an empty disk and writes a counter to it, through the replicas.
     wait_for(Duration::from_secs(90), || {
-        console(&c, "db").contains("STRATA-GUEST-DISK wrote=1").then_some(())
+        console(&c, "db")
+            .contains("STRATA-GUEST-DISK wrote=1")
+            .then_some(())
     })
     .unwrap_or_else(|| panic!("no disk write: {}", console(&c, "db")));
     assert!(console(&c, "db").contains("STRATA-GUEST-DISK previous=none"));
     let v = json(&c.nodes[0].cli(&["volume", "show", &name, "--json"]));
     let vm = json(&c.nodes[0].cli(&["vm", "show", "db", "--json"]));
     assert_eq!(v["used_by"], vm["id"], "{v}");
-    assert_eq!(v["attached_to"], vm["node"], "attached where the VM runs: {v}");
+    assert_eq!(
+        v["attached_to"], vm["node"],
+        "attached where the VM runs: {v}"
+    );
 
     // A second VM cannot take the same volume; the volume cannot be deleted under it.
     let o = create("db2", &name, &[]);
     assert!(!o.status.success());
-    assert!(stderr(&o).contains("already the disk of VM"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("already the disk of VM"),
+        "{}",
+        stderr(&o)
+    );
     let o = c.nodes[0].cli(&["volume", "delete", &name]);
     assert!(stderr(&o).contains("delete the VM first"), "{}", stderr(&o));
 
@@ -346,7 +366,9 @@ fn a_vm_boots_with_a_replicated_volume_as_its_disk_and_keeps_its_data() {
     let o = c.nodes[0].cli(&["vm", "start", "db", "--wait", "90"]);
     assert!(o.status.success(), "start: {}", stderr(&o));
     wait_for(Duration::from_secs(90), || {
-        console(&c, "db").contains("STRATA-GUEST-DISK previous=1").then_some(())
+        console(&c, "db")
+            .contains("STRATA-GUEST-DISK previous=1")
+            .then_some(())
     })
     .unwrap_or_else(|| panic!("the data did not survive: {}", console(&c, "db")));
 
@@ -367,7 +389,10 @@ fn a_vm_boots_with_a_replicated_volume_as_its_disk_and_keeps_its_data() {
     let vm = json(&c.nodes[0].cli(&["vm", "show", "local", "--json"]));
     assert_eq!(vm["node"], v["replicas"][0]["node"], "{vm}");
     assert!(
-        vm["placement"].as_str().unwrap().contains("preferring nodes holding a replica"),
+        vm["placement"]
+            .as_str()
+            .unwrap()
+            .contains("preferring nodes holding a replica"),
         "{vm}"
     );
 }

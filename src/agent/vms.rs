@@ -11,10 +11,10 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use super::attach::Attachments;
 use crate::cluster::store::compute_tables::{
     PowerIntent, VmRecord, VmState, VmStatus, VmStatuses, Vms,
 };
-use super::attach::Attachments;
 use crate::compute::{Hypervisor, NbdDisk, RunState, VmSpec};
 use crate::control::{now_secs, Control};
 use crate::ids::VmId;

@@ -11,6 +11,8 @@ use super::client;
 use super::output;
 use super::CliError;
 
+// Parsed once per process; boxing `Create`'s fields would buy nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand, Debug)]
 pub enum VmCmd {
     /// Create a VM: validated, placed on a node, and started (unless --stopped).

@@ -74,7 +74,11 @@ pub struct NbdDisk {
 
 impl NbdDisk {
     pub fn uri(&self) -> String {
-        format!("nbd+unix:///{}?socket={}", self.export, self.socket.display())
+        format!(
+            "nbd+unix:///{}?socket={}",
+            self.export,
+            self.socket.display()
+        )
     }
 }
 

@@ -404,6 +404,7 @@ mod tests {
             cmdline: "console=ttyS0".into(),
             disk: Some("/d".into()),
             tap: None,
+            nbd: None,
         };
         let c = spec.vm_config(d.path()).unwrap();
         assert_eq!((c.vcpus, c.mem_mib, c.disks.len()), (2, 128, 1));
@@ -414,6 +415,15 @@ mod tests {
             ..spec.clone()
         };
         assert!(bad.vm_config(d.path()).is_err());
+        let bad = WorkerSpec {
+            nbd: Some(super::super::NbdDisk {
+                socket: d.path().join("no.sock"),
+                export: "vol".into(),
+            }),
+            ..spec.clone()
+        };
+        let e = bad.vm_config(d.path()).unwrap_err().to_string();
+        assert!(e.contains("cannot open the VM's volume") && e.contains("no.sock"), "{e}");
         let bad = WorkerSpec { vcpus: 300, ..spec };
         assert!(bad
             .vm_config(d.path())

@@ -13,10 +13,10 @@ use crate::cluster::store::compute_tables::{
     BootSpec, Flavor, Flavors, PlacementEpochs, PowerIntent, VmRecord, VmState, VmStatus,
     VmStatuses, Vms,
 };
+use crate::cluster::store::storage_tables::Volumes;
 use crate::cluster::store::tables::{Event, Events, Nodes, EVENTS_KEPT};
 use crate::cluster::store::{StoreError, TxnBuilder, Versioned};
 use crate::compute;
-use crate::cluster::store::storage_tables::Volumes;
 use crate::ids::{NodeId, VmId};
 
 /// A request to create a VM.
@@ -128,7 +128,10 @@ impl Control {
                     return invalid(format!(
                         "volume {} is attached on node {}; detach it first",
                         cur.value.name,
-                        cur.value.attached_to.map(|n| n.to_string()).unwrap_or_default()
+                        cur.value
+                            .attached_to
+                            .map(|n| n.to_string())
+                            .unwrap_or_default()
                     ));
                 }
                 Some(cur)

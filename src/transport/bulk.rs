@@ -15,7 +15,12 @@ pub struct Sink;
 
 #[async_trait::async_trait]
 impl Service for Sink {
-    async fn handle_stream(&self, peer: Peer, mut send: quinn::SendStream, mut recv: quinn::RecvStream) {
+    async fn handle_stream(
+        &self,
+        peer: Peer,
+        mut send: quinn::SendStream,
+        mut recv: quinn::RecvStream,
+    ) {
         let mut total: u64 = 0;
         let mut buf = vec![0u8; 256 << 10];
         loop {
