@@ -13,6 +13,7 @@ use crate::cluster::store::tables::Nodes;
 use crate::control::Control;
 use crate::ids::{NodeId, VolumeId};
 use crate::storage::nbd::Exports;
+use crate::storage::replica::ReplicaServer;
 use crate::storage::replicated::{ReplicaTarget, ReplicatedVolume};
 use crate::storage::Volume;
 use crate::telemetry::error_chain;
@@ -21,15 +22,21 @@ use crate::transport::Transport;
 pub struct Attachments {
     control: Arc<Control>,
     transport: Arc<Transport>,
+    server: Arc<ReplicaServer>,
     pub exports: Arc<Exports>,
     attached: Mutex<HashMap<VolumeId, (u64, Arc<ReplicatedVolume>)>>,
 }
 
 impl Attachments {
-    pub fn new(control: Arc<Control>, transport: Arc<Transport>) -> Arc<Self> {
+    pub fn new(
+        control: Arc<Control>,
+        transport: Arc<Transport>,
+        server: Arc<ReplicaServer>,
+    ) -> Arc<Self> {
         Arc::new(Attachments {
             control,
             transport,
+            server,
             exports: Arc::new(Exports::new()),
             attached: Mutex::new(HashMap::new()),
         })
@@ -112,10 +119,11 @@ impl Attachments {
                     })
                 })
                 .collect();
-            let (transport, rt, rec2) = (
+            let (transport, rt, rec2, server) = (
                 self.transport.clone(),
                 tokio::runtime::Handle::current(),
                 rec.clone(),
+                self.server.clone(),
             );
             let made = tokio::task::spawn_blocking(move || {
                 ReplicatedVolume::attach(
@@ -127,6 +135,7 @@ impl Attachments {
                     rec2.extent_size,
                     rec2.generation,
                     &targets,
+                    Some(server),
                 )
             })
             .await

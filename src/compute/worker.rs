@@ -423,7 +423,10 @@ mod tests {
             ..spec.clone()
         };
         let e = bad.vm_config(d.path()).unwrap_err().to_string();
-        assert!(e.contains("cannot open the VM's volume") && e.contains("no.sock"), "{e}");
+        assert!(
+            e.contains("cannot open the VM's volume") && e.contains("no.sock"),
+            "{e}"
+        );
         let bad = WorkerSpec { vcpus: 300, ..spec };
         assert!(bad
             .vm_config(d.path())

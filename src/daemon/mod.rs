@@ -149,8 +149,8 @@ impl Node {
         let replica_server = ReplicaServer::new(&regions).map_err(ServeError::Storage)?;
         transport.register(Class::Blk, Arc::new(BlkService(replica_server.clone())));
         transport.register(Class::Mig, Arc::new(crate::transport::bulk::Sink));
-        let volume_agent = VolumeAgent::new(control.clone(), replica_server, regions);
-        let attachments = Attachments::new(control.clone(), transport.clone());
+        let volume_agent = VolumeAgent::new(control.clone(), replica_server.clone(), regions);
+        let attachments = Attachments::new(control.clone(), transport.clone(), replica_server);
         let vm_agent = VmAgent::new(
             control.clone(),
             driver,

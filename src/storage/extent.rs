@@ -26,7 +26,7 @@ use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use serde::{Deserialize, Serialize};
@@ -44,6 +44,20 @@ const TRAILER_MAGIC: &[u8; 8] = b"STRXTNT1";
 const VALID: u64 = 1 << 32;
 const REGION_FILE: &str = "region.json";
 const FORMAT: u32 = 1;
+/// What `Extent::active` knows about a block: not checked yet, slot A or B describes the
+/// data on disk, or it is an unwritten hole.
+const UNKNOWN: u8 = 0;
+const SLOT_A: u8 = 1;
+const SLOT_B: u8 = 2;
+const HOLE: u8 = 3;
+
+fn active_code(m: Option<u8>) -> u8 {
+    match m {
+        Some(0) => SLOT_A,
+        Some(_) => SLOT_B,
+        None => HOLE,
+    }
+}
 
 /// What `region.json` says.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -60,7 +74,7 @@ struct Extent {
     file: File,
     /// Per block: the two checksum slots, and which one matches the data (None: unknown).
     slots: Vec<[u64; 2]>,
-    active: Vec<Option<u8>>,
+    active: Vec<AtomicU8>,
     dirty: bool,
 }
 
@@ -265,7 +279,7 @@ impl ExtentVolume {
         Ok(Extent {
             file,
             slots,
-            active: vec![None; blocks as usize],
+            active: (0..blocks).map(|_| AtomicU8::new(UNKNOWN)).collect(),
             dirty,
         })
     }
@@ -315,7 +329,7 @@ impl ExtentVolume {
         let ext = Arc::new(RwLock::new(Extent {
             file,
             slots: vec![[0, 0]; blocks as usize],
-            active: vec![None; blocks as usize],
+            active: (0..blocks).map(|_| AtomicU8::new(UNKNOWN)).collect(),
             dirty: true,
         }));
         map.insert(n, ext.clone());
@@ -378,11 +392,12 @@ impl ExtentVolume {
         Ok(())
     }
 
-    /// Reads and verifies blocks `[first, first + count)` of a locked extent.
+    /// Reads and verifies blocks `[first, first + count)` of an extent (shared lock is
+    /// enough: what a read learns about the slots is recorded atomically).
     fn read_blocks(
         &self,
         n: u64,
-        e: &mut Extent,
+        e: &Extent,
         first: u64,
         count: u64,
     ) -> Result<Vec<u8>, VolumeError> {
@@ -394,7 +409,7 @@ impl ExtentVolume {
         for (i, block) in data.chunks(BLOCK as usize).enumerate() {
             let b = first as usize + i;
             match matches_block(block, e.slots[b]) {
-                Some(slot) => e.active[b] = slot,
+                Some(m) => e.active[b].store(active_code(m), Ordering::Relaxed),
                 None => {
                     return Err(VolumeError::Corrupt {
                         what: format!("volume {} extent {n}", self.meta().volume),
@@ -414,8 +429,8 @@ impl ExtentVolume {
         };
         let first = within / BLOCK;
         let last = (within + buf.len() as u64).div_ceil(BLOCK);
-        let mut e = ext.write().unwrap_or_else(|p| p.into_inner());
-        let data = self.read_blocks(n, &mut e, first, last - first)?;
+        let e = ext.read().unwrap_or_else(|p| p.into_inner());
+        let data = self.read_blocks(n, &e, first, last - first)?;
         let skip = (within - first * BLOCK) as usize;
         buf.copy_from_slice(&data[skip..skip + buf.len()]);
         Ok(())
@@ -431,44 +446,63 @@ impl ExtentVolume {
         self.mark_dirty(&mut e, &path)?;
         let first = within / BLOCK;
         let last = (within + data.len() as u64).div_ceil(BLOCK);
-        let mut blocks = vec![0u8; ((last - first) * BLOCK) as usize];
+        let count = (last - first) as usize;
+        let mut blocks = vec![0u8; count * BLOCK as usize];
         let skip = (within - first * BLOCK) as usize;
         // Read-modify-write of partly covered blocks at either end, under the extent lock.
         if skip != 0 {
-            let old = self.read_blocks(n, &mut e, first, 1)?;
+            let old = self.read_blocks(n, &e, first, 1)?;
             blocks[..BLOCK as usize].copy_from_slice(&old);
         }
         let end = skip + data.len();
         if !end.is_multiple_of(BLOCK as usize) && (last - 1 > first || skip == 0) {
-            let old = self.read_blocks(n, &mut e, last - 1, 1)?;
+            let old = self.read_blocks(n, &e, last - 1, 1)?;
             let at = blocks.len() - BLOCK as usize;
             blocks[at..].copy_from_slice(&old);
         }
         blocks[skip..skip + data.len()].copy_from_slice(data);
-        let mut chosen = Vec::with_capacity((last - first) as usize);
+        // Which slot describes each block on disk now: known, a never-written hole, or
+        // (once per block after open) found by reading the range once.
+        let mut current: Vec<u8> = (first as usize..last as usize)
+            .map(|b| match e.active[b].load(Ordering::Relaxed) {
+                UNKNOWN if e.slots[b] == [0, 0] => HOLE,
+                a => a,
+            })
+            .collect();
+        if current.contains(&UNKNOWN) {
+            let mut cur = vec![0u8; count * BLOCK as usize];
+            e.file
+                .read_exact_at(&mut cur, first * BLOCK)
+                .map_err(|x| VolumeError::io("read", &path, x))?;
+            for (i, a) in current.iter_mut().enumerate() {
+                if *a == UNKNOWN {
+                    let blk = &cur[i * BLOCK as usize..(i + 1) * BLOCK as usize];
+                    *a = matches_block(blk, e.slots[first as usize + i])
+                        .map(active_code)
+                        .unwrap_or(HOLE);
+                }
+            }
+        }
+        // The new checksum goes into the slot that does not describe the data on disk;
+        // all of the range's slots are written at once, before the data.
+        let mut table = Vec::with_capacity(count * SLOT_BYTES as usize);
+        let mut chosen = Vec::with_capacity(count);
         for (i, block) in blocks.chunks(BLOCK as usize).enumerate() {
             let b = first as usize + i;
-            let active = match e.active[b] {
-                Some(a) => Some(a),
-                None => {
-                    let mut cur = vec![0u8; BLOCK as usize];
-                    e.file
-                        .read_exact_at(&mut cur, b as u64 * BLOCK)
-                        .map_err(|x| VolumeError::io("read", &path, x))?;
-                    matches_block(&cur, e.slots[b]).flatten()
-                }
-            };
-            // The new checksum goes into the slot that does not describe the data on disk.
-            let slot = if active == Some(0) { 1 } else { 0 };
-            e.slots[b][slot as usize] = crc(block);
-            write_slots(&e.file, es, b, e.slots[b], &path)?;
-            chosen.push(slot);
+            let slot = if current[i] == SLOT_A { 1 } else { 0 };
+            e.slots[b][slot] = crc(block);
+            table.extend_from_slice(&e.slots[b][0].to_le_bytes());
+            table.extend_from_slice(&e.slots[b][1].to_le_bytes());
+            chosen.push(if slot == 0 { SLOT_A } else { SLOT_B });
         }
+        e.file
+            .write_all_at(&table, es + first * SLOT_BYTES)
+            .map_err(|x| VolumeError::io("write checksums of", &path, x))?;
         e.file
             .write_all_at(&blocks, first * BLOCK)
             .map_err(|x| VolumeError::io("write", &path, x))?;
-        for (i, slot) in chosen.into_iter().enumerate() {
-            e.active[first as usize + i] = Some(slot);
+        for (i, a) in chosen.into_iter().enumerate() {
+            e.active[first as usize + i].store(a, Ordering::Relaxed);
         }
         Ok(())
     }
@@ -498,7 +532,7 @@ impl ExtentVolume {
         self.mark_dirty(&mut e, &path)?;
         for b in (start_full / BLOCK) as usize..(end_full / BLOCK) as usize {
             e.slots[b] = [0, 0];
-            e.active[b] = None;
+            e.active[b].store(HOLE, Ordering::Relaxed);
         }
         let first = start_full / BLOCK;
         let count = (end_full - start_full) / BLOCK;

@@ -202,8 +202,8 @@ impl ReplicaServer {
     }
 
     /// Handles one request (blocking: call from a blocking thread).
-    pub fn handle(&self, req: BlkRequest) -> BlkResponse {
-        let volume = match &req {
+    pub fn handle(&self, req: &BlkRequest) -> BlkResponse {
+        let volume = match req {
             BlkRequest::Activate { volume, .. }
             | BlkRequest::Write { volume, .. }
             | BlkRequest::Read { volume, .. }
@@ -223,7 +223,7 @@ impl ReplicaServer {
         };
         let current = region.meta().generation;
         let fenced = |g: u64| g < current;
-        let r = match req {
+        let r = match *req {
             BlkRequest::Activate { generation, .. } => {
                 if fenced(generation) {
                     return BlkResponse::Fenced {
@@ -235,7 +235,7 @@ impl ReplicaServer {
             BlkRequest::Write {
                 generation,
                 offset,
-                data,
+                ref data,
                 ..
             } => {
                 if fenced(generation) {
@@ -243,7 +243,7 @@ impl ReplicaServer {
                         generation: current,
                     };
                 }
-                region.write_at(offset, &data).map(|_| BlkResponse::Done)
+                region.write_at(offset, data).map(|_| BlkResponse::Done)
             }
             BlkRequest::Read {
                 generation,
@@ -297,6 +297,16 @@ impl ReplicaServer {
     }
 }
 
+/// Whether a request is cheap enough to serve on the async runtime's thread.
+pub fn is_quick(req: &BlkRequest) -> bool {
+    match req {
+        BlkRequest::Write { data, .. } => data.len() <= 64 << 10,
+        BlkRequest::Read { len, .. } => *len <= 64 << 10,
+        BlkRequest::Status { .. } => true,
+        _ => false,
+    }
+}
+
 /// The transport service: one request frame in, one response frame out, per stream.
 pub struct BlkService(pub Arc<ReplicaServer>);
 
@@ -309,9 +319,12 @@ impl Service for BlkService {
         mut recv: quinn::RecvStream,
     ) {
         let resp = match read_frame::<BlkRequest>(&mut recv, MAX_IO + 4096).await {
+            // Small reads and writes go to the page cache in microseconds: done in place.
+            // Flushes, activations and big requests wait on the disk: a blocking thread.
+            Ok(req) if is_quick(&req) => self.0.handle(&req),
             Ok(req) => {
                 let server = self.0.clone();
-                tokio::task::spawn_blocking(move || server.handle(req))
+                tokio::task::spawn_blocking(move || server.handle(&req))
                     .await
                     .unwrap_or_else(|e| BlkResponse::Failed {
                         kind: FailKind::Io,
@@ -356,33 +369,33 @@ mod tests {
         let (_d, s) = server();
         s.create_region("v1", 1 << 20, 1 << 20).unwrap();
         assert!(matches!(
-            s.handle(BlkRequest::Activate {
+            s.handle(&BlkRequest::Activate {
                 volume: "v1".into(),
                 generation: 2
             }),
             BlkResponse::Done
         ));
-        assert!(matches!(s.handle(write("v1", 2, 0, 7)), BlkResponse::Done));
+        assert!(matches!(s.handle(&write("v1", 2, 0, 7)), BlkResponse::Done));
         // A new writer takes over with generation 3; the old one is refused from now on.
         assert!(matches!(
-            s.handle(BlkRequest::Activate {
+            s.handle(&BlkRequest::Activate {
                 volume: "v1".into(),
                 generation: 3
             }),
             BlkResponse::Done
         ));
         assert!(matches!(
-            s.handle(write("v1", 2, 0, 9)),
+            s.handle(&write("v1", 2, 0, 9)),
             BlkResponse::Fenced { generation: 3 }
         ));
         assert!(matches!(
-            s.handle(BlkRequest::Activate {
+            s.handle(&BlkRequest::Activate {
                 volume: "v1".into(),
                 generation: 2
             }),
             BlkResponse::Fenced { generation: 3 }
         ));
-        match s.handle(BlkRequest::Read {
+        match s.handle(&BlkRequest::Read {
             volume: "v1".into(),
             generation: 3,
             offset: 0,
@@ -395,7 +408,7 @@ mod tests {
         drop(s);
         let s2 = ReplicaServer::new(&_d.path().join("regions")).unwrap();
         assert!(matches!(
-            s2.handle(write("v1", 2, 0, 9)),
+            s2.handle(&write("v1", 2, 0, 9)),
             BlkResponse::Fenced { generation: 3 }
         ));
     }
@@ -403,19 +416,19 @@ mod tests {
     #[test]
     fn unknown_volumes_and_bad_requests_get_clear_failures() {
         let (_d, s) = server();
-        match s.handle(write("nope", 1, 0, 1)) {
+        match s.handle(&write("nope", 1, 0, 1)) {
             BlkResponse::Failed { kind, message } => {
                 assert_eq!(kind, FailKind::NoRegion);
                 assert!(message.contains("nope"), "{message}");
             }
             other => panic!("{other:?}"),
         }
-        match s.handle(write("../etc", 1, 0, 1)) {
+        match s.handle(&write("../etc", 1, 0, 1)) {
             BlkResponse::Failed { kind, .. } => assert_eq!(kind, FailKind::Invalid),
             other => panic!("{other:?}"),
         }
         s.create_region("v2", 1 << 20, 1 << 20).unwrap();
-        match s.handle(write("v2", 1, 1 << 20, 1)) {
+        match s.handle(&write("v2", 1, 1 << 20, 1)) {
             BlkResponse::Failed { kind, message } => {
                 assert_eq!(kind, FailKind::Invalid);
                 assert!(message.contains("outside the volume"), "{message}");

@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-use super::replica::{BlkRequest, BlkResponse, FailKind, MAX_IO};
+use super::replica::{BlkRequest, BlkResponse, FailKind, ReplicaServer, MAX_IO};
 use super::{check_range, Volume, VolumeError};
 use crate::ids::NodeId;
 use crate::transport::{Class, Transport};
@@ -61,6 +61,9 @@ pub struct ReplicatedVolume {
     local: NodeId,
     replicas: Mutex<Vec<Replica>>,
     transport: Arc<Transport>,
+    /// This node's replica server: the local replica is called directly, not through
+    /// the transport.
+    local_server: Option<Arc<ReplicaServer>>,
     rt: tokio::runtime::Handle,
     timeout: Duration,
     /// Writes share it; a repair or a resync copy holds it alone, so no write can slip
@@ -95,6 +98,7 @@ impl ReplicatedVolume {
         extent_size: u64,
         generation: u64,
         targets: &[ReplicaTarget],
+        local_server: Option<Arc<ReplicaServer>>,
     ) -> Result<Self, VolumeError> {
         let v = ReplicatedVolume {
             volume: volume.to_string(),
@@ -122,6 +126,7 @@ impl ReplicatedVolume {
                     .collect(),
             ),
             transport,
+            local_server,
             rt,
             timeout: IO_TIMEOUT,
             order: RwLock::new(()),
@@ -134,7 +139,7 @@ impl ReplicatedVolume {
             generation,
         };
         let all: Vec<ReplicaTarget> = targets.iter().filter(|t| t.in_sync).copied().collect();
-        let results = v.call_many(&all, &req);
+        let results = v.call_many(&all, req);
         for (t, r) in all.iter().zip(results) {
             match r {
                 Outcome::Ok(_) => {}
@@ -261,27 +266,39 @@ impl ReplicatedVolume {
 
     async fn call_one(
         transport: Arc<Transport>,
+        local: Option<Arc<ReplicaServer>>,
         t: ReplicaTarget,
-        req: BlkRequest,
+        req: Arc<BlkRequest>,
         timeout: Duration,
     ) -> Outcome {
-        match transport
-            .call::<_, BlkResponse>(t.node, t.addr, Class::Blk, "blk", &req, timeout)
-            .await
-        {
+        let answer = match local {
+            Some(server) if super::replica::is_quick(&req) => Ok(server.handle(&req)),
+            Some(server) => tokio::task::spawn_blocking(move || server.handle(&req))
+                .await
+                .map_err(|e| format!("local replica request failed: {e}")),
+            None => transport
+                .call::<_, BlkResponse>(t.node, t.addr, Class::Blk, "blk", &*req, timeout)
+                .await
+                .map_err(|e| crate::telemetry::error_chain(&e)),
+        };
+        match answer {
             Ok(BlkResponse::Fenced { generation }) => Outcome::Fenced(generation),
             Ok(BlkResponse::Failed { kind, message }) => Outcome::Failed(kind, message),
             Ok(r) => Outcome::Ok(r),
-            Err(e) => Outcome::Lost(crate::telemetry::error_chain(&e)),
+            Err(e) => Outcome::Lost(e),
         }
     }
 
-    fn call_many(&self, targets: &[ReplicaTarget], req: &BlkRequest) -> Vec<Outcome> {
+    fn call_many(&self, targets: &[ReplicaTarget], req: BlkRequest) -> Vec<Outcome> {
+        // One copy of the request, shared by every replica's call.
+        let req = Arc::new(req);
         let futs: Vec<_> = targets
             .iter()
             .map(|t| {
+                let local = self.local_server.clone().filter(|_| t.node == self.local);
                 self.rt.spawn(Self::call_one(
                     self.transport.clone(),
+                    local,
                     *t,
                     req.clone(),
                     self.timeout,
@@ -301,7 +318,7 @@ impl ReplicatedVolume {
     }
 
     fn call(&self, t: ReplicaTarget, req: BlkRequest) -> Outcome {
-        self.call_many(&[t], &req)
+        self.call_many(&[t], req)
             .pop()
             .unwrap_or(Outcome::Lost("no answer".into()))
     }
@@ -310,7 +327,7 @@ impl ReplicatedVolume {
     fn mutate(&self, req: BlkRequest, offset: u64, len: u64) -> Result<(), VolumeError> {
         self.check_fenced()?;
         let targets = self.live_targets()?;
-        let results = self.call_many(&targets, &req);
+        let results = self.call_many(&targets, req);
         let mut ok = 0;
         let mut first_err = None;
         for (t, r) in targets.iter().zip(results) {

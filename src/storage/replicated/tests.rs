@@ -108,6 +108,8 @@ impl Cluster {
             ES,
             generation,
             &self.targets(),
+            // Half the tests go through the transport for the local replica too.
+            generation.is_multiple_of(2).then(|| self.nodes[on].server.clone()),
         )
         .unwrap();
         v.timeout = Duration::from_secs(2);
@@ -235,6 +237,7 @@ fn a_new_generation_fences_the_old_writer() {
         ES,
         1,
         &c.targets(),
+        None,
     )
     .err()
     .unwrap();
@@ -279,6 +282,7 @@ fn a_replica_known_to_be_stale_starts_faulted_and_is_rebuilt_in_full() {
         ES,
         2,
         &t,
+        Some(c.nodes[1].server.clone()),
     )
     .unwrap();
     assert!(!v.health()[2].live);
