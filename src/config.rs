@@ -48,6 +48,7 @@ pub struct Config {
     pub log_format: LogFormat,
     pub raft: RaftTuning,
     pub gossip: GossipTuning,
+    pub storage: StorageTuning,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,6 +73,12 @@ pub struct RaftTuning {
 }
 
 #[derive(Debug, Clone)]
+pub struct StorageTuning {
+    /// How long a replica's node may be down before the replica is rebuilt elsewhere.
+    pub replica_grace: Duration,
+}
+
+#[derive(Debug, Clone)]
 pub struct GossipTuning {
     /// Time within which a dead peer is declared down on a quiet LAN.
     pub failure_detection: Duration,
@@ -91,6 +98,14 @@ pub struct ConfigFile {
     pub raft: RaftFile,
     #[serde(default)]
     pub gossip: GossipFile,
+    #[serde(default)]
+    pub storage: StorageFile,
+}
+
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StorageFile {
+    pub replica_grace_s: Option<u64>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]
@@ -142,6 +157,7 @@ impl ConfigFile {
         take!(raft.max_voters);
         take!(raft.min_free_mb);
         take!(gossip.failure_detection_ms);
+        take!(storage.replica_grace_s);
         self
     }
 
@@ -231,6 +247,14 @@ impl ConfigFile {
                 "must be at least 300 ms",
             ));
         }
+        let grace = self.storage.replica_grace_s.unwrap_or(30);
+        if !(2..=86400).contains(&grace) {
+            return Err(invalid(
+                "storage.replica_grace_s",
+                &grace.to_string(),
+                "must be between 2 s and a day",
+            ));
+        }
         Ok(Config {
             data_dir,
             listen,
@@ -249,6 +273,9 @@ impl ConfigFile {
             },
             gossip: GossipTuning {
                 failure_detection: Duration::from_millis(fd),
+            },
+            storage: StorageTuning {
+                replica_grace: Duration::from_secs(grace),
             },
         })
     }

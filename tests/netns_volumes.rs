@@ -226,7 +226,7 @@ fn a_volume_survives_a_lost_replica_resyncs_it_and_moves_to_another_writer() {
     let events =
         String::from_utf8_lossy(&c.nodes[0].cli(&["events", "--limit", "50"]).stdout).to_string();
     assert!(
-        events.contains("resync copied 64 MiB, only the extents written while it was away"),
+        events.contains("resync copied 64 MiB, only the extents it lacked"),
         "{events}"
     );
     let (ok, out) = qemu_io(

@@ -25,6 +25,8 @@ pub struct Attachments {
     server: Arc<ReplicaServer>,
     pub exports: Arc<Exports>,
     attached: Mutex<HashMap<VolumeId, (u64, Arc<ReplicatedVolume>)>>,
+    /// Per volume: a resync running, and bytes copied not reported yet.
+    resync: Mutex<HashMap<VolumeId, (bool, u64)>>,
 }
 
 impl Attachments {
@@ -39,7 +41,33 @@ impl Attachments {
             server,
             exports: Arc::new(Exports::new()),
             attached: Mutex::new(HashMap::new()),
+            resync: Mutex::new(HashMap::new()),
         })
+    }
+
+    fn resyncs(&self) -> std::sync::MutexGuard<'_, HashMap<VolumeId, (bool, u64)>> {
+        self.resync.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn resyncing(&self, id: &VolumeId) -> bool {
+        self.resyncs().get(id).is_some_and(|r| r.0)
+    }
+
+    fn resyncing_set(&self, id: &VolumeId, on: bool) {
+        self.resyncs().entry(id.clone()).or_default().0 = on;
+    }
+
+    fn copied_add(&self, id: &VolumeId, bytes: u64) {
+        self.resyncs().entry(id.clone()).or_default().1 += bytes;
+    }
+
+    /// Bytes copied by finished resyncs, once no resync runs (for the in-sync event).
+    fn copied_take_if_idle(&self, id: &VolumeId) -> u64 {
+        let mut r = self.resyncs();
+        match r.get_mut(id) {
+            Some((false, n)) => std::mem::take(n),
+            _ => 0,
+        }
     }
 
     fn map(&self) -> std::sync::MutexGuard<'_, HashMap<VolumeId, (u64, Arc<ReplicatedVolume>)>> {
@@ -105,9 +133,6 @@ impl Attachments {
             tracing::info!(volume = %id, "volume detached from this node");
         }
         for (id, rec) in &wanted {
-            if self.map().contains_key(id) {
-                continue;
-            }
             let targets: Vec<ReplicaTarget> = rec
                 .replicas
                 .iter()
@@ -119,6 +144,17 @@ impl Attachments {
                     })
                 })
                 .collect();
+            if let Some(v) = self.get(id) {
+                // The control plane may have replaced a lost replica.
+                let have: Vec<NodeId> = v.health().iter().map(|h| h.node).collect();
+                let want: Vec<NodeId> = rec.replicas.iter().map(|r| r.node).collect();
+                if have != want {
+                    let v2 = v.clone();
+                    let t2 = targets.clone();
+                    let _ = tokio::task::spawn_blocking(move || v2.set_targets(&t2)).await;
+                }
+                continue;
+            }
             let (transport, rt, rec2, server) = (
                 self.transport.clone(),
                 tokio::runtime::Handle::current(),
@@ -163,40 +199,62 @@ impl Attachments {
             .map(|(id, (g, v))| (id.clone(), *g, v.clone()))
             .collect();
         for (id, generation, v) in live {
-            let vv = v.clone();
-            let copied = tokio::task::spawn_blocking(move || vv.resync())
-                .await
-                .ok()
-                .and_then(|r| r.ok())
-                .unwrap_or(0);
+            // Resync in the background; its progress is reported on the next passes.
+            if !self.resyncing(&id) && v.health().iter().any(|h| !h.live) {
+                let (vv, me2, id2) = (v.clone(), self.clone(), id.clone());
+                me2.resyncing_set(&id2, true);
+                tokio::spawn(async move {
+                    let copied = tokio::task::spawn_blocking(move || vv.resync())
+                        .await
+                        .ok()
+                        .and_then(|r| r.ok())
+                        .unwrap_or(0);
+                    me2.copied_add(&id2, copied);
+                    me2.resyncing_set(&id2, false);
+                });
+            }
             let Some(rec) = wanted.get(&id) else { continue };
+            let total = v.extent_count().max(1);
             for h in v.health() {
                 let state = if h.live {
                     ReplicaState::InSync
                 } else {
                     ReplicaState::Faulted
                 };
+                let progress = (!h.live && h.reason.contains("rebuilt"))
+                    .then(|| (100 - (h.stale_extents as u64 * 100 / total)).min(99) as u8);
                 let known = rec
                     .replicas
                     .iter()
                     .find(|r| r.node == h.node)
-                    .map(|r| r.state);
-                if known != Some(state) {
-                    let detail = match state {
-                        ReplicaState::InSync if copied > 0 => format!(
-                            "resync copied {} MiB, only the extents written while it was away",
-                            copied >> 20
-                        ),
-                        ReplicaState::InSync => String::new(),
-                        ReplicaState::Faulted => h.reason.clone(),
-                    };
-                    if let Err(e) = self
-                        .control
-                        .set_replica_state(&id, h.node, generation, state, &detail)
-                        .await
-                    {
-                        tracing::debug!(volume = %id, error = %error_chain(&e), "cannot record replica state");
+                    .map(|r| (r.state, r.progress));
+                if known == Some((state, progress)) {
+                    continue;
+                }
+                if state == ReplicaState::InSync && self.resyncing(&id) {
+                    // Recorded once the resync has finished and its bytes are counted.
+                    continue;
+                }
+                let detail = match state {
+                    ReplicaState::InSync => {
+                        let copied = self.copied_take_if_idle(&id);
+                        if copied > 0 {
+                            format!(
+                                "resync copied {} MiB, only the extents it lacked",
+                                copied >> 20
+                            )
+                        } else {
+                            String::new()
+                        }
                     }
+                    ReplicaState::Faulted => h.reason.clone(),
+                };
+                if let Err(e) = self
+                    .control
+                    .set_replica_state(&id, h.node, generation, state, &detail, progress)
+                    .await
+                {
+                    tracing::debug!(volume = %id, error = %error_chain(&e), "cannot record replica state");
                 }
             }
         }

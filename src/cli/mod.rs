@@ -50,6 +50,10 @@ pub struct NodeFlags {
     /// Log format: text or json.
     #[arg(long, env = "STRATA_LOG_FORMAT")]
     pub log_format: Option<String>,
+    /// Seconds a replica's node may be down before the replica is rebuilt on another
+    /// node (default 30).
+    #[arg(long, env = "STRATA_REPLICA_GRACE_S")]
+    pub replica_grace_s: Option<u64>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -236,6 +240,9 @@ impl Cli {
             metrics_listen: flags.metrics_listen.clone(),
             admin_socket: self.socket.clone(),
             log_format: flags.log_format.clone(),
+            storage: crate::config::StorageFile {
+                replica_grace_s: flags.replica_grace_s,
+            },
             ..Default::default()
         };
         Ok(file.merge(overrides).validate()?)

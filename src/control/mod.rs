@@ -59,6 +59,8 @@ pub struct Control {
     pub store: Store,
     pub membership: Arc<Membership>,
     pub tuning: RaftTuning,
+    /// How long a replica's node may be down before the replica is rebuilt elsewhere.
+    pub replica_grace: Duration,
     /// Reads VM consoles on the node that runs them (set by the daemon once the agent
     /// exists).
     pub consoles: std::sync::OnceLock<Arc<dyn ConsoleReader>>,
@@ -288,14 +290,19 @@ impl Control {
         let mut tick = tokio::time::interval(Duration::from_millis(500));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut down_since = BTreeMap::new();
+        let mut replicas_down = BTreeMap::new();
         loop {
             tick.tick().await;
             if !self.raft().is_leader() {
                 down_since.clear();
+                replicas_down.clear();
                 continue;
             }
             if let Err(e) = voters::reconcile(&self, &mut down_since).await {
                 tracing::warn!(error = %crate::telemetry::error_chain(&e), "membership reconcile failed");
+            }
+            if let Err(e) = self.rereplicate(&mut replicas_down).await {
+                tracing::warn!(error = %crate::telemetry::error_chain(&e), "re-replication failed");
             }
         }
     }

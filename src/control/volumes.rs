@@ -5,7 +5,7 @@
 //! reserves a volume's full size on each of its nodes (free bytes minus the unwritten part
 //! of the volumes already there), so a node is never promised more than its disk holds.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
@@ -40,6 +40,7 @@ pub struct ReplicaView {
     pub node: NodeId,
     pub hostname: String,
     pub state: ReplicaState,
+    pub progress: Option<u8>,
     /// Whether the node reports holding the region.
     pub present: bool,
 }
@@ -109,6 +110,7 @@ impl Control {
                     .map(|n| ReplicaRecord {
                         node: *n,
                         state: ReplicaState::InSync,
+                        progress: None,
                     })
                     .collect(),
                 generation: 1,
@@ -398,6 +400,7 @@ impl Control {
         generation: u64,
         state: ReplicaState,
         detail: &str,
+        progress: Option<u8>,
     ) -> Result<(), ControlError> {
         loop {
             let Some(cur) = self.store.get::<Volumes>(&volume.0)? else {
@@ -410,10 +413,23 @@ impl Control {
             let Some(r) = rec.replicas.iter_mut().find(|r| r.node == node) else {
                 return Ok(());
             };
-            if r.state == state {
+            if r.state == state && r.progress == progress {
                 return Ok(());
             }
+            let state_changed = r.state != state;
             r.state = state;
+            r.progress = progress;
+            if !state_changed {
+                // Progress only: no event.
+                let txn = TxnBuilder::new()
+                    .require_revision::<Volumes>(rec.id.to_string(), cur.revision)
+                    .put::<Volumes>(rec.id.to_string(), &rec);
+                match self.store.commit(txn).await {
+                    Ok(_) => return Ok(()),
+                    Err(StoreError::Conflict { .. }) => continue,
+                    Err(e) => return Err(e.into()),
+                }
+            }
             let txn = TxnBuilder::new()
                 .require_revision::<Volumes>(rec.id.to_string(), cur.revision)
                 .put::<Volumes>(rec.id.to_string(), &rec);
@@ -442,6 +458,93 @@ impl Control {
         }
     }
 
+    /// Replaces replicas whose node has been down longer than the grace with a new one on
+    /// a live node with room (it starts faulted: the volume's writer copies it in full),
+    /// most exposed volumes (fewest replicas in sync) first. `down` remembers since when
+    /// this leader has seen each node down.
+    pub async fn rereplicate(
+        &self,
+        down: &mut BTreeMap<NodeId, std::time::Instant>,
+    ) -> Result<(), ControlError> {
+        let view = self.membership.view();
+        let now = std::time::Instant::now();
+        let alive = |n: &NodeId| {
+            *n == self.node || view.get(n).is_some_and(|p| p.liveness == Liveness::Alive)
+        };
+        let mut vols: Vec<Versioned<VolumeRecord>> = self.store.list::<Volumes>()?;
+        let mut lost: BTreeSet<NodeId> = BTreeSet::new();
+        for v in &vols {
+            for r in &v.value.replicas {
+                if alive(&r.node) {
+                    down.remove(&r.node);
+                } else {
+                    let since = *down.entry(r.node).or_insert(now);
+                    if now.duration_since(since) >= self.replica_grace {
+                        lost.insert(r.node);
+                    }
+                }
+            }
+        }
+        if lost.is_empty() {
+            return Ok(());
+        }
+        vols.retain(|v| v.value.replicas.iter().any(|r| lost.contains(&r.node)));
+        vols.sort_by_key(|v| {
+            v.value
+                .replicas
+                .iter()
+                .filter(|r| r.state == ReplicaState::InSync && !lost.contains(&r.node))
+                .count()
+        });
+        let rooms = self.node_rooms()?;
+        for cur in vols {
+            let mut rec = cur.value.clone();
+            let mut changes = Vec::new();
+            for i in 0..rec.replicas.len() {
+                let old = rec.replicas[i].node;
+                if !lost.contains(&old) {
+                    continue;
+                }
+                let taken: Vec<NodeId> = rec.replicas.iter().map(|r| r.node).collect();
+                let Some(new) = rooms
+                    .iter()
+                    .filter(|r| r.alive && r.available >= rec.size && !taken.contains(&r.id))
+                    .max_by_key(|r| r.available)
+                else {
+                    continue;
+                };
+                rec.replicas[i] = ReplicaRecord {
+                    node: new.id,
+                    state: ReplicaState::Faulted,
+                    progress: Some(0),
+                };
+                changes.push(format!("node {old} (down) -> node {new}", new = new.id));
+            }
+            if changes.is_empty() {
+                continue;
+            }
+            rec.placement = format!("{}; re-replicated: {}", rec.placement, changes.join(", "));
+            let txn = TxnBuilder::new()
+                .require_revision::<Volumes>(rec.id.to_string(), cur.revision)
+                .put::<Volumes>(rec.id.to_string(), &rec);
+            let msg = format!(
+                "volume {}: replica rebuilt elsewhere after its node was down for {} s: {}",
+                rec.name,
+                self.replica_grace.as_secs(),
+                changes.join(", ")
+            );
+            match self
+                .store
+                .commit(self.with_event(txn, "volume.rereplicated", msg))
+                .await
+            {
+                Ok(_) | Err(StoreError::Conflict { .. }) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(())
+    }
+
     /// Records this node's storage report (agents only).
     pub async fn report_node_storage(&self, report: NodeStorageReport) -> Result<(), ControlError> {
         let txn = TxnBuilder::new().put::<NodeStorage>(report.node.to_string(), &report);
@@ -463,6 +566,7 @@ fn volume_view(record: VolumeRecord, ctx: &VolumeContext) -> VolumeView {
             node: r.node,
             hostname: ctx.hostnames.get(&r.node).cloned().unwrap_or_default(),
             state: r.state,
+            progress: r.progress,
             present: ctx
                 .reports
                 .get(&r.node)

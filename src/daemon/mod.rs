@@ -120,6 +120,7 @@ impl Node {
             store: Store::new(raft.clone()),
             membership: membership.clone(),
             tuning: config.raft.clone(),
+            replica_grace: config.storage.replica_grace,
             consoles: std::sync::OnceLock::new(),
         });
         let (accel, accel_why) = crate::compute::detect_accel();

@@ -469,17 +469,19 @@ impl ReplicatedVolume {
     }
 
     /// Brings faulted replicas that answer again up to date by copying only the extents
-    /// written while they were away; returns the bytes copied by this call.
+    /// written while they were away (all of them for a new or stale replica), one extent
+    /// at a time: guest writes wait only while an extent is copied. Returns the bytes
+    /// copied by this call.
     pub fn resync(&self) -> Result<u64, VolumeError> {
         self.check_fenced()?;
-        let faulted: Vec<(ReplicaTarget, Vec<u64>)> = self
+        let faulted: Vec<ReplicaTarget> = self
             .lock()
             .iter()
             .filter(|r| !r.live)
-            .map(|r| (r.target, r.stale.iter().copied().collect()))
+            .map(|r| r.target)
             .collect();
         let mut copied = 0;
-        for (t, extents) in faulted {
+        for t in faulted {
             let act = BlkRequest::Activate {
                 volume: self.volume.clone(),
                 generation: self.generation,
@@ -489,55 +491,95 @@ impl ReplicatedVolume {
                 Outcome::Fenced(current) => return Err(self.fence(current)),
                 _ => continue,
             }
-            // Writes wait while the copy runs, so the replica cannot miss one.
-            let _x = self.order.write().unwrap_or_else(|p| p.into_inner());
-            let mut done = true;
-            for e in &extents {
-                let start = e * self.extent_size;
-                let end = (start + self.extent_size).min(self.size);
-                let mut off = start;
-                while off < end {
-                    let n = ((end - off) as usize).min(MAX_IO);
-                    let data = match self.read_from_live(off, n) {
-                        Ok(d) => d,
-                        Err(_) => {
-                            done = false;
-                            break;
-                        }
-                    };
-                    let w = BlkRequest::Write {
+            let mut extents = 0;
+            loop {
+                // Writes wait while this extent is copied, so the replica cannot miss one;
+                // writes between extents mark theirs stale again.
+                let _x = self.order.write().unwrap_or_else(|p| p.into_inner());
+                let next = self
+                    .lock()
+                    .iter()
+                    .find(|r| r.target.node == t.node)
+                    .map(|r| r.stale.iter().next().copied());
+                let Some(next) = next else { break };
+                let Some(e) = next else {
+                    // Nothing left to copy: flush it, and it is a full member again.
+                    let flush = BlkRequest::Flush {
                         volume: self.volume.clone(),
                         generation: self.generation,
-                        offset: off,
-                        data,
                     };
-                    if !matches!(self.call(t, w), Outcome::Ok(_)) {
-                        done = false;
-                        break;
+                    if matches!(self.call(t, flush), Outcome::Ok(_)) {
+                        if let Some(r) = self.lock().iter_mut().find(|r| r.target.node == t.node) {
+                            r.live = true;
+                            r.reason.clear();
+                        }
+                        tracing::info!(volume = %self.volume, node = %t.node, extents, "replica resynced");
                     }
-                    copied += n as u64;
-                    off += n as u64;
-                }
-                if !done {
                     break;
+                };
+                match self.copy_extent(t, e) {
+                    Ok(n) => {
+                        copied += n;
+                        extents += 1;
+                        if let Some(r) = self.lock().iter_mut().find(|r| r.target.node == t.node) {
+                            r.stale.remove(&e);
+                        }
+                    }
+                    Err(()) => break,
                 }
-            }
-            let flush = BlkRequest::Flush {
-                volume: self.volume.clone(),
-                generation: self.generation,
-            };
-            if done && matches!(self.call(t, flush), Outcome::Ok(_)) {
-                let mut reps = self.lock();
-                if let Some(r) = reps.iter_mut().find(|r| r.target == t) {
-                    r.live = true;
-                    r.reason.clear();
-                    r.stale.clear();
-                }
-                tracing::info!(volume = %self.volume, node = %t.node, extents = extents.len(), "replica resynced");
             }
         }
         self.resynced_bytes.fetch_add(copied, Ordering::Relaxed);
         Ok(copied)
+    }
+
+    /// Copies one extent from a live replica to `t` (caller holds the order lock).
+    fn copy_extent(&self, t: ReplicaTarget, e: u64) -> Result<u64, ()> {
+        let start = e * self.extent_size;
+        let end = (start + self.extent_size).min(self.size);
+        let mut off = start;
+        while off < end {
+            let n = ((end - off) as usize).min(MAX_IO);
+            let data = self.read_from_live(off, n).map_err(|_| ())?;
+            let w = BlkRequest::Write {
+                volume: self.volume.clone(),
+                generation: self.generation,
+                offset: off,
+                data,
+            };
+            if !matches!(self.call(t, w), Outcome::Ok(_)) {
+                return Err(());
+            }
+            off += n as u64;
+        }
+        Ok(end - start)
+    }
+
+    /// Changes the replica set (the control plane replaced a lost replica): replicas no
+    /// longer listed are dropped; new ones start faulted with every extent to copy.
+    pub fn set_targets(&self, targets: &[ReplicaTarget]) {
+        let _x = self.order.write().unwrap_or_else(|p| p.into_inner());
+        let all: BTreeSet<u64> = (0..self.size.div_ceil(self.extent_size)).collect();
+        let mut reps = self.lock();
+        reps.retain(|r| targets.iter().any(|t| t.node == r.target.node));
+        for t in targets {
+            if let Some(r) = reps.iter_mut().find(|r| r.target.node == t.node) {
+                r.target.addr = t.addr;
+                continue;
+            }
+            tracing::info!(volume = %self.volume, node = %t.node, "new replica; copying the volume to it");
+            reps.push(Replica {
+                target: *t,
+                live: false,
+                reason: "new replica, being rebuilt".into(),
+                stale: all.clone(),
+            });
+        }
+    }
+
+    /// Extents in the volume (for progress figures).
+    pub fn extent_count(&self) -> u64 {
+        self.size.div_ceil(self.extent_size)
     }
 
     fn read_from_live(&self, offset: u64, len: usize) -> Result<Vec<u8>, VolumeError> {

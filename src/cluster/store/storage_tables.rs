@@ -25,6 +25,9 @@ pub enum ReplicaState {
 pub struct ReplicaRecord {
     pub node: NodeId,
     pub state: ReplicaState,
+    /// While a faulted replica is being copied: percent of the volume's extents done.
+    #[serde(default)]
+    pub progress: Option<u8>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]

@@ -109,7 +109,9 @@ impl Cluster {
             generation,
             &self.targets(),
             // Half the tests go through the transport for the local replica too.
-            generation.is_multiple_of(2).then(|| self.nodes[on].server.clone()),
+            generation
+                .is_multiple_of(2)
+                .then(|| self.nodes[on].server.clone()),
         )
         .unwrap();
         v.timeout = Duration::from_secs(2);

@@ -1,0 +1,137 @@
+//! A replica whose node stays down longer than the grace is rebuilt on another node: on a
+//! 4-node namespace cluster with a 3-replica volume written through NBD, one replica node
+//! is killed for good; the control plane moves the replica to the spare node, the writer
+//! copies the volume to it, redundancy comes back to 3 of 3, and the new copy holds the
+//! data (read on that node after it takes the volume over).
+
+mod common;
+
+use std::time::Duration;
+
+use common::{stderr, wait_for, Cluster};
+
+fn json(o: &std::process::Output) -> serde_json::Value {
+    assert!(o.status.success(), "{}", stderr(o));
+    serde_json::from_slice(&o.stdout).expect("json")
+}
+
+fn qemu_io(uri: &str, cmds: &[&str]) -> (bool, String) {
+    let mut a = vec!["-f".to_string(), "raw".to_string(), uri.to_string()];
+    for c in cmds {
+        a.push("-c".into());
+        a.push(c.to_string());
+    }
+    let o = std::process::Command::new("qemu-io")
+        .args(&a)
+        .output()
+        .expect("qemu-io (Debian package qemu-utils)");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    (
+        o.status.success() && !text.contains("Pattern verification failed"),
+        text,
+    )
+}
+
+#[test]
+fn a_replica_lost_for_longer_than_the_grace_is_rebuilt_elsewhere() {
+    // Every node of this test's cluster uses a 3 s grace.
+    std::env::set_var("STRATA_REPLICA_GRACE_S", "3");
+    let mut c = Cluster::form(4);
+    let ids: Vec<String> = {
+        let s = c.nodes[0].status().expect("status");
+        c.nodes
+            .iter()
+            .map(|n| {
+                s["nodes"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .find(|x| x["addr"] == n.addr().as_str())
+                    .and_then(|x| x["id"].as_str())
+                    .unwrap()
+                    .to_string()
+            })
+            .collect()
+    };
+    let mut k = 0;
+    let (name, replicas) = wait_for(Duration::from_secs(40), || {
+        k += 1;
+        let name = format!("r{k}");
+        let o = c.nodes[0].cli(&["volume", "create", &name, "--size", "256M", "--wait", "20"]);
+        o.status.success().then_some(())?;
+        let v = json(&c.nodes[0].cli(&["volume", "show", &name, "--json"]));
+        let r: Vec<String> = v["replicas"]
+            .as_array()?
+            .iter()
+            .map(|r| r["node"].as_str().unwrap().to_string())
+            .collect();
+        (r.len() == 3).then_some((name, r))
+    })
+    .expect("a 3-replica volume");
+    let idx = |id: &str| ids.iter().position(|x| x == id).unwrap();
+    let writer = idx(&replicas[0]);
+    let victim = idx(&replicas[1]);
+    let spare = (0..4).find(|i| !replicas.contains(&ids[*i])).unwrap();
+
+    let o = c.nodes[writer].cli(&["volume", "export", &name]);
+    assert!(o.status.success(), "export: {}", stderr(&o));
+    let uri = String::from_utf8_lossy(&o.stdout).trim().to_string();
+    let (ok, out) = qemu_io(
+        &uri,
+        &["write -P 0x33 0 8M", "write -P 0x44 200M 1M", "flush"],
+    );
+    assert!(ok, "{out}");
+
+    // The victim's node dies for good.
+    c.nodes[victim].kill();
+    let via = (0..4).find(|i| *i != victim && *i != writer).unwrap();
+    let v = wait_for(Duration::from_secs(90), || {
+        let v = json(&c.nodes[via].cli(&["volume", "show", &name, "--json"]));
+        let nodes: Vec<&str> = v["replicas"]
+            .as_array()?
+            .iter()
+            .filter_map(|r| r["node"].as_str())
+            .collect();
+        (nodes.contains(&ids[spare].as_str())
+            && !nodes.contains(&ids[victim].as_str())
+            && v["redundancy"] == "3 of 3 replicas in sync")
+            .then_some(v)
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "not rebuilt: {}",
+            json(&c.nodes[via].cli(&["volume", "show", &name, "--json"]))
+        )
+    });
+    assert!(
+        v["placement"].as_str().unwrap().contains("re-replicated"),
+        "{v}"
+    );
+    let events =
+        String::from_utf8_lossy(&c.nodes[via].cli(&["events", "--limit", "50"]).stdout).to_string();
+    assert!(events.contains("replica rebuilt elsewhere"), "{events}");
+    // Writes went on meanwhile.
+    let (ok, out) = qemu_io(
+        &uri,
+        &["read -P 0x33 0 8M", "write -P 0x55 100M 1M", "flush"],
+    );
+    assert!(ok, "{out}");
+
+    // The spare takes the volume over and reads its own new copy first.
+    let o = c.nodes[spare].cli(&["volume", "export", &name]);
+    assert!(o.status.success(), "export on the spare: {}", stderr(&o));
+    let uri2 = String::from_utf8_lossy(&o.stdout).trim().to_string();
+    let (ok, out) = qemu_io(
+        &uri2,
+        &[
+            "read -P 0x33 0 8M",
+            "read -P 0x44 200M 1M",
+            "read -P 0x55 100M 1M",
+        ],
+    );
+    assert!(ok, "read on the rebuilt replica's node: {out}");
+}
