@@ -68,6 +68,10 @@ pub enum FailKind {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum BlkResponse {
     Done,
+    /// Activation accepted; the region's generation before it.
+    Activated {
+        previous: u64,
+    },
     Data(#[serde(with = "serde_bytes")] Vec<u8>),
     Status {
         generation: u64,
@@ -230,7 +234,9 @@ impl ReplicaServer {
                         generation: current,
                     };
                 }
-                region.set_generation(generation).map(|_| BlkResponse::Done)
+                region
+                    .set_generation(generation)
+                    .map(|_| BlkResponse::Activated { previous: current })
             }
             BlkRequest::Write {
                 generation,
@@ -373,7 +379,7 @@ mod tests {
                 volume: "v1".into(),
                 generation: 2
             }),
-            BlkResponse::Done
+            BlkResponse::Activated { previous: 0 }
         ));
         assert!(matches!(s.handle(&write("v1", 2, 0, 7)), BlkResponse::Done));
         // A new writer takes over with generation 3; the old one is refused from now on.
@@ -382,7 +388,7 @@ mod tests {
                 volume: "v1".into(),
                 generation: 3
             }),
-            BlkResponse::Done
+            BlkResponse::Activated { previous: 2 }
         ));
         assert!(matches!(
             s.handle(&write("v1", 2, 0, 9)),

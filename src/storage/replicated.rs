@@ -487,6 +487,17 @@ impl ReplicatedVolume {
                 generation: self.generation,
             };
             match self.call(t, act) {
+                // It had not seen this writer's generation: it was away across a take-over,
+                // and the previous writer may have changed any extent of it. Copy it all.
+                Outcome::Ok(BlkResponse::Activated { previous }) if previous < self.generation => {
+                    let all: BTreeSet<u64> = (0..self.extent_count()).collect();
+                    if let Some(r) = self.lock().iter_mut().find(|r| r.target.node == t.node) {
+                        if r.stale.len() as u64 != self.extent_count() {
+                            tracing::info!(volume = %self.volume, node = %t.node, previous, "replica missed a take-over; copying all of it");
+                        }
+                        r.stale = all;
+                    }
+                }
                 Outcome::Ok(_) => {}
                 Outcome::Fenced(current) => return Err(self.fence(current)),
                 _ => continue,

@@ -311,3 +311,23 @@ fn writes_need_a_majority_of_three_replicas() {
         "{e}"
     );
 }
+
+#[test]
+fn a_replica_away_across_a_take_over_is_copied_in_full() {
+    let c = cluster(3);
+    c.create("t", 4 * ES);
+    let a = c.attach(0, "t", 4 * ES, 1);
+    a.write_at(0, &[1u8; 4096]).unwrap();
+    // Node 3 goes away; the first writer writes on, then a second writer takes over.
+    c.nodes[2].down.store(true, Ordering::SeqCst);
+    a.write_at(3 * ES, &[2u8; 4096]).unwrap();
+    drop(a);
+    let b = c.attach(1, "t", 4 * ES, 3);
+    assert!(!b.health()[2].live, "node 3 did not answer the activation");
+    b.write_at(ES, &[3u8; 4096]).unwrap();
+    c.nodes[2].down.store(false, Ordering::SeqCst);
+    // The new writer cannot know what the old one wrote to it: everything is copied.
+    assert_eq!(b.resync().unwrap(), 4 * ES);
+    assert_eq!(c.region_bytes(2, "t", 3 * ES, 4096), vec![2u8; 4096]);
+    assert_eq!(c.region_bytes(2, "t", ES, 4096), vec![3u8; 4096]);
+}
