@@ -396,3 +396,72 @@ fn a_vm_boots_with_a_replicated_volume_as_its_disk_and_keeps_its_data() {
         "{vm}"
     );
 }
+
+/// Unmounts a test tmpfs, even when the test fails.
+struct Mount(std::path::PathBuf);
+impl Drop for Mount {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+#[test]
+fn a_full_replica_disk_fails_the_write_clearly_and_loses_nothing_acknowledged() {
+    let mut c = Cluster::form(3);
+    // Node 2's regions live on a small filesystem of their own, mounted while it is
+    // stopped (each node runs in its own mount namespace, copied when it starts).
+    c.nodes[2].kill();
+    let regions = data_dir_of(&c.nodes[2]).join("regions");
+    std::fs::create_dir_all(&regions).unwrap();
+    let st = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=96m", "tmpfs"])
+        .arg(&regions)
+        .status()
+        .unwrap();
+    assert!(st.success(), "mount tmpfs");
+    let _m = Mount(regions.clone());
+    c.nodes[2].start();
+    let mut n = 0;
+    let name = wait_for(Duration::from_secs(40), || {
+        n += 1;
+        let name = format!("full{n}");
+        let o = c.nodes[0].cli(&["volume", "create", &name, "--size", "64M", "--wait", "20"]);
+        o.status.success().then_some(())?;
+        let v = json(&c.nodes[0].cli(&["volume", "show", &name, "--json"]));
+        (v["replicas"].as_array()?.len() == 3).then_some(name)
+    })
+    .expect("a 3-replica volume");
+    let o = c.nodes[0].cli(&["volume", "export", &name]);
+    assert!(o.status.success(), "export: {}", stderr(&o));
+    let uri = String::from_utf8_lossy(&o.stdout).trim().to_string();
+    let (ok, out) = qemu_io(&uri, &["write -P 0x61 0 16M", "flush"]);
+    assert!(ok, "{out}");
+
+    // Fill node 2's filesystem, leaving far less than the next write needs.
+    let junk = regions.join("junk");
+    let st = std::process::Command::new("fallocate")
+        .args(["-l", "72M"])
+        .arg(&junk)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let (ok, out) = qemu_io(&uri, &["write -P 0x62 20M 32M"]);
+    assert!(!ok, "a write with a full replica disk succeeded: {out}");
+    assert!(out.contains("No space left on device"), "{out}");
+    // Everything acknowledged before is intact, and the node is still up.
+    let (ok, out) = qemu_io(&uri, &["read -P 0x61 0 16M"]);
+    assert!(ok, "acknowledged data after the failed write: {out}");
+    assert!(c.nodes[2].status().is_some(), "node 2 went down");
+    let log = c.nodes[0].log();
+    assert!(log.contains("data disk is full") || log.contains("No space"), "the cause was not logged");
+
+    // Space freed: writes work again, on every replica.
+    std::fs::remove_file(&junk).unwrap();
+    let (ok, out) = qemu_io(&uri, &["write -P 0x63 20M 32M", "flush", "read -P 0x63 20M 32M"]);
+    assert!(ok, "{out}");
+    let v = json(&c.nodes[0].cli(&["volume", "show", &name, "--json"]));
+    assert_eq!(v["redundancy"], "3 of 3 replicas in sync", "{v}");
+}
