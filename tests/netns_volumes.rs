@@ -456,11 +456,17 @@ fn a_full_replica_disk_fails_the_write_clearly_and_loses_nothing_acknowledged() 
     assert!(ok, "acknowledged data after the failed write: {out}");
     assert!(c.nodes[2].status().is_some(), "node 2 went down");
     let log = c.nodes[0].log();
-    assert!(log.contains("data disk is full") || log.contains("No space"), "the cause was not logged");
+    assert!(
+        log.contains("data disk is full") || log.contains("No space"),
+        "the cause was not logged"
+    );
 
     // Space freed: writes work again, on every replica.
     std::fs::remove_file(&junk).unwrap();
-    let (ok, out) = qemu_io(&uri, &["write -P 0x63 20M 32M", "flush", "read -P 0x63 20M 32M"]);
+    let (ok, out) = qemu_io(
+        &uri,
+        &["write -P 0x63 20M 32M", "flush", "read -P 0x63 20M 32M"],
+    );
     assert!(ok, "{out}");
     let v = json(&c.nodes[0].cli(&["volume", "show", &name, "--json"]));
     assert_eq!(v["redundancy"], "3 of 3 replicas in sync", "{v}");
