@@ -125,7 +125,7 @@ fn no_acknowledged_write_is_lost_when_a_replica_dies_and_returns_during_writes()
                     Ok(()) => acked[block as usize] = version,
                     Err(_) => failures += 1,
                 }
-                if version % 200 == 0 {
+                if version.is_multiple_of(200) {
                     let _ = v.flush();
                 }
             }
