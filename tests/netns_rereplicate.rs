@@ -8,33 +8,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{stderr, wait_for, Cluster};
-
-fn json(o: &std::process::Output) -> serde_json::Value {
-    assert!(o.status.success(), "{}", stderr(o));
-    serde_json::from_slice(&o.stdout).expect("json")
-}
-
-fn qemu_io(uri: &str, cmds: &[&str]) -> (bool, String) {
-    let mut a = vec!["-f".to_string(), "raw".to_string(), uri.to_string()];
-    for c in cmds {
-        a.push("-c".into());
-        a.push(c.to_string());
-    }
-    let o = std::process::Command::new("qemu-io")
-        .args(&a)
-        .output()
-        .expect("qemu-io (Debian package qemu-utils)");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    (
-        o.status.success() && !text.contains("Pattern verification failed"),
-        text,
-    )
-}
+use common::{json, qemu_io, replicated_volume, stderr, wait_for, Cluster};
 
 #[test]
 fn a_replica_lost_for_longer_than_the_grace_is_rebuilt_elsewhere() {
@@ -57,21 +31,14 @@ fn a_replica_lost_for_longer_than_the_grace_is_rebuilt_elsewhere() {
             })
             .collect()
     };
-    let mut k = 0;
-    let (name, replicas) = wait_for(Duration::from_secs(40), || {
-        k += 1;
-        let name = format!("r{k}");
-        let o = c.nodes[0].cli(&["volume", "create", &name, "--size", "256M", "--wait", "20"]);
-        o.status.success().then_some(())?;
-        let v = json(&c.nodes[0].cli(&["volume", "show", &name, "--json"]));
-        let r: Vec<String> = v["replicas"]
-            .as_array()?
-            .iter()
-            .map(|r| r["node"].as_str().unwrap().to_string())
-            .collect();
-        (r.len() == 3).then_some((name, r))
-    })
-    .expect("a 3-replica volume");
+    let name = replicated_volume(&c, 0, "r", "256M", 3);
+    let replicas: Vec<String> = json(&c.nodes[0].cli(&["volume", "show", &name, "--json"]))
+        ["replicas"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["node"].as_str().unwrap().to_string())
+        .collect();
     let idx = |id: &str| ids.iter().position(|x| x == id).unwrap();
     let writer = idx(&replicas[0]);
     let victim = idx(&replicas[1]);

@@ -9,17 +9,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{stderr, wait_for, Cluster};
+use common::{json, replicated_volume, stderr, wait_for, Cluster};
 use strata::storage::nbd::NbdVolume;
 use strata::storage::Volume;
 
 const BLOCK: usize = 4096;
 const BLOCKS: u64 = 4096; // 16 MiB of the volume, across its first extent
-
-fn json(o: &std::process::Output) -> serde_json::Value {
-    assert!(o.status.success(), "{}", stderr(o));
-    serde_json::from_slice(&o.stdout).expect("json")
-}
 
 fn block_bytes(block: u64, version: u64) -> Vec<u8> {
     let mut b = vec![0u8; BLOCK];
@@ -90,16 +85,7 @@ fn verify(v: &NbdVolume, acked: &[u64], attempted: &[u64]) -> usize {
 #[test]
 fn no_acknowledged_write_is_lost_when_a_replica_dies_and_returns_during_writes() {
     let mut c = Cluster::form(3);
-    let mut k = 0;
-    let name = wait_for(Duration::from_secs(40), || {
-        k += 1;
-        let name = format!("verify{k}");
-        let o = c.nodes[0].cli(&["volume", "create", &name, "--size", "128M", "--wait", "20"]);
-        o.status.success().then_some(())?;
-        let v = json(&c.nodes[0].cli(&["volume", "show", &name, "--json"]));
-        (v["replicas"].as_array()?.len() == 3).then_some(name)
-    })
-    .expect("a 3-replica volume");
+    let name = replicated_volume(&c, 0, "verify", "128M", 3);
     let o = c.nodes[0].cli(&["volume", "export", &name]);
     assert!(o.status.success(), "export: {}", stderr(&o));
     let uri = String::from_utf8_lossy(&o.stdout).trim().to_string();

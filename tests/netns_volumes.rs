@@ -7,12 +7,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{data_dir_of, stderr, wait_for, Cluster};
-
-fn json(o: &std::process::Output) -> serde_json::Value {
-    assert!(o.status.success(), "{}", stderr(o));
-    serde_json::from_slice(&o.stdout).expect("json")
-}
+use common::{data_dir_of, json, qemu_io, replicated_volume, stderr, wait_for, Cluster};
 
 fn regions(c: &Cluster, i: usize) -> Vec<String> {
     let mut v: Vec<String> = std::fs::read_dir(data_dir_of(&c.nodes[i]).join("regions"))
@@ -141,27 +136,6 @@ fn replication_is_lowered_visibly_on_a_two_node_cluster() {
     assert_eq!(v["redundancy"], "2 of 3 replicas in sync", "{v}");
 }
 
-fn qemu_io(uri: &str, cmds: &[&str]) -> (bool, String) {
-    let mut a = vec!["-f".to_string(), "raw".to_string(), uri.to_string()];
-    for c in cmds {
-        a.push("-c".into());
-        a.push(c.to_string());
-    }
-    let o = std::process::Command::new("qemu-io")
-        .args(&a)
-        .output()
-        .expect("qemu-io (Debian package qemu-utils, installed by scripts/install-deps.sh)");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    let ok = o.status.success()
-        && !text.contains("Pattern verification failed")
-        && !text.contains("failed:");
-    (ok, text)
-}
-
 fn replica_states(c: &Cluster, via: usize, name: &str) -> Vec<String> {
     let v = json(&c.nodes[via].cli(&["volume", "show", name, "--json"]));
     v["replicas"]
@@ -175,16 +149,7 @@ fn replica_states(c: &Cluster, via: usize, name: &str) -> Vec<String> {
 #[test]
 fn a_volume_survives_a_lost_replica_resyncs_it_and_moves_to_another_writer() {
     let mut c = Cluster::form(3);
-    let mut n = 0;
-    let name = wait_for(Duration::from_secs(40), || {
-        n += 1;
-        let name = format!("vol{n}");
-        let o = c.nodes[0].cli(&["volume", "create", &name, "--size", "512M", "--wait", "20"]);
-        o.status.success().then_some(())?;
-        let v = json(&c.nodes[0].cli(&["volume", "show", &name, "--json"]));
-        (v["replicas"].as_array()?.len() == 3).then_some(name)
-    })
-    .expect("a 3-replica volume");
+    let name = replicated_volume(&c, 0, "vol", "512M", 3);
     let id = json(&c.nodes[0].cli(&["volume", "show", &name, "--json"]))["id"]
         .as_str()
         .unwrap()
@@ -302,16 +267,7 @@ fn console(c: &Cluster, name: &str) -> String {
 fn a_vm_boots_with_a_replicated_volume_as_its_disk_and_keeps_its_data() {
     let (kernel, initrd) = guest();
     let c = Cluster::form(3);
-    let mut n = 0;
-    let name = wait_for(Duration::from_secs(40), || {
-        n += 1;
-        let name = format!("disk{n}");
-        let o = c.nodes[0].cli(&["volume", "create", &name, "--size", "64M", "--wait", "20"]);
-        o.status.success().then_some(())?;
-        let v = json(&c.nodes[0].cli(&["volume", "show", &name, "--json"]));
-        (v["replicas"].as_array()?.len() == 3).then_some(name)
-    })
-    .expect("a 3-replica volume");
+    let name = replicated_volume(&c, 0, "disk", "64M", 3);
     let create = |vm: &str, vol: &str, extra: &[&str]| {
         let mut a = vec![
             "vm",
@@ -424,16 +380,7 @@ fn a_full_replica_disk_fails_the_write_clearly_and_loses_nothing_acknowledged() 
     assert!(st.success(), "mount tmpfs");
     let _m = Mount(regions.clone());
     c.nodes[2].start();
-    let mut n = 0;
-    let name = wait_for(Duration::from_secs(40), || {
-        n += 1;
-        let name = format!("full{n}");
-        let o = c.nodes[0].cli(&["volume", "create", &name, "--size", "64M", "--wait", "20"]);
-        o.status.success().then_some(())?;
-        let v = json(&c.nodes[0].cli(&["volume", "show", &name, "--json"]));
-        (v["replicas"].as_array()?.len() == 3).then_some(name)
-    })
-    .expect("a 3-replica volume");
+    let name = replicated_volume(&c, 0, "full", "64M", 3);
     let o = c.nodes[0].cli(&["volume", "export", &name]);
     assert!(o.status.success(), "export: {}", stderr(&o));
     let uri = String::from_utf8_lossy(&o.stdout).trim().to_string();
@@ -470,4 +417,45 @@ fn a_full_replica_disk_fails_the_write_clearly_and_loses_nothing_acknowledged() 
     assert!(ok, "{out}");
     let v = json(&c.nodes[0].cli(&["volume", "show", &name, "--json"]));
     assert_eq!(v["redundancy"], "3 of 3 replicas in sync", "{v}");
+}
+
+#[test]
+fn a_volume_grows_on_every_replica_and_never_shrinks() {
+    let c = Cluster::form(3);
+    let name = replicated_volume(&c, 0, "grow", "64M", 3);
+    let o = c.nodes[0].cli(&["volume", "export", &name]);
+    assert!(o.status.success(), "export: {}", stderr(&o));
+    let uri = String::from_utf8_lossy(&o.stdout).trim().to_string();
+    let (ok, out) = qemu_io(&uri, &["write -P 0x71 0 1M"]);
+    assert!(ok, "{out}");
+    let o = c.nodes[1].cli(&["volume", "grow", &name, "--size", "128M"]);
+    assert!(o.status.success(), "grow: {}", stderr(&o));
+    // A new connection sees the new size once every replica has grown.
+    wait_for(Duration::from_secs(30), || {
+        let o = std::process::Command::new("qemu-img")
+            .args(["info", "--output=json", &uri])
+            .output()
+            .ok()?;
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).ok()?;
+        (v["virtual-size"] == 128u64 << 20).then_some(())
+    })
+    .expect("the export did not grow");
+    let (ok, out) = qemu_io(
+        &uri,
+        &[
+            "write -P 0x72 100M 1M",
+            "read -P 0x72 100M 1M",
+            "read -P 0x71 0 1M",
+        ],
+    );
+    assert!(ok, "{out}");
+    let o = c.nodes[0].cli(&["volume", "grow", &name, "--size", "32M"]);
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("can grow but not shrink"),
+        "{}",
+        stderr(&o)
+    );
+    let v = json(&c.nodes[0].cli(&["volume", "show", &name, "--json"]));
+    assert_eq!(v["size"], 128u64 << 20, "{v}");
 }

@@ -85,13 +85,8 @@ impl Attachments {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            tokio::select! {
-                _ = tick.tick() => {}
-                r = changes.recv() => {
-                    if matches!(r, Err(tokio::sync::broadcast::error::RecvError::Closed)) {
-                        return;
-                    }
-                }
+            if !super::next_pass(&mut changes, &mut tick).await {
+                return;
             }
             if let Err(e) = self.clone().reconcile().await {
                 tracing::debug!(error = %e, "volume attachments incomplete");
@@ -145,6 +140,11 @@ impl Attachments {
                 })
                 .collect();
             if let Some(v) = self.get(id) {
+                if rec.size > v.size() {
+                    // Grown: the client follows once every replica's region has.
+                    let (v2, size) = (v.clone(), rec.size);
+                    let _ = tokio::task::spawn_blocking(move || v2.grow(size)).await;
+                }
                 // The control plane may have replaced a lost replica.
                 let have: Vec<NodeId> = v.health().iter().map(|h| h.node).collect();
                 let want: Vec<NodeId> = rec.replicas.iter().map(|r| r.node).collect();

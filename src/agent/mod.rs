@@ -7,3 +7,17 @@ pub mod console;
 pub mod host;
 pub mod vms;
 pub mod volumes;
+
+/// Waits for the next reconcile pass of a node agent: a change applied to the store, or
+/// the tick. Returns false once the store is gone (the node is shutting down).
+pub async fn next_pass(
+    changes: &mut tokio::sync::broadcast::Receiver<
+        std::sync::Arc<Vec<crate::cluster::store::data::Change>>,
+    >,
+    tick: &mut tokio::time::Interval,
+) -> bool {
+    tokio::select! {
+        _ = tick.tick() => true,
+        r = changes.recv() => !matches!(r, Err(tokio::sync::broadcast::error::RecvError::Closed)),
+    }
+}

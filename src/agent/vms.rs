@@ -122,13 +122,8 @@ impl VmAgent {
         }
         let mut synced = false;
         loop {
-            tokio::select! {
-                _ = tick.tick() => {}
-                r = changes.recv() => {
-                    if matches!(r, Err(tokio::sync::broadcast::error::RecvError::Closed)) {
-                        return;
-                    }
-                }
+            if !super::next_pass(&mut changes, &mut tick).await {
+                return;
             }
             if !synced {
                 // Orphans are only destroyed once this node has read the latest state.

@@ -43,13 +43,8 @@ impl VolumeAgent {
         let mut synced = false;
         let mut last: Option<(NodeStorageReport, Instant)> = None;
         loop {
-            tokio::select! {
-                _ = tick.tick() => {}
-                r = changes.recv() => {
-                    if matches!(r, Err(tokio::sync::broadcast::error::RecvError::Closed)) {
-                        return;
-                    }
-                }
+            if !super::next_pass(&mut changes, &mut tick).await {
+                return;
             }
             if !synced {
                 synced = self.control.store.linearizable().await.is_ok();

@@ -18,6 +18,7 @@ pub fn routes() -> Router<Arc<Node>> {
         .route("/v1/volumes/{id}", get(show).delete(delete))
         .route("/v1/volumes/{id}/export", post(export))
         .route("/v1/volumes/{id}/detach", post(detach))
+        .route("/v1/volumes/{id}/grow", post(grow))
 }
 
 /// Attaches the volume to this node (a new generation: any previous writer is fenced)
@@ -83,4 +84,18 @@ async fn delete(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let rec = node.control.delete_volume(&id).await?;
     Ok(Json(json!({"deleted": rec.id, "name": rec.name})))
+}
+
+#[derive(serde::Deserialize)]
+struct Grow {
+    size_bytes: u64,
+}
+
+async fn grow(
+    State(node): State<Arc<Node>>,
+    UrlPath(id): UrlPath<String>,
+    Json(req): Json<Grow>,
+) -> Result<Json<VolumeView>, ApiError> {
+    let rec = node.control.grow_volume(&id, req.size_bytes).await?;
+    Ok(Json(node.control.volume(&rec.id.0)?))
 }

@@ -44,6 +44,13 @@ pub enum VolumeCmd {
     Export { volume: String },
     /// End a volume's attachment.
     Detach { volume: String },
+    /// Grow a volume (never shrink); NBD clients see the new size when they reconnect.
+    Grow {
+        volume: String,
+        /// The new size, e.g. 20G.
+        #[arg(long)]
+        size: String,
+    },
 }
 
 /// Parses `10G`, `512M`, `4096`, `1.5G` into bytes.
@@ -123,6 +130,17 @@ pub async fn run(socket: &Path, cmd: &VolumeCmd) -> Result<(), CliError> {
                 "POST",
                 &format!("/v1/volumes/{volume}/detach"),
                 Some(json!({})),
+            )
+            .await?;
+            print!("{}", output::volume(&v));
+            Ok(())
+        }
+        VolumeCmd::Grow { volume, size } => {
+            let v = client::call(
+                socket,
+                "POST",
+                &format!("/v1/volumes/{volume}/grow"),
+                Some(json!({"size_bytes": parse_size(size)?})),
             )
             .await?;
             print!("{}", output::volume(&v));

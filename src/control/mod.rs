@@ -54,6 +54,33 @@ pub enum ControlError {
     Unavailable(String),
 }
 
+impl Control {
+    /// A record found by its key (id), or by its name when that names exactly one.
+    pub(crate) fn find_named<T: crate::cluster::store::Table>(
+        &self,
+        what: &str,
+        id_or_name: &str,
+        name_of: impl Fn(&T::Value) -> &str,
+    ) -> Result<crate::cluster::store::Versioned<T::Value>, ControlError> {
+        if let Some(v) = self.store.get::<T>(id_or_name)? {
+            return Ok(v);
+        }
+        let mut found: Vec<_> = self
+            .store
+            .list::<T>()?
+            .into_iter()
+            .filter(|v| name_of(&v.value) == id_or_name)
+            .collect();
+        match found.len() {
+            0 => Err(ControlError::NotFound(format!("no {what} {id_or_name:?}"))),
+            1 => Ok(found.remove(0)),
+            n => Err(ControlError::Invalid(format!(
+                "{n} {what}s are named {id_or_name:?}; use the {what}'s id"
+            ))),
+        }
+    }
+}
+
 pub struct Control {
     pub node: NodeId,
     pub store: Store,

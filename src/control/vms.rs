@@ -274,22 +274,7 @@ impl Control {
 
     /// Finds a VM by id or by name (a name must be unambiguous).
     pub fn find_vm(&self, id_or_name: &str) -> Result<Versioned<VmRecord>, ControlError> {
-        if let Some(v) = self.store.get::<Vms>(id_or_name)? {
-            return Ok(v);
-        }
-        let mut found: Vec<Versioned<VmRecord>> = self
-            .store
-            .list::<Vms>()?
-            .into_iter()
-            .filter(|v| v.value.name == id_or_name)
-            .collect();
-        match found.len() {
-            0 => Err(ControlError::NotFound(format!("no VM {id_or_name:?}"))),
-            1 => Ok(found.remove(0)),
-            n => Err(ControlError::Invalid(format!(
-                "{n} VMs are named {id_or_name:?}; use the VM's id"
-            ))),
-        }
+        self.find_named::<Vms>("VM", id_or_name, |v| &v.name)
     }
 
     pub fn vm(&self, id_or_name: &str) -> Result<VmView, ControlError> {

@@ -236,22 +236,7 @@ impl Control {
     }
 
     pub fn find_volume(&self, id_or_name: &str) -> Result<Versioned<VolumeRecord>, ControlError> {
-        if let Some(v) = self.store.get::<Volumes>(id_or_name)? {
-            return Ok(v);
-        }
-        let mut found: Vec<Versioned<VolumeRecord>> = self
-            .store
-            .list::<Volumes>()?
-            .into_iter()
-            .filter(|v| v.value.name == id_or_name)
-            .collect();
-        match found.len() {
-            0 => Err(ControlError::NotFound(format!("no volume {id_or_name:?}"))),
-            1 => Ok(found.remove(0)),
-            n => Err(ControlError::Invalid(format!(
-                "{n} volumes are named {id_or_name:?}; use the id"
-            ))),
-        }
+        self.find_named::<Volumes>("volume", id_or_name, |v| &v.name)
     }
 
     pub fn volume(&self, id_or_name: &str) -> Result<VolumeView, ControlError> {
@@ -347,6 +332,62 @@ impl Control {
             match self
                 .store
                 .commit(self.with_event(txn, "volume.attached", msg))
+                .await
+            {
+                Ok(_) => return Ok(rec),
+                Err(StoreError::Conflict { .. }) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    /// Grows a volume (never shrinks it), if every replica node has room for the growth.
+    pub async fn grow_volume(
+        &self,
+        id_or_name: &str,
+        size: u64,
+    ) -> Result<VolumeRecord, ControlError> {
+        loop {
+            let cur = self.find_volume(id_or_name)?;
+            let mut rec = cur.value.clone();
+            if size < rec.size {
+                return Err(ControlError::Invalid(format!(
+                    "volume {} is {} bytes; it can grow but not shrink (asked {size})",
+                    rec.name, rec.size
+                )));
+            }
+            if size == rec.size {
+                return Ok(rec);
+            }
+            if !size.is_multiple_of(SECTOR) || size > MAX_VOLUME_BYTES {
+                return Err(ControlError::Invalid(format!(
+                    "size {size} bytes must be a multiple of {SECTOR} bytes, at most {} TiB",
+                    MAX_VOLUME_BYTES >> 40
+                )));
+            }
+            let grow = size - rec.size;
+            let rooms = self.node_rooms()?;
+            for r in &rec.replicas {
+                let room = rooms.iter().find(|x| x.id == r.node).map(|x| x.available);
+                if room.is_some_and(|a| a < grow) {
+                    return Err(ControlError::Invalid(format!(
+                        "cannot grow volume {} by {}: node {} has {} free",
+                        rec.name,
+                        gib(grow),
+                        r.node,
+                        gib(room.unwrap_or(0))
+                    )));
+                }
+            }
+            let old = rec.size;
+            rec.size = size;
+            let txn = TxnBuilder::new()
+                .require_revision::<Volumes>(rec.id.to_string(), cur.revision)
+                .put::<Volumes>(rec.id.to_string(), &rec);
+            let msg = format!("volume {} grown from {old} to {size} bytes", rec.name);
+            match self
+                .store
+                .commit(self.with_event(txn, "volume.grown", msg))
                 .await
             {
                 Ok(_) => return Ok(rec),

@@ -56,6 +56,20 @@ pub enum BlkRequest {
     },
 }
 
+impl BlkRequest {
+    /// The writer generation the request carries (all but `Status`).
+    pub fn generation(&self) -> Option<u64> {
+        match self {
+            BlkRequest::Activate { generation, .. }
+            | BlkRequest::Write { generation, .. }
+            | BlkRequest::Read { generation, .. }
+            | BlkRequest::Flush { generation, .. }
+            | BlkRequest::Discard { generation, .. } => Some(*generation),
+            BlkRequest::Status { .. } => None,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum FailKind {
     NoRegion,
@@ -161,6 +175,9 @@ impl ReplicaServer {
         let dir = self.dir(volume)?;
         let mut regions = self.regions.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(r) = regions.get(volume) {
+            if r.size() < size {
+                r.grow(size)?;
+            }
             return Ok(r.clone());
         }
         let r = if dir.join("region.json").exists() {
@@ -226,42 +243,19 @@ impl ReplicaServer {
             Err(e) => return BlkResponse::failed(&e),
         };
         let current = region.meta().generation;
-        let fenced = |g: u64| g < current;
+        if req.generation().is_some_and(|g| g < current) {
+            return BlkResponse::Fenced {
+                generation: current,
+            };
+        }
         let r = match *req {
-            BlkRequest::Activate { generation, .. } => {
-                if fenced(generation) {
-                    return BlkResponse::Fenced {
-                        generation: current,
-                    };
-                }
-                region
-                    .set_generation(generation)
-                    .map(|_| BlkResponse::Activated { previous: current })
-            }
+            BlkRequest::Activate { generation, .. } => region
+                .set_generation(generation)
+                .map(|_| BlkResponse::Activated { previous: current }),
             BlkRequest::Write {
-                generation,
-                offset,
-                ref data,
-                ..
-            } => {
-                if fenced(generation) {
-                    return BlkResponse::Fenced {
-                        generation: current,
-                    };
-                }
-                region.write_at(offset, data).map(|_| BlkResponse::Done)
-            }
-            BlkRequest::Read {
-                generation,
-                offset,
-                len,
-                ..
-            } => {
-                if fenced(generation) {
-                    return BlkResponse::Fenced {
-                        generation: current,
-                    };
-                }
+                offset, ref data, ..
+            } => region.write_at(offset, data).map(|_| BlkResponse::Done),
+            BlkRequest::Read { offset, len, .. } => {
                 if len as usize > MAX_IO {
                     return BlkResponse::failed(&VolumeError::Invalid(format!(
                         "read of {len} bytes is larger than {MAX_IO}"
@@ -272,25 +266,8 @@ impl ReplicaServer {
                     .read_at(offset, &mut buf)
                     .map(|_| BlkResponse::Data(buf))
             }
-            BlkRequest::Flush { generation, .. } => {
-                if fenced(generation) {
-                    return BlkResponse::Fenced {
-                        generation: current,
-                    };
-                }
-                region.flush().map(|_| BlkResponse::Done)
-            }
-            BlkRequest::Discard {
-                generation,
-                offset,
-                len,
-                ..
-            } => {
-                if fenced(generation) {
-                    return BlkResponse::Fenced {
-                        generation: current,
-                    };
-                }
+            BlkRequest::Flush { .. } => region.flush().map(|_| BlkResponse::Done),
+            BlkRequest::Discard { offset, len, .. } => {
                 region.discard(offset, len).map(|_| BlkResponse::Done)
             }
             BlkRequest::Status { .. } => Ok(BlkResponse::Status {

@@ -55,7 +55,8 @@ struct Replica {
 
 pub struct ReplicatedVolume {
     volume: String,
-    size: u64,
+    /// Bytes; only grows ([`ReplicatedVolume::grow`]).
+    size: AtomicU64,
     extent_size: u64,
     generation: u64,
     local: NodeId,
@@ -102,7 +103,7 @@ impl ReplicatedVolume {
     ) -> Result<Self, VolumeError> {
         let v = ReplicatedVolume {
             volume: volume.to_string(),
-            size,
+            size: AtomicU64::new(size),
             extent_size,
             generation,
             local,
@@ -547,7 +548,7 @@ impl ReplicatedVolume {
     /// Copies one extent from a live replica to `t` (caller holds the order lock).
     fn copy_extent(&self, t: ReplicaTarget, e: u64) -> Result<u64, ()> {
         let start = e * self.extent_size;
-        let end = (start + self.extent_size).min(self.size);
+        let end = (start + self.extent_size).min(self.size());
         let mut off = start;
         while off < end {
             let n = ((end - off) as usize).min(MAX_IO);
@@ -570,7 +571,7 @@ impl ReplicatedVolume {
     /// longer listed are dropped; new ones start faulted with every extent to copy.
     pub fn set_targets(&self, targets: &[ReplicaTarget]) {
         let _x = self.order.write().unwrap_or_else(|p| p.into_inner());
-        let all: BTreeSet<u64> = (0..self.size.div_ceil(self.extent_size)).collect();
+        let all: BTreeSet<u64> = (0..self.extent_count()).collect();
         let mut reps = self.lock();
         reps.retain(|r| targets.iter().any(|t| t.node == r.target.node));
         for t in targets {
@@ -588,9 +589,41 @@ impl ReplicatedVolume {
         }
     }
 
+    /// Grows the volume to `size` once every live replica's region has grown to it (their
+    /// nodes grow them from the cluster state); returns whether it did.
+    pub fn grow(&self, size: u64) -> bool {
+        if size <= self.size() {
+            return true;
+        }
+        let Ok(targets) = self.live_targets() else {
+            return false;
+        };
+        let results = self.call_many(
+            &targets,
+            BlkRequest::Status {
+                volume: self.volume.clone(),
+            },
+        );
+        let ready = results
+            .iter()
+            .all(|r| matches!(r, Outcome::Ok(BlkResponse::Status { size: s, .. }) if *s >= size));
+        if ready {
+            let _x = self.order.write().unwrap_or_else(|p| p.into_inner());
+            let old = self.size.swap(size, Ordering::SeqCst);
+            // Replicas that are away miss the new extents too.
+            let new_extents: Vec<u64> =
+                (old.div_ceil(self.extent_size)..size.div_ceil(self.extent_size)).collect();
+            for r in self.lock().iter_mut().filter(|r| !r.live) {
+                r.stale.extend(new_extents.iter().copied());
+            }
+            tracing::info!(volume = %self.volume, from = old, to = size, "volume grown");
+        }
+        ready
+    }
+
     /// Extents in the volume (for progress figures).
     pub fn extent_count(&self) -> u64 {
-        self.size.div_ceil(self.extent_size)
+        self.size().div_ceil(self.extent_size)
     }
 
     fn read_from_live(&self, offset: u64, len: usize) -> Result<Vec<u8>, VolumeError> {
@@ -616,11 +649,11 @@ impl ReplicatedVolume {
 
 impl Volume for ReplicatedVolume {
     fn size(&self) -> u64 {
-        self.size
+        self.size.load(Ordering::SeqCst)
     }
 
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<(), VolumeError> {
-        check_range("read", offset, buf.len() as u64, self.size)?;
+        check_range("read", offset, buf.len() as u64, self.size())?;
         let mut repairs = Vec::new();
         {
             let _o = self.order.read().unwrap_or_else(|p| p.into_inner());
@@ -642,7 +675,7 @@ impl Volume for ReplicatedVolume {
     }
 
     fn write_at(&self, offset: u64, data: &[u8]) -> Result<(), VolumeError> {
-        check_range("write", offset, data.len() as u64, self.size)?;
+        check_range("write", offset, data.len() as u64, self.size())?;
         let _o = self.order.read().unwrap_or_else(|p| p.into_inner());
         for (i, chunk) in data.chunks(MAX_IO).enumerate() {
             let off = offset + (i * MAX_IO) as u64;
@@ -667,7 +700,7 @@ impl Volume for ReplicatedVolume {
     }
 
     fn discard(&self, offset: u64, len: u64) -> Result<(), VolumeError> {
-        check_range("discard", offset, len, self.size)?;
+        check_range("discard", offset, len, self.size())?;
         let _o = self.order.read().unwrap_or_else(|p| p.into_inner());
         let req = BlkRequest::Discard {
             volume: self.volume.clone(),

@@ -345,3 +345,53 @@ pub fn stderr(o: &Output) -> String {
 pub fn data_dir_of(n: &Node) -> &Path {
     &n.dir
 }
+
+/// The JSON a successful CLI call printed.
+pub fn json(o: &Output) -> serde_json::Value {
+    assert!(o.status.success(), "{}", stderr(o));
+    serde_json::from_slice(&o.stdout).expect("json")
+}
+
+/// Runs qemu-io commands against an NBD URI; whether they all succeeded, and the output.
+pub fn qemu_io(uri: &str, cmds: &[&str]) -> (bool, String) {
+    let mut a = vec!["-f".to_string(), "raw".to_string(), uri.to_string()];
+    for c in cmds {
+        a.push("-c".into());
+        a.push(c.to_string());
+    }
+    let o = Command::new("qemu-io")
+        .args(&a)
+        .output()
+        .expect("qemu-io (Debian package qemu-utils, installed by scripts/install-deps.sh)");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let ok = o.status.success()
+        && !text.contains("Pattern verification failed")
+        && !text.contains("failed:");
+    (ok, text)
+}
+
+/// Creates a volume with `replicas` replicas through node `via`, retrying under fresh names
+/// until every node has reported its storage (placement sees only reported nodes);
+/// returns its name.
+pub fn replicated_volume(
+    c: &Cluster,
+    via: usize,
+    prefix: &str,
+    size: &str,
+    replicas: usize,
+) -> String {
+    let mut n = 0;
+    wait_for(Duration::from_secs(40), || {
+        n += 1;
+        let name = format!("{prefix}{n}");
+        let o = c.nodes[via].cli(&["volume", "create", &name, "--size", size, "--wait", "20"]);
+        o.status.success().then_some(())?;
+        let v = json(&c.nodes[via].cli(&["volume", "show", &name, "--json"]));
+        (v["replicas"].as_array()?.len() == replicas).then_some(name)
+    })
+    .unwrap_or_else(|| panic!("no volume with {replicas} replicas"))
+}
