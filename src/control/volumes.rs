@@ -303,6 +303,33 @@ impl Control {
         Ok(rec)
     }
 
+    /// Read-modify-write of a volume's record under a revision check, retried when a
+    /// concurrent change wins. `edit` changes the record and says what to log.
+    async fn update_volume(
+        &self,
+        id_or_name: &str,
+        mut edit: impl FnMut(&mut VolumeRecord) -> Result<Edit, ControlError>,
+    ) -> Result<VolumeRecord, ControlError> {
+        loop {
+            let cur = self.find_volume(id_or_name)?;
+            let mut rec = cur.value.clone();
+            let what = edit(&mut rec)?;
+            let txn = TxnBuilder::new()
+                .require_revision::<Volumes>(rec.id.to_string(), cur.revision)
+                .put::<Volumes>(rec.id.to_string(), &rec);
+            let txn = match what {
+                Edit::Unchanged => return Ok(rec),
+                Edit::Quiet => txn,
+                Edit::Event(kind, msg) => self.with_event(txn, kind, msg),
+            };
+            match self.store.commit(txn).await {
+                Ok(_) => return Ok(rec),
+                Err(StoreError::Conflict { .. }) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
     /// Makes `node` the volume's writer: bumps the generation (so every replica refuses the
     /// previous writer from now on) and records the attachment. Returns the new record.
     pub async fn attach_volume(
@@ -310,11 +337,9 @@ impl Control {
         id_or_name: &str,
         node: NodeId,
     ) -> Result<VolumeRecord, ControlError> {
-        loop {
-            let cur = self.find_volume(id_or_name)?;
-            let mut rec = cur.value.clone();
+        self.update_volume(id_or_name, |rec| {
             if rec.attached_to == Some(node) {
-                return Ok(rec);
+                return Ok(Edit::Unchanged);
             }
             let from = rec
                 .attached_to
@@ -322,23 +347,15 @@ impl Control {
                 .unwrap_or_default();
             rec.generation += 1;
             rec.attached_to = Some(node);
-            let txn = TxnBuilder::new()
-                .require_revision::<Volumes>(rec.id.to_string(), cur.revision)
-                .put::<Volumes>(rec.id.to_string(), &rec);
-            let msg = format!(
-                "volume {} attached on node {node}, generation {}{from}",
-                rec.name, rec.generation
-            );
-            match self
-                .store
-                .commit(self.with_event(txn, "volume.attached", msg))
-                .await
-            {
-                Ok(_) => return Ok(rec),
-                Err(StoreError::Conflict { .. }) => continue,
-                Err(e) => return Err(e.into()),
-            }
-        }
+            Ok(Edit::Event(
+                "volume.attached",
+                format!(
+                    "volume {} attached on node {node}, generation {}{from}",
+                    rec.name, rec.generation
+                ),
+            ))
+        })
+        .await
     }
 
     /// Grows a volume (never shrinks it), if every replica node has room for the growth.
@@ -347,9 +364,8 @@ impl Control {
         id_or_name: &str,
         size: u64,
     ) -> Result<VolumeRecord, ControlError> {
-        loop {
-            let cur = self.find_volume(id_or_name)?;
-            let mut rec = cur.value.clone();
+        let rooms = self.node_rooms()?;
+        self.update_volume(id_or_name, |rec| {
             if size < rec.size {
                 return Err(ControlError::Invalid(format!(
                     "volume {} is {} bytes; it can grow but not shrink (asked {size})",
@@ -357,7 +373,7 @@ impl Control {
                 )));
             }
             if size == rec.size {
-                return Ok(rec);
+                return Ok(Edit::Unchanged);
             }
             if !size.is_multiple_of(SECTOR) || size > MAX_VOLUME_BYTES {
                 return Err(ControlError::Invalid(format!(
@@ -366,35 +382,26 @@ impl Control {
                 )));
             }
             let grow = size - rec.size;
-            let rooms = self.node_rooms()?;
             for r in &rec.replicas {
                 let room = rooms.iter().find(|x| x.id == r.node).map(|x| x.available);
-                if room.is_some_and(|a| a < grow) {
+                if let Some(a) = room.filter(|a| *a < grow) {
                     return Err(ControlError::Invalid(format!(
                         "cannot grow volume {} by {}: node {} has {} free",
                         rec.name,
                         gib(grow),
                         r.node,
-                        gib(room.unwrap_or(0))
+                        gib(a)
                     )));
                 }
             }
             let old = rec.size;
             rec.size = size;
-            let txn = TxnBuilder::new()
-                .require_revision::<Volumes>(rec.id.to_string(), cur.revision)
-                .put::<Volumes>(rec.id.to_string(), &rec);
-            let msg = format!("volume {} grown from {old} to {size} bytes", rec.name);
-            match self
-                .store
-                .commit(self.with_event(txn, "volume.grown", msg))
-                .await
-            {
-                Ok(_) => return Ok(rec),
-                Err(StoreError::Conflict { .. }) => continue,
-                Err(e) => return Err(e.into()),
-            }
-        }
+            Ok(Edit::Event(
+                "volume.grown",
+                format!("volume {} grown from {old} to {size} bytes", rec.name),
+            ))
+        })
+        .await
     }
 
     /// Ends the attachment (if `node` still holds it).
@@ -403,11 +410,9 @@ impl Control {
         id_or_name: &str,
         node: Option<NodeId>,
     ) -> Result<VolumeRecord, ControlError> {
-        loop {
-            let cur = self.find_volume(id_or_name)?;
-            let mut rec = cur.value.clone();
+        self.update_volume(id_or_name, |rec| {
             if rec.attached_to.is_none() || (node.is_some() && rec.attached_to != node) {
-                return Ok(rec);
+                return Ok(Edit::Unchanged);
             }
             if let Some(vm) = &rec.used_by {
                 return Err(ControlError::Invalid(format!(
@@ -416,24 +421,16 @@ impl Control {
                 )));
             }
             rec.attached_to = None;
-            let txn = TxnBuilder::new()
-                .require_revision::<Volumes>(rec.id.to_string(), cur.revision)
-                .put::<Volumes>(rec.id.to_string(), &rec);
-            let msg = format!("volume {} detached", rec.name);
-            match self
-                .store
-                .commit(self.with_event(txn, "volume.detached", msg))
-                .await
-            {
-                Ok(_) => return Ok(rec),
-                Err(StoreError::Conflict { .. }) => continue,
-                Err(e) => return Err(e.into()),
-            }
-        }
+            Ok(Edit::Event(
+                "volume.detached",
+                format!("volume {} detached", rec.name),
+            ))
+        })
+        .await
     }
 
     /// Records a replica's state as seen by the volume's writer of `generation` (a stale
-    /// writer's report is ignored).
+    /// writer's report is ignored); a progress change alone is recorded without an event.
     pub async fn set_replica_state(
         &self,
         volume: &VolumeId,
@@ -443,59 +440,44 @@ impl Control {
         detail: &str,
         progress: Option<u8>,
     ) -> Result<(), ControlError> {
-        loop {
-            let Some(cur) = self.store.get::<Volumes>(&volume.0)? else {
-                return Ok(());
-            };
-            let mut rec = cur.value.clone();
-            if rec.generation != generation {
-                return Ok(());
-            }
-            let Some(r) = rec.replicas.iter_mut().find(|r| r.node == node) else {
-                return Ok(());
-            };
-            if r.state == state && r.progress == progress {
-                return Ok(());
-            }
-            let state_changed = r.state != state;
-            r.state = state;
-            r.progress = progress;
-            if !state_changed {
-                // Progress only: no event.
-                let txn = TxnBuilder::new()
-                    .require_revision::<Volumes>(rec.id.to_string(), cur.revision)
-                    .put::<Volumes>(rec.id.to_string(), &rec);
-                match self.store.commit(txn).await {
-                    Ok(_) => return Ok(()),
-                    Err(StoreError::Conflict { .. }) => continue,
-                    Err(e) => return Err(e.into()),
+        let r = self
+            .update_volume(&volume.0, |rec| {
+                if rec.generation != generation {
+                    return Ok(Edit::Unchanged);
                 }
-            }
-            let txn = TxnBuilder::new()
-                .require_revision::<Volumes>(rec.id.to_string(), cur.revision)
-                .put::<Volumes>(rec.id.to_string(), &rec);
-            let msg = format!(
-                "volume {}: replica on node {node} is {}{}",
-                rec.name,
-                match state {
-                    ReplicaState::InSync => "in sync again",
-                    ReplicaState::Faulted => "faulted (it missed writes)",
-                },
-                if detail.is_empty() {
-                    String::new()
-                } else {
-                    format!(": {detail}")
+                let name = rec.name.clone();
+                let Some(r) = rec.replicas.iter_mut().find(|r| r.node == node) else {
+                    return Ok(Edit::Unchanged);
+                };
+                if r.state == state && r.progress == progress {
+                    return Ok(Edit::Unchanged);
                 }
-            );
-            match self
-                .store
-                .commit(self.with_event(txn, "volume.replica", msg))
-                .await
-            {
-                Ok(_) => return Ok(()),
-                Err(StoreError::Conflict { .. }) => continue,
-                Err(e) => return Err(e.into()),
-            }
+                let state_changed = r.state != state;
+                r.state = state;
+                r.progress = progress;
+                if !state_changed {
+                    return Ok(Edit::Quiet);
+                }
+                Ok(Edit::Event(
+                    "volume.replica",
+                    format!(
+                        "volume {name}: replica on node {node} is {}{}",
+                        match state {
+                            ReplicaState::InSync => "in sync again",
+                            ReplicaState::Faulted => "faulted (it missed writes)",
+                        },
+                        if detail.is_empty() {
+                            String::new()
+                        } else {
+                            format!(": {detail}")
+                        }
+                    ),
+                ))
+            })
+            .await;
+        match r {
+            Ok(_) | Err(ControlError::NotFound(_)) => Ok(()),
+            Err(e) => Err(e),
         }
     }
 
@@ -592,6 +574,14 @@ impl Control {
         self.store.commit(txn).await?;
         Ok(())
     }
+}
+
+/// What an [`Control::update_volume`] edit did.
+enum Edit {
+    Unchanged,
+    /// Changed; not worth an event.
+    Quiet,
+    Event(&'static str, String),
 }
 
 struct VolumeContext {
