@@ -291,31 +291,14 @@ impl ReplicatedVolume {
     }
 
     fn call_many(&self, targets: &[ReplicaTarget], req: BlkRequest) -> Vec<Outcome> {
-        // One copy of the request, shared by every replica's call.
+        // One copy of the request, shared by every replica's call. The calls run together
+        // on this (blocking) thread: no task per replica, no hand-off to a worker.
         let req = Arc::new(req);
-        let futs: Vec<_> = targets
-            .iter()
-            .map(|t| {
-                let local = self.local_server.clone().filter(|_| t.node == self.local);
-                self.rt.spawn(Self::call_one(
-                    self.transport.clone(),
-                    local,
-                    *t,
-                    req.clone(),
-                    self.timeout,
-                ))
-            })
-            .collect();
-        self.rt.block_on(async {
-            let mut out = Vec::with_capacity(futs.len());
-            for f in futs {
-                out.push(
-                    f.await
-                        .unwrap_or_else(|e| Outcome::Lost(format!("request task failed: {e}"))),
-                );
-            }
-            out
-        })
+        let futs = targets.iter().map(|t| {
+            let local = self.local_server.clone().filter(|_| t.node == self.local);
+            Self::call_one(self.transport.clone(), local, *t, req.clone(), self.timeout)
+        });
+        self.rt.block_on(futures::future::join_all(futs))
     }
 
     fn call(&self, t: ReplicaTarget, req: BlkRequest) -> Outcome {
