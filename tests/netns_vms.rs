@@ -214,6 +214,23 @@ fn vms_are_placed_booted_controlled_and_deleted_on_a_three_node_cluster() {
         Some(3),
         "re-adoption rebooted the VM: {v}"
     );
+    // A forced stop powers the VM off at once, without asking the guest.
+    let o = c.nodes[1].cli(&["vm", "stop", "web", "--force", "--wait", "30"]);
+    assert!(o.status.success(), "force stop: {}", stderr(&o));
+    let v = vm(&c, 0, "web");
+    assert_eq!(v["reason"], "stopped by request (stopped at once)", "{v}");
+    assert!(
+        !vm_process_alive(&pid),
+        "the VM process outlived a forced stop"
+    );
+    let o = c.nodes[1].cli(&["vm", "start", "web", "--wait", "60"]);
+    assert!(
+        o.status.success(),
+        "start after a forced stop: {}",
+        stderr(&o)
+    );
+    let pid = qemu_pid(&c, &id).expect("pid file after the restart");
+    assert!(vm_process_alive(&pid));
 
     // A guest that powers itself off is reported SHUTOFF and is not restarted.
     let o = c.nodes[0].cli(&[

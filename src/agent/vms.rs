@@ -325,7 +325,12 @@ impl VmAgent {
                 }
                 let agent = self.clone();
                 tokio::spawn(async move {
-                    match agent.driver.stop(&id, STOP_GRACE).await {
+                    let grace = if rec.stop_now {
+                        Duration::ZERO
+                    } else {
+                        STOP_GRACE
+                    };
+                    match agent.driver.stop(&id, grace).await {
                         Err(e) => {
                             let why = error_chain(&e);
                             tracing::warn!(vm = %id, error = %why, "VM did not stop");

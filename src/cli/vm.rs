@@ -76,11 +76,14 @@ pub enum VmCmd {
         #[arg(long)]
         wait: Option<u64>,
     },
-    /// Stop a VM: ACPI power-off, forced after 15 s.
+    /// Stop a VM: the ACPI power button, forced off after 15 s (`--force`: at once).
     Stop {
         vm: String,
         #[arg(long)]
         wait: Option<u64>,
+        /// Power off at once instead of asking the guest to shut down.
+        #[arg(long)]
+        force: bool,
     },
     /// Reboot a running VM.
     Reboot { vm: String },
@@ -238,13 +241,14 @@ pub async fn run(socket: &Path, cmd: &VmCmd) -> Result<(), CliError> {
             Ok(())
         }
         VmCmd::Start { vm, wait }
-        | VmCmd::Stop { vm, wait }
+        | VmCmd::Stop { vm, wait, .. }
         | VmCmd::Pause { vm, wait }
         | VmCmd::Resume { vm, wait } => {
             let (action, want) = match cmd {
                 VmCmd::Start { .. } => ("start", "ACTIVE"),
                 VmCmd::Pause { .. } => ("pause", "PAUSED"),
                 VmCmd::Resume { .. } => ("resume", "ACTIVE"),
+                VmCmd::Stop { force: true, .. } => ("force-stop", "SHUTOFF"),
                 _ => ("stop", "SHUTOFF"),
             };
             let mut v = client::call(

@@ -63,7 +63,11 @@ pub struct VmView {
 #[serde(rename_all = "lowercase")]
 pub enum VmAction {
     Start,
+    /// Ask the guest to shut down (ACPI power button), forced off after a grace period.
     Stop,
+    /// Power off at once, without asking the guest (as `qm stop` or pulling the plug).
+    #[serde(rename = "force-stop")]
+    ForceStop,
     Reboot,
     Pause,
     Resume,
@@ -172,6 +176,7 @@ impl Control {
                 placement: why,
                 created_at: now_secs(),
                 volume: volume.as_ref().map(|v| v.value.id.clone()),
+                stop_now: false,
             };
             let mut txn = TxnBuilder::new()
                 .require_revision::<PlacementEpochs>("vms", rev)
@@ -335,8 +340,15 @@ impl Control {
         let cur = self.find_vm(id_or_name)?;
         let mut rec = cur.value.clone();
         match action {
-            VmAction::Start => rec.power = PowerIntent::Running,
+            VmAction::Start => {
+                rec.power = PowerIntent::Running;
+                rec.stop_now = false;
+            }
             VmAction::Stop => rec.power = PowerIntent::Stopped,
+            VmAction::ForceStop => {
+                rec.power = PowerIntent::Stopped;
+                rec.stop_now = true;
+            }
             VmAction::Pause | VmAction::Resume if rec.power == PowerIntent::Stopped => {
                 return Err(ControlError::Invalid(format!(
                     "VM {} is stopped; start it first",
@@ -363,6 +375,7 @@ impl Control {
         let verb = match action {
             VmAction::Start => "start",
             VmAction::Stop => "stop",
+            VmAction::ForceStop => "force-stop",
             VmAction::Reboot => "reboot",
             VmAction::Pause => "pause",
             VmAction::Resume => "resume",

@@ -103,6 +103,9 @@ pub struct VmRecord {
     /// A replicated volume attached as the VM's first virtio disk (instead of `boot.disk`).
     #[serde(default)]
     pub volume: Option<VolumeId>,
+    /// The last stop was a forced one: power off at once, without asking the guest.
+    #[serde(default)]
+    pub stop_now: bool,
 }
 
 pub struct VmStatuses;
