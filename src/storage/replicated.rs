@@ -141,12 +141,27 @@ impl ReplicatedVolume {
         };
         let all: Vec<ReplicaTarget> = targets.iter().filter(|t| t.in_sync).copied().collect();
         let results = v.call_many(&all, req);
+        let mut seen: Vec<(NodeId, u64)> = Vec::new();
         for (t, r) in all.iter().zip(results) {
             match r {
+                Outcome::Ok(BlkResponse::Activated { previous }) => seen.push((t.node, previous)),
                 Outcome::Ok(_) => {}
                 Outcome::Fenced(current) => return Err(v.fence(current)),
                 Outcome::Lost(why) => v.fault(t.node, &why, None),
                 Outcome::Failed(_, why) => v.fault(t.node, &why, None),
+            }
+        }
+        // A replica that never saw the generation another replica saw was away for a whole
+        // earlier writer's term (and that writer may have crashed before recording it
+        // faulted): it starts faulted, with everything to copy.
+        let newest = seen.iter().map(|(_, g)| *g).max().unwrap_or(0);
+        for (node, previous) in seen {
+            if previous < newest {
+                v.fault(
+                    node,
+                    &format!("it missed writer generation {newest} (it had seen {previous})"),
+                    Some((0, v.extent_count().saturating_sub(1))),
+                );
             }
         }
         v.live_targets()?;

@@ -331,3 +331,23 @@ fn a_replica_away_across_a_take_over_is_copied_in_full() {
     assert_eq!(c.region_bytes(2, "t", 3 * ES, 4096), vec![2u8; 4096]);
     assert_eq!(c.region_bytes(2, "t", ES, 4096), vec![3u8; 4096]);
 }
+
+#[test]
+fn a_replica_that_missed_a_crashed_writers_term_is_rebuilt_at_the_next_attach() {
+    let c = cluster(3);
+    c.create("m", 4 * ES);
+    // Writer A attaches while node 3 is away, writes, and dies without telling anyone.
+    c.nodes[2].down.store(true, Ordering::SeqCst);
+    let a = c.attach(0, "m", 4 * ES, 1);
+    a.write_at(2 * ES, &[7u8; 4096]).unwrap();
+    drop(a);
+    c.nodes[2].down.store(false, Ordering::SeqCst);
+    // Writer B believes every replica in sync (nothing was recorded), yet node 3 is found
+    // stale from the generations the replicas report, and copied in full.
+    let b = c.attach(1, "m", 4 * ES, 2);
+    let h = b.health();
+    assert!(!h[2].live, "{h:?}");
+    assert!(h[2].reason.contains("missed writer generation 1"), "{h:?}");
+    assert_eq!(b.resync().unwrap(), 4 * ES);
+    assert_eq!(c.region_bytes(2, "m", 2 * ES, 4096), vec![7u8; 4096]);
+}
