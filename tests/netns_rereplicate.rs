@@ -8,7 +8,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{json, qemu_io, replicated_volume, stderr, wait_for, Cluster};
+use common::{export, json, qemu_io, replicated_volume, wait_for, Cluster};
 
 #[test]
 fn a_replica_lost_for_longer_than_the_grace_is_rebuilt_elsewhere() {
@@ -44,9 +44,7 @@ fn a_replica_lost_for_longer_than_the_grace_is_rebuilt_elsewhere() {
     let victim = idx(&replicas[1]);
     let spare = (0..4).find(|i| !replicas.contains(&ids[*i])).unwrap();
 
-    let o = c.nodes[writer].cli(&["volume", "export", &name]);
-    assert!(o.status.success(), "export: {}", stderr(&o));
-    let uri = String::from_utf8_lossy(&o.stdout).trim().to_string();
+    let uri = export(&c, writer, &name);
     let (ok, out) = qemu_io(
         &uri,
         &["write -P 0x33 0 8M", "write -P 0x44 200M 1M", "flush"],
@@ -89,9 +87,7 @@ fn a_replica_lost_for_longer_than_the_grace_is_rebuilt_elsewhere() {
     assert!(ok, "{out}");
 
     // The spare takes the volume over and reads its own new copy first.
-    let o = c.nodes[spare].cli(&["volume", "export", &name]);
-    assert!(o.status.success(), "export on the spare: {}", stderr(&o));
-    let uri2 = String::from_utf8_lossy(&o.stdout).trim().to_string();
+    let uri2 = export(&c, spare, &name);
     let (ok, out) = qemu_io(
         &uri2,
         &[

@@ -10,25 +10,14 @@ mod common;
 
 use std::time::Duration;
 
-use common::{json, qemu_io, replicated_volume, stderr, wait_for, Cluster};
-
-fn states(c: &Cluster, via: usize, name: &str) -> Vec<String> {
-    json(&c.nodes[via].cli(&["volume", "show", name, "--json"]))["replicas"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| r["state"].as_str().unwrap_or("?").to_string())
-        .collect()
-}
+use common::{export, qemu_io, replica_states, replicated_volume, wait_for, Cluster};
 
 #[test]
 fn partitioned_replicas_resync_and_a_cut_off_writer_is_fenced() {
     let c = Cluster::form(3);
     let ips: Vec<String> = c.nodes.iter().map(|n| n.ip.clone()).collect();
     let name = replicated_volume(&c, 0, "part", "512M", 3);
-    let o = c.nodes[0].cli(&["volume", "export", &name]);
-    assert!(o.status.success(), "export: {}", stderr(&o));
-    let uri0 = String::from_utf8_lossy(&o.stdout).trim().to_string();
+    let uri0 = export(&c, 0, &name);
     let (ok, out) = qemu_io(&uri0, &["write -P 0x11 0 8M", "flush"]);
     assert!(ok, "{out}");
 
@@ -40,19 +29,19 @@ fn partitioned_replicas_resync_and_a_cut_off_writer_is_fenced() {
     );
     assert!(ok, "writes with a replica partitioned away: {out}");
     wait_for(Duration::from_secs(30), || {
-        states(&c, 0, &name)
+        replica_states(&c, 0, &name)
             .contains(&"faulted".to_string())
             .then_some(())
     })
     .expect("the partitioned replica was not recorded faulted");
     c.nodes[2].isolate_from(&[], false);
     wait_for(Duration::from_secs(60), || {
-        states(&c, 0, &name)
+        replica_states(&c, 0, &name)
             .iter()
             .all(|s| s == "insync")
             .then_some(())
     })
-    .unwrap_or_else(|| panic!("not resynced: {:?}", states(&c, 0, &name)));
+    .unwrap_or_else(|| panic!("not resynced: {:?}", replica_states(&c, 0, &name)));
     let events =
         String::from_utf8_lossy(&c.nodes[0].cli(&["events", "--limit", "50"]).stdout).to_string();
     assert!(
@@ -81,12 +70,12 @@ fn partitioned_replicas_resync_and_a_cut_off_writer_is_fenced() {
     })
     .expect("the old writer still exports the volume");
     wait_for(Duration::from_secs(90), || {
-        states(&c, 1, &name)
+        replica_states(&c, 1, &name)
             .iter()
             .all(|s| s == "insync")
             .then_some(())
     })
-    .unwrap_or_else(|| panic!("not back in sync: {:?}", states(&c, 1, &name)));
+    .unwrap_or_else(|| panic!("not back in sync: {:?}", replica_states(&c, 1, &name)));
     let (ok, out) = qemu_io(
         &uri1,
         &[
@@ -97,9 +86,7 @@ fn partitioned_replicas_resync_and_a_cut_off_writer_is_fenced() {
     );
     assert!(ok, "{out}");
     // Node 0's own copy holds the new writer's data, not the refused write.
-    let o = c.nodes[0].cli(&["volume", "export", &name]);
-    assert!(o.status.success(), "export back on node 0: {}", stderr(&o));
-    let uri0b = String::from_utf8_lossy(&o.stdout).trim().to_string();
+    let uri0b = export(&c, 0, &name);
     let (ok, out) = qemu_io(&uri0b, &["read -P 0x33 0 4M", "read -P 0x23 320M 1M"]);
     assert!(ok, "node 0's copy: {out}");
 }

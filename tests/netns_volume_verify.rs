@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{json, replicated_volume, stderr, wait_for, Cluster};
+use common::{export, json, replicated_volume, wait_for, Cluster};
 use strata::storage::nbd::NbdVolume;
 use strata::storage::Volume;
 
@@ -86,9 +86,7 @@ fn verify(v: &NbdVolume, acked: &[u64], attempted: &[u64]) -> usize {
 fn no_acknowledged_write_is_lost_when_a_replica_dies_and_returns_during_writes() {
     let mut c = Cluster::form(3);
     let name = replicated_volume(&c, 0, "verify", "128M", 3);
-    let o = c.nodes[0].cli(&["volume", "export", &name]);
-    assert!(o.status.success(), "export: {}", stderr(&o));
-    let uri = String::from_utf8_lossy(&o.stdout).trim().to_string();
+    let uri = export(&c, 0, &name);
 
     let stop = Arc::new(AtomicBool::new(false));
     let writer = {
@@ -141,8 +139,6 @@ fn no_acknowledged_write_is_lost_when_a_replica_dies_and_returns_during_writes()
     let written = verify(&open(&uri), &acked, &attempted);
     assert!(written > 100, "{written}");
     // On the node that died: it takes the volume over and reads its own copy first.
-    let o = c.nodes[2].cli(&["volume", "export", &name]);
-    assert!(o.status.success(), "export on node 2: {}", stderr(&o));
-    let uri2 = String::from_utf8_lossy(&o.stdout).trim().to_string();
+    let uri2 = export(&c, 2, &name);
     verify(&open(&uri2), &acked, &attempted);
 }

@@ -7,7 +7,10 @@ mod common;
 
 use std::time::Duration;
 
-use common::{data_dir_of, json, qemu_io, replicated_volume, stderr, wait_for, Cluster};
+use common::{
+    data_dir_of, export, json, qemu_io, replica_states, replicated_volume, stderr, wait_for,
+    Cluster,
+};
 
 fn regions(c: &Cluster, i: usize) -> Vec<String> {
     let mut v: Vec<String> = std::fs::read_dir(data_dir_of(&c.nodes[i]).join("regions"))
@@ -136,16 +139,6 @@ fn replication_is_lowered_visibly_on_a_two_node_cluster() {
     assert_eq!(v["redundancy"], "2 of 3 replicas in sync", "{v}");
 }
 
-fn replica_states(c: &Cluster, via: usize, name: &str) -> Vec<String> {
-    let v = json(&c.nodes[via].cli(&["volume", "show", name, "--json"]));
-    v["replicas"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| r["state"].as_str().unwrap_or("?").to_string())
-        .collect()
-}
-
 #[test]
 fn a_volume_survives_a_lost_replica_resyncs_it_and_moves_to_another_writer() {
     let mut c = Cluster::form(3);
@@ -156,9 +149,7 @@ fn a_volume_survives_a_lost_replica_resyncs_it_and_moves_to_another_writer() {
         .to_string();
 
     // Export on node 0 and write through NBD.
-    let o = c.nodes[0].cli(&["volume", "export", &name]);
-    assert!(o.status.success(), "export: {}", stderr(&o));
-    let uri0 = String::from_utf8_lossy(&o.stdout).trim().to_string();
+    let uri0 = export(&c, 0, &name);
     assert!(uri0.starts_with("nbd+unix:///"), "{uri0}");
     let (ok, out) = qemu_io(&uri0, &["write -P 0x11 0 16M", "flush"]);
     assert!(ok, "{out}");
@@ -206,9 +197,7 @@ fn a_volume_survives_a_lost_replica_resyncs_it_and_moves_to_another_writer() {
 
     // Node 2 takes the volume over: node 0's export goes away (a new generation), and
     // node 2 reads its own, resynced copy first.
-    let o = c.nodes[2].cli(&["volume", "export", &name]);
-    assert!(o.status.success(), "export on node 2: {}", stderr(&o));
-    let uri2 = String::from_utf8_lossy(&o.stdout).trim().to_string();
+    let uri2 = export(&c, 2, &name);
     let (ok, out) = qemu_io(&uri2, &["read -P 0x11 0 16M", "read -P 0x22 128M 4M"]);
     assert!(ok, "read on the new writer: {out}");
     wait_for(Duration::from_secs(20), || {
@@ -381,9 +370,7 @@ fn a_full_replica_disk_fails_the_write_clearly_and_loses_nothing_acknowledged() 
     let _m = Mount(regions.clone());
     c.nodes[2].start();
     let name = replicated_volume(&c, 0, "full", "64M", 3);
-    let o = c.nodes[0].cli(&["volume", "export", &name]);
-    assert!(o.status.success(), "export: {}", stderr(&o));
-    let uri = String::from_utf8_lossy(&o.stdout).trim().to_string();
+    let uri = export(&c, 0, &name);
     let (ok, out) = qemu_io(&uri, &["write -P 0x61 0 16M", "flush"]);
     assert!(ok, "{out}");
 
@@ -423,9 +410,7 @@ fn a_full_replica_disk_fails_the_write_clearly_and_loses_nothing_acknowledged() 
 fn a_volume_grows_on_every_replica_and_never_shrinks() {
     let c = Cluster::form(3);
     let name = replicated_volume(&c, 0, "grow", "64M", 3);
-    let o = c.nodes[0].cli(&["volume", "export", &name]);
-    assert!(o.status.success(), "export: {}", stderr(&o));
-    let uri = String::from_utf8_lossy(&o.stdout).trim().to_string();
+    let uri = export(&c, 0, &name);
     let (ok, out) = qemu_io(&uri, &["write -P 0x71 0 1M"]);
     assert!(ok, "{out}");
     let o = c.nodes[1].cli(&["volume", "grow", &name, "--size", "128M"]);

@@ -155,14 +155,26 @@ pub fn vms(v: &Value) -> String {
     )
 }
 
-pub fn vm(m: &Value) -> String {
-    let s = |k: &str| match &m[k] {
+/// A field of a JSON object as text (empty for null or missing).
+fn field(m: &Value, k: &str) -> String {
+    match &m[k] {
         Value::String(s) => s.clone(),
         Value::Null => String::new(),
         other => other.to_string(),
-    };
-    let mut out = String::new();
-    for (label, value) in [
+    }
+}
+
+/// `label  value` lines, skipping empty values.
+fn details(rows: &[(&str, String)]) -> String {
+    rows.iter()
+        .filter(|(_, v)| !v.is_empty())
+        .map(|(label, v)| format!("{label:14} {v}\n"))
+        .collect()
+}
+
+pub fn vm(m: &Value) -> String {
+    let s = |k: &str| field(m, k);
+    details(&[
         ("id", s("id")),
         ("name", s("name")),
         ("state", s("state")),
@@ -184,12 +196,7 @@ pub fn vm(m: &Value) -> String {
         ("volume", s("volume")),
         ("anti-affinity", s("anti_affinity_group")),
         ("placement", s("placement")),
-    ] {
-        if !value.is_empty() {
-            out += &format!("{label:14} {value}\n");
-        }
-    }
-    out
+    ])
 }
 
 pub fn flavors(v: &Value) -> String {
@@ -243,13 +250,8 @@ pub fn volumes(v: &Value) -> String {
 }
 
 pub fn volume(m: &Value) -> String {
-    let s = |k: &str| match &m[k] {
-        Value::String(s) => s.clone(),
-        Value::Null => String::new(),
-        other => other.to_string(),
-    };
-    let mut out = String::new();
-    for (label, value) in [
+    let s = |k: &str| field(m, k);
+    let mut out = details(&[
         ("id", s("id")),
         ("name", s("name")),
         (
@@ -263,11 +265,7 @@ pub fn volume(m: &Value) -> String {
         ("attached to", s("attached_to")),
         ("used by VM", s("used_by")),
         ("placement", s("placement")),
-    ] {
-        if !value.is_empty() {
-            out += &format!("{label:14} {value}\n");
-        }
-    }
+    ]);
     for r in m["replica_nodes"].as_array().cloned().unwrap_or_default() {
         out += &format!(
             "{:14} node {} ({}): {}{}\n",

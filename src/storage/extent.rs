@@ -243,6 +243,13 @@ impl ExtentVolume {
             .extent_size
     }
 
+    fn generation(&self) -> u64 {
+        self.meta
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .generation
+    }
+
     fn extent_count(&self) -> u64 {
         let m = self.meta.lock().unwrap_or_else(|p| p.into_inner());
         m.size.div_ceil(m.extent_size)
@@ -378,7 +385,7 @@ impl ExtentVolume {
             return Ok(());
         }
         let es = self.extent_size();
-        let generation = self.meta().generation;
+        let generation = self.generation();
         write_trailer(
             &e.file,
             es,
@@ -548,7 +555,7 @@ impl ExtentVolume {
 
 impl Volume for ExtentVolume {
     fn size(&self) -> u64 {
-        self.meta().size
+        self.meta.lock().unwrap_or_else(|p| p.into_inner()).size
     }
 
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<(), VolumeError> {
@@ -581,7 +588,7 @@ impl Volume for ExtentVolume {
             .collect();
         let flush_no = self.flushes.fetch_add(1, Ordering::Relaxed) + 1;
         let es = self.extent_size();
-        let generation = self.meta().generation;
+        let generation = self.generation();
         for (n, ext) in extents {
             let mut e = ext.write().unwrap_or_else(|p| p.into_inner());
             if !e.dirty {

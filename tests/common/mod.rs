@@ -395,3 +395,22 @@ pub fn replicated_volume(
     })
     .unwrap_or_else(|| panic!("no volume with {replicas} replicas"))
 }
+
+/// `strata volume export` on node `i`: the NBD URI it printed (panics naming the step).
+pub fn export(c: &Cluster, i: usize, volume: &str) -> String {
+    let o = c.nodes[i].cli(&["volume", "export", volume]);
+    assert!(o.status.success(), "export on node {i}: {}", stderr(&o));
+    String::from_utf8_lossy(&o.stdout).trim().to_string()
+}
+
+/// The state of each replica of a volume, as node `via` shows it.
+pub fn replica_states(c: &Cluster, via: usize, volume: &str) -> Vec<String> {
+    json(&c.nodes[via].cli(&["volume", "show", volume, "--json"]))["replicas"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|r| r["state"].as_str().unwrap_or("?").to_string())
+                .collect()
+        })
+        .unwrap_or_default()
+}
