@@ -11,6 +11,7 @@ use serde_json::json;
 
 use super::admin::ApiError;
 use crate::control::vms::{CreateVm, VmAction, VmView};
+use crate::control::ControlError;
 use crate::daemon::Node;
 
 pub fn routes() -> Router<Arc<Node>> {
@@ -43,7 +44,13 @@ async fn show(
     State(node): State<Arc<Node>>,
     UrlPath(id): UrlPath<String>,
 ) -> Result<Json<VmView>, ApiError> {
-    Ok(Json(node.control.vm(&id)?))
+    match node.control.vm(&id) {
+        // This node may not have applied a create made through another node yet.
+        Err(ControlError::NotFound(_)) if node.control.store.linearizable().await.is_ok() => {
+            Ok(Json(node.control.vm(&id)?))
+        }
+        r => Ok(Json(r?)),
+    }
 }
 
 async fn delete(

@@ -10,6 +10,7 @@ use serde_json::json;
 
 use super::admin::ApiError;
 use crate::control::volumes::{CreateVolume, VolumeView};
+use crate::control::ControlError;
 use crate::daemon::Node;
 
 pub fn routes() -> Router<Arc<Node>> {
@@ -75,7 +76,13 @@ async fn show(
     State(node): State<Arc<Node>>,
     UrlPath(id): UrlPath<String>,
 ) -> Result<Json<VolumeView>, ApiError> {
-    Ok(Json(node.control.volume(&id)?))
+    match node.control.volume(&id) {
+        // This node may not have applied a create made through another node yet.
+        Err(ControlError::NotFound(_)) if node.control.store.linearizable().await.is_ok() => {
+            Ok(Json(node.control.volume(&id)?))
+        }
+        r => Ok(Json(r?)),
+    }
 }
 
 async fn delete(
