@@ -42,6 +42,10 @@ const SLOT_BYTES: u64 = 16;
 const TRAILER_BYTES: u64 = 32;
 const TRAILER_MAGIC: &[u8; 8] = b"STRXTNT1";
 const VALID: u64 = 1 << 32;
+/// Slot markers for blocks with no data on disk that are nevertheless present in this
+/// layer (see [`BlockState`]): they read as zeros, or from below every layer.
+const MARK_ZERO: u64 = 1 << 33;
+const MARK_BELOW: u64 = 1 << 34;
 const REGION_FILE: &str = "region.json";
 const FORMAT: u32 = 1;
 /// What `Extent::active` knows about a block: not checked yet, slot A or B describes the
@@ -59,6 +63,50 @@ fn active_code(m: Option<u8>) -> u8 {
     }
 }
 
+/// What one layer holds for a block (snapshots stack layers, see `super::region`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum BlockState {
+    /// Never written here: the block is whatever the layers below (or the volume's parent)
+    /// hold, zeros for a plain volume.
+    Absent = 0,
+    /// Present and zero (discarded).
+    Zero = 1,
+    /// Present as "whatever lies below every layer of this region": zeros, or the parent
+    /// volume's block for a clone (a snapshot taken of a block the volume never wrote).
+    Below = 2,
+    /// Present with data.
+    Data = 3,
+}
+
+impl BlockState {
+    pub fn from_code(c: u8) -> Option<Self> {
+        Some(match c {
+            0 => BlockState::Absent,
+            1 => BlockState::Zero,
+            2 => BlockState::Below,
+            3 => BlockState::Data,
+            _ => return None,
+        })
+    }
+
+    fn of(slots: [u64; 2]) -> Self {
+        if slots == [0, 0] {
+            BlockState::Absent
+        } else if slots[0] == MARK_ZERO {
+            BlockState::Zero
+        } else if slots[0] == MARK_BELOW {
+            BlockState::Below
+        } else {
+            BlockState::Data
+        }
+    }
+}
+
+fn is_marker(slot: u64) -> bool {
+    slot == MARK_ZERO || slot == MARK_BELOW
+}
+
 /// What `region.json` says.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RegionMeta {
@@ -68,6 +116,9 @@ pub struct RegionMeta {
     pub extent_size: u64,
     /// The highest generation a writer has presented (fencing, see the replica server).
     pub generation: u64,
+    /// Snapshot layers stacked on this region, oldest first (see `super::region`).
+    #[serde(default)]
+    pub snapshots: Vec<String>,
 }
 
 struct Extent {
@@ -122,6 +173,7 @@ impl ExtentVolume {
             size,
             extent_size,
             generation: 0,
+            snapshots: Vec::new(),
         };
         write_meta(dir, &meta)?;
         Ok(ExtentVolume {
@@ -210,6 +262,16 @@ impl ExtentVolume {
             *m = next;
         }
         Ok(m.generation)
+    }
+
+    /// Records the region's snapshot layers (persisted before it returns).
+    pub fn set_snapshots(&self, names: &[String]) -> Result<(), VolumeError> {
+        let mut m = self.meta.lock().unwrap_or_else(|p| p.into_inner());
+        let mut next = m.clone();
+        next.snapshots = names.to_vec();
+        write_meta(&self.dir, &next)?;
+        *m = next;
+        Ok(())
     }
 
     /// Grows the volume (never shrinks it).
@@ -472,7 +534,7 @@ impl ExtentVolume {
         // (once per block after open) found by reading the range once.
         let mut current: Vec<u8> = (first as usize..last as usize)
             .map(|b| match e.active[b].load(Ordering::Relaxed) {
-                UNKNOWN if e.slots[b] == [0, 0] => HOLE,
+                UNKNOWN if e.slots[b] == [0, 0] || is_marker(e.slots[b][0]) => HOLE,
                 a => a,
             })
             .collect();
@@ -497,6 +559,9 @@ impl ExtentVolume {
         for (i, block) in blocks.chunks(BLOCK as usize).enumerate() {
             let b = first as usize + i;
             let slot = if current[i] == SLOT_A { 1 } else { 0 };
+            if is_marker(e.slots[b][0]) {
+                e.slots[b] = [0, 0];
+            }
             e.slots[b][slot] = crc(block);
             table.extend_from_slice(&e.slots[b][0].to_le_bytes());
             table.extend_from_slice(&e.slots[b][1].to_le_bytes());
@@ -514,8 +579,8 @@ impl ExtentVolume {
         Ok(())
     }
 
-    fn discard_piece(&self, n: u64, within: u64, len: u64) -> Result<(), VolumeError> {
-        if self.extent(n, false)?.is_none() {
+    fn discard_piece(&self, n: u64, within: u64, len: u64, mask: bool) -> Result<(), VolumeError> {
+        if !mask && self.extent(n, false)?.is_none() {
             return Ok(());
         }
         // Partial blocks at either end are zeroed; whole blocks are unmapped.
@@ -531,24 +596,175 @@ impl ExtentVolume {
             self.write_piece(n, end_full, &vec![0u8; (within + len - end_full) as usize])?;
         }
         let ext = self
-            .extent(n, false)?
+            .extent(n, true)?
             .ok_or_else(|| VolumeError::Invalid("extent vanished".into()))?;
         let path = extent_path(&self.dir, n);
         let es = self.extent_size();
         let mut e = ext.write().unwrap_or_else(|p| p.into_inner());
         self.mark_dirty(&mut e, &path)?;
-        for b in (start_full / BLOCK) as usize..(end_full / BLOCK) as usize {
-            e.slots[b] = [0, 0];
-            e.active[b].store(HOLE, Ordering::Relaxed);
-        }
         let first = start_full / BLOCK;
         let count = (end_full - start_full) / BLOCK;
-        let zeros = vec![0u8; (count * SLOT_BYTES) as usize];
+        self.unmap_locked(&mut e, first, count, MARK_ZERO, &path, es)
+    }
+
+    /// Drops the data of blocks `[first, first + count)` of an extent (write-locked) and
+    /// records `marker` for them (0: absent).
+    #[allow(clippy::too_many_arguments)]
+    fn unmap_locked(
+        &self,
+        e: &mut Extent,
+        first: u64,
+        count: u64,
+        marker: u64,
+        path: &Path,
+        es: u64,
+    ) -> Result<(), VolumeError> {
+        let mut table = Vec::with_capacity((count * SLOT_BYTES) as usize);
+        for b in first as usize..(first + count) as usize {
+            e.slots[b] = [marker, 0];
+            e.active[b].store(HOLE, Ordering::Relaxed);
+            table.extend_from_slice(&marker.to_le_bytes());
+            table.extend_from_slice(&0u64.to_le_bytes());
+        }
         e.file
-            .write_all_at(&zeros, es + first * SLOT_BYTES)
-            .map_err(|x| VolumeError::io("clear checksums of", &path, x))?;
-        punch_hole(&e.file, start_full, end_full - start_full)
-            .map_err(|x| VolumeError::io("discard", &path, x))?;
+            .write_all_at(&table, es + first * SLOT_BYTES)
+            .map_err(|x| VolumeError::io("clear checksums of", path, x))?;
+        punch_hole(&e.file, first * BLOCK, count * BLOCK)
+            .map_err(|x| VolumeError::io("discard", path, x))?;
+        Ok(())
+    }
+
+    /// Discards a range; with `mask`, also where this layer holds nothing, so that the
+    /// range reads as zeros instead of falling through to what lies below (a clone's
+    /// parent).
+    pub fn discard_masking(&self, offset: u64, len: u64, mask: bool) -> Result<(), VolumeError> {
+        check_range("discard", offset, len, self.size())?;
+        for (n, within, l) in self.pieces(offset, len) {
+            self.discard_piece(n, within, l, mask)?;
+        }
+        Ok(())
+    }
+
+    /// Reads whole blocks `[first, first + count)` (region-relative block numbers; they may
+    /// reach past the size up to the last extent's end) with what this layer holds for
+    /// each. Blocks not held here read as zeros.
+    pub fn read_states(
+        &self,
+        first: u64,
+        count: u64,
+    ) -> Result<(Vec<u8>, Vec<BlockState>), VolumeError> {
+        let es = self.extent_size();
+        let per = es / BLOCK;
+        let mut data = vec![0u8; (count * BLOCK) as usize];
+        let mut states = vec![BlockState::Absent; count as usize];
+        let mut b = first;
+        while b < first + count {
+            let n = b / per;
+            let within = b % per;
+            let take = (per - within).min(first + count - b);
+            let at = (b - first) as usize;
+            if n < self.extent_count() {
+                if let Some(ext) = self.extent(n, false)? {
+                    let e = ext.read().unwrap_or_else(|p| p.into_inner());
+                    let d = self.read_blocks(n, &e, within, take)?;
+                    data[at * BLOCK as usize..(at + take as usize) * BLOCK as usize]
+                        .copy_from_slice(&d);
+                    for i in 0..take as usize {
+                        states[at + i] = BlockState::of(e.slots[within as usize + i]);
+                    }
+                }
+            }
+            b += take;
+        }
+        Ok((data, states))
+    }
+
+    /// What this layer holds for blocks `[first, first + count)`, without reading data.
+    pub fn states(&self, first: u64, count: u64) -> Result<Vec<BlockState>, VolumeError> {
+        let per = self.extent_size() / BLOCK;
+        let mut out = vec![BlockState::Absent; count as usize];
+        let mut b = first;
+        while b < first + count {
+            let n = b / per;
+            let within = b % per;
+            let take = (per - within).min(first + count - b);
+            if n < self.extent_count() {
+                if let Some(ext) = self.extent(n, false)? {
+                    let e = ext.read().unwrap_or_else(|p| p.into_inner());
+                    for i in 0..take as usize {
+                        out[(b - first) as usize + i] =
+                            BlockState::of(e.slots[within as usize + i]);
+                    }
+                }
+            }
+            b += take;
+        }
+        Ok(out)
+    }
+
+    /// Sets whole blocks `[first, first + states.len())` exactly: data where the state is
+    /// `Data` (from `data`, one block per state), otherwise the state itself with no data
+    /// kept (`Absent` makes the block fall through to the layers below again).
+    pub fn put_states(
+        &self,
+        first: u64,
+        states: &[BlockState],
+        data: &[u8],
+    ) -> Result<(), VolumeError> {
+        if data.len() as u64 != states.len() as u64 * BLOCK {
+            return Err(VolumeError::Invalid(format!(
+                "{} bytes of data for {} blocks",
+                data.len(),
+                states.len()
+            )));
+        }
+        let size_blocks = self.size().div_ceil(BLOCK);
+        if first + states.len() as u64 > size_blocks {
+            return Err(VolumeError::OutOfRange {
+                op: "write",
+                offset: first * BLOCK,
+                len: states.len() as u64 * BLOCK,
+                size: self.size(),
+            });
+        }
+        let per = self.extent_size() / BLOCK;
+        let es = self.extent_size();
+        let mut i = 0usize;
+        while i < states.len() {
+            // One run of equal states inside one extent at a time.
+            let b = first + i as u64;
+            let n = b / per;
+            let mut j = i + 1;
+            while j < states.len() && states[j] == states[i] && (first + j as u64) / per == n {
+                j += 1;
+            }
+            let within = b % per;
+            let count = (j - i) as u64;
+            match states[i] {
+                BlockState::Data => {
+                    let bytes = &data[i * BLOCK as usize..j * BLOCK as usize];
+                    self.write_piece(n, within * BLOCK, bytes)?;
+                }
+                s => {
+                    let marker = match s {
+                        BlockState::Zero => MARK_ZERO,
+                        BlockState::Below => MARK_BELOW,
+                        _ => 0,
+                    };
+                    let exists = self.extent(n, false)?.is_some();
+                    if exists || marker != 0 {
+                        let ext = self
+                            .extent(n, true)?
+                            .ok_or_else(|| VolumeError::Invalid("extent vanished".into()))?;
+                        let path = extent_path(&self.dir, n);
+                        let mut e = ext.write().unwrap_or_else(|p| p.into_inner());
+                        self.mark_dirty(&mut e, &path)?;
+                        self.unmap_locked(&mut e, within, count, marker, &path, es)?;
+                    }
+                }
+            }
+            i = j;
+        }
         Ok(())
     }
 }
@@ -606,11 +822,7 @@ impl Volume for ExtentVolume {
     }
 
     fn discard(&self, offset: u64, len: u64) -> Result<(), VolumeError> {
-        check_range("discard", offset, len, self.size())?;
-        for (n, within, l) in self.pieces(offset, len) {
-            self.discard_piece(n, within, l)?;
-        }
-        Ok(())
+        self.discard_masking(offset, len, false)
     }
 
     fn allocated(&self) -> Option<u64> {
@@ -625,9 +837,10 @@ impl Volume for ExtentVolume {
     }
 }
 
-/// Which slot describes `block` (Some(None): an unwritten hole of zeros), or None.
+/// Which slot describes `block` (Some(None): an unwritten hole of zeros, or a block that
+/// only carries a marker), or None.
 fn matches_block(block: &[u8], slots: [u64; 2]) -> Option<Option<u8>> {
-    if slots == [0, 0] {
+    if slots == [0, 0] || (is_marker(slots[0]) && slots[1] == 0) {
         return block.iter().all(|b| *b == 0).then_some(None);
     }
     let c = crc(block);

@@ -20,6 +20,7 @@ pub mod extent;
 pub mod file;
 pub mod mem;
 pub mod nbd;
+pub mod region;
 pub mod replica;
 pub mod replicated;
 

@@ -13,7 +13,8 @@ use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
 
-use super::extent::ExtentVolume;
+use super::extent::{BlockState, BLOCK};
+use super::region::{valid_name, Region};
 use super::{Volume, VolumeError};
 use crate::transport::frame::{read_frame, write_frame};
 use crate::transport::{Peer, Service};
@@ -35,9 +36,12 @@ pub enum BlkRequest {
         #[serde(with = "serde_bytes")]
         data: Vec<u8>,
     },
+    /// Reads the live volume, or one of its snapshots (`layer`; any generation may read a
+    /// snapshot, which never changes).
     Read {
         volume: String,
         generation: u64,
+        layer: Option<String>,
         offset: u64,
         len: u32,
     },
@@ -50,22 +54,81 @@ pub enum BlkRequest {
         generation: u64,
         offset: u64,
         len: u64,
+        /// A clone's discard: the range must read as zeros, not as its parent's blocks.
+        mask: bool,
     },
     Status {
         volume: String,
     },
+    /// Takes a snapshot of the live volume at this point of the write stream.
+    Snapshot {
+        volume: String,
+        generation: u64,
+        name: String,
+    },
+    /// Deletes a snapshot (the older ones keep their content).
+    DropSnapshot {
+        volume: String,
+        generation: u64,
+        name: String,
+    },
+    /// Makes the snapshot stack exactly `names` (a returning replica catching up).
+    SetSnapshots {
+        volume: String,
+        generation: u64,
+        names: Vec<String>,
+    },
+    /// Whole blocks of one layer as stored, with their states (copying a replica).
+    ReadRaw {
+        volume: String,
+        layer: Option<String>,
+        first: u64,
+        count: u32,
+    },
+    /// Sets whole blocks of one layer exactly (states as [`BlockState`] codes).
+    WriteRaw {
+        volume: String,
+        generation: u64,
+        layer: Option<String>,
+        first: u64,
+        #[serde(with = "serde_bytes")]
+        states: Vec<u8>,
+        #[serde(with = "serde_bytes")]
+        data: Vec<u8>,
+    },
 }
 
 impl BlkRequest {
+    pub fn volume(&self) -> &str {
+        match self {
+            BlkRequest::Activate { volume, .. }
+            | BlkRequest::Write { volume, .. }
+            | BlkRequest::Read { volume, .. }
+            | BlkRequest::Flush { volume, .. }
+            | BlkRequest::Discard { volume, .. }
+            | BlkRequest::Status { volume }
+            | BlkRequest::Snapshot { volume, .. }
+            | BlkRequest::DropSnapshot { volume, .. }
+            | BlkRequest::SetSnapshots { volume, .. }
+            | BlkRequest::ReadRaw { volume, .. }
+            | BlkRequest::WriteRaw { volume, .. } => volume,
+        }
+    }
+
     /// The writer generation the request carries (all but `Status`).
     pub fn generation(&self) -> Option<u64> {
         match self {
+            BlkRequest::Read { layer: Some(_), .. } => None,
             BlkRequest::Activate { generation, .. }
             | BlkRequest::Write { generation, .. }
             | BlkRequest::Read { generation, .. }
             | BlkRequest::Flush { generation, .. }
-            | BlkRequest::Discard { generation, .. } => Some(*generation),
-            BlkRequest::Status { .. } => None,
+            | BlkRequest::Discard { generation, .. }
+            | BlkRequest::Snapshot { generation, .. }
+            | BlkRequest::DropSnapshot { generation, .. }
+            | BlkRequest::SetSnapshots { generation, .. }
+            | BlkRequest::WriteRaw { generation, .. } => Some(*generation),
+            BlkRequest::Status { .. } | BlkRequest::ReadRaw { .. } => None,
         }
     }
 }
@@ -87,10 +150,24 @@ pub enum BlkResponse {
         previous: u64,
     },
     Data(#[serde(with = "serde_bytes")] Vec<u8>),
+    /// Data of a read some of whose blocks lie below the region (zeros here): a clone
+    /// reads those from its parent. `below` holds absolute block numbers.
+    Partial {
+        #[serde(with = "serde_bytes")]
+        data: Vec<u8>,
+        below: Vec<u64>,
+    },
+    Raw {
+        #[serde(with = "serde_bytes")]
+        states: Vec<u8>,
+        #[serde(with = "serde_bytes")]
+        data: Vec<u8>,
+    },
     Status {
         generation: u64,
         size: u64,
         allocated: u64,
+        snapshots: Vec<String>,
     },
     /// The request's generation is older than the region's.
     Fenced {
@@ -123,15 +200,7 @@ impl BlkResponse {
 /// This node's regions, under `<data dir>/regions/<volume>/`.
 pub struct ReplicaServer {
     root: PathBuf,
-    regions: Mutex<HashMap<String, Arc<ExtentVolume>>>,
-}
-
-fn valid_name(volume: &str) -> bool {
-    !volume.is_empty()
-        && volume.len() <= 64
-        && volume
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    regions: Mutex<HashMap<String, Arc<Region>>>,
 }
 
 impl ReplicaServer {
@@ -171,7 +240,7 @@ impl ReplicaServer {
         volume: &str,
         size: u64,
         extent_size: u64,
-    ) -> Result<Arc<ExtentVolume>, VolumeError> {
+    ) -> Result<Arc<Region>, VolumeError> {
         let dir = self.dir(volume)?;
         let mut regions = self.regions.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(r) = regions.get(volume) {
@@ -181,9 +250,9 @@ impl ReplicaServer {
             return Ok(r.clone());
         }
         let r = if dir.join("region.json").exists() {
-            ExtentVolume::open(&dir)?
+            Region::open(&dir)?
         } else {
-            ExtentVolume::create(&dir, volume, size, extent_size)?
+            Region::create(&dir, volume, size, extent_size)?
         };
         if r.size() < size {
             r.grow(size)?;
@@ -208,7 +277,7 @@ impl ReplicaServer {
     }
 
     /// The open region of a volume, opened from disk on first use.
-    pub fn region(&self, volume: &str) -> Result<Option<Arc<ExtentVolume>>, VolumeError> {
+    pub fn region(&self, volume: &str) -> Result<Option<Arc<Region>>, VolumeError> {
         let dir = self.dir(volume)?;
         let mut regions = self.regions.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(r) = regions.get(volume) {
@@ -217,21 +286,14 @@ impl ReplicaServer {
         if !dir.join("region.json").exists() {
             return Ok(None);
         }
-        let r = Arc::new(ExtentVolume::open(&dir)?);
+        let r = Arc::new(Region::open(&dir)?);
         regions.insert(volume.to_string(), r.clone());
         Ok(Some(r))
     }
 
     /// Handles one request (blocking: call from a blocking thread).
     pub fn handle(&self, req: &BlkRequest) -> BlkResponse {
-        let volume = match req {
-            BlkRequest::Activate { volume, .. }
-            | BlkRequest::Write { volume, .. }
-            | BlkRequest::Read { volume, .. }
-            | BlkRequest::Flush { volume, .. }
-            | BlkRequest::Discard { volume, .. }
-            | BlkRequest::Status { volume } => volume.clone(),
-        };
+        let volume = req.volume().to_string();
         let region = match self.region(&volume) {
             Ok(Some(r)) => r,
             Ok(None) => {
@@ -242,7 +304,7 @@ impl ReplicaServer {
             }
             Err(e) => return BlkResponse::failed(&e),
         };
-        let current = region.meta().generation;
+        let current = region.generation();
         if req.generation().is_some_and(|g| g < current) {
             return BlkResponse::Fenced {
                 generation: current,
@@ -255,29 +317,120 @@ impl ReplicaServer {
             BlkRequest::Write {
                 offset, ref data, ..
             } => region.write_at(offset, data).map(|_| BlkResponse::Done),
-            BlkRequest::Read { offset, len, .. } => {
+            BlkRequest::Read {
+                offset,
+                len,
+                ref layer,
+                ..
+            } => {
                 if len as usize > MAX_IO {
                     return BlkResponse::failed(&VolumeError::Invalid(format!(
                         "read of {len} bytes is larger than {MAX_IO}"
                     )));
                 }
-                let mut buf = vec![0u8; len as usize];
                 region
-                    .read_at(offset, &mut buf)
-                    .map(|_| BlkResponse::Data(buf))
+                    .read_layer(layer.as_deref(), offset, u64::from(len))
+                    .map(|r| {
+                        if r.below.is_empty() {
+                            BlkResponse::Data(r.data)
+                        } else {
+                            BlkResponse::Partial {
+                                data: r.data,
+                                below: r.below,
+                            }
+                        }
+                    })
             }
             BlkRequest::Flush { .. } => region.flush().map(|_| BlkResponse::Done),
-            BlkRequest::Discard { offset, len, .. } => {
-                region.discard(offset, len).map(|_| BlkResponse::Done)
-            }
+            BlkRequest::Discard {
+                offset, len, mask, ..
+            } => region
+                .discard_masking(offset, len, mask)
+                .map(|_| BlkResponse::Done),
             BlkRequest::Status { .. } => Ok(BlkResponse::Status {
                 generation: current,
                 size: region.size(),
                 allocated: region.allocated().unwrap_or(0),
+                snapshots: region.snapshots(),
+            }),
+            BlkRequest::Snapshot { ref name, .. } => {
+                region.snapshot(name).map(|_| BlkResponse::Done)
+            }
+            BlkRequest::DropSnapshot { ref name, .. } => {
+                region.drop_snapshot(name).map(|_| BlkResponse::Done)
+            }
+            BlkRequest::SetSnapshots { ref names, .. } => {
+                region.set_snapshots(names).map(|_| BlkResponse::Done)
+            }
+            BlkRequest::ReadRaw {
+                ref layer,
+                first,
+                count,
+                ..
+            } => {
+                if u64::from(count) * BLOCK > MAX_IO as u64 {
+                    return BlkResponse::failed(&VolumeError::Invalid(format!(
+                        "raw read of {count} blocks is larger than {MAX_IO} bytes"
+                    )));
+                }
+                region
+                    .read_raw(layer.as_deref(), first, u64::from(count))
+                    .map(|(data, states)| BlkResponse::Raw {
+                        data: compact(&states, &data),
+                        states: states.iter().map(|s| *s as u8).collect(),
+                    })
+            }
+            BlkRequest::WriteRaw {
+                ref layer,
+                first,
+                ref states,
+                ref data,
+                ..
+            } => expand(states, data).and_then(|(st, full)| {
+                region
+                    .write_raw(layer.as_deref(), first, &st, &full)
+                    .map(|_| BlkResponse::Done)
             }),
         };
         r.unwrap_or_else(|e| BlkResponse::failed(&e))
     }
+}
+
+/// Raw block data on the wire: only the blocks that hold data, back to back.
+fn compact(states: &[BlockState], data: &[u8]) -> Vec<u8> {
+    let b = BLOCK as usize;
+    states
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| **s == BlockState::Data)
+        .flat_map(|(i, _)| data[i * b..(i + 1) * b].iter().copied())
+        .collect()
+}
+
+/// The inverse of [`compact`]: states decoded, data back to one block per state.
+fn expand(codes: &[u8], data: &[u8]) -> Result<(Vec<BlockState>, Vec<u8>), VolumeError> {
+    let states = codes
+        .iter()
+        .map(|c| BlockState::from_code(*c))
+        .collect::<Option<Vec<_>>>()
+        .ok_or_else(|| VolumeError::Invalid("unknown block state code".into()))?;
+    let b = BLOCK as usize;
+    let with_data = states.iter().filter(|s| **s == BlockState::Data).count();
+    if data.len() != with_data * b {
+        return Err(VolumeError::Invalid(format!(
+            "{} bytes of data for {with_data} blocks",
+            data.len()
+        )));
+    }
+    let mut full = vec![0u8; states.len() * b];
+    let mut at = 0;
+    for (i, s) in states.iter().enumerate() {
+        if *s == BlockState::Data {
+            full[i * b..(i + 1) * b].copy_from_slice(&data[at..at + b]);
+            at += b;
+        }
+    }
+    Ok((states, full))
 }
 
 /// Whether a request is cheap enough to serve on the async runtime's thread.
@@ -381,6 +534,7 @@ mod tests {
         match s.handle(&BlkRequest::Read {
             volume: "v1".into(),
             generation: 3,
+            layer: None,
             offset: 0,
             len: 4096,
         }) {

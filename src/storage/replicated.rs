@@ -20,6 +20,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
+use super::extent::BLOCK;
 use super::replica::{BlkRequest, BlkResponse, FailKind, ReplicaServer, MAX_IO};
 use super::{check_range, Volume, VolumeError};
 use crate::ids::NodeId;
@@ -73,6 +74,13 @@ pub struct ReplicatedVolume {
     fenced: AtomicBool,
     resynced_bytes: AtomicU64,
     repaired_blocks: AtomicU64,
+    /// A snapshot this client reads (read-only), or None for the live volume.
+    layer: Option<String>,
+    /// Where blocks below every layer of the regions come from: the snapshot a clone was
+    /// made from (None: zeros).
+    parent: Option<Arc<dyn Volume>>,
+    /// Serializes the read-modify-write of partial blocks of a clone.
+    rmw: Mutex<()>,
 }
 
 /// Per-request timeout; a replica slower than this is treated as gone.
@@ -134,6 +142,9 @@ impl ReplicatedVolume {
             fenced: AtomicBool::new(false),
             resynced_bytes: AtomicU64::new(0),
             repaired_blocks: AtomicU64::new(0),
+            layer: None,
+            parent: None,
+            rmw: Mutex::new(()),
         };
         let req = BlkRequest::Activate {
             volume: volume.to_string(),
@@ -166,6 +177,61 @@ impl ReplicatedVolume {
         }
         v.live_targets()?;
         Ok(v)
+    }
+
+    /// A read-only client of snapshot `layer` of a volume: no activation (snapshots never
+    /// change, any generation may read them), no repair, no resync.
+    #[allow(clippy::too_many_arguments)]
+    pub fn snapshot_reader(
+        transport: Arc<Transport>,
+        rt: tokio::runtime::Handle,
+        local: NodeId,
+        volume: &str,
+        layer: &str,
+        size: u64,
+        extent_size: u64,
+        targets: &[ReplicaTarget],
+        local_server: Option<Arc<ReplicaServer>>,
+    ) -> Self {
+        ReplicatedVolume {
+            volume: volume.to_string(),
+            size: AtomicU64::new(size),
+            extent_size,
+            generation: 0,
+            local,
+            replicas: Mutex::new(
+                targets
+                    .iter()
+                    .map(|t| Replica {
+                        target: *t,
+                        live: t.in_sync,
+                        reason: if t.in_sync {
+                            String::new()
+                        } else {
+                            "it is being rebuilt".into()
+                        },
+                        stale: BTreeSet::new(),
+                    })
+                    .collect(),
+            ),
+            transport,
+            local_server,
+            rt,
+            timeout: IO_TIMEOUT,
+            order: RwLock::new(()),
+            fenced: AtomicBool::new(false),
+            resynced_bytes: AtomicU64::new(0),
+            repaired_blocks: AtomicU64::new(0),
+            layer: Some(layer.to_string()),
+            parent: None,
+            rmw: Mutex::new(()),
+        }
+    }
+
+    /// Sets where blocks below the regions are read from (a clone's parent snapshot).
+    pub fn with_parent(mut self, parent: Option<Arc<dyn Volume>>) -> Self {
+        self.parent = parent;
+        self
     }
 
     pub fn health(&self) -> Vec<ReplicaHealth> {
@@ -392,6 +458,7 @@ impl ReplicatedVolume {
         let req = BlkRequest::Read {
             volume: self.volume.clone(),
             generation: self.generation,
+            layer: self.layer.clone(),
             offset,
             len: len as u32,
         };
@@ -400,6 +467,10 @@ impl ReplicatedVolume {
         for t in self.live_targets()? {
             match self.call(t, req.clone()) {
                 Outcome::Ok(BlkResponse::Data(d)) if d.len() == len => return Ok((d, corrupt)),
+                Outcome::Ok(BlkResponse::Partial { mut data, below }) if data.len() == len => {
+                    self.fill_below(offset, &mut data, &below)?;
+                    return Ok((data, corrupt));
+                }
                 Outcome::Ok(other) => {
                     last_err = Some(format!("unexpected answer {other:?}"));
                 }
@@ -414,7 +485,8 @@ impl ReplicatedVolume {
                     last_err = Some(message);
                 }
                 Outcome::Failed(kind, message) => {
-                    if kind == FailKind::Invalid {
+                    // A replica that missed a snapshot answers Invalid for it: try the next.
+                    if kind == FailKind::Invalid && self.layer.is_none() {
                         return Err(VolumeError::Invalid(message));
                     }
                     last_err = Some(message);
@@ -430,9 +502,79 @@ impl ReplicatedVolume {
         })
     }
 
+    /// Reads the blocks of `[offset, offset + data.len())` that lie below the regions
+    /// (`below`: absolute block numbers) from the parent; zeros without one.
+    fn fill_below(&self, offset: u64, data: &mut [u8], below: &[u64]) -> Result<(), VolumeError> {
+        let Some(parent) = &self.parent else {
+            return Ok(());
+        };
+        let end = offset + data.len() as u64;
+        let psize = parent.size();
+        let mut i = 0;
+        while i < below.len() {
+            let mut j = i + 1;
+            while j < below.len() && below[j] == below[j - 1] + 1 {
+                j += 1;
+            }
+            // The run of blocks, clipped to the request and to the parent's size (a clone
+            // may be bigger than its parent: the rest reads as zeros).
+            let from = (below[i] * BLOCK).max(offset);
+            let to = ((below[j - 1] + 1) * BLOCK).min(end).min(psize.max(from));
+            if to > from {
+                let at = (from - offset) as usize;
+                parent.read_at(from, &mut data[at..at + (to - from) as usize])?;
+            }
+            i = j;
+        }
+        Ok(())
+    }
+
+    /// Takes a snapshot named `name` of the volume at this point: every write before it
+    /// has completed, none after it has started, and every live replica took it. A replica
+    /// that did not is faulted and gets the snapshot when it is resynced.
+    pub fn snapshot(&self, name: &str) -> Result<(), VolumeError> {
+        self.writable()?;
+        let _x = self.order.write().unwrap_or_else(|p| p.into_inner());
+        let flush = BlkRequest::Flush {
+            volume: self.volume.clone(),
+            generation: self.generation,
+        };
+        self.mutate(flush, 0, 0)?;
+        let req = BlkRequest::Snapshot {
+            volume: self.volume.clone(),
+            generation: self.generation,
+            name: name.to_string(),
+        };
+        self.mutate(req, 0, 0)
+    }
+
+    /// Deletes a snapshot on every live replica (the others drop it when resynced).
+    pub fn drop_snapshot(&self, name: &str) -> Result<(), VolumeError> {
+        self.writable()?;
+        let _o = self.order.read().unwrap_or_else(|p| p.into_inner());
+        let req = BlkRequest::DropSnapshot {
+            volume: self.volume.clone(),
+            generation: self.generation,
+            name: name.to_string(),
+        };
+        self.mutate(req, 0, 0)
+    }
+
+    fn writable(&self) -> Result<(), VolumeError> {
+        if self.layer.is_some() {
+            return Err(VolumeError::ReadOnly);
+        }
+        Ok(())
+    }
+
     /// Rewrites a range on replicas whose copy was bad, from a good copy read under the
-    /// exclusive order lock.
+    /// exclusive order lock (block by block as stored, so a clone's blocks that lie below
+    /// it stay below).
     fn repair(&self, bad: &[ReplicaTarget], offset: u64, len: usize) {
+        if self.layer.is_some() {
+            tracing::warn!(volume = %self.volume, offset, len, "a snapshot block failed its checksum on a replica; read from another (snapshots are repaired by the volume's writer)");
+            return;
+        }
         let _x = self.order.write().unwrap_or_else(|p| p.into_inner());
         let good: Vec<ReplicaTarget> = self
             .live_targets()
@@ -440,31 +582,63 @@ impl ReplicatedVolume {
             .into_iter()
             .filter(|t| !bad.contains(t))
             .collect();
-        let req = BlkRequest::Read {
-            volume: self.volume.clone(),
-            generation: self.generation,
-            offset,
-            len: len as u32,
-        };
-        let Some(data) = good.iter().find_map(|t| match self.call(*t, req.clone()) {
-            Outcome::Ok(BlkResponse::Data(d)) if d.len() == len => Some(d),
-            _ => None,
-        }) else {
+        let first = offset / BLOCK;
+        let count = (offset + len as u64).div_ceil(BLOCK) - first;
+        let Some((states, data)) = good
+            .iter()
+            .find_map(|t| self.read_raw(*t, None, first, count))
+        else {
             return;
         };
         for t in bad {
-            let w = BlkRequest::Write {
+            let w = BlkRequest::WriteRaw {
                 volume: self.volume.clone(),
                 generation: self.generation,
-                offset,
+                layer: None,
+                first,
+                states: states.clone(),
                 data: data.clone(),
             };
             if let Outcome::Ok(_) = self.call(*t, w) {
-                self.repaired_blocks
-                    .fetch_add(len.div_ceil(4096) as u64, Ordering::Relaxed);
+                self.repaired_blocks.fetch_add(count, Ordering::Relaxed);
                 tracing::info!(volume = %self.volume, node = %t.node, offset, len, "repaired a bad copy");
             }
         }
+    }
+
+    fn read_raw(
+        &self,
+        t: ReplicaTarget,
+        layer: Option<&str>,
+        first: u64,
+        count: u64,
+    ) -> Option<(Vec<u8>, Vec<u8>)> {
+        let req = BlkRequest::ReadRaw {
+            volume: self.volume.clone(),
+            layer: layer.map(str::to_string),
+            first,
+            count: count as u32,
+        };
+        match self.call(t, req) {
+            Outcome::Ok(BlkResponse::Raw { states, data }) if states.len() as u64 == count => {
+                Some((states, data))
+            }
+            _ => None,
+        }
+    }
+
+    /// The snapshot stack of the live replicas (the first that answers).
+    fn snapshot_names(&self) -> Option<Vec<String>> {
+        let req = BlkRequest::Status {
+            volume: self.volume.clone(),
+        };
+        self.live_targets()
+            .ok()?
+            .into_iter()
+            .find_map(|t| match self.call(t, req.clone()) {
+                Outcome::Ok(BlkResponse::Status { snapshots, .. }) => Some(snapshots),
+                _ => None,
+            })
     }
 
     /// Brings faulted replicas that answer again up to date by copying only the extents
@@ -497,6 +671,20 @@ impl ReplicatedVolume {
                         r.stale = all;
                     }
                 }
+                Outcome::Ok(_) => {}
+                Outcome::Fenced(current) => return Err(self.fence(current)),
+                _ => continue,
+            }
+            // Snapshots taken or deleted while it was away.
+            let Some(names) = self.snapshot_names() else {
+                continue;
+            };
+            let set = BlkRequest::SetSnapshots {
+                volume: self.volume.clone(),
+                generation: self.generation,
+                names,
+            };
+            match self.call(t, set) {
                 Outcome::Ok(_) => {}
                 Outcome::Fenced(current) => return Err(self.fence(current)),
                 _ => continue,
@@ -543,26 +731,53 @@ impl ReplicatedVolume {
         Ok(copied)
     }
 
-    /// Copies one extent from a live replica to `t` (caller holds the order lock).
+    /// Copies one extent from a live replica to `t` (caller holds the order lock): first
+    /// the snapshot stack, then every layer's blocks exactly as stored.
     fn copy_extent(&self, t: ReplicaTarget, e: u64) -> Result<u64, ()> {
-        let start = e * self.extent_size;
-        let end = (start + self.extent_size).min(self.size());
-        let mut off = start;
-        while off < end {
-            let n = ((end - off) as usize).min(MAX_IO);
-            let data = self.read_from_live(off, n).map_err(|_| ())?;
-            let w = BlkRequest::Write {
-                volume: self.volume.clone(),
-                generation: self.generation,
-                offset: off,
-                data,
-            };
-            if !matches!(self.call(t, w), Outcome::Ok(_)) {
-                return Err(());
-            }
-            off += n as u64;
+        let names = self.snapshot_names().ok_or(())?;
+        let set = BlkRequest::SetSnapshots {
+            volume: self.volume.clone(),
+            generation: self.generation,
+            names: names.clone(),
+        };
+        if !matches!(self.call(t, set), Outcome::Ok(_)) {
+            return Err(());
         }
-        Ok(end - start)
+        let source = self.live_targets().map_err(|_| ())?;
+        let per = self.extent_size / BLOCK;
+        let blocks = self.size().div_ceil(BLOCK);
+        let (start, end) = (e * per, ((e + 1) * per).min(blocks));
+        let step = MAX_IO as u64 / BLOCK;
+        let layers = names
+            .iter()
+            .map(|n| Some(n.as_str()))
+            .chain(std::iter::once(None));
+        let mut copied = 0;
+        for layer in layers {
+            let mut b = start;
+            while b < end {
+                let n = step.min(end - b);
+                let (states, data) = source
+                    .iter()
+                    .find_map(|s| self.read_raw(*s, layer, b, n))
+                    .ok_or(())?;
+                // Nothing to copy where neither side ever held anything.
+                let w = BlkRequest::WriteRaw {
+                    volume: self.volume.clone(),
+                    generation: self.generation,
+                    layer: layer.map(str::to_string),
+                    first: b,
+                    states,
+                    data,
+                };
+                if !matches!(self.call(t, w), Outcome::Ok(_)) {
+                    return Err(());
+                }
+                copied += n * BLOCK;
+                b += n;
+            }
+        }
+        Ok(copied)
     }
 
     /// Changes the replica set (the control plane replaced a lost replica): replicas no
@@ -623,26 +838,6 @@ impl ReplicatedVolume {
     pub fn extent_count(&self) -> u64 {
         self.size().div_ceil(self.extent_size)
     }
-
-    fn read_from_live(&self, offset: u64, len: usize) -> Result<Vec<u8>, VolumeError> {
-        let req = BlkRequest::Read {
-            volume: self.volume.clone(),
-            generation: self.generation,
-            offset,
-            len: len as u32,
-        };
-        for t in self.live_targets()? {
-            if let Outcome::Ok(BlkResponse::Data(d)) = self.call(t, req.clone()) {
-                if d.len() == len {
-                    return Ok(d);
-                }
-            }
-        }
-        Err(VolumeError::Unavailable {
-            volume: self.volume.clone(),
-            detail: "no live replica answered a resync read".into(),
-        })
-    }
 }
 
 impl Volume for ReplicatedVolume {
@@ -673,7 +868,80 @@ impl Volume for ReplicatedVolume {
     }
 
     fn write_at(&self, offset: u64, data: &[u8]) -> Result<(), VolumeError> {
+        self.writable()?;
         check_range("write", offset, data.len() as u64, self.size())?;
+        let end = offset + data.len() as u64;
+        if self.parent.is_some()
+            && !data.is_empty()
+            && (!offset.is_multiple_of(BLOCK) || !end.is_multiple_of(BLOCK))
+        {
+            // A clone's partial block may lie below it (in the parent): the region cannot
+            // merge the write with what it does not hold, so whole blocks are written.
+            let _m = self.rmw.lock().unwrap_or_else(|p| p.into_inner());
+            let from = offset / BLOCK * BLOCK;
+            let to = end.div_ceil(BLOCK).saturating_mul(BLOCK).min(self.size());
+            let mut whole = vec![0u8; (to - from) as usize];
+            self.read_at(from, &mut whole)?;
+            let at = (offset - from) as usize;
+            whole[at..at + data.len()].copy_from_slice(data);
+            return self.write_whole(from, &whole);
+        }
+        self.write_whole(offset, data)
+    }
+
+    fn flush(&self) -> Result<(), VolumeError> {
+        if self.layer.is_some() {
+            return Ok(());
+        }
+        let _o = self.order.read().unwrap_or_else(|p| p.into_inner());
+        let req = BlkRequest::Flush {
+            volume: self.volume.clone(),
+            generation: self.generation,
+        };
+        self.mutate(req, 0, 0)
+    }
+
+    fn discard(&self, offset: u64, len: u64) -> Result<(), VolumeError> {
+        self.writable()?;
+        check_range("discard", offset, len, self.size())?;
+        let (offset, len) = if self.parent.is_some() {
+            // A clone zeroes partial blocks here (merging with the parent's content);
+            // the region discards the whole ones.
+            let from = offset.div_ceil(BLOCK) * BLOCK;
+            let to = ((offset + len) / BLOCK * BLOCK).max(from);
+            if from > offset {
+                let head = (from.min(offset + len) - offset) as usize;
+                self.write_at(offset, &vec![0u8; head])?;
+            }
+            if offset + len > to && to >= from && offset + len > from {
+                let tail_from = to.max(offset);
+                self.write_at(tail_from, &vec![0u8; (offset + len - tail_from) as usize])?;
+            }
+            (from, to - from)
+        } else {
+            (offset, len)
+        };
+        if len == 0 {
+            return Ok(());
+        }
+        let _o = self.order.read().unwrap_or_else(|p| p.into_inner());
+        let req = BlkRequest::Discard {
+            volume: self.volume.clone(),
+            generation: self.generation,
+            offset,
+            len,
+            mask: self.parent.is_some(),
+        };
+        self.mutate(req, offset, len)
+    }
+
+    fn read_only(&self) -> bool {
+        self.layer.is_some()
+    }
+}
+
+impl ReplicatedVolume {
+    fn write_whole(&self, offset: u64, data: &[u8]) -> Result<(), VolumeError> {
         let _o = self.order.read().unwrap_or_else(|p| p.into_inner());
         for (i, chunk) in data.chunks(MAX_IO).enumerate() {
             let off = offset + (i * MAX_IO) as u64;
@@ -686,27 +954,6 @@ impl Volume for ReplicatedVolume {
             self.mutate(req, off, chunk.len() as u64)?;
         }
         Ok(())
-    }
-
-    fn flush(&self) -> Result<(), VolumeError> {
-        let _o = self.order.read().unwrap_or_else(|p| p.into_inner());
-        let req = BlkRequest::Flush {
-            volume: self.volume.clone(),
-            generation: self.generation,
-        };
-        self.mutate(req, 0, 0)
-    }
-
-    fn discard(&self, offset: u64, len: u64) -> Result<(), VolumeError> {
-        check_range("discard", offset, len, self.size())?;
-        let _o = self.order.read().unwrap_or_else(|p| p.into_inner());
-        let req = BlkRequest::Discard {
-            volume: self.volume.clone(),
-            generation: self.generation,
-            offset,
-            len,
-        };
-        self.mutate(req, offset, len)
     }
 }
 

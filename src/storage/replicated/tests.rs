@@ -351,3 +351,110 @@ fn a_replica_that_missed_a_crashed_writers_term_is_rebuilt_at_the_next_attach() 
     assert_eq!(b.resync().unwrap(), 4 * ES);
     assert_eq!(c.region_bytes(2, "m", 2 * ES, 4096), vec![7u8; 4096]);
 }
+
+impl Cluster {
+    /// A read-only client of snapshot `snap` of `volume`, read from node `on`.
+    fn reader(&self, on: usize, volume: &str, snap: &str, size: u64) -> Arc<dyn Volume> {
+        Arc::new(ReplicatedVolume::snapshot_reader(
+            self.nodes[on].transport.clone(),
+            self.rt.handle().clone(),
+            self.nodes[on].id,
+            volume,
+            snap,
+            size,
+            ES,
+            &self.targets(),
+            Some(self.nodes[on].server.clone()),
+        ))
+    }
+}
+
+#[test]
+fn clones_of_a_snapshot_pass_the_conformance_suite_and_share_its_blocks() {
+    let c = cluster(3);
+    let size = 4 * ES;
+    c.create("img", size);
+    let img = c.attach(0, "img", size, 1);
+    let base = pattern(0, size as usize, 7);
+    img.write_at(0, &base).unwrap();
+    img.snapshot("s").unwrap();
+    // Later writes to the volume do not reach the snapshot.
+    img.write_at(0, &[1u8; 8192]).unwrap();
+    let snap = c.reader(1, "img", "s", size);
+    let mut got = vec![0u8; size as usize];
+    snap.read_at(0, &mut got).unwrap();
+    assert!(got == base, "the snapshot changed");
+    assert!(
+        snap.write_at(0, &[0u8; 512]).is_err(),
+        "a snapshot took a write"
+    );
+
+    // A clone starts as the snapshot, bigger than it (the rest reads as zeros).
+    c.create("clone", 2 * size);
+    let clone = c
+        .attach(2, "clone", 2 * size, 2)
+        .with_parent(Some(snap.clone()));
+    let mut got = vec![0u8; (2 * size) as usize];
+    clone.read_at(0, &mut got).unwrap();
+    assert!(got[..size as usize] == base[..] && got[size as usize..].iter().all(|b| *b == 0));
+    // A partial block it does not hold is merged with the snapshot's.
+    clone.write_at(4096 + 512, &[9u8; 512]).unwrap();
+    let mut blk = vec![0u8; 4096];
+    clone.read_at(4096, &mut blk).unwrap();
+    let mut want = base[4096..8192].to_vec();
+    want[512..1024].fill(9);
+    assert_eq!(blk, want);
+    // A discard of a partial block keeps the rest of the snapshot's block.
+    clone.discard(3 * 4096 + 1024, 512).unwrap();
+    clone.read_at(3 * 4096, &mut blk).unwrap();
+    let mut want = base[3 * 4096..4 * 4096].to_vec();
+    want[1024..1536].fill(0);
+    assert_eq!(blk, want);
+    // Nothing was copied: the clone's regions hold two blocks.
+    for n in &c.nodes {
+        let r = n.server.region("clone").unwrap().unwrap();
+        assert!(r.allocated().unwrap() < 64 << 10, "{:?}", r.allocated());
+    }
+
+    // Clones pass the suite (their parent holds data; the suite overwrites what it reads).
+    let n = AtomicU64::new(0);
+    conformance::run(&|sz| {
+        let name = format!("cc{}", n.fetch_add(1, Ordering::Relaxed));
+        c.create(&name, sz);
+        let parent: Arc<dyn Volume> = c.reader(0, "img", "s", size);
+        let v = c.attach(0, &name, sz, 1).with_parent(Some(parent));
+        // Start from zeros, as the suite expects of a new volume: discard everything.
+        v.discard(0, sz).unwrap();
+        Box::new(v) as Box<dyn Volume>
+    });
+}
+
+#[test]
+fn a_replica_that_missed_a_snapshot_and_the_writes_after_it_is_resynced_layer_by_layer() {
+    let c = cluster(3);
+    let size = 4 * ES;
+    c.create("v", size);
+    let v = c.attach(0, "v", size, 1);
+    v.write_at(0, &pattern(0, size as usize, 1)).unwrap();
+    v.snapshot("a").unwrap();
+    c.nodes[2].down.store(true, Ordering::SeqCst);
+    v.write_at(ES, &pattern(ES, 8192, 2)).unwrap();
+    v.snapshot("b").unwrap();
+    v.write_at(ES, &pattern(ES, 4096, 3)).unwrap();
+    v.flush().unwrap();
+    c.nodes[2].down.store(false, Ordering::SeqCst);
+    v.resync().unwrap();
+    assert!(v.health().iter().all(|h| h.live), "{:?}", v.health());
+    // Node 3's own copy of each layer now matches node 1's.
+    let (r0, r2) = (
+        c.nodes[0].server.region("v").unwrap().unwrap(),
+        c.nodes[2].server.region("v").unwrap().unwrap(),
+    );
+    assert_eq!(r2.snapshots(), vec!["a".to_string(), "b".to_string()]);
+    for layer in [Some("a"), Some("b"), None] {
+        let x = r0.read_layer(layer, 0, size).unwrap();
+        let y = r2.read_layer(layer, 0, size).unwrap();
+        assert!(x.data == y.data, "layer {layer:?} differs");
+        assert_eq!(x.below, y.below);
+    }
+}
