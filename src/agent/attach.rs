@@ -20,13 +20,14 @@ use crate::telemetry::error_chain;
 use crate::transport::Transport;
 
 pub struct Attachments {
-    control: Arc<Control>,
-    transport: Arc<Transport>,
-    server: Arc<ReplicaServer>,
+    pub(super) control: Arc<Control>,
+    pub(super) transport: Arc<Transport>,
+    pub(super) server: Arc<ReplicaServer>,
     pub exports: Arc<Exports>,
     attached: Mutex<HashMap<VolumeId, (u64, Arc<ReplicatedVolume>)>>,
     /// Per volume: a resync running, and bytes copied not reported yet.
     resync: Mutex<HashMap<VolumeId, (bool, u64)>>,
+    pub(super) running: super::snapshots::Running,
 }
 
 impl Attachments {
@@ -42,6 +43,7 @@ impl Attachments {
             exports: Arc::new(Exports::new()),
             attached: Mutex::new(HashMap::new()),
             resync: Mutex::new(HashMap::new()),
+            running: Default::default(),
         })
     }
 
@@ -97,15 +99,18 @@ impl Attachments {
     async fn reconcile(self: Arc<Self>) -> Result<(), String> {
         let me = self.control.node;
         let err = |e: crate::cluster::store::StoreError| error_chain(&e);
-        let wanted: BTreeMap<VolumeId, VolumeRecord> = self
+        let all: BTreeMap<VolumeId, VolumeRecord> = self
             .control
             .store
             .list::<Volumes>()
             .map_err(err)?
             .into_iter()
-            .map(|v| v.value)
-            .filter(|v| v.attached_to == Some(me))
-            .map(|v| (v.id.clone(), v))
+            .map(|v| (v.value.id.clone(), v.value))
+            .collect();
+        let wanted: BTreeMap<VolumeId, VolumeRecord> = all
+            .iter()
+            .filter(|(_, v)| v.attached_to == Some(me))
+            .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
         let addrs: BTreeMap<NodeId, SocketAddr> = self
             .control
@@ -128,17 +133,7 @@ impl Attachments {
             tracing::info!(volume = %id, "volume detached from this node");
         }
         for (id, rec) in &wanted {
-            let targets: Vec<ReplicaTarget> = rec
-                .replicas
-                .iter()
-                .filter_map(|r| {
-                    addrs.get(&r.node).map(|a| ReplicaTarget {
-                        node: r.node,
-                        addr: *a,
-                        in_sync: r.state == ReplicaState::InSync,
-                    })
-                })
-                .collect();
+            let targets: Vec<ReplicaTarget> = super::snapshots::targets(rec, &addrs);
             if let Some(v) = self.get(id) {
                 if rec.size > v.size() {
                     // Grown: the client follows once every replica's region has.
@@ -161,6 +156,13 @@ impl Attachments {
                 rec.clone(),
                 self.server.clone(),
             );
+            let parent = match self.parent_chain(rec, &all, &addrs, &rt) {
+                Ok(p) => p,
+                Err(e) => {
+                    tracing::warn!(volume = %id, error = %e, "cannot attach clone");
+                    continue;
+                }
+            };
             let made = tokio::task::spawn_blocking(move || {
                 ReplicatedVolume::attach(
                     transport,
@@ -173,6 +175,7 @@ impl Attachments {
                     &targets,
                     Some(server),
                 )
+                .map(|v| v.with_parent(parent))
             })
             .await
             .map_err(|e| e.to_string())?;
@@ -192,6 +195,7 @@ impl Attachments {
                 }
             }
         }
+        self.run_snapshot_changes(&all, &addrs);
         // Resync returning replicas; record health changes in the cluster state.
         let live: Vec<(VolumeId, u64, Arc<ReplicatedVolume>)> = self
             .map()

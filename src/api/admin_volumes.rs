@@ -9,6 +9,7 @@ use axum::{Json, Router};
 use serde_json::json;
 
 use super::admin::ApiError;
+use crate::cluster::store::storage_tables::SnapshotRecord;
 use crate::control::volumes::{CreateVolume, VolumeView};
 use crate::control::ControlError;
 use crate::daemon::Node;
@@ -20,6 +21,33 @@ pub fn routes() -> Router<Arc<Node>> {
         .route("/v1/volumes/{id}/export", post(export))
         .route("/v1/volumes/{id}/detach", post(detach))
         .route("/v1/volumes/{id}/grow", post(grow))
+        .route("/v1/volumes/{id}/snapshots", post(snapshot))
+        .route(
+            "/v1/volumes/{id}/snapshots/{snapshot}",
+            axum::routing::delete(delete_snapshot),
+        )
+}
+
+#[derive(serde::Deserialize)]
+struct Snapshot {
+    name: String,
+}
+
+/// Takes a snapshot; answers once every replica holds it.
+async fn snapshot(
+    State(node): State<Arc<Node>>,
+    UrlPath(id): UrlPath<String>,
+    Json(req): Json<Snapshot>,
+) -> Result<Json<SnapshotRecord>, ApiError> {
+    Ok(Json(node.control.snapshot_volume(&id, &req.name).await?))
+}
+
+async fn delete_snapshot(
+    State(node): State<Arc<Node>>,
+    UrlPath((id, snapshot)): UrlPath<(String, String)>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    node.control.delete_snapshot(&id, &snapshot).await?;
+    Ok(Json(json!({"deleted": snapshot, "volume": id})))
 }
 
 /// Attaches the volume to this node (a new generation: any previous writer is fenced)

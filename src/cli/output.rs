@@ -280,6 +280,28 @@ pub fn volume(m: &Value) -> String {
             }
         );
     }
+    if let Some(p) = m["parent"].as_object() {
+        out += &format!(
+            "{:14} snapshot {} of volume {}\n",
+            "clone of",
+            p.get("snapshot").and_then(|v| v.as_str()).unwrap_or("?"),
+            p.get("volume").and_then(|v| v.as_str()).unwrap_or("?")
+        );
+    }
+    for sn in m["snapshots"].as_array().cloned().unwrap_or_default() {
+        out += &format!(
+            "{:14} {} ({}): {}, {}{}\n",
+            "snapshot",
+            sn["name"].as_str().unwrap_or("?"),
+            sn["id"].as_str().unwrap_or("?"),
+            sn["state"].as_str().unwrap_or("?"),
+            bytes(&sn["size"]),
+            match sn["detail"].as_str() {
+                Some(d) if !d.is_empty() => format!(" ({d})"),
+                _ => String::new(),
+            }
+        );
+    }
     out
 }
 

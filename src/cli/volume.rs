@@ -44,6 +44,22 @@ pub enum VolumeCmd {
     Export { volume: String },
     /// End a volume's attachment.
     Detach { volume: String },
+    /// Take a point-in-time snapshot of a volume (copy-on-write: nothing is copied now;
+    /// a block's old content is kept when it is first written afterwards).
+    Snapshot { volume: String, name: String },
+    /// Delete a snapshot (refused while clones of it exist).
+    SnapshotDelete { volume: String, snapshot: String },
+    /// Make a new volume from a snapshot without copying it: the clone reads the
+    /// snapshot's blocks until it writes its own. SOURCE is VOLUME@SNAPSHOT or a snapshot id.
+    Clone {
+        source: String,
+        name: String,
+        /// Bigger than the snapshot, e.g. 20G (default: the snapshot's size).
+        #[arg(long)]
+        size: Option<String>,
+        #[arg(long)]
+        replicas: Option<u32>,
+    },
     /// Grow a volume (never shrink); NBD clients see the new size when they reconnect.
     Grow {
         volume: String,
@@ -143,6 +159,47 @@ pub async fn run(socket: &Path, cmd: &VolumeCmd) -> Result<(), CliError> {
                 Some(json!({"size_bytes": parse_size(size)?})),
             )
             .await?;
+            print!("{}", output::volume(&v));
+            Ok(())
+        }
+        VolumeCmd::Snapshot { volume, name } => {
+            let v = client::call(
+                socket,
+                "POST",
+                &format!("/v1/volumes/{volume}/snapshots"),
+                Some(json!({"name": name})),
+            )
+            .await?;
+            println!(
+                "snapshot {} ({}) of volume {volume} taken",
+                v["name"].as_str().unwrap_or("?"),
+                v["id"].as_str().unwrap_or("?")
+            );
+            Ok(())
+        }
+        VolumeCmd::SnapshotDelete { volume, snapshot } => {
+            client::call(
+                socket,
+                "DELETE",
+                &format!("/v1/volumes/{volume}/snapshots/{snapshot}"),
+                None,
+            )
+            .await?;
+            println!("deleted snapshot {snapshot} of volume {volume}");
+            Ok(())
+        }
+        VolumeCmd::Clone {
+            source,
+            name,
+            size,
+            replicas,
+        } => {
+            let size = match size {
+                Some(s) => parse_size(s)?,
+                None => 0,
+            };
+            let body = json!({"name": name, "size_bytes": size, "replicas": replicas, "source_snapshot": source});
+            let v = client::call(socket, "POST", "/v1/volumes", Some(body)).await?;
             print!("{}", output::volume(&v));
             Ok(())
         }

@@ -3,6 +3,7 @@
 
 pub mod join;
 pub mod placement;
+pub mod snapshots;
 pub mod tokens;
 pub mod vms;
 pub mod volumes;

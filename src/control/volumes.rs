@@ -13,7 +13,8 @@ use super::{now_secs, Control, ControlError};
 use crate::cluster::membership::Liveness;
 use crate::cluster::store::compute_tables::PlacementEpochs;
 use crate::cluster::store::storage_tables::{
-    NodeStorage, NodeStorageReport, ReplicaRecord, ReplicaState, VolumeRecord, Volumes,
+    NodeStorage, NodeStorageReport, ParentRef, ReplicaRecord, ReplicaState, SnapshotState,
+    VolumeRecord, Volumes,
 };
 use crate::cluster::store::tables::Nodes;
 use crate::cluster::store::{StoreError, TxnBuilder, Versioned};
@@ -33,6 +34,10 @@ pub struct CreateVolume {
     pub size_bytes: u64,
     #[serde(default)]
     pub replicas: Option<u32>,
+    /// Make a copy-on-write clone of this snapshot (its id, or `VOLUME@SNAPSHOT`); a size
+    /// of 0 then means the snapshot's size.
+    #[serde(default)]
+    pub source_snapshot: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -81,7 +86,28 @@ impl Control {
         {
             return invalid(format!("a volume named {name:?} exists already"));
         }
-        let size = req.size_bytes;
+        let parent = match req.source_snapshot.as_deref() {
+            Some(r) => Some(self.find_snapshot(r)?),
+            None => None,
+        };
+        let size = match &parent {
+            Some((_, snap)) if req.size_bytes == 0 => snap.size,
+            _ => req.size_bytes,
+        };
+        if let Some((vol, snap)) = &parent {
+            if snap.state != SnapshotState::Available {
+                return invalid(format!(
+                    "snapshot {} of volume {} is {:?}, not available",
+                    snap.name, vol.name, snap.state
+                ));
+            }
+            if size < snap.size {
+                return invalid(format!(
+                    "a clone of snapshot {} must be at least its size, {} bytes (asked {size})",
+                    snap.name, snap.size
+                ));
+            }
+        }
         if size == 0 || !size.is_multiple_of(SECTOR) || size > MAX_VOLUME_BYTES {
             return invalid(format!(
                 "size {size} bytes must be a positive multiple of {SECTOR} bytes, at most {} TiB",
@@ -118,6 +144,11 @@ impl Control {
                 placement,
                 created_at: now_secs(),
                 used_by: None,
+                snapshots: Vec::new(),
+                parent: parent.as_ref().map(|(v, s)| ParentRef {
+                    volume: v.id.clone(),
+                    snapshot: s.id.clone(),
+                }),
             };
             let txn = TxnBuilder::new()
                 .require_revision::<PlacementEpochs>("volumes", rev)
@@ -125,9 +156,13 @@ impl Control {
                 .require_revision::<Volumes>(id.to_string(), 0)
                 .put::<Volumes>(id.to_string(), &record);
             let msg = format!(
-                "volume {name} ({id}, {} bytes) created with {} replica(s)",
+                "volume {name} ({id}, {} bytes) created with {} replica(s){}",
                 size,
-                nodes.len()
+                nodes.len(),
+                parent
+                    .as_ref()
+                    .map(|(v, s)| format!(", a clone of snapshot {} of volume {}", s.name, v.name))
+                    .unwrap_or_default()
             );
             match self
                 .store
@@ -284,6 +319,18 @@ impl Control {
                 rec.name
             )));
         }
+        if !rec.snapshots.is_empty() {
+            return Err(ControlError::Invalid(format!(
+                "volume {} has {} snapshot(s) ({}); delete them first",
+                rec.name,
+                rec.snapshots.len(),
+                rec.snapshots
+                    .iter()
+                    .map(|s| s.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )));
+        }
         if let Some(n) = rec.attached_to {
             return Err(ControlError::Invalid(format!(
                 "volume {} is attached on node {n}; detach it first",
@@ -305,7 +352,7 @@ impl Control {
 
     /// Read-modify-write of a volume's record under a revision check, retried when a
     /// concurrent change wins. `edit` changes the record and says what to log.
-    async fn update_volume(
+    pub(super) async fn update_volume(
         &self,
         id_or_name: &str,
         mut edit: impl FnMut(&mut VolumeRecord) -> Result<Edit, ControlError>,
@@ -341,6 +388,7 @@ impl Control {
             if rec.attached_to == Some(node) {
                 return Ok(Edit::Unchanged);
             }
+            super::snapshots::refuse_while_pending(rec, "attached")?;
             let from = rec
                 .attached_to
                 .map(|n| format!(" (taken over from node {n})"))
@@ -414,6 +462,7 @@ impl Control {
             if rec.attached_to.is_none() || (node.is_some() && rec.attached_to != node) {
                 return Ok(Edit::Unchanged);
             }
+            super::snapshots::refuse_while_pending(rec, "detached")?;
             if let Some(vm) = &rec.used_by {
                 return Err(ControlError::Invalid(format!(
                     "volume {} is the disk of VM {vm}; it stays attached where the VM runs",
@@ -577,7 +626,7 @@ impl Control {
 }
 
 /// What an [`Control::update_volume`] edit did.
-enum Edit {
+pub(super) enum Edit {
     Unchanged,
     /// Changed; not worth an event.
     Quiet,

@@ -51,6 +51,47 @@ pub struct VolumeRecord {
     /// The VM using it as a disk (one at a time).
     #[serde(default)]
     pub used_by: Option<VmId>,
+    /// Point-in-time snapshots, oldest first (copy-on-write layers in every replica's
+    /// region, named by snapshot id).
+    #[serde(default)]
+    pub snapshots: Vec<SnapshotRecord>,
+    /// For a clone: the snapshot it was made from, whose blocks it reads until it writes
+    /// its own (nothing is copied at clone time).
+    #[serde(default)]
+    pub parent: Option<ParentRef>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum SnapshotState {
+    /// Recorded; the node named `by` is taking it on every replica.
+    Creating,
+    Available,
+    /// Being removed by the node named `by`.
+    Deleting,
+    /// Taking or deleting it failed (see `detail`); it can be deleted.
+    Error,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct SnapshotRecord {
+    /// A UUID; also the layer's name in each region.
+    pub id: String,
+    pub name: String,
+    /// The volume's size when it was taken.
+    pub size: u64,
+    pub created_at: u64,
+    pub state: SnapshotState,
+    /// The node carrying out the pending change: the volume's writer if attached.
+    pub by: NodeId,
+    #[serde(default)]
+    pub detail: String,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct ParentRef {
+    pub volume: VolumeId,
+    pub snapshot: String,
 }
 
 /// What a node reports about its data disk and regions, key = node id.
