@@ -2,7 +2,9 @@
 //! 4-node namespace cluster with a 3-replica volume written through NBD, one replica node
 //! is killed for good; the control plane moves the replica to the spare node, the writer
 //! copies the volume to it, redundancy comes back to 3 of 3, and the new copy holds the
-//! data (read on that node after it takes the volume over).
+//! data (read on that node after it takes the volume over). A second volume, attached
+//! nowhere and with a snapshot, is rebuilt too (by the node of its first in-sync replica),
+//! snapshot layer included.
 
 mod common;
 
@@ -41,8 +43,36 @@ fn a_replica_lost_for_longer_than_the_grace_is_rebuilt_elsewhere() {
         .collect();
     let idx = |id: &str| ids.iter().position(|x| x == id).unwrap();
     let writer = idx(&replicas[0]);
-    let victim = idx(&replicas[1]);
+
+    // The second volume: written, snapshotted, written again, then left attached nowhere.
+    let idle = replicated_volume(&c, 0, "idle", "128M", 3);
+    let idle_replicas: Vec<String> = json(&c.nodes[0].cli(&["volume", "show", &idle, "--json"]))
+        ["replicas"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["node"].as_str().unwrap().to_string())
+        .collect();
+    let idle_uri = export(&c, idx(&idle_replicas[0]), &idle);
+    let (ok, out) = qemu_io(&idle_uri, &["write -P 0x61 0 4M", "flush"]);
+    assert!(ok, "{out}");
+    assert!(c.nodes[0]
+        .cli(&["volume", "snapshot", &idle, "s"])
+        .status
+        .success());
+    let (ok, out) = qemu_io(&idle_uri, &["write -P 0x62 0 1M", "flush"]);
+    assert!(ok, "{out}");
+    assert!(c.nodes[0]
+        .cli(&["volume", "detach", &idle])
+        .status
+        .success());
+
+    // The victim holds a replica of both volumes (two 3-of-4 sets share two nodes).
+    let victim = (0..4)
+        .find(|i| *i != writer && replicas.contains(&ids[*i]) && idle_replicas.contains(&ids[*i]))
+        .unwrap();
     let spare = (0..4).find(|i| !replicas.contains(&ids[*i])).unwrap();
+    let idle_spare = (0..4).find(|i| !idle_replicas.contains(&ids[*i])).unwrap();
 
     let uri = export(&c, writer, &name);
     let (ok, out) = qemu_io(
@@ -97,4 +127,40 @@ fn a_replica_lost_for_longer_than_the_grace_is_rebuilt_elsewhere() {
         ],
     );
     assert!(ok, "read on the rebuilt replica's node: {out}");
+
+    // The volume attached nowhere was rebuilt too, by one of its in-sync replicas' nodes.
+    wait_for(Duration::from_secs(90), || {
+        let v = json(&c.nodes[via].cli(&["volume", "show", &idle, "--json"]));
+        let nodes: Vec<&str> = v["replicas"]
+            .as_array()?
+            .iter()
+            .filter_map(|r| r["node"].as_str())
+            .collect();
+        (nodes.contains(&ids[idle_spare].as_str()) && v["redundancy"] == "3 of 3 replicas in sync")
+            .then_some(())
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "unattached volume not rebuilt: {}",
+            json(&c.nodes[via].cli(&["volume", "show", &idle, "--json"]))
+        )
+    });
+    let events =
+        String::from_utf8_lossy(&c.nodes[via].cli(&["events", "--limit", "80"]).stdout).to_string();
+    assert!(
+        events.contains("rebuilt while attached nowhere"),
+        "{events}"
+    );
+    // Its new copy holds the volume and the snapshot: a clone on that node reads the
+    // snapshot from its local replica first, and the volume reads back there too.
+    assert!(c.nodes[idle_spare]
+        .cli(&["volume", "clone", &format!("{idle}@s"), "idle-clone"])
+        .status
+        .success());
+    let clone_uri = export(&c, idle_spare, "idle-clone");
+    let (ok, out) = qemu_io(&clone_uri, &["read -P 0x61 0 4M"]);
+    assert!(ok, "the snapshot on the rebuilt replica: {out}");
+    let idle_uri = export(&c, idle_spare, &idle);
+    let (ok, out) = qemu_io(&idle_uri, &["read -P 0x62 0 1M", "read -P 0x61 1M 3M"]);
+    assert!(ok, "the volume on the rebuilt replica: {out}");
 }

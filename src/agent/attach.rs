@@ -28,6 +28,7 @@ pub struct Attachments {
     /// Per volume: a resync running, and bytes copied not reported yet.
     resync: Mutex<HashMap<VolumeId, (bool, u64)>>,
     pub(super) running: super::snapshots::Running,
+    pub(super) rebuilding: super::repair::Rebuilding,
 }
 
 impl Attachments {
@@ -44,6 +45,7 @@ impl Attachments {
             attached: Mutex::new(HashMap::new()),
             resync: Mutex::new(HashMap::new()),
             running: Default::default(),
+            rebuilding: Default::default(),
         })
     }
 
@@ -196,6 +198,7 @@ impl Attachments {
             }
         }
         self.run_snapshot_changes(&all, &addrs);
+        self.run_rebuilds(&all, &addrs);
         // Resync returning replicas; record health changes in the cluster state.
         let live: Vec<(VolumeId, u64, Arc<ReplicatedVolume>)> = self
             .map()
