@@ -5,6 +5,7 @@
 pub mod attach;
 pub mod console;
 pub mod host;
+pub mod network;
 pub mod repair;
 pub mod snapshots;
 pub mod vms;

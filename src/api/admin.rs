@@ -52,6 +52,7 @@ pub async fn serve(listener: tokio::net::UnixListener, node: Arc<Node>) {
         .route("/v1/debug/kv/{key}", put(debug_put).get(debug_get))
         .merge(super::admin_vms::routes())
         .merge(super::admin_volumes::routes())
+        .merge(super::admin_networks::routes())
         .with_state(node);
     if let Err(e) = axum::serve(listener, app).await {
         tracing::error!(error = %e, "admin API stopped");

@@ -2,5 +2,6 @@
 //! `openstack` (the public REST API) arrives with its own issue.
 
 pub mod admin;
+pub mod admin_networks;
 pub mod admin_vms;
 pub mod admin_volumes;

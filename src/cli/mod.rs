@@ -2,6 +2,7 @@
 
 pub mod bench;
 mod client;
+mod network;
 mod output;
 mod vm;
 mod volume;
@@ -112,6 +113,21 @@ pub enum Cmd {
     Volume {
         #[command(subcommand)]
         cmd: volume::VolumeCmd,
+    },
+    /// Manage tenant networks (VXLAN segments).
+    Network {
+        #[command(subcommand)]
+        cmd: network::NetworkCmd,
+    },
+    /// Manage subnets of networks.
+    Subnet {
+        #[command(subcommand)]
+        cmd: network::SubnetCmd,
+    },
+    /// Manage ports (a MAC and addresses on a network).
+    Port {
+        #[command(subcommand)]
+        cmd: network::PortCmd,
     },
     /// VM sizes.
     Flavor {
@@ -380,6 +396,9 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         )),
         Cmd::Flavor { cmd } => vm::run_flavor(&cli.socket(), cmd).await,
         Cmd::Volume { cmd } => volume::run(&cli.socket(), cmd).await,
+        Cmd::Network { cmd } => network::network(&cli.socket(), cmd).await,
+        Cmd::Subnet { cmd } => network::subnet(&cli.socket(), cmd).await,
+        Cmd::Port { cmd } => network::port(&cli.socket(), cmd).await,
         Cmd::Events { limit, json } => {
             let v = client::call(
                 &cli.socket(),

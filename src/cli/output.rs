@@ -6,7 +6,7 @@ fn gib(bytes: u64) -> String {
     format!("{:.1} GiB", bytes as f64 / (1u64 << 30) as f64)
 }
 
-fn table(headers: &[&str], rows: Vec<Vec<String>>) -> String {
+pub(super) fn table(headers: &[&str], rows: Vec<Vec<String>>) -> String {
     let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
     for r in &rows {
         for (i, c) in r.iter().enumerate() {
@@ -156,7 +156,7 @@ pub fn vms(v: &Value) -> String {
 }
 
 /// A field of a JSON object as text (empty for null or missing).
-fn field(m: &Value, k: &str) -> String {
+pub(super) fn field(m: &Value, k: &str) -> String {
     match &m[k] {
         Value::String(s) => s.clone(),
         Value::Null => String::new(),
@@ -165,7 +165,7 @@ fn field(m: &Value, k: &str) -> String {
 }
 
 /// `label  value` lines, skipping empty values.
-fn details(rows: &[(&str, String)]) -> String {
+pub(super) fn details(rows: &[(&str, String)]) -> String {
     rows.iter()
         .filter(|(_, v)| !v.is_empty())
         .map(|(label, v)| format!("{label:14} {v}\n"))

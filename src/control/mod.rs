@@ -2,7 +2,9 @@
 //! above it (CLI, admin API, later the OpenStack API and console) calls in here.
 
 pub mod join;
+pub mod networks;
 pub mod placement;
+pub mod ports;
 pub mod snapshots;
 pub mod tokens;
 pub mod vms;

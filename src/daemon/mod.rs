@@ -249,6 +249,7 @@ impl Node {
         tokio::spawn(vm_agent.run());
         tokio::spawn(volume_agent.run());
         tokio::spawn(attachments.run());
+        tokio::spawn(crate::agent::network::NetworkAgent::new(control.clone()).run());
         tokio::spawn(node.clone().housekeeping());
         Ok(node)
     }

@@ -1,1 +1,12 @@
-//! Overlay networking, DHCP, metadata, security groups. Filled by the network issue.
+//! Tenant networking: address management (`ipam`), the DHCP protocol core (`dhcp`), and
+//! the node's data plane programmed through netlink (`dataplane`): a VXLAN device and a
+//! Linux bridge per network present on the node, a TAP per port, forwarding and ARP
+//! entries for remote ports from cluster state (no flooding, no learning), and a service
+//! namespace per network where DHCP (and the metadata service) answer.
+
+pub mod dataplane;
+pub mod dhcp;
+pub mod dhcpd;
+pub mod ipam;
+pub mod netns;
+pub mod tap;

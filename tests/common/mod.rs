@@ -3,6 +3,8 @@
 //! named after the test process and removed on drop. Needs root (CI runs as root).
 #![allow(dead_code)]
 
+pub mod vmnic;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output};
 use std::time::{Duration, Instant};

@@ -1,0 +1,315 @@
+//! This node's share of the tenant networks: from the ports bound here and the cluster
+//! state, the plan for the data plane (bridges, VXLAN devices, TAPs, forwarding and ARP
+//! entries for remote ports, service namespaces) applied on every change and every few
+//! seconds (so a restart or a missed change is repaired), the DHCP servers of those
+//! networks, and each local port's status in the cluster state.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::cluster::store::network_tables::{
+    NetworkRecord, Networks, PortRecord, PortStatus, Ports, SubnetRecord, Subnets,
+};
+use crate::cluster::store::tables::Nodes;
+use crate::control::ports::tap_name;
+use crate::control::{now_secs, Control};
+use crate::ids::NodeId;
+use crate::network::dataplane::{DataPlane, NetworkPlan, Remote, Service};
+use crate::network::dhcp::Lease;
+use crate::network::dhcpd::DhcpServer;
+use crate::network::ipam;
+use crate::network::netns::Netns;
+use crate::telemetry::error_chain;
+
+/// The metadata service's address, reachable from every port through its network's
+/// service interface.
+pub const METADATA_IP: Ipv4Addr = Ipv4Addr::new(169, 254, 169, 254);
+const LEASE_SECS: u32 = 86_400;
+
+/// The service interface's MAC of a network: the same on every node.
+pub fn service_mac(vni: u32) -> [u8; 6] {
+    let v = vni.to_be_bytes();
+    [0xfa, 0x16, 0x3f, v[1], v[2], v[3]]
+}
+
+pub struct NetworkAgent {
+    control: Arc<Control>,
+    state: tokio::sync::Mutex<State>,
+}
+
+#[derive(Default)]
+struct State {
+    dataplane: Option<DataPlane>,
+    namespaces: BTreeMap<u32, Netns>,
+    dhcp: BTreeMap<u32, DhcpServer>,
+    last_error: Option<String>,
+}
+
+impl NetworkAgent {
+    pub fn new(control: Arc<Control>) -> Arc<Self> {
+        Arc::new(NetworkAgent {
+            control,
+            state: tokio::sync::Mutex::new(State::default()),
+        })
+    }
+
+    pub async fn run(self: Arc<Self>) {
+        let mut changes = self.control.store.watch();
+        let mut tick = tokio::time::interval(Duration::from_secs(5));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            if !super::next_pass(&mut changes, &mut tick).await {
+                return;
+            }
+            self.reconcile().await;
+        }
+    }
+
+    async fn reconcile(&self) {
+        let me = self.control.node;
+        let plan = match self.plan() {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::debug!(error = %e, "network state not readable yet");
+                return;
+            }
+        };
+        let mut st = self.state.lock().await;
+        if plan.networks.is_empty() && st.dataplane.is_none() {
+            return;
+        }
+        if st.dataplane.is_none() {
+            match DataPlane::new(plan.local) {
+                Ok(d) => st.dataplane = Some(d),
+                Err(e) => {
+                    tracing::warn!(error = %error_chain(&e), "no network data plane on this node");
+                    return;
+                }
+            }
+        }
+        // Service namespaces: one per network with a DHCP subnet here.
+        let want_ns: BTreeSet<u32> = plan
+            .networks
+            .iter()
+            .filter(|p| p.service.is_some())
+            .map(|p| p.vni)
+            .collect();
+        st.dhcp.retain(|vni, _| want_ns.contains(vni));
+        st.namespaces.retain(|vni, _| want_ns.contains(vni));
+        for vni in &want_ns {
+            if !st.namespaces.contains_key(vni) {
+                match Netns::create() {
+                    Ok(ns) => {
+                        st.namespaces.insert(*vni, ns);
+                    }
+                    Err(e) => tracing::warn!(vni, error = %e, "cannot create a service namespace"),
+                }
+            }
+        }
+        let State {
+            dataplane,
+            namespaces,
+            dhcp,
+            last_error,
+        } = &mut *st;
+        let Some(dp) = dataplane.as_ref() else { return };
+        let result = dp.apply(&plan.networks, namespaces).await;
+        let error = result.as_ref().err().map(|e| error_chain(e));
+        if error != *last_error {
+            match &error {
+                Some(e) => tracing::warn!(error = %e, "network data plane not applied"),
+                None => {
+                    tracing::info!(networks = plan.networks.len(), "network data plane applied")
+                }
+            }
+            *last_error = error.clone();
+        }
+        if error.is_none() {
+            for (vni, leases) in &plan.leases {
+                let Some(ns) = namespaces.get(vni) else {
+                    continue;
+                };
+                if !dhcp.get(vni).is_some_and(|d| d.is_running()) {
+                    match DhcpServer::start(ns, *vni) {
+                        Ok(d) => {
+                            tracing::info!(vni, "DHCP server started");
+                            dhcp.insert(*vni, d);
+                        }
+                        Err(e) => {
+                            tracing::warn!(vni, error = %e, "cannot start the DHCP server");
+                            continue;
+                        }
+                    }
+                }
+                if let Some(d) = dhcp.get(vni) {
+                    *d.leases.write().unwrap_or_else(|p| p.into_inner()) = leases.clone();
+                }
+            }
+        }
+        drop(st);
+        for p in &plan.local_ports {
+            let (status, detail) = match &error {
+                None if p.admin_state_up => ("ACTIVE", String::new()),
+                None => ("DOWN", String::new()),
+                Some(e) => ("ERROR", e.clone()),
+            };
+            let s = PortStatus {
+                node: me,
+                status: status.into(),
+                tap: tap_name(&p.id),
+                detail,
+                updated_at: now_secs(),
+            };
+            if let Err(e) = self.control.report_port_status(&p.id, s).await {
+                tracing::debug!(port = %p.id, error = %error_chain(&e), "cannot record port status");
+            }
+        }
+    }
+
+    fn plan(&self) -> Result<Plan, String> {
+        let me = self.control.node;
+        let err = |e: crate::cluster::store::StoreError| error_chain(&e);
+        let store = &self.control.store;
+        let nodes: BTreeMap<NodeId, Ipv4Addr> = store
+            .list::<Nodes>()
+            .map_err(err)?
+            .into_iter()
+            .filter_map(|n| match n.value.addr.ip() {
+                IpAddr::V4(a) => Some((n.value.id, a)),
+                IpAddr::V6(_) => None,
+            })
+            .collect();
+        let local = *nodes.get(&me).ok_or("this node is not registered yet")?;
+        let networks: BTreeMap<String, NetworkRecord> = store
+            .list::<Networks>()
+            .map_err(err)?
+            .into_iter()
+            .map(|n| (n.value.id.clone(), n.value))
+            .collect();
+        let subnets: Vec<SubnetRecord> = store
+            .list::<Subnets>()
+            .map_err(err)?
+            .into_iter()
+            .map(|s| s.value)
+            .collect();
+        let ports: Vec<PortRecord> = store
+            .list::<Ports>()
+            .map_err(err)?
+            .into_iter()
+            .map(|p| p.value)
+            .collect();
+        let local_ports: Vec<PortRecord> = ports
+            .iter()
+            .filter(|p| p.host == Some(me) && networks.contains_key(&p.network))
+            .cloned()
+            .collect();
+        let here: BTreeSet<&str> = local_ports.iter().map(|p| p.network.as_str()).collect();
+        let mut plans = Vec::new();
+        let mut leases = BTreeMap::new();
+        for net_id in here {
+            let net = &networks[net_id];
+            let subs: Vec<&SubnetRecord> = subnets.iter().filter(|s| s.network == net.id).collect();
+            let remotes = ports
+                .iter()
+                .filter(|p| p.network == net.id && p.host.is_some_and(|h| h != me))
+                .filter_map(|p| {
+                    Some(Remote {
+                        mac: ipam::parse_mac(&p.mac).ok()?,
+                        node: *nodes.get(&p.host?)?,
+                        ips: p
+                            .fixed_ips
+                            .iter()
+                            .filter_map(|f| f.ip.parse().ok())
+                            .collect(),
+                    })
+                })
+                .collect();
+            let mut addrs: Vec<(Ipv4Addr, u8)> = subs
+                .iter()
+                .filter(|s| s.enable_dhcp)
+                .filter_map(|s| {
+                    let ip = s.service_ip.as_ref()?.parse().ok()?;
+                    Some((ip, ipam::parse_cidr(&s.cidr).ok()?.prefix_len()))
+                })
+                .collect();
+            let service = (!addrs.is_empty()).then(|| {
+                addrs.push((METADATA_IP, 32));
+                Service {
+                    mac: service_mac(net.vni),
+                    addrs,
+                }
+            });
+            let mut net_leases = BTreeMap::new();
+            for p in local_ports.iter().filter(|p| p.network == net.id) {
+                if let Some(l) = lease_for(p, &subs, net) {
+                    if let Ok(mac) = ipam::parse_mac(&p.mac) {
+                        net_leases.insert(mac, l);
+                    }
+                }
+            }
+            if service.is_some() {
+                leases.insert(net.vni, net_leases);
+            }
+            plans.push(NetworkPlan {
+                vni: net.vni,
+                mtu: net.mtu,
+                taps: local_ports
+                    .iter()
+                    .filter(|p| p.network == net.id)
+                    .map(|p| tap_name(&p.id))
+                    .collect(),
+                remotes,
+                service,
+            });
+        }
+        Ok(Plan {
+            local,
+            networks: plans,
+            leases,
+            local_ports,
+        })
+    }
+}
+
+struct Plan {
+    local: Ipv4Addr,
+    networks: Vec<NetworkPlan>,
+    leases: BTreeMap<u32, BTreeMap<[u8; 6], Lease>>,
+    local_ports: Vec<PortRecord>,
+}
+
+/// The DHCP lease of a port: its first address on a subnet with DHCP on.
+fn lease_for(p: &PortRecord, subnets: &[&SubnetRecord], net: &NetworkRecord) -> Option<Lease> {
+    p.fixed_ips.iter().find_map(|f| {
+        let s = subnets.iter().find(|s| s.id == f.subnet && s.enable_dhcp)?;
+        let server: Ipv4Addr = s.service_ip.as_ref()?.parse().ok()?;
+        let cidr = ipam::parse_cidr(&s.cidr).ok()?;
+        let ip: Ipv4Addr = f.ip.parse().ok()?;
+        let mut routes: Vec<(Ipv4Addr, u8, Ipv4Addr)> = s
+            .host_routes
+            .iter()
+            .filter_map(|r| {
+                let d: ipnet::Ipv4Net = r.destination.parse().ok()?;
+                Some((d.network(), d.prefix_len(), r.nexthop.parse().ok()?))
+            })
+            .collect();
+        routes.push((METADATA_IP, 32, server));
+        Some(Lease {
+            ip,
+            prefix: cidr.prefix_len(),
+            gateway: s.gateway_ip.as_ref().and_then(|g| g.parse().ok()),
+            server,
+            dns: s
+                .dns_nameservers
+                .iter()
+                .filter_map(|d| d.parse().ok())
+                .collect(),
+            mtu: net.mtu as u16,
+            routes,
+            hostname: format!("host-{}", f.ip.replace('.', "-")),
+            lease_secs: LEASE_SECS,
+        })
+    })
+}

@@ -1,0 +1,130 @@
+//! Admin API routes for networks, subnets and ports (`strata network/subnet/port ...`).
+
+use std::sync::Arc;
+
+use axum::extract::{Path as UrlPath, State};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::json;
+
+use super::admin::ApiError;
+use crate::cluster::store::network_tables::{NetworkRecord, SubnetRecord};
+use crate::control::networks::{CreateNetwork, CreateSubnet, NetworkView};
+use crate::control::ports::{CreatePort, PortView};
+use crate::control::ControlError;
+use crate::daemon::Node;
+use crate::ids::NodeId;
+
+pub fn routes() -> Router<Arc<Node>> {
+    Router::new()
+        .route("/v1/networks", get(networks).post(create_network))
+        .route("/v1/networks/{id}", get(network).delete(delete_network))
+        .route("/v1/subnets", get(subnets).post(create_subnet))
+        .route("/v1/subnets/{id}", get(subnet).delete(delete_subnet))
+        .route("/v1/ports", get(ports).post(create_port))
+        .route("/v1/ports/{id}", get(port).delete(delete_port))
+        .route("/v1/ports/{id}/bind", post(bind_port))
+}
+
+/// Retries a read that found nothing after a linearizable barrier: this node may not
+/// have applied a create made through another node yet.
+async fn fresh<T>(node: &Node, read: impl Fn() -> Result<T, ControlError>) -> Result<T, ApiError> {
+    match read() {
+        Err(ControlError::NotFound(_)) if node.control.store.linearizable().await.is_ok() => {
+            Ok(read()?)
+        }
+        r => Ok(r?),
+    }
+}
+
+async fn networks(State(node): State<Arc<Node>>) -> Result<Json<Vec<NetworkView>>, ApiError> {
+    Ok(Json(node.control.networks()?))
+}
+
+async fn create_network(
+    State(node): State<Arc<Node>>,
+    Json(req): Json<CreateNetwork>,
+) -> Result<Json<NetworkView>, ApiError> {
+    let rec = node.control.create_network(req).await?;
+    Ok(Json(node.control.network_view(rec)?))
+}
+
+async fn network(
+    State(node): State<Arc<Node>>,
+    UrlPath(id): UrlPath<String>,
+) -> Result<Json<NetworkView>, ApiError> {
+    let rec = fresh(&node, || node.control.find_network(&id)).await?;
+    Ok(Json(node.control.network_view(rec)?))
+}
+
+async fn delete_network(
+    State(node): State<Arc<Node>>,
+    UrlPath(id): UrlPath<String>,
+) -> Result<Json<NetworkRecord>, ApiError> {
+    Ok(Json(node.control.delete_network(&id).await?))
+}
+
+async fn subnets(State(node): State<Arc<Node>>) -> Result<Json<Vec<SubnetRecord>>, ApiError> {
+    Ok(Json(node.control.subnets()?))
+}
+
+async fn create_subnet(
+    State(node): State<Arc<Node>>,
+    Json(req): Json<CreateSubnet>,
+) -> Result<Json<SubnetRecord>, ApiError> {
+    Ok(Json(node.control.create_subnet(req).await?))
+}
+
+async fn subnet(
+    State(node): State<Arc<Node>>,
+    UrlPath(id): UrlPath<String>,
+) -> Result<Json<SubnetRecord>, ApiError> {
+    Ok(Json(fresh(&node, || node.control.find_subnet(&id)).await?))
+}
+
+async fn delete_subnet(
+    State(node): State<Arc<Node>>,
+    UrlPath(id): UrlPath<String>,
+) -> Result<Json<SubnetRecord>, ApiError> {
+    Ok(Json(node.control.delete_subnet(&id).await?))
+}
+
+async fn ports(State(node): State<Arc<Node>>) -> Result<Json<Vec<PortView>>, ApiError> {
+    Ok(Json(node.control.ports()?))
+}
+
+async fn create_port(
+    State(node): State<Arc<Node>>,
+    Json(req): Json<CreatePort>,
+) -> Result<Json<PortView>, ApiError> {
+    Ok(Json(node.control.create_port(req).await?))
+}
+
+async fn port(
+    State(node): State<Arc<Node>>,
+    UrlPath(id): UrlPath<String>,
+) -> Result<Json<PortView>, ApiError> {
+    Ok(Json(fresh(&node, || node.control.port(&id)).await?))
+}
+
+async fn delete_port(
+    State(node): State<Arc<Node>>,
+    UrlPath(id): UrlPath<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let p = node.control.delete_port(&id).await?;
+    Ok(Json(json!({"deleted": p.id})))
+}
+
+#[derive(serde::Deserialize)]
+struct Bind {
+    /// A node id, or null to unbind.
+    host: Option<NodeId>,
+}
+
+async fn bind_port(
+    State(node): State<Arc<Node>>,
+    UrlPath(id): UrlPath<String>,
+    Json(req): Json<Bind>,
+) -> Result<Json<PortView>, ApiError> {
+    Ok(Json(node.control.bind_port(&id, req.host).await?))
+}

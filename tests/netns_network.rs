@@ -1,0 +1,324 @@
+//! Tenant networks on a 3-node namespace cluster, with "VMs" that are network namespaces
+//! whose NIC is the TAP Strata made for their port: DHCP from Strata leases the port's
+//! address (busybox udhcpc), two ports on different nodes exchange ICMP and TCP over the
+//! VXLAN overlay, a network of another project with the same subnet is unreachable, no
+//! forwarding entry is flooded or learned, and a node restart leaves every path working.
+//! Bad input is refused with the cause.
+
+mod common;
+
+use std::time::Duration;
+
+use common::vmnic::VmNic;
+use common::{json, stderr, wait_for, Cluster};
+
+const DHCP_SCRIPT: &str = r#"#!/bin/sh
+case "$1" in
+  bound|renew)
+    ip addr flush dev "$interface"
+    ip addr add "$ip/$mask" dev "$interface"
+    [ -n "$router" ] && ip route replace default via "${router%% *}" dev "$interface"
+    echo "ip=$ip mask=$mask router=$router dns=$dns mtu=$mtu serverid=$serverid staticroutes=$staticroutes" > "$LEASE_FILE"
+    ;;
+esac
+exit 0
+"#;
+
+fn node_ids(c: &Cluster) -> Vec<String> {
+    let s = c.nodes[0].status().expect("status");
+    c.nodes
+        .iter()
+        .map(|n| {
+            s["nodes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|x| x["addr"] == n.addr().as_str())
+                .and_then(|x| x["id"].as_str())
+                .unwrap()
+                .to_string()
+        })
+        .collect()
+}
+
+fn ok(c: &Cluster, i: usize, args: &[&str]) -> serde_json::Value {
+    let mut a: Vec<&str> = args.to_vec();
+    a.push("--json");
+    let o = c.nodes[i].cli(&a);
+    assert!(o.status.success(), "{args:?}: {}", stderr(&o));
+    serde_json::from_slice(&o.stdout).unwrap_or(serde_json::Value::Null)
+}
+
+fn run(c: &Cluster, i: usize, args: &[&str]) -> String {
+    let o = c.nodes[i].cli(args);
+    assert!(o.status.success(), "{args:?}: {}", stderr(&o));
+    String::from_utf8_lossy(&o.stdout).to_string()
+}
+
+fn refused(c: &Cluster, args: &[&str], want: &str) {
+    let o = c.nodes[0].cli(args);
+    assert!(!o.status.success(), "{args:?} was accepted");
+    let e = stderr(&o);
+    assert!(e.contains(want), "{args:?}: expected {want:?} in: {e}");
+}
+
+/// Creates a port bound to node `host` and waits until that node's data plane carries
+/// it; returns (id, mac, ip, tap).
+fn port(
+    c: &Cluster,
+    network: &str,
+    host: &str,
+    extra: &[&str],
+) -> (String, String, String, String) {
+    let mut a = vec!["port", "create", "--network", network, "--host", host];
+    a.extend_from_slice(extra);
+    let out = run(c, 0, &a);
+    let id = out
+        .lines()
+        .find_map(|l| l.strip_prefix("id"))
+        .map(|s| s.trim().to_string())
+        .expect("port id");
+    let p = wait_for(Duration::from_secs(20), || {
+        let p = json(&c.nodes[0].cli(&["port", "show", &id, "--json"]));
+        (p["status"] == "ACTIVE").then_some(p)
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "port not active: {}",
+            json(&c.nodes[0].cli(&["port", "show", &id, "--json"]))
+        )
+    });
+    (
+        id,
+        p["mac"].as_str().unwrap().to_string(),
+        p["fixed_ips"][0]["ip"].as_str().unwrap().to_string(),
+        p["tap"].as_str().unwrap().to_string(),
+    )
+}
+
+/// Runs udhcpc in the VM; the lease line the script wrote.
+fn dhcp(vm: &VmNic, dir: &std::path::Path) -> Option<String> {
+    let script = dir.join(format!("{}.sh", vm.ns));
+    let lease = dir.join(format!("{}.lease", vm.ns));
+    std::fs::write(&script, DHCP_SCRIPT).unwrap();
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let _ = std::fs::remove_file(&lease);
+    let o = std::process::Command::new("ip")
+        .args(["netns", "exec", &vm.ns, "env"])
+        .arg(format!("LEASE_FILE={}", lease.display()))
+        .args([
+            "busybox", "udhcpc", "-i", "eth0", "-n", "-q", "-f", "-t", "6", "-T", "1",
+        ])
+        .args(["-O", "mtu", "-O", "staticroutes", "-s"])
+        .arg(&script)
+        .output()
+        .expect("udhcpc");
+    if !o.status.success() {
+        eprintln!(
+            "udhcpc: {}{}",
+            String::from_utf8_lossy(&o.stdout),
+            stderr(&o)
+        );
+    }
+    std::fs::read_to_string(&lease).ok()
+}
+
+#[test]
+fn ports_on_different_nodes_talk_over_the_overlay_and_networks_are_isolated() {
+    let mut c = Cluster::form(3);
+    let ids = node_ids(&c);
+    let tmp = tempfile::tempdir().unwrap();
+    let tag = c.nodes[0].ns.clone();
+
+    let net = ok(&c, 0, &["network", "create", "blue"]);
+    assert!(net["vni"].as_u64().unwrap() >= 1000, "{net}");
+    assert_eq!(net["mtu"], 1450);
+    let sub = ok(
+        &c,
+        0,
+        &[
+            "subnet",
+            "create",
+            "blue-v4",
+            "--network",
+            "blue",
+            "--cidr",
+            "10.10.0.0/24",
+            "--dns",
+            "10.10.0.53",
+        ],
+    );
+    assert_eq!(sub["gateway_ip"], "10.10.0.1", "{sub}");
+    assert_eq!(sub["service_ip"], "10.10.0.2", "{sub}");
+
+    // Bad input, each naming the cause.
+    refused(
+        &c,
+        &[
+            "subnet",
+            "create",
+            "x",
+            "--network",
+            "blue",
+            "--cidr",
+            "10.10.0.128/25",
+        ],
+        "overlaps",
+    );
+    refused(
+        &c,
+        &[
+            "subnet",
+            "create",
+            "x",
+            "--network",
+            "blue",
+            "--cidr",
+            "10.11.0.5/24",
+        ],
+        "host bits",
+    );
+    refused(
+        &c,
+        &[
+            "subnet",
+            "create",
+            "x",
+            "--network",
+            "blue",
+            "--cidr",
+            "10.11.0.0/24",
+            "--gateway",
+            "10.12.0.1",
+        ],
+        "not a host address",
+    );
+    refused(
+        &c,
+        &["port", "create", "--network", "blue", "--ip", "10.99.0.5"],
+        "none of network",
+    );
+    refused(
+        &c,
+        &["port", "create", "--network", "blue", "--ip", "10.10.0.2"],
+        "already in use",
+    );
+    refused(&c, &["network", "create", "m", "--mtu", "9000"], "MTU");
+
+    // Two ports on nodes 0 and 1; their "VMs" get their addresses from Strata's DHCP.
+    let (pa, mac_a, ip_a, tap_a) = port(&c, "blue", &ids[0], &[]);
+    let (_pb, mac_b, ip_b, tap_b) = port(&c, "blue", &ids[1], &["--ip", "10.10.0.77"]);
+    assert_eq!(
+        ip_a, "10.10.0.3",
+        "the first free address after the service address"
+    );
+    assert_eq!(ip_b, "10.10.0.77");
+    refused(
+        &c,
+        &["port", "create", "--network", "blue", "--ip", "10.10.0.77"],
+        "already in use",
+    );
+    let vm_a = VmNic::attach(&c.nodes[0].ns, &tap_a, &format!("{tag}va"), &mac_a);
+    let vm_b = VmNic::attach(&c.nodes[1].ns, &tap_b, &format!("{tag}vb"), &mac_b);
+    let lease = dhcp(&vm_a, tmp.path()).expect("no DHCP lease on node 0");
+    assert!(lease.contains(&format!("ip={ip_a} mask=24")), "{lease}");
+    assert!(
+        lease.contains("router=10.10.0.1") && lease.contains("dns=10.10.0.53"),
+        "{lease}"
+    );
+    assert!(
+        lease.contains("mtu=1450") && lease.contains("serverid=10.10.0.2"),
+        "{lease}"
+    );
+    assert!(lease.contains("169.254.169.254/32 10.10.0.2"), "{lease}");
+    let lease = dhcp(&vm_b, tmp.path()).expect("no DHCP lease on node 1");
+    assert!(lease.contains("ip=10.10.0.77 "), "{lease}");
+
+    // ICMP and TCP across nodes.
+    assert!(
+        vm_a.pings(&ip_b, 10),
+        "{ip_a} cannot ping {ip_b} across the overlay"
+    );
+    assert!(vm_b.pings(&ip_a, 5));
+    let server = std::process::Command::new("ip")
+        .args([
+            "netns", "exec", &vm_b.ns, "busybox", "nc", "-l", "-p", "5000",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let sent = vm_a.run(&[
+        "sh",
+        "-c",
+        &format!("echo over-the-overlay | busybox nc -w 3 {ip_b} 5000"),
+    ]);
+    assert!(sent.status.success(), "nc: {}", stderr(&sent));
+    let got = server.wait_with_output().unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&got.stdout).trim(),
+        "over-the-overlay"
+    );
+
+    // Forwarding on node 0's VXLAN device: exactly the remote port's MAC, towards node 1,
+    // and no all-zero (flooding) entry.
+    let vni = net["vni"].as_u64().unwrap();
+    let fdb = c.nodes[0].in_ns(&["bridge", "fdb", "show", "dev", &format!("svx{vni}")]);
+    let fdb = String::from_utf8_lossy(&fdb.stdout).to_string();
+    assert!(
+        fdb.contains(&format!("{mac_b} dst {} self permanent", c.nodes[1].ip)),
+        "{fdb}"
+    );
+    assert!(!fdb.contains("00:00:00:00:00:00"), "{fdb}");
+
+    // Another project's network with the same subnet: its port cannot be reached from
+    // blue, nor can it reach blue's ports.
+    ok(&c, 0, &["network", "create", "red", "--project", "other"]);
+    ok(
+        &c,
+        0,
+        &[
+            "subnet",
+            "create",
+            "red-v4",
+            "--network",
+            "red",
+            "--cidr",
+            "10.10.0.0/24",
+        ],
+    );
+    let (_pc, mac_c, ip_c, tap_c) = port(&c, "red", &ids[1], &["--ip", "10.10.0.3"]);
+    assert_eq!(ip_c, ip_a, "the same address in another network is allowed");
+    let vm_c = VmNic::attach(&c.nodes[1].ns, &tap_c, &format!("{tag}vc"), &mac_c);
+    assert!(dhcp(&vm_c, tmp.path()).is_some_and(|l| l.contains("ip=10.10.0.3 ")));
+    assert!(!vm_c.pings(&ip_b, 3), "red reached blue's {ip_b}");
+    assert!(vm_b.pings(&ip_a, 3), "blue's own path broke");
+
+    // Node 1 restarts: devices are adopted, the service namespace and DHCP come back.
+    c.nodes[1].kill();
+    c.nodes[1].start();
+    wait_for(Duration::from_secs(30), || {
+        dhcp(&vm_b, tmp.path()).filter(|l| l.contains("ip=10.10.0.77 "))
+    })
+    .expect("DHCP on node 1 after its restart");
+    assert!(vm_a.pings(&ip_b, 10), "path broken after node 1 restarted");
+
+    // Deleting: a network with ports is kept; ports go, then the network.
+    refused(&c, &["network", "delete", "blue"], "still has");
+    drop((vm_a, vm_b, vm_c));
+    for p in json(&c.nodes[0].cli(&["port", "list", "--json"]))
+        .as_array()
+        .unwrap()
+    {
+        run(&c, 0, &["port", "delete", p["id"].as_str().unwrap()]);
+    }
+    run(&c, 0, &["network", "delete", "blue"]);
+    run(&c, 0, &["network", "delete", "red"]);
+    wait_for(Duration::from_secs(20), || {
+        let links = c.nodes[0].in_ns(&["ip", "-o", "link"]);
+        let l = String::from_utf8_lossy(&links.stdout).to_string();
+        (!l.contains("sbr") && !l.contains("svx") && !l.contains(&tap_a)).then_some(())
+    })
+    .expect("node 0 kept devices of deleted networks");
+    let _ = pa;
+}
