@@ -3,7 +3,7 @@
 # missing (otherwise). Idempotent; does nothing when everything is present.
 set -euo pipefail
 PKGS=(libclang-dev librocksdb-dev libsnappy-dev liblz4-dev libzstd-dev libbz2-dev zlib1g-dev
-      iproute2 nftables iptables procps curl qemu-system-x86 qemu-utils)
+      iproute2 nftables iptables procps curl qemu-system-x86 qemu-utils busybox)
 case "${1:-}" in
   --bench) PKGS+=(etcd-server etcd-client fio) ;;
   # What images/ needs: apt-get download, dpkg-deb, cpio, gzip, depmod (kmod), debootstrap,

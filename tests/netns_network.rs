@@ -19,6 +19,8 @@ case "$1" in
     ip addr add "$ip/$mask" dev "$interface"
     [ -n "$router" ] && ip route replace default via "${router%% *}" dev "$interface"
     echo "ip=$ip mask=$mask router=$router dns=$dns mtu=$mtu serverid=$serverid staticroutes=$staticroutes" > "$LEASE_FILE"
+    set -- $staticroutes
+    while [ $# -ge 2 ]; do ip route replace "$1" via "$2" dev "$interface"; shift 2; done
     ;;
 esac
 exit 0
@@ -287,11 +289,43 @@ fn ports_on_different_nodes_talk_over_the_overlay_and_networks_are_isolated() {
             "10.10.0.0/24",
         ],
     );
-    let (_pc, mac_c, ip_c, tap_c) = port(&c, "red", &ids[1], &["--ip", "10.10.0.3"]);
+    let (pc, mac_c, ip_c, tap_c) = port(&c, "red", &ids[1], &["--ip", "10.10.0.3"]);
     assert_eq!(ip_c, ip_a, "the same address in another network is allowed");
     let vm_c = VmNic::attach(&c.nodes[1].ns, &tap_c, &format!("{tag}vc"), &mac_c);
     assert!(dhcp(&vm_c, tmp.path()).is_some_and(|l| l.contains("ip=10.10.0.3 ")));
     assert!(!vm_c.pings(&ip_b, 3), "red reached blue's {ip_b}");
+
+    // The metadata service answers each port with its own data, even where two ports
+    // in different networks share an address.
+    let meta = |vm: &VmNic, path: &str| -> String {
+        let o = vm.run(&[
+            "busybox",
+            "wget",
+            "-qO-",
+            &format!("http://169.254.169.254{path}"),
+        ]);
+        assert!(
+            o.status.success(),
+            "GET {path} from {}: {}",
+            vm.ns,
+            stderr(&o)
+        );
+        String::from_utf8_lossy(&o.stdout).to_string()
+    };
+    let a: serde_json::Value =
+        serde_json::from_str(&meta(&vm_a, "/openstack/latest/meta_data.json")).unwrap();
+    assert_eq!(a["uuid"], pa.as_str(), "{a}");
+    assert_eq!(a["hostname"], "host-10-10-0-3", "{a}");
+    let cm: serde_json::Value =
+        serde_json::from_str(&meta(&vm_c, "/openstack/latest/meta_data.json")).unwrap();
+    assert_eq!(
+        cm["uuid"],
+        pc.as_str(),
+        "red's 10.10.0.3 got another port's data: {cm}"
+    );
+    let nd = meta(&vm_b, "/openstack/latest/network_data.json");
+    assert!(nd.contains(&mac_b), "{nd}");
+    assert_eq!(meta(&vm_b, "/latest/meta-data/local-ipv4"), ip_b);
     assert!(vm_b.pings(&ip_a, 3), "blue's own path broke");
 
     // Node 1 restarts: devices are adopted, the service namespace and DHCP come back.
@@ -320,5 +354,231 @@ fn ports_on_different_nodes_talk_over_the_overlay_and_networks_are_isolated() {
         (!l.contains("sbr") && !l.contains("svx") && !l.contains(&tap_a)).then_some(())
     })
     .expect("node 0 kept devices of deleted networks");
-    let _ = pa;
+}
+
+#[test]
+fn security_groups_open_exactly_what_they_name_and_spoofed_sources_are_dropped() {
+    let c = Cluster::form(2);
+    let ids = node_ids(&c);
+    let tmp = tempfile::tempdir().unwrap();
+    let tag = c.nodes[0].ns.clone();
+    ok(&c, 0, &["network", "create", "green"]);
+    ok(
+        &c,
+        0,
+        &[
+            "subnet",
+            "create",
+            "green-v4",
+            "--network",
+            "green",
+            "--cidr",
+            "10.20.0.0/24",
+        ],
+    );
+    ok(&c, 0, &["secgroup", "create", "web"]);
+    ok(
+        &c,
+        0,
+        &[
+            "secgroup",
+            "rule-add",
+            "web",
+            "--protocol",
+            "tcp",
+            "--port",
+            "8080",
+        ],
+    );
+    ok(&c, 0, &["secgroup", "create", "db"]);
+    ok(
+        &c,
+        0,
+        &[
+            "secgroup",
+            "rule-add",
+            "db",
+            "--protocol",
+            "tcp",
+            "--port",
+            "5432",
+            "--remote-group",
+            "web",
+        ],
+    );
+
+    // Bad rules, each naming the cause.
+    refused(
+        &c,
+        &[
+            "secgroup",
+            "rule-add",
+            "web",
+            "--protocol",
+            "tcp",
+            "--port",
+            "100-10",
+        ],
+        "impossible",
+    );
+    refused(
+        &c,
+        &[
+            "secgroup",
+            "rule-add",
+            "web",
+            "--protocol",
+            "tcp",
+            "--port",
+            "70000",
+        ],
+        "outside 1-65535",
+    );
+    refused(
+        &c,
+        &["secgroup", "rule-add", "web", "--port", "22"],
+        "need protocol tcp or udp",
+    );
+    refused(
+        &c,
+        &["secgroup", "rule-add", "web", "--protocol", "xyz"],
+        "not tcp, udp, icmp",
+    );
+    refused(
+        &c,
+        &[
+            "secgroup",
+            "rule-add",
+            "web",
+            "--protocol",
+            "tcp",
+            "--remote-ip",
+            "10.0.0.0/33",
+        ],
+        "not an IPv4 CIDR",
+    );
+    refused(
+        &c,
+        &[
+            "secgroup",
+            "rule-add",
+            "web",
+            "--protocol",
+            "tcp",
+            "--port",
+            "8080",
+        ],
+        "already",
+    );
+
+    let (_s, mac_s, ip_s, tap_s) = port(&c, "green", &ids[1], &["--secgroup", "web"]);
+    let (_d, mac_d, ip_d, tap_d) = port(&c, "green", &ids[1], &["--secgroup", "db"]);
+    let (pc, mac_c, ip_c, tap_c) = port(&c, "green", &ids[0], &["--secgroup", "web"]);
+    let (_e, mac_e, _ip_e, tap_e) = port(&c, "green", &ids[0], &[]);
+    let vm = |i: usize, tap: &str, n: &str, mac: &str| {
+        let v = VmNic::attach(&c.nodes[i].ns, tap, &format!("{tag}{n}"), mac);
+        assert!(dhcp(&v, tmp.path()).is_some(), "no lease for {n}");
+        v
+    };
+    let (vs, vd, vc, ve) = (
+        vm(1, &tap_s, "s", &mac_s),
+        vm(1, &tap_d, "d", &mac_d),
+        vm(0, &tap_c, "c", &mac_c),
+        vm(0, &tap_e, "e", &mac_e),
+    );
+    let tcp = |from: &VmNic, to: &VmNic, ip: &str, port: u16| -> bool {
+        let server = std::process::Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &to.ns,
+                "timeout",
+                "4",
+                "busybox",
+                "nc",
+                "-l",
+                "-p",
+                &port.to_string(),
+            ])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+        let _ = from.run(&[
+            "sh",
+            "-c",
+            &format!("echo knock | busybox nc -w 2 {ip} {port}"),
+        ]);
+        let out = server.wait_with_output().unwrap();
+        String::from_utf8_lossy(&out.stdout).contains("knock")
+    };
+    assert!(tcp(&vc, &vs, &ip_s, 8080), "web's tcp/8080 is closed");
+    assert!(
+        !tcp(&vc, &vs, &ip_s, 8081),
+        "tcp/8081 is open though no rule names it"
+    );
+    assert!(!vc.pings(&ip_s, 2), "ICMP passed without a rule");
+    // The remote group: web members reach db's 5432, others do not.
+    assert!(tcp(&vc, &vd, &ip_d, 5432), "web cannot reach db");
+    assert!(!tcp(&ve, &vd, &ip_d, 5432), "a non-member reached db");
+
+    // A rule added opens ICMP at once; deleting it closes it again.
+    let r = ok(
+        &c,
+        0,
+        &["secgroup", "rule-add", "web", "--protocol", "icmp"],
+    );
+    assert!(vc.pings(&ip_s, 10), "ICMP rule not applied");
+    run(
+        &c,
+        0,
+        &["secgroup", "rule-delete", "web", r["id"].as_str().unwrap()],
+    );
+    wait_for(Duration::from_secs(10), || {
+        (!vc.pings(&ip_s, 1)).then_some(())
+    })
+    .expect("ICMP still allowed after its rule was deleted");
+    ok(
+        &c,
+        0,
+        &["secgroup", "rule-add", "web", "--protocol", "icmp"],
+    );
+    assert!(vc.pings(&ip_s, 10));
+
+    // Anti-spoofing: another source address, or another MAC, is dropped.
+    let o = vc.run(&["ip", "addr", "add", "10.20.0.199/24", "dev", "eth0"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let spoofed = vc.run(&[
+        "busybox",
+        "ping",
+        "-c",
+        "2",
+        "-W",
+        "1",
+        "-I",
+        "10.20.0.199",
+        &ip_s,
+    ]);
+    assert!(
+        !spoofed.status.success(),
+        "a spoofed source address got through"
+    );
+    let own = vc.run(&["busybox", "ping", "-c", "1", "-W", "2", "-I", &ip_c, &ip_s]);
+    assert!(own.status.success(), "the port's own address is refused");
+    let o = vc.run(&["ip", "link", "set", "eth0", "address", "fa:16:3e:99:99:99"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let _ = vc.run(&["ip", "neigh", "flush", "all"]);
+    assert!(!vc.pings(&ip_s, 2), "a spoofed MAC got through");
+    // Without port security the port is neither checked nor filtered.
+    let o = vc.run(&["ip", "link", "set", "eth0", "address", &mac_c]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(vc.pings(&ip_s, 10), "its own MAC again is refused");
+    run(&c, 0, &["port", "set-security", &pc, "--no-port-security"]);
+    wait_for(Duration::from_secs(10), || {
+        let t = c.nodes[0].in_ns(&["nft", "list", "table", "bridge", "strata_l2"]);
+        (!String::from_utf8_lossy(&t.stdout).contains(&tap_c)).then_some(())
+    })
+    .expect("a port without port security is still filtered");
+    assert!(vc.pings(&ip_s, 10));
+    refused(&c, &["secgroup", "delete", "web"], "used by port");
 }

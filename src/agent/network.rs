@@ -10,7 +10,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::cluster::store::network_tables::{
-    NetworkRecord, Networks, PortRecord, PortStatus, Ports, SubnetRecord, Subnets,
+    NetworkRecord, Networks, PortRecord, PortStatus, Ports, SecurityGroupRecord, SecurityGroups,
+    SubnetRecord, Subnets,
 };
 use crate::cluster::store::tables::Nodes;
 use crate::control::ports::tap_name;
@@ -19,7 +20,9 @@ use crate::ids::NodeId;
 use crate::network::dataplane::{DataPlane, NetworkPlan, Remote, Service};
 use crate::network::dhcp::Lease;
 use crate::network::dhcpd::DhcpServer;
+use crate::network::firewall::{FirewallPlan, FirewallPort};
 use crate::network::ipam;
+use crate::network::metadata::{InstanceMeta, MetadataServer, MetadataSource};
 use crate::network::netns::Netns;
 use crate::telemetry::error_chain;
 
@@ -45,6 +48,9 @@ struct State {
     namespaces: BTreeMap<u32, Netns>,
     dhcp: BTreeMap<u32, DhcpServer>,
     last_error: Option<String>,
+    /// The nft script last applied (reapplied only when it changes, or after a failure).
+    firewall: Option<String>,
+    metadata: BTreeMap<u32, MetadataServer>,
 }
 
 impl NetworkAgent {
@@ -97,6 +103,7 @@ impl NetworkAgent {
             .map(|p| p.vni)
             .collect();
         st.dhcp.retain(|vni, _| want_ns.contains(vni));
+        st.metadata.retain(|vni, _| want_ns.contains(vni));
         st.namespaces.retain(|vni, _| want_ns.contains(vni));
         for vni in &want_ns {
             if !st.namespaces.contains_key(vni) {
@@ -113,10 +120,30 @@ impl NetworkAgent {
             namespaces,
             dhcp,
             last_error,
+            firewall,
+            metadata,
         } = &mut *st;
         let Some(dp) = dataplane.as_ref() else { return };
         let result = dp.apply(&plan.networks, namespaces).await;
-        let error = result.as_ref().err().map(|e| error_chain(e));
+        let mut error = result.as_ref().err().map(|e| error_chain(e));
+        if error.is_none() {
+            let script = crate::network::firewall::script(&plan.firewall);
+            if firewall.as_deref() != Some(script.as_str()) {
+                match crate::network::firewall::apply(&script).await {
+                    Ok(()) => {
+                        tracing::info!(
+                            ports = plan.firewall.ports.len(),
+                            "security group rules applied"
+                        );
+                        *firewall = Some(script);
+                    }
+                    Err(e) => {
+                        *firewall = None;
+                        error = Some(e.to_string());
+                    }
+                }
+            }
+        }
         if error != *last_error {
             match &error {
                 Some(e) => tracing::warn!(error = %e, "network data plane not applied"),
@@ -145,6 +172,19 @@ impl NetworkAgent {
                 }
                 if let Some(d) = dhcp.get(vni) {
                     *d.leases.write().unwrap_or_else(|p| p.into_inner()) = leases.clone();
+                }
+                if !metadata.get(vni).is_some_and(|m| m.is_running()) {
+                    let source = Arc::new(StoreMetadata {
+                        control: self.control.clone(),
+                    });
+                    match MetadataServer::start(ns, *vni, source) {
+                        Ok(m) => {
+                            metadata.insert(*vni, m);
+                        }
+                        Err(e) => {
+                            tracing::warn!(vni, error = %e, "cannot start the metadata service")
+                        }
+                    }
                 }
             }
         }
@@ -264,11 +304,19 @@ impl NetworkAgent {
                 service,
             });
         }
+        let groups: BTreeMap<String, SecurityGroupRecord> = store
+            .list::<SecurityGroups>()
+            .map_err(err)?
+            .into_iter()
+            .map(|g| (g.value.id.clone(), g.value))
+            .collect();
+        let firewall = firewall_plan(&plans, &local_ports, &ports, &groups);
         Ok(Plan {
             local,
             networks: plans,
             leases,
             local_ports,
+            firewall,
         })
     }
 }
@@ -278,6 +326,63 @@ struct Plan {
     networks: Vec<NetworkPlan>,
     leases: BTreeMap<u32, BTreeMap<[u8; 6], Lease>>,
     local_ports: Vec<PortRecord>,
+    firewall: FirewallPlan,
+}
+
+/// The security group rules of the local ports, and the members of every group they
+/// use or name as a remote group.
+fn firewall_plan(
+    plans: &[NetworkPlan],
+    local: &[PortRecord],
+    all: &[PortRecord],
+    groups: &BTreeMap<String, SecurityGroupRecord>,
+) -> FirewallPlan {
+    let mut used: BTreeMap<String, Vec<crate::cluster::store::network_tables::RuleRecord>> =
+        BTreeMap::new();
+    for p in local.iter().filter(|p| p.port_security) {
+        for g in &p.security_groups {
+            if let Some(rec) = groups.get(g) {
+                used.insert(g.clone(), rec.rules.clone());
+            }
+        }
+    }
+    let mut wanted: BTreeSet<String> = used.keys().cloned().collect();
+    for rules in used.values() {
+        wanted.extend(rules.iter().filter_map(|r| r.remote_group.clone()));
+    }
+    let members = wanted
+        .into_iter()
+        .map(|g| {
+            let ips: BTreeSet<Ipv4Addr> = all
+                .iter()
+                .filter(|p| p.security_groups.contains(&g))
+                .flat_map(|p| p.fixed_ips.iter().filter_map(|f| f.ip.parse().ok()))
+                .collect();
+            (g, ips)
+        })
+        .collect();
+    FirewallPlan {
+        bridges: plans
+            .iter()
+            .map(|p| crate::network::dataplane::bridge_name(p.vni))
+            .collect(),
+        ports: local
+            .iter()
+            .map(|p| FirewallPort {
+                tap: tap_name(&p.id),
+                mac: p.mac.clone(),
+                ips: p
+                    .fixed_ips
+                    .iter()
+                    .filter_map(|f| f.ip.parse().ok())
+                    .collect(),
+                port_security: p.port_security,
+                groups: p.security_groups.clone(),
+            })
+            .collect(),
+        groups: used,
+        members,
+    }
 }
 
 /// The DHCP lease of a port: its first address on a subnet with DHCP on.
@@ -312,4 +417,86 @@ fn lease_for(p: &PortRecord, subnets: &[&SubnetRecord], net: &NetworkRecord) -> 
             lease_secs: LEASE_SECS,
         })
     })
+}
+
+/// Instance data from the cluster state, for the ports this node carries.
+struct StoreMetadata {
+    control: Arc<Control>,
+}
+
+impl MetadataSource for StoreMetadata {
+    fn lookup(&self, vni: u32, ip: Ipv4Addr) -> Option<InstanceMeta> {
+        let store = &self.control.store;
+        let net = store
+            .list::<Networks>()
+            .ok()?
+            .into_iter()
+            .map(|n| n.value)
+            .find(|n| n.vni == vni)?;
+        let ip_s = ip.to_string();
+        let port = store
+            .list::<Ports>()
+            .ok()?
+            .into_iter()
+            .map(|p| p.value)
+            .find(|p| {
+                p.network == net.id
+                    && p.host == Some(self.control.node)
+                    && p.fixed_ips.iter().any(|f| f.ip == ip_s)
+            })?;
+        let subnet_dns: Vec<String> = store
+            .list::<Subnets>()
+            .ok()?
+            .into_iter()
+            .map(|s| s.value)
+            .filter(|s| port.fixed_ips.iter().any(|f| f.subnet == s.id))
+            .flat_map(|s| s.dns_nameservers)
+            .collect();
+        let vm = store
+            .get::<crate::cluster::store::compute_tables::Vms>(&port.device_id)
+            .ok()
+            .flatten()
+            .map(|v| v.value);
+        let (uuid, name) = match &vm {
+            Some(v) => (v.id.0.clone(), v.name.clone()),
+            None => (
+                port.id.clone(),
+                if port.name.is_empty() {
+                    format!("host-{}", ip_s.replace('.', "-"))
+                } else {
+                    port.name.clone()
+                },
+            ),
+        };
+        let hostname: String = name
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' {
+                    c.to_ascii_lowercase()
+                } else {
+                    '-'
+                }
+            })
+            .collect();
+        Some(InstanceMeta {
+            uuid,
+            name,
+            hostname,
+            project: port.project.clone(),
+            public_keys: vm
+                .as_ref()
+                .map(|v| v.public_keys.clone())
+                .unwrap_or_default(),
+            user_data: vm
+                .as_ref()
+                .and_then(|v| v.user_data.clone())
+                .map(String::into_bytes),
+            port: port.id.clone(),
+            network: net.id.clone(),
+            mac: port.mac.clone(),
+            ip,
+            mtu: net.mtu,
+            dns: subnet_dns,
+        })
+    }
 }

@@ -15,7 +15,8 @@ use super::attach::Attachments;
 use crate::cluster::store::compute_tables::{
     PowerIntent, VmRecord, VmState, VmStatus, VmStatuses, Vms,
 };
-use crate::compute::{Hypervisor, NbdDisk, RunState, VmSpec};
+use crate::cluster::store::network_tables::{PortStatuses, Ports};
+use crate::compute::{Hypervisor, NbdDisk, Nic, RunState, VmSpec};
 use crate::control::{now_secs, Control};
 use crate::ids::VmId;
 use crate::telemetry::error_chain;
@@ -53,6 +54,7 @@ fn spec(rec: &VmRecord) -> VmSpec {
         ram_mb: rec.ram_mb,
         boot: rec.boot.clone(),
         volume: None,
+        nics: Vec::new(),
     }
 }
 
@@ -79,6 +81,7 @@ impl VmAgent {
     /// fences any earlier writer) and waited for until this node exports it.
     async fn start_spec(&self, rec: &VmRecord) -> Result<VmSpec, String> {
         let mut s = spec(rec);
+        s.nics = self.nics(rec).await?;
         let Some(vol) = &rec.volume else {
             return Ok(s);
         };
@@ -101,6 +104,50 @@ impl VmAgent {
             export: vol.0.clone(),
         });
         Ok(s)
+    }
+
+    /// The VM's NICs, once this node's network agent carries each of its ports (its TAP
+    /// is on the network's bridge).
+    async fn nics(&self, rec: &VmRecord) -> Result<Vec<Nic>, String> {
+        let mut out = Vec::new();
+        let deadline = tokio::time::Instant::now() + VOLUME_ATTACH_WAIT;
+        for p in &rec.ports {
+            loop {
+                let port = self
+                    .control
+                    .store
+                    .get::<Ports>(p)
+                    .map_err(|e| error_chain(&e))?
+                    .ok_or_else(|| format!("its port {p} is gone"))?
+                    .value;
+                let st = self
+                    .control
+                    .store
+                    .get::<PortStatuses>(p)
+                    .map_err(|e| error_chain(&e))?
+                    .map(|s| s.value);
+                match st {
+                    Some(s) if s.node == self.control.node && s.status == "ACTIVE" => {
+                        out.push(Nic {
+                            tap: s.tap,
+                            mac: port.mac,
+                        });
+                        break;
+                    }
+                    Some(s) if s.node == self.control.node && s.status == "ERROR" => {
+                        return Err(format!("its port {p} cannot be set up: {}", s.detail));
+                    }
+                    _ if tokio::time::Instant::now() >= deadline => {
+                        return Err(format!(
+                            "its port {p} was not set up on this node within {} s",
+                            VOLUME_ATTACH_WAIT.as_secs()
+                        ));
+                    }
+                    _ => tokio::time::sleep(Duration::from_millis(100)).await,
+                }
+            }
+        }
+        Ok(out)
     }
 
     pub fn driver(&self) -> &Arc<dyn Hypervisor> {

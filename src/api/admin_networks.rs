@@ -8,9 +8,12 @@ use axum::{Json, Router};
 use serde_json::json;
 
 use super::admin::ApiError;
-use crate::cluster::store::network_tables::{NetworkRecord, SubnetRecord};
+use crate::cluster::store::network_tables::{
+    NetworkRecord, RuleRecord, SecurityGroupRecord, SubnetRecord,
+};
 use crate::control::networks::{CreateNetwork, CreateSubnet, NetworkView};
 use crate::control::ports::{CreatePort, PortView};
+use crate::control::secgroups::{CreateRule, CreateSecGroup};
 use crate::control::ControlError;
 use crate::daemon::Node;
 use crate::ids::NodeId;
@@ -24,6 +27,79 @@ pub fn routes() -> Router<Arc<Node>> {
         .route("/v1/ports", get(ports).post(create_port))
         .route("/v1/ports/{id}", get(port).delete(delete_port))
         .route("/v1/ports/{id}/bind", post(bind_port))
+        .route("/v1/ports/{id}/security", post(port_security))
+        .route("/v1/secgroups", get(secgroups).post(create_secgroup))
+        .route("/v1/secgroups/{id}", get(secgroup).delete(delete_secgroup))
+        .route("/v1/secgroups/{id}/rules", post(add_rule))
+        .route(
+            "/v1/secgroups/{id}/rules/{rule}",
+            axum::routing::delete(delete_rule),
+        )
+}
+
+#[derive(serde::Deserialize)]
+struct PortSecurity {
+    #[serde(default)]
+    security_groups: Option<Vec<String>>,
+    #[serde(default)]
+    port_security: Option<bool>,
+}
+
+async fn port_security(
+    State(node): State<Arc<Node>>,
+    UrlPath(id): UrlPath<String>,
+    Json(req): Json<PortSecurity>,
+) -> Result<Json<PortView>, ApiError> {
+    Ok(Json(
+        node.control
+            .set_port_security(&id, req.security_groups, req.port_security)
+            .await?,
+    ))
+}
+
+async fn secgroups(
+    State(node): State<Arc<Node>>,
+) -> Result<Json<Vec<SecurityGroupRecord>>, ApiError> {
+    Ok(Json(node.control.secgroups()?))
+}
+
+async fn create_secgroup(
+    State(node): State<Arc<Node>>,
+    Json(req): Json<CreateSecGroup>,
+) -> Result<Json<SecurityGroupRecord>, ApiError> {
+    Ok(Json(node.control.create_secgroup(req).await?))
+}
+
+async fn secgroup(
+    State(node): State<Arc<Node>>,
+    UrlPath(id): UrlPath<String>,
+) -> Result<Json<SecurityGroupRecord>, ApiError> {
+    Ok(Json(
+        fresh(&node, || node.control.find_secgroup(&id)).await?,
+    ))
+}
+
+async fn delete_secgroup(
+    State(node): State<Arc<Node>>,
+    UrlPath(id): UrlPath<String>,
+) -> Result<Json<SecurityGroupRecord>, ApiError> {
+    Ok(Json(node.control.delete_secgroup(&id).await?))
+}
+
+async fn add_rule(
+    State(node): State<Arc<Node>>,
+    UrlPath(id): UrlPath<String>,
+    Json(req): Json<CreateRule>,
+) -> Result<Json<RuleRecord>, ApiError> {
+    Ok(Json(node.control.add_rule(&id, req).await?))
+}
+
+async fn delete_rule(
+    State(node): State<Arc<Node>>,
+    UrlPath((id, rule)): UrlPath<(String, String)>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    node.control.delete_rule(&id, &rule).await?;
+    Ok(Json(json!({"deleted": rule})))
 }
 
 /// Retries a read that found nothing after a linearizable barrier: this node may not

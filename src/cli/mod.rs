@@ -129,6 +129,11 @@ pub enum Cmd {
         #[command(subcommand)]
         cmd: network::PortCmd,
     },
+    /// Manage security groups and their rules.
+    Secgroup {
+        #[command(subcommand)]
+        cmd: network::SecgroupCmd,
+    },
     /// VM sizes.
     Flavor {
         #[command(subcommand)]
@@ -399,6 +404,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Cmd::Network { cmd } => network::network(&cli.socket(), cmd).await,
         Cmd::Subnet { cmd } => network::subnet(&cli.socket(), cmd).await,
         Cmd::Port { cmd } => network::port(&cli.socket(), cmd).await,
+        Cmd::Secgroup { cmd } => network::secgroup(&cli.socket(), cmd).await,
         Cmd::Events { limit, json } => {
             let v = client::call(
                 &cli.socket(),

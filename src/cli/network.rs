@@ -102,8 +102,24 @@ pub enum PortCmd {
         /// The node that carries it (its id).
         #[arg(long)]
         host: Option<String>,
+        /// Security group (repeatable; default: the project's `default` group).
+        #[arg(long)]
+        secgroup: Vec<String>,
+        /// No anti-spoofing and no filtering for this port.
+        #[arg(long)]
+        no_port_security: bool,
         #[arg(long)]
         json: bool,
+    },
+    /// Replace a port's security groups, or turn its port security off or on.
+    SetSecurity {
+        port: String,
+        #[arg(long)]
+        secgroup: Vec<String>,
+        #[arg(long, conflicts_with = "port_security")]
+        no_port_security: bool,
+        #[arg(long)]
+        port_security: bool,
     },
     List {
         #[arg(long)]
@@ -233,6 +249,8 @@ fn port_human(p: &Value) -> String {
         ("ips", ips(p)),
         ("host", field(p, "host")),
         ("status", field(p, "status")),
+        ("port security", field(p, "port_security")),
+        ("secgroups", p["security_groups"].to_string()),
         ("tap", field(p, "tap")),
         ("detail", field(p, "detail")),
     ])
@@ -366,6 +384,8 @@ pub async fn port(socket: &Path, cmd: &PortCmd) -> Result<(), CliError> {
             subnet,
             mac,
             host,
+            secgroup,
+            no_port_security,
             json,
         } => {
             let fixed: Option<Vec<Value>> = if !ip.is_empty() {
@@ -377,7 +397,9 @@ pub async fn port(socket: &Path, cmd: &PortCmd) -> Result<(), CliError> {
             } else {
                 subnet.as_ref().map(|s| vec![json!({"subnet": s})])
             };
-            let body = json!({"network": network, "name": name, "fixed_ips": fixed, "mac": mac, "host": host});
+            let groups = (!secgroup.is_empty()).then_some(secgroup);
+            let body = json!({"network": network, "name": name, "fixed_ips": fixed, "mac": mac,
+                "host": host, "security_groups": groups, "port_security": !no_port_security});
             let v = client::call(socket, "POST", "/v1/ports", Some(body)).await?;
             print(&v, *json, port_human);
         }
@@ -402,9 +424,212 @@ pub async fn port(socket: &Path, cmd: &PortCmd) -> Result<(), CliError> {
             .await?;
             print!("{}", port_human(&v));
         }
+        PortCmd::SetSecurity {
+            port,
+            secgroup,
+            no_port_security,
+            port_security,
+        } => {
+            let ps = if *no_port_security {
+                Some(false)
+            } else if *port_security {
+                Some(true)
+            } else {
+                None
+            };
+            let groups = (!secgroup.is_empty()).then_some(secgroup);
+            let v = client::call(
+                socket,
+                "POST",
+                &format!("/v1/ports/{port}/security"),
+                Some(json!({"security_groups": groups, "port_security": ps})),
+            )
+            .await?;
+            print!("{}", port_human(&v));
+        }
         PortCmd::Delete { port } => {
             client::call(socket, "DELETE", &format!("/v1/ports/{port}"), None).await?;
             println!("deleted port {port}");
+        }
+    }
+    Ok(())
+}
+
+#[derive(Subcommand, Debug)]
+pub enum SecgroupCmd {
+    /// Create a security group (it starts with all egress allowed).
+    Create {
+        name: String,
+        #[arg(long)]
+        project: Option<String>,
+        #[arg(long, default_value = "")]
+        description: String,
+        #[arg(long)]
+        json: bool,
+    },
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    Show {
+        secgroup: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete a group no port uses.
+    Delete {
+        secgroup: String,
+    },
+    /// Add a rule: traffic it matches is allowed (everything else to a port is dropped).
+    RuleAdd {
+        secgroup: String,
+        /// ingress (to the port) or egress (from it).
+        #[arg(long, default_value = "ingress")]
+        direction: String,
+        /// tcp, udp, icmp, any, or an IP protocol number.
+        #[arg(long)]
+        protocol: Option<String>,
+        /// A port or a range (22, 8000-8080); for icmp: TYPE or TYPE-CODE.
+        #[arg(long)]
+        port: Option<String>,
+        #[arg(long, conflicts_with = "remote_group")]
+        remote_ip: Option<String>,
+        #[arg(long)]
+        remote_group: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    RuleDelete {
+        secgroup: String,
+        rule: String,
+    },
+}
+
+fn secgroup_human(g: &Value) -> String {
+    let mut out = details(&[
+        ("id", field(g, "id")),
+        ("name", field(g, "name")),
+        ("project", field(g, "project")),
+    ]);
+    for r in g["rules"].as_array().cloned().unwrap_or_default() {
+        let ports = match (r["port_range_min"].as_u64(), r["port_range_max"].as_u64()) {
+            (Some(a), Some(b)) if a != b => format!(" {a}-{b}"),
+            (Some(a), _) => format!(" {a}"),
+            _ => String::new(),
+        };
+        let remote = r["remote_ip_prefix"]
+            .as_str()
+            .map(|p| format!(" from/to {p}"))
+            .or_else(|| r["remote_group"].as_str().map(|g| format!(" group {g}")))
+            .unwrap_or_default();
+        out += &format!(
+            "{:14} {} {} {}{}{}\n",
+            "rule",
+            field(&r, "id"),
+            field(&r, "direction"),
+            r["protocol"].as_str().unwrap_or("any"),
+            ports,
+            remote
+        );
+    }
+    out
+}
+
+fn secgroups_human(v: &Value) -> String {
+    let rows = v
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .map(|g| {
+            vec![
+                field(g, "id"),
+                field(g, "name"),
+                field(g, "project"),
+                g["rules"]
+                    .as_array()
+                    .map(|a| a.len())
+                    .unwrap_or(0)
+                    .to_string(),
+            ]
+        })
+        .collect();
+    table(&["ID", "NAME", "PROJECT", "RULES"], rows)
+}
+
+pub async fn secgroup(socket: &Path, cmd: &SecgroupCmd) -> Result<(), CliError> {
+    match cmd {
+        SecgroupCmd::Create {
+            name,
+            project,
+            description,
+            json,
+        } => {
+            let body = json!({"name": name, "project": project, "description": description});
+            let v = client::call(socket, "POST", "/v1/secgroups", Some(body)).await?;
+            print(&v, *json, secgroup_human);
+        }
+        SecgroupCmd::List { json } => {
+            let v = client::call(socket, "GET", "/v1/secgroups", None).await?;
+            print(&v, *json, secgroups_human);
+        }
+        SecgroupCmd::Show { secgroup, json } => {
+            let v = client::call(socket, "GET", &format!("/v1/secgroups/{secgroup}"), None).await?;
+            print(&v, *json, secgroup_human);
+        }
+        SecgroupCmd::Delete { secgroup } => {
+            let v =
+                client::call(socket, "DELETE", &format!("/v1/secgroups/{secgroup}"), None).await?;
+            println!(
+                "deleted security group {} ({})",
+                field(&v, "name"),
+                field(&v, "id")
+            );
+        }
+        SecgroupCmd::RuleAdd {
+            secgroup,
+            direction,
+            protocol,
+            port,
+            remote_ip,
+            remote_group,
+            json,
+        } => {
+            let (lo, hi) = match port.as_deref() {
+                None => (None, None),
+                Some(p) => {
+                    let bad = || CliError::Usage(format!("port {p:?} is not N or N-M"));
+                    let (a, b) = p.split_once('-').unwrap_or((p, p));
+                    let a: u32 = a.trim().parse().map_err(|_| bad())?;
+                    let b: u32 = b.trim().parse().map_err(|_| bad())?;
+                    (Some(a), Some(b))
+                }
+            };
+            let body = json!({"direction": direction, "protocol": protocol,
+                "port_range_min": lo, "port_range_max": hi,
+                "remote_ip_prefix": remote_ip, "remote_group": remote_group});
+            let v = client::call(
+                socket,
+                "POST",
+                &format!("/v1/secgroups/{secgroup}/rules"),
+                Some(body),
+            )
+            .await?;
+            if *json {
+                println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+            } else {
+                println!("rule {} added to {secgroup}", field(&v, "id"));
+            }
+        }
+        SecgroupCmd::RuleDelete { secgroup, rule } => {
+            client::call(
+                socket,
+                "DELETE",
+                &format!("/v1/secgroups/{secgroup}/rules/{rule}"),
+                None,
+            )
+            .await?;
+            println!("deleted rule {rule} of {secgroup}");
         }
     }
     Ok(())

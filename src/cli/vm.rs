@@ -44,6 +44,16 @@ pub enum VmCmd {
         /// placed on a node holding a replica when one can take it.
         #[arg(long, conflicts_with = "disk")]
         volume: Option<String>,
+        /// A tenant network (id or name) to put a NIC on (repeatable; a port is made on
+        /// each, bound to the VM's node).
+        #[arg(long)]
+        network: Vec<String>,
+        /// A file served to the guest as user data by the metadata service.
+        #[arg(long)]
+        user_data: Option<PathBuf>,
+        /// An OpenSSH public key file, served as key NAME (NAME=FILE, repeatable).
+        #[arg(long)]
+        ssh_key: Vec<String>,
         /// Keep VMs of the same group on different nodes.
         #[arg(long)]
         anti_affinity: Option<String>,
@@ -196,13 +206,35 @@ pub async fn run(socket: &Path, cmd: &VmCmd) -> Result<(), CliError> {
             cmdline,
             disk,
             volume,
+            network,
+            user_data,
+            ssh_key,
             anti_affinity,
             weigher,
             stopped,
             wait,
             json,
         } => {
+            let user_data = match user_data {
+                Some(p) => Some(
+                    std::fs::read_to_string(p)
+                        .map_err(|e| CliError::Usage(format!("user data {}: {e}", p.display())))?,
+                ),
+                None => None,
+            };
+            let mut keys = Vec::new();
+            for k in ssh_key {
+                let (name, file) = k
+                    .split_once('=')
+                    .ok_or_else(|| CliError::Usage(format!("--ssh-key {k:?} is not NAME=FILE")))?;
+                let key = std::fs::read_to_string(file)
+                    .map_err(|e| CliError::Usage(format!("SSH key {file}: {e}")))?;
+                keys.push((name.to_string(), key.trim().to_string()));
+            }
             let body = json!({
+                "networks": network,
+                "user_data": user_data,
+                "public_keys": keys,
                 "name": name,
                 "flavor": flavor,
                 "vcpus": vcpus,

@@ -68,6 +68,15 @@ impl Hypervisor for KvmDriver {
             return Ok(());
         }
         check_boot(&spec.boot)?;
+        if spec.nics.len() > 1 {
+            return Err(ComputeError::StartFailed {
+                id: spec.id.clone(),
+                reason: format!(
+                    "{} NICs asked; Strata's VMM gives a VM one network card",
+                    spec.nics.len()
+                ),
+            });
+        }
         let dir = self.dir(&spec.id);
         let io = |source| ComputeError::Io {
             path: dir.clone(),
@@ -85,7 +94,8 @@ impl Hypervisor for KvmDriver {
             initrd: spec.boot.initrd.clone().map(Into::into),
             cmdline: spec.boot.cmdline.clone(),
             disk: spec.boot.disk.clone().map(Into::into),
-            tap: None,
+            tap: spec.nics.first().map(|n| n.tap.clone()),
+            mac: spec.nics.first().map(|n| n.mac.clone()),
             nbd: spec.volume.clone(),
         };
         std::fs::write(

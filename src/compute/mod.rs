@@ -63,6 +63,15 @@ pub struct VmSpec {
     pub boot: BootSpec,
     /// A volume exported over NBD on this node, attached as the first disk.
     pub volume: Option<NbdDisk>,
+    /// NICs on tenant networks: TAPs the node's network agent made, in order.
+    pub nics: Vec<Nic>,
+}
+
+/// A VM NIC: the TAP carrying its port, and the port's MAC.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct Nic {
+    pub tap: String,
+    pub mac: String,
 }
 
 /// An NBD export on a local Unix socket (how a node serves its attached volumes).

@@ -157,6 +157,15 @@ pub fn command_line(spec: &VmSpec, dir: &Path, accel: Accel) -> Vec<String> {
         spec.boot.cmdline.clone()
     };
     a.extend(["-append".into(), cmdline]);
+    for (i, n) in spec.nics.iter().enumerate() {
+        // The TAP exists and sits on its network's bridge already; QEMU only opens it.
+        a.extend([
+            "-netdev".into(),
+            format!("tap,id=nic{i},ifname={},script=no,downscript=no", n.tap),
+            "-device".into(),
+            format!("virtio-net-pci,netdev=nic{i},mac={}", n.mac),
+        ]);
+    }
     if let Some(v) = &spec.volume {
         // QEMU's own NBD client; the node's export writes through to every replica.
         a.extend([
@@ -317,6 +326,10 @@ mod tests {
                 socket: "/data/nbd.sock".into(),
                 export: "vol-1".into(),
             }),
+            nics: vec![crate::compute::Nic {
+                tap: "tap1234".into(),
+                mac: "fa:16:3e:00:00:01".into(),
+            }],
         };
         let a = command_line(&spec, Path::new("/vms/abc"), Accel::Tcg).join(" ");
         assert!(a.contains("-name web_1,process=strata-vm-abc"), "{a}");
@@ -325,6 +338,10 @@ mod tests {
         assert!(a.contains("-append console=ttyS0"), "{a}");
         assert!(a.contains("file=/d,,x.img,if=virtio"), "{a}");
         assert!(a.contains("-initrd /i"), "{a}");
+        assert!(
+            a.contains("-netdev tap,id=nic0,ifname=tap1234,script=no,downscript=no -device virtio-net-pci,netdev=nic0,mac=fa:16:3e:00:00:01"),
+            "{a}"
+        );
         assert!(
             a.contains("file=nbd+unix:///vol-1?socket=/data/nbd.sock,format=raw,if=virtio"),
             "{a}"

@@ -32,6 +32,9 @@ pub struct WorkerSpec {
     pub cmdline: String,
     pub disk: Option<PathBuf>,
     pub tap: Option<String>,
+    /// The NIC's MAC (`aa:bb:..`); default: one derived from the VM id.
+    #[serde(default)]
+    pub mac: Option<String>,
     /// A volume exported over NBD, attached as the first disk (instead of `disk`).
     #[serde(default)]
     pub nbd: Option<super::NbdDisk>,
@@ -68,6 +71,18 @@ pub enum WorkerError {
     Vcpus(u32),
     #[error("cannot open the VM's volume: {0}")]
     Volume(String),
+    #[error("bad NIC MAC address {0:?}")]
+    Mac(String),
+}
+
+/// Parses `aa:bb:cc:dd:ee:ff`.
+fn parse_mac(s: &str) -> Result<[u8; 6], WorkerError> {
+    let bad = || WorkerError::Mac(s.to_string());
+    let parts: Vec<u8> = s
+        .split(':')
+        .map(|p| u8::from_str_radix(p, 16).map_err(|_| bad()))
+        .collect::<Result<_, _>>()?;
+    parts.try_into().map_err(|_| bad())
 }
 
 fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> WorkerError {
@@ -114,7 +129,10 @@ impl WorkerSpec {
             );
         }
         c.tap = self.tap.clone();
-        c.mac = mac_for(&self.id);
+        c.mac = match &self.mac {
+            Some(m) => parse_mac(m)?,
+            None => mac_for(&self.id),
+        };
         c.serial_log = Some(dir.join(CONSOLE_LOG));
         Ok(c)
     }
@@ -404,6 +422,7 @@ mod tests {
             cmdline: "console=ttyS0".into(),
             disk: Some("/d".into()),
             tap: None,
+            mac: None,
             nbd: None,
         };
         let c = spec.vm_config(d.path()).unwrap();

@@ -5,6 +5,7 @@ pub mod join;
 pub mod networks;
 pub mod placement;
 pub mod ports;
+pub mod secgroups;
 pub mod snapshots;
 pub mod tokens;
 pub mod vms;

@@ -44,6 +44,12 @@ pub struct CreatePort {
     pub device_id: String,
     #[serde(default)]
     pub device_owner: String,
+    /// Groups by id or name; None: the project's `default` group.
+    #[serde(default)]
+    pub security_groups: Option<Vec<String>>,
+    /// Off: no anti-spoofing and no filtering (and no groups).
+    #[serde(default)]
+    pub port_security: Option<bool>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -144,6 +150,14 @@ impl Control {
             };
             wanted.push((subnet, ip));
         }
+        let project = req
+            .project
+            .clone()
+            .unwrap_or_else(|| DEFAULT_PROJECT.to_string());
+        let port_security = req.port_security.unwrap_or(true);
+        let groups = self
+            .resolve_groups(&project, port_security, req.security_groups.as_deref())
+            .await?;
         let id = VmId::random().0;
         for _ in 0..16 {
             let mut fixed = Vec::new();
@@ -187,17 +201,14 @@ impl Control {
                 id: id.clone(),
                 name: req.name.clone(),
                 network: net.id.clone(),
-                project: req
-                    .project
-                    .clone()
-                    .unwrap_or_else(|| DEFAULT_PROJECT.to_string()),
+                project: project.clone(),
                 mac: mac.clone(),
                 fixed_ips: fixed,
                 device_id: req.device_id.clone(),
                 device_owner: req.device_owner.clone(),
                 host: req.host,
-                security_groups: Vec::new(),
-                port_security: true,
+                security_groups: groups.clone(),
+                port_security,
                 admin_state_up: true,
                 created_at: now_secs(),
             };
@@ -300,6 +311,78 @@ impl Control {
         Ok(out)
     }
 
+    /// Group ids for a port: none without port security, the named ones, or the
+    /// project's default group.
+    async fn resolve_groups(
+        &self,
+        project: &str,
+        port_security: bool,
+        asked: Option<&[String]>,
+    ) -> Result<Vec<String>, ControlError> {
+        match (port_security, asked) {
+            (false, Some(g)) if !g.is_empty() => Err(ControlError::Invalid(
+                "a port without port security cannot have security groups".into(),
+            )),
+            (false, _) => Ok(Vec::new()),
+            (true, Some(g)) => {
+                let mut out = Vec::new();
+                for name in g {
+                    let id = if name == "default" {
+                        self.default_secgroup(project).await?
+                    } else {
+                        self.find_secgroup(name)?.id
+                    };
+                    if !out.contains(&id) {
+                        out.push(id);
+                    }
+                }
+                Ok(out)
+            }
+            (true, None) => Ok(vec![self.default_secgroup(project).await?]),
+        }
+    }
+
+    /// Replaces a port's security groups and port security flag.
+    pub async fn set_port_security(
+        &self,
+        id_or_name: &str,
+        groups: Option<Vec<String>>,
+        port_security: Option<bool>,
+    ) -> Result<PortView, ControlError> {
+        loop {
+            let cur = self.find_named::<Ports>("port", id_or_name, |p| &p.name)?;
+            let mut rec = cur.value.clone();
+            let ps = port_security.unwrap_or(rec.port_security);
+            rec.security_groups = match (&groups, ps) {
+                (Some(g), _) => self.resolve_groups(&rec.project, ps, Some(g)).await?,
+                (None, false) => Vec::new(),
+                (None, true) if !rec.port_security => {
+                    self.resolve_groups(&rec.project, true, None).await?
+                }
+                (None, true) => rec.security_groups.clone(),
+            };
+            rec.port_security = ps;
+            let txn = TxnBuilder::new()
+                .require_revision::<Ports>(rec.id.clone(), cur.revision)
+                .put::<Ports>(rec.id.clone(), &rec);
+            let msg = format!(
+                "port {}: security groups [{}], port security {}",
+                rec.id,
+                rec.security_groups.join(", "),
+                if ps { "on" } else { "off" }
+            );
+            match self
+                .store
+                .commit(self.with_event(txn, "port.security", msg))
+                .await
+            {
+                Ok(_) => return self.port(&rec.id),
+                Err(StoreError::Conflict { .. }) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
     /// Binds a port to a node (None: unbinds it); its data plane moves there.
     pub async fn bind_port(
         &self,
@@ -341,13 +424,18 @@ impl Control {
 
     pub async fn delete_port(&self, id_or_name: &str) -> Result<PortRecord, ControlError> {
         let p = self.find_port(id_or_name)?;
-        let mut txn = TxnBuilder::new()
-            .delete::<Ports>(p.id.clone())
-            .delete::<PortStatuses>(p.id.clone())
-            .delete::<MacAllocations>(p.mac.clone());
-        for f in &p.fixed_ips {
-            txn = txn.delete::<IpAllocations>(ip_key(&f.subnet, &f.ip));
+        if p.device_owner.starts_with("compute:") {
+            if let Some(vm) = self
+                .store
+                .get::<crate::cluster::store::compute_tables::Vms>(&p.device_id)?
+            {
+                return Err(ControlError::Invalid(format!(
+                    "port {} is a NIC of VM {}; delete the VM, or detach the port first",
+                    p.id, vm.value.name
+                )));
+            }
         }
+        let txn = delete_ops(TxnBuilder::new(), &p);
         let msg = format!("port {} ({}) deleted", p.id, p.mac);
         self.store
             .commit(self.with_event(txn, "port.deleted", msg))
@@ -377,6 +465,18 @@ impl Control {
         self.store.commit(txn).await?;
         Ok(())
     }
+}
+
+/// Adds the deletes of a port and its allocations to a transaction.
+pub fn delete_ops(txn: TxnBuilder, p: &PortRecord) -> TxnBuilder {
+    let mut txn = txn
+        .delete::<Ports>(p.id.clone())
+        .delete::<PortStatuses>(p.id.clone())
+        .delete::<MacAllocations>(p.mac.clone());
+    for f in &p.fixed_ips {
+        txn = txn.delete::<IpAllocations>(ip_key(&f.subnet, &f.ip));
+    }
+    txn
 }
 
 fn describe_owner(owner: &str) -> String {

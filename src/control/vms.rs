@@ -13,7 +13,8 @@ use crate::cluster::store::compute_tables::{
     BootSpec, Flavor, Flavors, PlacementEpochs, PowerIntent, VmRecord, VmState, VmStatus,
     VmStatuses, Vms,
 };
-use crate::cluster::store::storage_tables::Volumes;
+use crate::cluster::store::network_tables::Ports;
+use crate::cluster::store::storage_tables::{VolumeRecord, Volumes};
 use crate::cluster::store::tables::{Event, Events, Nodes, EVENTS_KEPT};
 use crate::cluster::store::{StoreError, TxnBuilder, Versioned};
 use crate::compute;
@@ -45,6 +46,15 @@ pub struct CreateVm {
     /// A volume (id or name) to attach as the first virtio disk.
     #[serde(default)]
     pub volume: Option<String>,
+    /// Tenant networks (ids or names): one NIC, with a new port, on each.
+    #[serde(default)]
+    pub networks: Vec<String>,
+    /// Served by the metadata service (cloud-init runs it).
+    #[serde(default)]
+    pub user_data: Option<String>,
+    /// (name, OpenSSH public key) pairs served by the metadata service.
+    #[serde(default)]
+    pub public_keys: Vec<(String, String)>,
 }
 
 /// A VM as users see it: desired state and what its node reports.
@@ -75,6 +85,8 @@ pub enum VmAction {
 
 /// The most vCPUs one VM may have (the x86 MP table and the APIC ID space of one VM).
 pub const MAX_VCPUS: u32 = 64;
+/// Largest user data accepted (Nova: 64 KiB after base64).
+pub const MAX_USER_DATA: usize = 65_535;
 /// The least memory a Linux guest can boot in.
 pub const MIN_RAM_MB: u64 = 64;
 
@@ -152,16 +164,85 @@ impl Control {
                 .map(|v| v.value.replicas.iter().map(|r| r.node).collect())
                 .unwrap_or_default(),
         };
+        if let Some(u) = &req.user_data {
+            if u.len() > MAX_USER_DATA {
+                return invalid(format!(
+                    "user data is {} bytes; at most {MAX_USER_DATA} are accepted",
+                    u.len()
+                ));
+            }
+        }
         let id = VmId::random();
+        // NICs: a port per network, made now (unbound), bound to the VM's node in the
+        // VM's own transaction below; removed again if the VM is not created.
+        let mut ports = Vec::new();
+        for n in &req.networks {
+            let made = self
+                .create_port(super::ports::CreatePort {
+                    network: n.clone(),
+                    name: format!("{name}-nic{}", ports.len()),
+                    device_id: id.0.clone(),
+                    device_owner: "compute:nova".into(),
+                    ..Default::default()
+                })
+                .await;
+            match made {
+                Ok(p) => ports.push(p.record.id),
+                Err(e) => {
+                    self.drop_ports(&ports).await;
+                    return Err(e);
+                }
+            }
+        }
+        let made = self
+            .place_and_record(
+                &req,
+                &preq,
+                &id,
+                name,
+                &flavor.name,
+                vcpus,
+                ram_mb,
+                &volume,
+                &ports,
+            )
+            .await;
+        if made.is_err() {
+            self.drop_ports(&ports).await;
+        }
+        made
+    }
+
+    async fn drop_ports(&self, ports: &[String]) {
+        for p in ports {
+            if let Err(e) = self.delete_port(p).await {
+                tracing::warn!(port = %p, error = %e, "cannot remove the port of a VM that was not created");
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn place_and_record(
+        &self,
+        req: &CreateVm,
+        preq: &placement::Request,
+        id: &VmId,
+        name: &str,
+        flavor: &str,
+        vcpus: u32,
+        ram_mb: u64,
+        volume: &Option<Versioned<VolumeRecord>>,
+        ports: &[String],
+    ) -> Result<VmView, ControlError> {
         for _attempt in 0..8 {
             let epoch = self.store.get::<PlacementEpochs>("vms")?;
             let (rev, n) = epoch.map(|e| (e.revision, e.value)).unwrap_or((0, 0));
-            let (node, why) = placement::place(&preq, &self.candidates()?)
+            let (node, why) = placement::place(preq, &self.candidates()?)
                 .map_err(|e| ControlError::Invalid(format!("cannot place VM {name:?}: {e}")))?;
             let record = VmRecord {
                 id: id.clone(),
                 name: name.to_string(),
-                flavor: flavor.name.clone(),
+                flavor: flavor.to_string(),
                 vcpus,
                 ram_mb,
                 boot: req.boot.clone(),
@@ -177,6 +258,9 @@ impl Control {
                 created_at: now_secs(),
                 volume: volume.as_ref().map(|v| v.value.id.clone()),
                 stop_now: false,
+                ports: ports.to_vec(),
+                user_data: req.user_data.clone(),
+                public_keys: req.public_keys.clone(),
             };
             let mut txn = TxnBuilder::new()
                 .require_revision::<PlacementEpochs>("vms", rev)
@@ -190,6 +274,18 @@ impl Control {
                 txn = txn
                     .require_revision::<Volumes>(vr.id.to_string(), v.revision)
                     .put::<Volumes>(vr.id.to_string(), &vr);
+            }
+            for p in ports {
+                // Its NICs' ports are bound to its node with it.
+                let cur = self
+                    .store
+                    .get::<Ports>(p)?
+                    .ok_or_else(|| ControlError::NotFound(format!("port {p} vanished")))?;
+                let mut pr = cur.value.clone();
+                pr.host = Some(node);
+                txn = txn
+                    .require_revision::<Ports>(p.clone(), cur.revision)
+                    .put::<Ports>(p.clone(), &pr);
             }
             match self
                 .store
@@ -397,6 +493,12 @@ impl Control {
         let mut txn = TxnBuilder::new()
             .require_revision::<Vms>(rec.id.to_string(), cur.revision)
             .delete::<Vms>(rec.id.to_string());
+        // Its NICs' ports go with it.
+        for p in &rec.ports {
+            if let Some(port) = self.store.get::<Ports>(p)? {
+                txn = super::ports::delete_ops(txn, &port.value);
+            }
+        }
         // Its volume is released and detached with it (its node then drops the export).
         if let Some(vid) = &rec.volume {
             if let Some(v) = self.store.get::<Volumes>(&vid.0)? {

@@ -7,6 +7,8 @@
 pub mod dataplane;
 pub mod dhcp;
 pub mod dhcpd;
+pub mod firewall;
 pub mod ipam;
+pub mod metadata;
 pub mod netns;
 pub mod tap;

@@ -106,6 +106,15 @@ pub struct VmRecord {
     /// The last stop was a forced one: power off at once, without asking the guest.
     #[serde(default)]
     pub stop_now: bool,
+    /// Its NICs: ports on tenant networks, bound to its node.
+    #[serde(default)]
+    pub ports: Vec<String>,
+    /// Served to the guest by the metadata service (cloud-init runs it).
+    #[serde(default)]
+    pub user_data: Option<String>,
+    /// (name, OpenSSH public key) pairs, served by the metadata service.
+    #[serde(default)]
+    pub public_keys: Vec<(String, String)>,
 }
 
 pub struct VmStatuses;

@@ -160,3 +160,50 @@ pub struct PortStatus {
     pub detail: String,
     pub updated_at: u64,
 }
+
+pub struct SecurityGroups;
+impl Table for SecurityGroups {
+    const NAME: &'static str = "security_groups";
+    type Value = SecurityGroupRecord;
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Direction {
+    /// Traffic to the port.
+    Ingress,
+    /// Traffic from the port.
+    Egress,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct RuleRecord {
+    pub id: String,
+    pub direction: Direction,
+    /// `tcp`, `udp`, `icmp`, or an IP protocol number; None: any.
+    #[serde(default)]
+    pub protocol: Option<String>,
+    #[serde(default)]
+    pub port_range_min: Option<u16>,
+    #[serde(default)]
+    pub port_range_max: Option<u16>,
+    /// The other end's addresses (ingress: source, egress: destination).
+    #[serde(default)]
+    pub remote_ip_prefix: Option<String>,
+    /// Or the addresses of the ports in this group.
+    #[serde(default)]
+    pub remote_group: Option<String>,
+    #[serde(default)]
+    pub description: String,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct SecurityGroupRecord {
+    pub id: String,
+    pub name: String,
+    pub project: String,
+    #[serde(default)]
+    pub description: String,
+    pub rules: Vec<RuleRecord>,
+    pub created_at: u64,
+}
