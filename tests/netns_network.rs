@@ -582,3 +582,209 @@ fn security_groups_open_exactly_what_they_name_and_spoofed_sources_are_dropped()
     assert!(vc.pings(&ip_s, 10));
     refused(&c, &["secgroup", "delete", "web"], "used by port");
 }
+
+#[test]
+fn routers_translate_for_their_subnets_and_floating_ips_follow_their_port() {
+    let c = Cluster::form(3);
+    let ids = node_ids(&c);
+    let tmp = tempfile::tempdir().unwrap();
+    let tag = c.nodes[0].ns.clone();
+    ok(&c, 0, &["network", "create", "public", "--external"]);
+    ok(
+        &c,
+        0,
+        &[
+            "subnet",
+            "create",
+            "public-v4",
+            "--network",
+            "public",
+            "--cidr",
+            "203.0.113.0/24",
+            "--no-gateway",
+            "--no-dhcp",
+        ],
+    );
+    ok(&c, 0, &["network", "create", "inner"]);
+    ok(
+        &c,
+        0,
+        &[
+            "subnet",
+            "create",
+            "inner-v4",
+            "--network",
+            "inner",
+            "--cidr",
+            "10.40.0.0/24",
+        ],
+    );
+    ok(&c, 0, &["secgroup", "create", "open"]);
+    ok(
+        &c,
+        0,
+        &["secgroup", "rule-add", "open", "--protocol", "icmp"],
+    );
+    ok(
+        &c,
+        0,
+        &[
+            "secgroup",
+            "rule-add",
+            "open",
+            "--protocol",
+            "tcp",
+            "--port",
+            "7000",
+        ],
+    );
+
+    // Bad input first.
+    refused(
+        &c,
+        &["router", "create", "r0", "--external", "inner"],
+        "not external",
+    );
+    refused(
+        &c,
+        &["floatingip", "create", "--network", "inner"],
+        "external network",
+    );
+
+    let r = ok(&c, 0, &["router", "create", "r1", "--external", "public"]);
+    let _ = run(
+        &c,
+        0,
+        &["router", "add-interface", "r1", "--subnet", "inner-v4"],
+    );
+    refused(
+        &c,
+        &["router", "add-interface", "r1", "--subnet", "inner-v4"],
+        "taken already",
+    );
+    let h = ids
+        .iter()
+        .position(|i| r["host"] == i.as_str())
+        .expect("router host");
+    let (a, b) = ((h + 1) % 3, (h + 2) % 3);
+
+    let (pp, mac_p, ip_p, tap_p) = port(&c, "inner", &ids[a], &["--secgroup", "open"]);
+    let (_q, mac_q, _ip_q, tap_q) = port(&c, "inner", &ids[b], &[]);
+    let (_o, mac_o, _ip_o, tap_o) = port(
+        &c,
+        "public",
+        &ids[b],
+        &["--ip", "203.0.113.50", "--no-port-security"],
+    );
+    let vm_p = VmNic::attach(&c.nodes[a].ns, &tap_p, &format!("{tag}rp"), &mac_p);
+    let vm_q = VmNic::attach(&c.nodes[b].ns, &tap_q, &format!("{tag}rq"), &mac_q);
+    let outside = VmNic::attach(&c.nodes[b].ns, &tap_o, &format!("{tag}ro"), &mac_o);
+    let o = outside.run(&["ip", "addr", "add", "203.0.113.50/24", "dev", "eth0"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(dhcp(&vm_p, tmp.path()).is_some_and(|l| l.contains("router=10.40.0.1")));
+    assert!(dhcp(&vm_q, tmp.path()).is_some());
+
+    // SNAT: a port without a floating IP reaches the outside through the router.
+    if !vm_q.pings("203.0.113.50", 15) {
+        let links = c.nodes[h].in_ns(&["ip", "-o", "link"]);
+        let fdb = c.nodes[b].in_ns(&["bridge", "fdb", "show"]);
+        let neigh = c.nodes[b].in_ns(&["ip", "neigh", "show"]);
+        let route = vm_q.run(&["ip", "route"]);
+        let addr = vm_q.run(&["ip", "addr"]);
+        let pid = c.nodes[h].child.as_ref().unwrap().id();
+        let mut inside = String::new();
+        for e in std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .unwrap()
+            .flatten()
+        {
+            let l = std::fs::read_link(e.path()).unwrap_or_default();
+            if l.to_string_lossy().starts_with("net:") {
+                for cmd in [
+                    vec!["ip", "-o", "addr"],
+                    vec!["ip", "route"],
+                    vec!["nft", "list", "ruleset"],
+                    vec!["sysctl", "net.ipv4.ip_forward"],
+                ] {
+                    let o = std::process::Command::new("nsenter")
+                        .arg(format!("--net={}", e.path().display()))
+                        .args(&cmd)
+                        .output()
+                        .unwrap();
+                    inside += &format!(
+                        "{cmd:?}:\n{}{}\n",
+                        String::from_utf8_lossy(&o.stdout),
+                        String::from_utf8_lossy(&o.stderr)
+                    );
+                }
+            }
+        }
+        eprintln!("INSIDE NAMESPACES:\n{inside}");
+        panic!(
+            "no SNAT path to the outside\nrouter node links:\n{}\nnode b fdb:\n{}\nneigh:\n{}\nq routes:\n{}{}",
+            String::from_utf8_lossy(&links.stdout),
+            String::from_utf8_lossy(&fdb.stdout),
+            String::from_utf8_lossy(&neigh.stdout),
+            String::from_utf8_lossy(&route.stdout),
+            String::from_utf8_lossy(&addr.stdout)
+        );
+    }
+    // A floating IP maps to p: reachable from outside, and p goes out through it.
+    refused(
+        &c,
+        &["floatingip", "create", "--network", "public", "--port", &_o],
+        "no router joins",
+    );
+    let f = ok(
+        &c,
+        0,
+        &["floatingip", "create", "--network", "public", "--port", &pp],
+    );
+    let fip = f["ip"].as_str().unwrap().to_string();
+    assert_eq!(f["fixed_ip"], ip_p.as_str(), "{f}");
+    assert!(
+        outside.pings(&fip, 15),
+        "floating IP {fip} unreachable from outside"
+    );
+    let server = std::process::Command::new("ip")
+        .args([
+            "netns", "exec", &vm_p.ns, "timeout", "5", "busybox", "nc", "-l", "-p", "7000",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let _ = outside.run(&[
+        "sh",
+        "-c",
+        &format!("echo via-fip | busybox nc -w 3 {fip} 7000"),
+    ]);
+    let got = server.wait_with_output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&got.stdout).trim(), "via-fip");
+
+    // The port moves to another node: the floating IP follows it.
+    drop(vm_p);
+    let to = if a == 0 { 1 } else { 0 };
+    run(&c, 0, &["port", "bind", &pp, "--host", &ids[to]]);
+    let moved = wait_for(Duration::from_secs(20), || {
+        let p = json(&c.nodes[0].cli(&["port", "show", &pp, "--json"]));
+        (p["status"] == "ACTIVE" && p["host"] == ids[to].as_str()).then_some(p)
+    })
+    .expect("the port did not move");
+    let vm_p = VmNic::attach(
+        &c.nodes[to].ns,
+        moved["tap"].as_str().unwrap(),
+        &format!("{tag}rp"),
+        &mac_p,
+    );
+    assert!(dhcp(&vm_p, tmp.path()).is_some(), "no lease after the move");
+    assert!(
+        outside.pings(&fip, 15),
+        "the floating IP did not follow its port"
+    );
+    // Unmapped, it no longer answers.
+    run(&c, 0, &["floatingip", "set", &fip, "--unset"]);
+    wait_for(Duration::from_secs(10), || {
+        (!outside.pings(&fip, 1)).then_some(())
+    })
+    .expect("an unmapped floating IP still answers");
+}

@@ -9,18 +9,24 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::cluster::store::network_tables::{FloatingIpRecord, FloatingIps, RouterRecord, Routers};
 use crate::cluster::store::network_tables::{
     NetworkRecord, Networks, PortRecord, PortStatus, Ports, SecurityGroupRecord, SecurityGroups,
     SubnetRecord, Subnets,
 };
 use crate::cluster::store::tables::Nodes;
 use crate::control::ports::tap_name;
+use crate::control::routers::{OWNER_GATEWAY, OWNER_INTERFACE};
 use crate::control::{now_secs, Control};
 use crate::ids::NodeId;
+use crate::network::dataplane::{router_link_name, RouterLink, RouterPlan};
 use crate::network::dataplane::{DataPlane, NetworkPlan, Remote, Service};
 use crate::network::dhcp::Lease;
 use crate::network::dhcpd::DhcpServer;
 use crate::network::firewall::{FirewallPlan, FirewallPort};
+
+/// The NAT table in a router's namespace.
+const ROUTER_NAT_TABLE: &str = "strata_nat";
 use crate::network::ipam;
 use crate::network::metadata::{InstanceMeta, MetadataServer, MetadataSource};
 use crate::network::netns::Netns;
@@ -51,6 +57,7 @@ struct State {
     /// The nft script last applied (reapplied only when it changes, or after a failure).
     firewall: Option<String>,
     metadata: BTreeMap<u32, MetadataServer>,
+    routers: BTreeMap<String, Netns>,
 }
 
 impl NetworkAgent {
@@ -104,6 +111,20 @@ impl NetworkAgent {
             .collect();
         st.dhcp.retain(|vni, _| want_ns.contains(vni));
         st.metadata.retain(|vni, _| want_ns.contains(vni));
+        st.routers
+            .retain(|id, _| plan.routers.iter().any(|r| &r.id == id));
+        for r in &plan.routers {
+            if !st.routers.contains_key(&r.id) {
+                match Netns::create() {
+                    Ok(ns) => {
+                        st.routers.insert(r.id.clone(), ns);
+                    }
+                    Err(e) => {
+                        tracing::warn!(router = %r.id, error = %e, "cannot create a router namespace")
+                    }
+                }
+            }
+        }
         st.namespaces.retain(|vni, _| want_ns.contains(vni));
         for vni in &want_ns {
             if !st.namespaces.contains_key(vni) {
@@ -122,9 +143,15 @@ impl NetworkAgent {
             last_error,
             firewall,
             metadata,
+            routers,
         } = &mut *st;
         let Some(dp) = dataplane.as_ref() else { return };
-        let result = dp.apply(&plan.networks, namespaces).await;
+        let router_ns: Vec<(RouterPlan, &Netns)> = plan
+            .routers
+            .iter()
+            .filter_map(|r| Some((r.clone(), routers.get(&r.id)?)))
+            .collect();
+        let result = dp.apply(&plan.networks, namespaces, &router_ns).await;
         let mut error = result.as_ref().err().map(|e| error_chain(e));
         if error.is_none() {
             let script = crate::network::firewall::script(&plan.firewall);
@@ -246,6 +273,20 @@ impl NetworkAgent {
             .cloned()
             .collect();
         let here: BTreeSet<&str> = local_ports.iter().map(|p| p.network.as_str()).collect();
+        let fips: Vec<FloatingIpRecord> = store
+            .list::<FloatingIps>()
+            .map_err(err)?
+            .into_iter()
+            .map(|f| f.value)
+            .filter(|f| f.port.is_some() && f.fixed_ip.is_some())
+            .collect();
+        // The floating IPs a router translates answer ARP at its gateway port.
+        let fips_of = |router: &str| -> Vec<Ipv4Addr> {
+            fips.iter()
+                .filter(|f| f.router.as_deref() == Some(router))
+                .filter_map(|f| f.ip.parse().ok())
+                .collect()
+        };
         let mut plans = Vec::new();
         let mut leases = BTreeMap::new();
         for net_id in here {
@@ -255,14 +296,18 @@ impl NetworkAgent {
                 .iter()
                 .filter(|p| p.network == net.id && p.host.is_some_and(|h| h != me))
                 .filter_map(|p| {
+                    let mut ips: Vec<Ipv4Addr> = p
+                        .fixed_ips
+                        .iter()
+                        .filter_map(|f| f.ip.parse().ok())
+                        .collect();
+                    if p.device_owner == OWNER_GATEWAY {
+                        ips.extend(fips_of(&p.device_id));
+                    }
                     Some(Remote {
                         mac: ipam::parse_mac(&p.mac).ok()?,
                         node: *nodes.get(&p.host?)?,
-                        ips: p
-                            .fixed_ips
-                            .iter()
-                            .filter_map(|f| f.ip.parse().ok())
-                            .collect(),
+                        ips,
                     })
                 })
                 .collect();
@@ -297,7 +342,7 @@ impl NetworkAgent {
                 mtu: net.mtu,
                 taps: local_ports
                     .iter()
-                    .filter(|p| p.network == net.id)
+                    .filter(|p| p.network == net.id && !is_router_port(p))
                     .map(|p| tap_name(&p.id))
                     .collect(),
                 remotes,
@@ -310,13 +355,33 @@ impl NetworkAgent {
             .into_iter()
             .map(|g| (g.value.id.clone(), g.value))
             .collect();
-        let firewall = firewall_plan(&plans, &local_ports, &ports, &groups);
+        let vm_ports: Vec<PortRecord> = local_ports
+            .iter()
+            .filter(|p| !is_router_port(p))
+            .cloned()
+            .collect();
+        let firewall = firewall_plan(&plans, &vm_ports, &ports, &groups);
+        let routers = store
+            .list::<Routers>()
+            .map_err(err)?
+            .into_iter()
+            .map(|r| r.value)
+            .filter(|r| r.host == me)
+            .map(|r| {
+                let fips: Vec<&FloatingIpRecord> = fips
+                    .iter()
+                    .filter(|f| f.router.as_deref() == Some(r.id.as_str()))
+                    .collect();
+                router_plan(&r, &ports, &networks, &subnets, &fips)
+            })
+            .collect();
         Ok(Plan {
             local,
             networks: plans,
             leases,
             local_ports,
             firewall,
+            routers,
         })
     }
 }
@@ -327,6 +392,107 @@ struct Plan {
     leases: BTreeMap<u32, BTreeMap<[u8; 6], Lease>>,
     local_ports: Vec<PortRecord>,
     firewall: FirewallPlan,
+    routers: Vec<RouterPlan>,
+}
+
+fn is_router_port(p: &PortRecord) -> bool {
+    p.device_owner == OWNER_GATEWAY || p.device_owner == OWNER_INTERFACE
+}
+
+/// A router hosted here: a link per port, floating IPs on its gateway link, the
+/// external subnet's gateway as default route, and its address translation.
+fn router_plan(
+    r: &RouterRecord,
+    ports: &[PortRecord],
+    networks: &BTreeMap<String, NetworkRecord>,
+    subnets: &[SubnetRecord],
+    fips: &[&FloatingIpRecord],
+) -> RouterPlan {
+    let link = |pid: &str, extra: &[Ipv4Addr]| -> Option<(RouterLink, &PortRecord)> {
+        let p = ports.iter().find(|p| p.id == pid)?;
+        let net = networks.get(&p.network)?;
+        let mut addrs: Vec<(Ipv4Addr, u8)> = p
+            .fixed_ips
+            .iter()
+            .filter_map(|f| {
+                let s = subnets.iter().find(|s| s.id == f.subnet)?;
+                Some((
+                    f.ip.parse().ok()?,
+                    ipam::parse_cidr(&s.cidr).ok()?.prefix_len(),
+                ))
+            })
+            .collect();
+        addrs.extend(extra.iter().map(|a| (*a, 32)));
+        Some((
+            RouterLink {
+                outer: router_link_name(&p.id),
+                vni: net.vni,
+                mtu: net.mtu,
+                mac: ipam::parse_mac(&p.mac).ok()?,
+                addrs,
+            },
+            p,
+        ))
+    };
+    let fip_addrs: Vec<Ipv4Addr> = fips.iter().filter_map(|f| f.ip.parse().ok()).collect();
+    let gw = r.gateway_port.as_deref().and_then(|g| link(g, &fip_addrs));
+    let inner: Vec<(RouterLink, &PortRecord)> = r
+        .interface_ports
+        .iter()
+        .filter_map(|i| link(i, &[]))
+        .collect();
+    let mut nat = format!("table ip {t}\ndelete table ip {t}\n", t = ROUTER_NAT_TABLE);
+    let mut default_via = None;
+    if let Some((g, gp)) = &gw {
+        let ext_subnet = gp
+            .fixed_ips
+            .first()
+            .and_then(|f| subnets.iter().find(|s| s.id == f.subnet));
+        default_via = ext_subnet.and_then(|s| s.gateway_ip.as_ref()?.parse().ok());
+        let out = g.inner();
+        let gw_ip = gp
+            .fixed_ips
+            .first()
+            .map(|f| f.ip.clone())
+            .unwrap_or_default();
+        let cidrs: Vec<String> = inner
+            .iter()
+            .flat_map(|(_, p)| p.fixed_ips.iter())
+            .filter_map(|f| {
+                subnets
+                    .iter()
+                    .find(|s| s.id == f.subnet)
+                    .map(|s| s.cidr.clone())
+            })
+            .collect();
+        nat += &format!(
+            "table ip {ROUTER_NAT_TABLE} {{\n  chain pre {{\n    type nat hook prerouting priority -100; policy accept;\n"
+        );
+        for f in fips {
+            if let Some(x) = &f.fixed_ip {
+                nat += &format!("    ip daddr {} dnat to {x}\n", f.ip);
+            }
+        }
+        nat += "  }\n  chain post {\n    type nat hook postrouting priority 100; policy accept;\n";
+        for f in fips {
+            if let Some(x) = &f.fixed_ip {
+                nat += &format!("    oifname \"{out}\" ip saddr {x} snat to {}\n", f.ip);
+            }
+        }
+        if !cidrs.is_empty() && !gw_ip.is_empty() {
+            nat += &format!(
+                "    oifname \"{out}\" ip saddr {{ {} }} snat to {gw_ip}\n",
+                cidrs.join(", ")
+            );
+        }
+        nat += "  }\n}\n";
+    }
+    RouterPlan {
+        id: r.id.clone(),
+        links: gw.into_iter().chain(inner).map(|(l, _)| l).collect(),
+        default_via,
+        nat,
+    }
 }
 
 /// The security group rules of the local ports, and the members of every group they

@@ -9,10 +9,11 @@ use serde_json::json;
 
 use super::admin::ApiError;
 use crate::cluster::store::network_tables::{
-    NetworkRecord, RuleRecord, SecurityGroupRecord, SubnetRecord,
+    FloatingIpRecord, NetworkRecord, RouterRecord, RuleRecord, SecurityGroupRecord, SubnetRecord,
 };
 use crate::control::networks::{CreateNetwork, CreateSubnet, NetworkView};
 use crate::control::ports::{CreatePort, PortView};
+use crate::control::routers::{CreateFloatingIp, CreateRouter};
 use crate::control::secgroups::{CreateRule, CreateSecGroup};
 use crate::control::ControlError;
 use crate::daemon::Node;
@@ -35,6 +36,130 @@ pub fn routes() -> Router<Arc<Node>> {
             "/v1/secgroups/{id}/rules/{rule}",
             axum::routing::delete(delete_rule),
         )
+        .route("/v1/routers", get(routers).post(create_router))
+        .route("/v1/routers/{id}", get(router).delete(delete_router))
+        .route("/v1/routers/{id}/gateway", post(router_gateway))
+        .route("/v1/routers/{id}/interfaces", post(router_add_interface))
+        .route(
+            "/v1/routers/{id}/interfaces/remove",
+            post(router_remove_interface),
+        )
+        .route("/v1/floatingips", get(fips).post(create_fip))
+        .route("/v1/floatingips/{id}", get(fip).delete(delete_fip))
+        .route("/v1/floatingips/{id}/port", post(associate_fip))
+}
+
+async fn routers(State(node): State<Arc<Node>>) -> Result<Json<Vec<RouterRecord>>, ApiError> {
+    Ok(Json(node.control.routers()?))
+}
+
+async fn create_router(
+    State(node): State<Arc<Node>>,
+    Json(req): Json<CreateRouter>,
+) -> Result<Json<RouterRecord>, ApiError> {
+    Ok(Json(node.control.create_router(req).await?))
+}
+
+async fn router(
+    State(node): State<Arc<Node>>,
+    UrlPath(id): UrlPath<String>,
+) -> Result<Json<RouterRecord>, ApiError> {
+    Ok(Json(fresh(&node, || node.control.find_router(&id)).await?))
+}
+
+async fn delete_router(
+    State(node): State<Arc<Node>>,
+    UrlPath(id): UrlPath<String>,
+) -> Result<Json<RouterRecord>, ApiError> {
+    Ok(Json(node.control.delete_router(&id).await?))
+}
+
+#[derive(serde::Deserialize)]
+struct Gateway {
+    network: Option<String>,
+}
+
+async fn router_gateway(
+    State(node): State<Arc<Node>>,
+    UrlPath(id): UrlPath<String>,
+    Json(req): Json<Gateway>,
+) -> Result<Json<RouterRecord>, ApiError> {
+    Ok(Json(
+        node.control
+            .set_router_gateway(&id, req.network.as_deref())
+            .await?,
+    ))
+}
+
+#[derive(serde::Deserialize)]
+struct Interface {
+    subnet: String,
+}
+
+async fn router_add_interface(
+    State(node): State<Arc<Node>>,
+    UrlPath(id): UrlPath<String>,
+    Json(req): Json<Interface>,
+) -> Result<Json<RouterRecord>, ApiError> {
+    Ok(Json(
+        node.control.add_router_interface(&id, &req.subnet).await?,
+    ))
+}
+
+async fn router_remove_interface(
+    State(node): State<Arc<Node>>,
+    UrlPath(id): UrlPath<String>,
+    Json(req): Json<Interface>,
+) -> Result<Json<RouterRecord>, ApiError> {
+    Ok(Json(
+        node.control
+            .remove_router_interface(&id, &req.subnet)
+            .await?,
+    ))
+}
+
+async fn fips(State(node): State<Arc<Node>>) -> Result<Json<Vec<FloatingIpRecord>>, ApiError> {
+    Ok(Json(node.control.floating_ips()?))
+}
+
+async fn create_fip(
+    State(node): State<Arc<Node>>,
+    Json(req): Json<CreateFloatingIp>,
+) -> Result<Json<FloatingIpRecord>, ApiError> {
+    Ok(Json(node.control.create_floating_ip(req).await?))
+}
+
+async fn fip(
+    State(node): State<Arc<Node>>,
+    UrlPath(id): UrlPath<String>,
+) -> Result<Json<FloatingIpRecord>, ApiError> {
+    Ok(Json(
+        fresh(&node, || node.control.find_floating_ip(&id)).await?,
+    ))
+}
+
+async fn delete_fip(
+    State(node): State<Arc<Node>>,
+    UrlPath(id): UrlPath<String>,
+) -> Result<Json<FloatingIpRecord>, ApiError> {
+    Ok(Json(node.control.delete_floating_ip(&id).await?))
+}
+
+#[derive(serde::Deserialize)]
+struct Associate {
+    port: Option<String>,
+}
+
+async fn associate_fip(
+    State(node): State<Arc<Node>>,
+    UrlPath(id): UrlPath<String>,
+    Json(req): Json<Associate>,
+) -> Result<Json<FloatingIpRecord>, ApiError> {
+    Ok(Json(
+        node.control
+            .associate_floating_ip(&id, req.port.as_deref())
+            .await?,
+    ))
 }
 
 #[derive(serde::Deserialize)]

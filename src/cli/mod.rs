@@ -134,6 +134,16 @@ pub enum Cmd {
         #[command(subcommand)]
         cmd: network::SecgroupCmd,
     },
+    /// Manage routers (tenant subnets to an external network, with SNAT).
+    Router {
+        #[command(subcommand)]
+        cmd: network::RouterCmd,
+    },
+    /// Manage floating IPs (an external address mapped 1:1 to a port).
+    Floatingip {
+        #[command(subcommand)]
+        cmd: network::FloatingIpCmd,
+    },
     /// VM sizes.
     Flavor {
         #[command(subcommand)]
@@ -405,6 +415,8 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Cmd::Subnet { cmd } => network::subnet(&cli.socket(), cmd).await,
         Cmd::Port { cmd } => network::port(&cli.socket(), cmd).await,
         Cmd::Secgroup { cmd } => network::secgroup(&cli.socket(), cmd).await,
+        Cmd::Router { cmd } => network::router(&cli.socket(), cmd).await,
+        Cmd::Floatingip { cmd } => network::floatingip(&cli.socket(), cmd).await,
         Cmd::Events { limit, json } => {
             let v = client::call(
                 &cli.socket(),

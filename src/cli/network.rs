@@ -634,3 +634,241 @@ pub async fn secgroup(socket: &Path, cmd: &SecgroupCmd) -> Result<(), CliError> 
     }
     Ok(())
 }
+
+#[derive(Subcommand, Debug)]
+pub enum RouterCmd {
+    /// Create a router (placed on a live node; moved if that node is lost).
+    Create {
+        name: String,
+        #[arg(long)]
+        project: Option<String>,
+        /// An external network for its gateway (SNAT for its subnets).
+        #[arg(long)]
+        external: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    Show {
+        router: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Set the external gateway (or --clear it).
+    SetGateway {
+        router: String,
+        #[arg(long, conflicts_with = "clear")]
+        network: Option<String>,
+        #[arg(long)]
+        clear: bool,
+    },
+    /// Join a tenant subnet (the router takes its gateway address).
+    AddInterface {
+        router: String,
+        #[arg(long)]
+        subnet: String,
+    },
+    RemoveInterface {
+        router: String,
+        #[arg(long)]
+        subnet: String,
+    },
+    Delete {
+        router: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum FloatingIpCmd {
+    /// Allocate a floating IP on an external network, optionally mapped to a port.
+    Create {
+        #[arg(long)]
+        network: String,
+        #[arg(long)]
+        port: Option<String>,
+        #[arg(long)]
+        project: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    Show {
+        fip: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Map it to a port (or --unset).
+    Set {
+        fip: String,
+        #[arg(long, conflicts_with = "unset")]
+        port: Option<String>,
+        #[arg(long)]
+        unset: bool,
+    },
+    Delete {
+        fip: String,
+    },
+}
+
+fn router_human(r: &Value) -> String {
+    details(&[
+        ("id", field(r, "id")),
+        ("name", field(r, "name")),
+        ("project", field(r, "project")),
+        ("host", field(r, "host")),
+        ("gateway port", field(r, "gateway_port")),
+        ("interfaces", r["interface_ports"].to_string()),
+    ])
+}
+
+fn routers_human(v: &Value) -> String {
+    let rows = v
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .map(|r| vec![field(r, "id"), field(r, "name"), field(r, "host")])
+        .collect();
+    table(&["ID", "NAME", "HOST"], rows)
+}
+
+fn fip_human(f: &Value) -> String {
+    details(&[
+        ("id", field(f, "id")),
+        ("ip", field(f, "ip")),
+        ("network", field(f, "network")),
+        ("port", field(f, "port")),
+        ("fixed ip", field(f, "fixed_ip")),
+        ("router", field(f, "router")),
+    ])
+}
+
+fn fips_human(v: &Value) -> String {
+    let rows = v
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .map(|f| {
+            vec![
+                field(f, "id"),
+                field(f, "ip"),
+                field(f, "fixed_ip"),
+                field(f, "port"),
+            ]
+        })
+        .collect();
+    table(&["ID", "IP", "FIXED IP", "PORT"], rows)
+}
+
+pub async fn router(socket: &Path, cmd: &RouterCmd) -> Result<(), CliError> {
+    match cmd {
+        RouterCmd::Create {
+            name,
+            project,
+            external,
+            json,
+        } => {
+            let body = json!({"name": name, "project": project, "external_network": external});
+            let v = client::call(socket, "POST", "/v1/routers", Some(body)).await?;
+            print(&v, *json, router_human);
+        }
+        RouterCmd::List { json } => {
+            let v = client::call(socket, "GET", "/v1/routers", None).await?;
+            print(&v, *json, routers_human);
+        }
+        RouterCmd::Show { router, json } => {
+            let v = client::call(socket, "GET", &format!("/v1/routers/{router}"), None).await?;
+            print(&v, *json, router_human);
+        }
+        RouterCmd::SetGateway {
+            router,
+            network,
+            clear,
+        } => {
+            if network.is_none() && !clear {
+                return Err(CliError::Usage("give --network NET or --clear".into()));
+            }
+            let v = client::call(
+                socket,
+                "POST",
+                &format!("/v1/routers/{router}/gateway"),
+                Some(json!({"network": network})),
+            )
+            .await?;
+            print!("{}", router_human(&v));
+        }
+        RouterCmd::AddInterface { router, subnet } => {
+            let v = client::call(
+                socket,
+                "POST",
+                &format!("/v1/routers/{router}/interfaces"),
+                Some(json!({"subnet": subnet})),
+            )
+            .await?;
+            print!("{}", router_human(&v));
+        }
+        RouterCmd::RemoveInterface { router, subnet } => {
+            let v = client::call(
+                socket,
+                "POST",
+                &format!("/v1/routers/{router}/interfaces/remove"),
+                Some(json!({"subnet": subnet})),
+            )
+            .await?;
+            print!("{}", router_human(&v));
+        }
+        RouterCmd::Delete { router } => {
+            let v = client::call(socket, "DELETE", &format!("/v1/routers/{router}"), None).await?;
+            println!("deleted router {} ({})", field(&v, "name"), field(&v, "id"));
+        }
+    }
+    Ok(())
+}
+
+pub async fn floatingip(socket: &Path, cmd: &FloatingIpCmd) -> Result<(), CliError> {
+    match cmd {
+        FloatingIpCmd::Create {
+            network,
+            port,
+            project,
+            json,
+        } => {
+            let body = json!({"network": network, "port": port, "project": project});
+            let v = client::call(socket, "POST", "/v1/floatingips", Some(body)).await?;
+            print(&v, *json, fip_human);
+        }
+        FloatingIpCmd::List { json } => {
+            let v = client::call(socket, "GET", "/v1/floatingips", None).await?;
+            print(&v, *json, fips_human);
+        }
+        FloatingIpCmd::Show { fip, json } => {
+            let v = client::call(socket, "GET", &format!("/v1/floatingips/{fip}"), None).await?;
+            print(&v, *json, fip_human);
+        }
+        FloatingIpCmd::Set { fip, port, unset } => {
+            if port.is_none() && !unset {
+                return Err(CliError::Usage("give --port PORT or --unset".into()));
+            }
+            let v = client::call(
+                socket,
+                "POST",
+                &format!("/v1/floatingips/{fip}/port"),
+                Some(json!({"port": port})),
+            )
+            .await?;
+            print!("{}", fip_human(&v));
+        }
+        FloatingIpCmd::Delete { fip } => {
+            let v = client::call(socket, "DELETE", &format!("/v1/floatingips/{fip}"), None).await?;
+            println!("released floating IP {}", field(&v, "ip"));
+        }
+    }
+    Ok(())
+}

@@ -5,6 +5,7 @@ pub mod join;
 pub mod networks;
 pub mod placement;
 pub mod ports;
+pub mod routers;
 pub mod secgroups;
 pub mod snapshots;
 pub mod tokens;
@@ -321,6 +322,7 @@ impl Control {
         let mut tick = tokio::time::interval(Duration::from_millis(500));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut down_since = BTreeMap::new();
+        let mut routers_down = std::collections::BTreeMap::new();
         let mut replicas_down = BTreeMap::new();
         loop {
             tick.tick().await;
@@ -334,6 +336,9 @@ impl Control {
             }
             if let Err(e) = self.rereplicate(&mut replicas_down).await {
                 tracing::warn!(error = %crate::telemetry::error_chain(&e), "re-replication failed");
+            }
+            if let Err(e) = self.move_lost_routers(&mut routers_down).await {
+                tracing::warn!(error = %crate::telemetry::error_chain(&e), "moving routers failed");
             }
         }
     }

@@ -227,12 +227,7 @@ impl Control {
             Some("") => None,
             other => Some(ipam::gateway(&cidr, other).map_err(invalid)?),
         };
-        let pools = ipam::pools(
-            &cidr,
-            gw.unwrap_or(std::net::Ipv4Addr::UNSPECIFIED),
-            &req.allocation_pools,
-        )
-        .map_err(invalid)?;
+        let pools = ipam::pools(&cidr, gw, &req.allocation_pools).map_err(invalid)?;
         for d in &req.dns_nameservers {
             ipam::parse_ip(d).map_err(|e| invalid(format!("DNS server: {e}")))?;
         }

@@ -138,7 +138,9 @@ impl Control {
                             subnet.name, subnet.cidr
                         )));
                     }
-                    if subnet.gateway_ip.as_deref() == Some(&a.to_string()) {
+                    if subnet.gateway_ip.as_deref() == Some(&a.to_string())
+                        && req.device_owner != super::routers::OWNER_INTERFACE
+                    {
                         return Err(invalid(format!(
                             "{a} is the gateway of subnet {}",
                             subnet.name

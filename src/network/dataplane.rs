@@ -77,6 +77,39 @@ pub struct NetworkPlan {
     pub service: Option<Service>,
 }
 
+/// One interface of a router namespace: a veth whose outer end is on a network's bridge.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouterLink {
+    /// Outer (bridge side) name; the inner one is the same with `ri` for `rp`.
+    pub outer: String,
+    pub vni: u32,
+    pub mtu: u32,
+    pub mac: [u8; 6],
+    pub addrs: Vec<(Ipv4Addr, u8)>,
+}
+
+impl RouterLink {
+    pub fn inner(&self) -> String {
+        format!("ri{}", &self.outer[2..])
+    }
+}
+
+/// A router hosted on this node: its namespace's interfaces, default route, and the
+/// nft script of its address translation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouterPlan {
+    pub id: String,
+    pub links: Vec<RouterLink>,
+    pub default_via: Option<Ipv4Addr>,
+    pub nat: String,
+}
+
+/// The outer name of a router port's veth.
+pub fn router_link_name(port: &str) -> String {
+    let short: String = port.chars().filter(|c| *c != '-').take(11).collect();
+    format!("rp{short}")
+}
+
 pub fn bridge_name(vni: u32) -> String {
     format!("sbr{vni}")
 }
@@ -207,6 +240,7 @@ impl DataPlane {
         &self,
         plans: &[NetworkPlan],
         namespaces: &BTreeMap<u32, Netns>,
+        routers: &[(RouterPlan, &Netns)],
     ) -> Result<(), DataPlaneError> {
         let mut links = self.links().await?;
         let wanted_vnis: BTreeSet<u32> = plans.iter().map(|p| p.vni).collect();
@@ -225,6 +259,10 @@ impl DataPlane {
                 self.delete(name, l.index).await?;
             }
         }
+        let wanted_links: BTreeSet<&str> = routers
+            .iter()
+            .flat_map(|(r, _)| r.links.iter().map(|l| l.outer.as_str()))
+            .collect();
         for (name, l) in &links {
             let vni = ["sbr", "svx", "ssv"]
                 .iter()
@@ -234,13 +272,56 @@ impl DataPlane {
                     self.delete(name, l.index).await?;
                 }
             }
+            let stale_router_link = name.starts_with("rp")
+                && l.kind.as_deref() == Some("veth")
+                && !wanted_links.contains(name.as_str());
+            if stale_router_link {
+                self.delete(name, l.index).await?;
+            }
         }
         links = self.links().await?;
         for p in plans {
             self.apply_network(p, &mut links, namespaces.get(&p.vni))
                 .await?;
         }
+        if !routers.is_empty() {
+            links = self.links().await?;
+        }
+        for (r, ns) in routers {
+            self.apply_router(r, &links, ns).await?;
+        }
         Ok(())
+    }
+
+    /// A router's namespace: its links, forwarding on, the default route, its NAT.
+    async fn apply_router(
+        &self,
+        r: &RouterPlan,
+        links: &BTreeMap<String, Link>,
+        ns: &Netns,
+    ) -> Result<(), DataPlaneError> {
+        for l in &r.links {
+            let br = links
+                .get(&bridge_name(l.vni))
+                .map(|b| b.index)
+                .ok_or_else(|| DataPlaneError::Io {
+                    what: format!("router {}: no bridge for VNI {}", r.id, l.vni),
+                    source: std::io::Error::from(std::io::ErrorKind::NotFound),
+                })?;
+            self.ns_link(&l.outer, &l.inner(), br, l.mtu, l.mac, &l.addrs, links, ns)
+                .await?;
+        }
+        let inner = NsLinks::open(ns).await?;
+        inner.default_route(r.default_via).await?;
+        let nat = r.nat.clone();
+        ns.run(move || {
+            std::fs::write("/proc/sys/net/ipv4/ip_forward", "1")?;
+            run_nft(&nat)
+        })
+        .map_err(|e| DataPlaneError::Io {
+            what: format!("router {}: forwarding and NAT", r.id),
+            source: e,
+        })
     }
 
     async fn delete(&self, name: &str, index: u32) -> Result<(), DataPlaneError> {
@@ -464,18 +545,44 @@ impl DataPlane {
         links: &BTreeMap<String, Link>,
         ns: &Netns,
     ) -> Result<(), DataPlaneError> {
-        let outer = service_name(p.vni);
-        let peer = format!("ssp{}", p.vni);
+        self.ns_link(
+            &service_name(p.vni),
+            SERVICE_INNER,
+            br,
+            p.mtu,
+            s.mac,
+            &s.addrs,
+            links,
+            ns,
+        )
+        .await
+    }
+
+    /// A veth from bridge `br` (outer end `outer`) into `ns` (inner end `inner`, with `mac`
+    /// and exactly `addrs`), made if either end is missing.
+    #[allow(clippy::too_many_arguments)]
+    async fn ns_link(
+        &self,
+        outer: &str,
+        inner_name: &str,
+        br: u32,
+        mtu: u32,
+        mac: [u8; 6],
+        addrs: &[(Ipv4Addr, u8)],
+        links: &BTreeMap<String, Link>,
+        ns: &Netns,
+    ) -> Result<(), DataPlaneError> {
+        let peer = format!("{}x", &outer[..outer.len().min(14)]);
         let inner = NsLinks::open(ns).await?;
-        let inside = inner.index(SERVICE_INNER).await?;
-        if inside.is_none() || !links.contains_key(&outer) {
+        let inside = inner.index(inner_name).await?;
+        if inside.is_none() || !links.contains_key(outer) {
             // (Re)make the pair: a half left from before is dropped first.
-            if let Some(l) = links.get(&outer) {
-                self.delete(&outer, l.index).await?;
+            if let Some(l) = links.get(outer) {
+                self.delete(outer, l.index).await?;
             }
             self.handle
                 .link()
-                .add(LinkVeth::new(&outer, &peer).mtu(p.mtu).build())
+                .add(LinkVeth::new(outer, &peer).mtu(mtu).build())
                 .execute()
                 .await
                 .map_err(nl(format!("create {outer}")))?;
@@ -487,27 +594,47 @@ impl DataPlane {
                 .link()
                 .set(
                     LinkUnspec::new_with_index(pidx)
-                        .address(s.mac.to_vec())
+                        .address(mac.to_vec())
                         .setns_by_fd(ns.fd_raw())
                         .build(),
                 )
                 .execute()
                 .await
-                .map_err(nl(format!("move {peer} into the service namespace")))?;
-            inner.rename(&peer, SERVICE_INNER).await?;
+                .map_err(nl(format!("move {peer} into its namespace")))?;
+            inner.rename(&peer, inner_name).await?;
         }
-        let oidx = self
-            .index(&outer)
-            .await?
-            .ok_or_else(|| DataPlaneError::Io {
-                what: format!("{outer} vanished"),
-                source: std::io::Error::from(std::io::ErrorKind::NotFound),
-            })?;
+        let oidx = self.index(outer).await?.ok_or_else(|| DataPlaneError::Io {
+            what: format!("{outer} vanished"),
+            source: std::io::Error::from(std::io::ErrorKind::NotFound),
+        })?;
         let fresh = self.links().await?;
-        self.settle(&outer, fresh.get(&outer), oidx, Some(br), p.mtu)
+        self.settle(outer, fresh.get(outer), oidx, Some(br), mtu)
             .await?;
-        inner.configure(SERVICE_INNER, p.mtu, &s.addrs).await
+        inner.configure(inner_name, mtu, addrs).await
     }
+}
+
+/// Runs `nft -f -` with `script` (in the calling thread's network namespace).
+pub fn run_nft(script: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut child = std::process::Command::new("nft")
+        .args(["-f", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| std::io::Error::new(e.kind(), format!("cannot run nft: {e}")))?;
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin.write_all(script.as_bytes())?;
+    }
+    let out = child.wait_with_output()?;
+    if !out.status.success() {
+        return Err(std::io::Error::other(format!(
+            "nft: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    Ok(())
 }
 
 /// Netlink inside a service namespace.
@@ -558,6 +685,53 @@ impl NsLinks {
             .execute()
             .await
             .map_err(nl(format!("rename {from}")))
+    }
+
+    /// Sets (or removes) the namespace's default route.
+    async fn default_route(&self, via: Option<Ipv4Addr>) -> Result<(), DataPlaneError> {
+        use rtnetlink::packet_route::route::{RouteAddress, RouteAttribute};
+        let mut have = None;
+        let mut s = self
+            .handle
+            .route()
+            .get(rtnetlink::RouteMessageBuilder::<Ipv4Addr>::new().build())
+            .execute();
+        while let Some(m) = s.try_next().await.map_err(nl("list routes"))? {
+            if m.header.destination_prefix_length != 0 {
+                continue;
+            }
+            let gw = m.attributes.iter().find_map(|a| match a {
+                RouteAttribute::Gateway(RouteAddress::Inet(g)) => Some(*g),
+                _ => None,
+            });
+            have = Some((gw, m));
+        }
+        match (have, via) {
+            (Some((Some(g), _)), Some(v)) if g == v => Ok(()),
+            (None, None) => Ok(()),
+            (old, want) => {
+                if let Some((_, m)) = old {
+                    self.handle
+                        .route()
+                        .del(m)
+                        .execute()
+                        .await
+                        .map_err(nl("remove the default route"))?;
+                }
+                if let Some(v) = want {
+                    let msg = rtnetlink::RouteMessageBuilder::<Ipv4Addr>::new()
+                        .gateway(v)
+                        .build();
+                    self.handle
+                        .route()
+                        .add(msg)
+                        .execute()
+                        .await
+                        .map_err(nl(format!("add the default route via {v}")))?;
+                }
+                Ok(())
+            }
+        }
     }
 
     /// Brings `lo` and the interface up with exactly `addrs`.

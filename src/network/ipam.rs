@@ -77,13 +77,16 @@ pub fn gateway(net: &Ipv4Net, asked: Option<&str>) -> Result<Ipv4Addr, String> {
 /// each other nor holding the gateway), or the subnet's host addresses minus the gateway.
 pub fn pools(
     net: &Ipv4Net,
-    gw: Ipv4Addr,
+    gw: Option<Ipv4Addr>,
     asked: &[AllocationPool],
 ) -> Result<Vec<(Ipv4Addr, Ipv4Addr)>, String> {
     let mut out: Vec<(Ipv4Addr, Ipv4Addr)> = Vec::new();
     if asked.is_empty() {
         let (first, last) = (u32::from(net.network()) + 1, u32::from(net.broadcast()) - 1);
-        let g = u32::from(gw);
+        let Some(g) = gw.map(u32::from).filter(|g| (first..=last).contains(g)) else {
+            out.push((Ipv4Addr::from(first), Ipv4Addr::from(last)));
+            return Ok(out);
+        };
         if g > first {
             out.push((Ipv4Addr::from(first), Ipv4Addr::from(g - 1)));
         }
@@ -102,7 +105,7 @@ pub fn pools(
         if u32::from(s) > u32::from(e) {
             return Err(format!("allocation pool {s}-{e} ends before it starts"));
         }
-        if (u32::from(s)..=u32::from(e)).contains(&u32::from(gw)) {
+        if let Some(gw) = gw.filter(|g| (u32::from(s)..=u32::from(e)).contains(&u32::from(*g))) {
             return Err(format!("allocation pool {s}-{e} contains the gateway {gw}"));
         }
         if let Some((a, b)) = out
@@ -197,7 +200,15 @@ mod tests {
             .unwrap_err()
             .contains("not a host address"));
         assert!(gateway(&n, Some("192.168.5.255")).is_err());
-        let gw = Ipv4Addr::new(192, 168, 5, 1);
+        let gw = Some(Ipv4Addr::new(192, 168, 5, 1));
+        assert_eq!(
+            pools(&n, None, &[]).unwrap(),
+            vec![(
+                Ipv4Addr::new(192, 168, 5, 1),
+                Ipv4Addr::new(192, 168, 5, 254)
+            )],
+            "without a gateway every host address is in the pool"
+        );
         assert_eq!(
             pools(&n, gw, &[]).unwrap(),
             vec![(
@@ -205,7 +216,7 @@ mod tests {
                 Ipv4Addr::new(192, 168, 5, 254)
             )]
         );
-        let mid = pools(&n, Ipv4Addr::new(192, 168, 5, 100), &[]).unwrap();
+        let mid = pools(&n, Some(Ipv4Addr::new(192, 168, 5, 100)), &[]).unwrap();
         assert_eq!(mid.len(), 2);
         let p = |s: &str, e: &str| AllocationPool {
             start: s.into(),

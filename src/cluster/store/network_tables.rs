@@ -207,3 +207,49 @@ pub struct SecurityGroupRecord {
     pub rules: Vec<RuleRecord>,
     pub created_at: u64,
 }
+
+pub struct Routers;
+impl Table for Routers {
+    const NAME: &'static str = "routers";
+    type Value = RouterRecord;
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct RouterRecord {
+    pub id: String,
+    pub name: String,
+    pub project: String,
+    /// The node whose namespace routes and translates for it.
+    pub host: NodeId,
+    /// Its port on an external network (SNAT source for its subnets).
+    #[serde(default)]
+    pub gateway_port: Option<String>,
+    /// Its ports on tenant subnets (each holding the subnet's gateway address).
+    #[serde(default)]
+    pub interface_ports: Vec<String>,
+    pub created_at: u64,
+}
+
+pub struct FloatingIps;
+impl Table for FloatingIps {
+    const NAME: &'static str = "floating_ips";
+    type Value = FloatingIpRecord;
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct FloatingIpRecord {
+    pub id: String,
+    pub project: String,
+    /// The external network and subnet it comes from.
+    pub network: String,
+    pub subnet: String,
+    pub ip: String,
+    /// The port it maps to 1:1, its fixed address, and the router that translates.
+    #[serde(default)]
+    pub port: Option<String>,
+    #[serde(default)]
+    pub fixed_ip: Option<String>,
+    #[serde(default)]
+    pub router: Option<String>,
+    pub created_at: u64,
+}
