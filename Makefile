@@ -32,6 +32,7 @@ bench:
 	@scripts/install-deps.sh --bench
 	$(CARGO) bench --locked --bench store_vs_etcd
 	$(CARGO) bench --locked --bench volume_vs_fio
+	$(CARGO) bench --locked --bench overlay_vs_vxlan
 	@images/install-deps.sh
 	images/build-guest.sh
 	$(CARGO) bench --locked --bench vmm_vs_qemu

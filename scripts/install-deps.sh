@@ -5,7 +5,7 @@ set -euo pipefail
 PKGS=(libclang-dev librocksdb-dev libsnappy-dev liblz4-dev libzstd-dev libbz2-dev zlib1g-dev
       iproute2 nftables iptables procps curl qemu-system-x86 qemu-utils busybox)
 case "${1:-}" in
-  --bench) PKGS+=(etcd-server etcd-client fio) ;;
+  --bench) PKGS+=(etcd-server etcd-client fio iperf3 python3) ;;
   # What images/ needs: apt-get download, dpkg-deb, cpio, gzip, depmod (kmod), debootstrap,
   # mkfs.ext4 -d (e2fsprogs), QEMU with SeaBIOS for the test host and smoke tests.
   --images) PKGS=(qemu-system-x86 seabios cpio gzip kmod debootstrap e2fsprogs coreutils findutils) ;;
