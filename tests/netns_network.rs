@@ -585,7 +585,7 @@ fn security_groups_open_exactly_what_they_name_and_spoofed_sources_are_dropped()
 
 #[test]
 fn routers_translate_for_their_subnets_and_floating_ips_follow_their_port() {
-    let c = Cluster::form(3);
+    let mut c = Cluster::form(3);
     let ids = node_ids(&c);
     let tmp = tempfile::tempdir().unwrap();
     let tag = c.nodes[0].ns.clone();
@@ -780,6 +780,18 @@ fn routers_translate_for_their_subnets_and_floating_ips_follow_their_port() {
     assert!(
         outside.pings(&fip, 15),
         "the floating IP did not follow its port"
+    );
+    // The router's node restarts: its namespace (owned by the daemon) is made again,
+    // with its links and translations.
+    c.nodes[h].kill();
+    c.nodes[h].start();
+    assert!(
+        outside.pings(&fip, 30),
+        "the floating IP did not come back after the router's node restarted"
+    );
+    assert!(
+        vm_q.pings("203.0.113.50", 15),
+        "SNAT did not come back after the router's node restarted"
     );
     // Unmapped, it no longer answers.
     run(&c, 0, &["floatingip", "set", &fip, "--unset"]);
