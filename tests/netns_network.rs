@@ -745,6 +745,26 @@ fn routers_translate_for_their_subnets_and_floating_ips_follow_their_port() {
         outside.pings(&fip, 15),
         "floating IP {fip} unreachable from outside"
     );
+    // It is translated on the port's node, not the router's: other nodes send it there.
+    let ext_vni = json(&c.nodes[0].cli(&["network", "show", "public", "--json"]))["vni"]
+        .as_u64()
+        .unwrap();
+    let svx = format!("svx{ext_vni}");
+    let neigh = c.nodes[b].in_ns(&["ip", "neigh", "show", &fip, "dev", &svx]);
+    let neigh = String::from_utf8_lossy(&neigh.stdout).to_string();
+    let mac = neigh
+        .split_whitespace()
+        .skip_while(|w| *w != "lladdr")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no ARP entry for {fip}: {neigh}"))
+        .to_string();
+    let fdb = c.nodes[b].in_ns(&["bridge", "fdb", "show", "dev", &svx]);
+    let fdb = String::from_utf8_lossy(&fdb.stdout).to_string();
+    assert!(
+        fdb.contains(&format!("{mac} dst {} self permanent", c.nodes[a].ip)),
+        "floating IP {fip} ({mac}) not sent to the port's node {}: {fdb}",
+        c.nodes[a].ip
+    );
     let server = std::process::Command::new("ip")
         .args([
             "netns", "exec", &vm_p.ns, "timeout", "5", "busybox", "nc", "-l", "-p", "7000",
@@ -761,26 +781,31 @@ fn routers_translate_for_their_subnets_and_floating_ips_follow_their_port() {
     let got = server.wait_with_output().unwrap();
     assert_eq!(String::from_utf8_lossy(&got.stdout).trim(), "via-fip");
 
-    // The port moves to another node: the floating IP follows it.
+    // The port moves to the router's node (translated there), then to the third node
+    // (translated there again): the floating IP follows it each time.
     drop(vm_p);
-    let to = if a == 0 { 1 } else { 0 };
-    run(&c, 0, &["port", "bind", &pp, "--host", &ids[to]]);
-    let moved = wait_for(Duration::from_secs(20), || {
-        let p = json(&c.nodes[0].cli(&["port", "show", &pp, "--json"]));
-        (p["status"] == "ACTIVE" && p["host"] == ids[to].as_str()).then_some(p)
-    })
-    .expect("the port did not move");
-    let vm_p = VmNic::attach(
-        &c.nodes[to].ns,
-        moved["tap"].as_str().unwrap(),
-        &format!("{tag}rp"),
-        &mac_p,
-    );
-    assert!(dhcp(&vm_p, tmp.path()).is_some(), "no lease after the move");
-    assert!(
-        outside.pings(&fip, 15),
-        "the floating IP did not follow its port"
-    );
+    let mut vm_p = None;
+    for to in [h, b] {
+        drop(vm_p.take());
+        run(&c, 0, &["port", "bind", &pp, "--host", &ids[to]]);
+        let moved = wait_for(Duration::from_secs(20), || {
+            let p = json(&c.nodes[0].cli(&["port", "show", &pp, "--json"]));
+            (p["status"] == "ACTIVE" && p["host"] == ids[to].as_str()).then_some(p)
+        })
+        .expect("the port did not move");
+        let nic = VmNic::attach(
+            &c.nodes[to].ns,
+            moved["tap"].as_str().unwrap(),
+            &format!("{tag}rp"),
+            &mac_p,
+        );
+        assert!(dhcp(&nic, tmp.path()).is_some(), "no lease after the move");
+        assert!(
+            outside.pings(&fip, 15),
+            "the floating IP did not follow its port to node {to} (router on {h})"
+        );
+        vm_p = Some(nic);
+    }
     // The router's node restarts: its namespace (owned by the daemon) is made again,
     // with its links and translations.
     c.nodes[h].kill();

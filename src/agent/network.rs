@@ -272,27 +272,73 @@ impl NetworkAgent {
             .filter(|p| p.host == Some(me) && networks.contains_key(&p.network))
             .cloned()
             .collect();
-        let here: BTreeSet<&str> = local_ports.iter().map(|p| p.network.as_str()).collect();
-        let fips: Vec<FloatingIpRecord> = store
+        let all_routers: BTreeMap<String, RouterRecord> = store
+            .list::<Routers>()
+            .map_err(err)?
+            .into_iter()
+            .map(|r| (r.value.id.clone(), r.value))
+            .collect();
+        let port_host: BTreeMap<&str, NodeId> = ports
+            .iter()
+            .filter_map(|p| Some((p.id.as_str(), p.host?)))
+            .collect();
+        // Mapped floating IPs, with the node that translates each: the node hosting its
+        // port (distributed), or the router's own node for ports there.
+        let fips: Vec<(FloatingIpRecord, NodeId, RouterRecord)> = store
             .list::<FloatingIps>()
             .map_err(err)?
             .into_iter()
             .map(|f| f.value)
-            .filter(|f| f.port.is_some() && f.fixed_ip.is_some())
+            .filter(|f| f.fixed_ip.is_some())
+            .filter_map(|f| {
+                let host = *port_host.get(f.port.as_deref()?)?;
+                let r = all_routers.get(f.router.as_deref()?)?.clone();
+                Some((f, host, r))
+            })
             .collect();
-        // The floating IPs a router translates answer ARP at its gateway port.
+        // The floating IPs a router's own node translates answer ARP at its gateway port.
         let fips_of = |router: &str| -> Vec<Ipv4Addr> {
             fips.iter()
-                .filter(|f| f.router.as_deref() == Some(router))
-                .filter_map(|f| f.ip.parse().ok())
+                .filter(|(f, host, r)| f.router.as_deref() == Some(router) && *host == r.host)
+                .filter_map(|(f, _, _)| f.ip.parse().ok())
                 .collect()
         };
+        // The others answer at a per-(router, node) interface on the node of their port.
+        let mut fip_remotes: BTreeMap<String, Vec<Remote>> = BTreeMap::new();
+        for (f, host, r) in fips
+            .iter()
+            .filter(|(_, host, r)| *host != r.host && *host != me)
+        {
+            let Some(node) = nodes.get(host) else {
+                continue;
+            };
+            let Ok(ip) = f.ip.parse::<Ipv4Addr>() else {
+                continue;
+            };
+            let mac = fip_mac(&r.id, *host);
+            let list = fip_remotes.entry(f.network.clone()).or_default();
+            match list.iter_mut().find(|x| x.mac == mac) {
+                Some(x) => x.ips.push(ip),
+                None => list.push(Remote {
+                    mac,
+                    node: *node,
+                    ips: vec![ip],
+                }),
+            }
+        }
+        let local_fips: Vec<&(FloatingIpRecord, NodeId, RouterRecord)> = fips
+            .iter()
+            .filter(|(_, host, r)| *host == me && r.host != me)
+            .collect();
+        let mut here: BTreeSet<&str> = local_ports.iter().map(|p| p.network.as_str()).collect();
+        here.extend(local_fips.iter().map(|(f, _, _)| f.network.as_str()));
         let mut plans = Vec::new();
         let mut leases = BTreeMap::new();
         for net_id in here {
             let net = &networks[net_id];
             let subs: Vec<&SubnetRecord> = subnets.iter().filter(|s| s.network == net.id).collect();
-            let remotes = ports
+            let extra = fip_remotes.get(&net.id).cloned().unwrap_or_default();
+            let remotes: Vec<Remote> = ports
                 .iter()
                 .filter(|p| p.network == net.id && p.host.is_some_and(|h| h != me))
                 .filter_map(|p| {
@@ -311,6 +357,7 @@ impl NetworkAgent {
                     })
                 })
                 .collect();
+            let remotes: Vec<Remote> = remotes.into_iter().chain(extra).collect();
             let mut addrs: Vec<(Ipv4Addr, u8)> = subs
                 .iter()
                 .filter(|s| s.enable_dhcp)
@@ -360,21 +407,37 @@ impl NetworkAgent {
             .filter(|p| !is_router_port(p))
             .cloned()
             .collect();
-        let firewall = firewall_plan(&plans, &vm_ports, &ports, &groups);
-        let routers = store
-            .list::<Routers>()
-            .map_err(err)?
-            .into_iter()
-            .map(|r| r.value)
+        let mut firewall = firewall_plan(&plans, &vm_ports, &ports, &groups);
+        let mut routers: Vec<RouterPlan> = all_routers
+            .values()
             .filter(|r| r.host == me)
             .map(|r| {
                 let fips: Vec<&FloatingIpRecord> = fips
                     .iter()
-                    .filter(|f| f.router.as_deref() == Some(r.id.as_str()))
+                    .filter(|(f, host, _)| {
+                        f.router.as_deref() == Some(r.id.as_str()) && *host == me
+                    })
+                    .map(|(f, _, _)| f)
                     .collect();
-                router_plan(&r, &ports, &networks, &subnets, &fips)
+                router_plan(r, &ports, &networks, &subnets, &fips)
             })
             .collect();
+        // Floating IPs of ports here whose router lives elsewhere: translated here.
+        let mut by_router: BTreeMap<&str, Vec<&FloatingIpRecord>> = BTreeMap::new();
+        for (f, _, r) in &local_fips {
+            by_router.entry(r.id.as_str()).or_default().push(f);
+        }
+        for (rid, fl) in by_router {
+            let r = &all_routers[rid];
+            if let Some((plan, rewrites)) = fip_instance(r, me, &fl, &ports, &networks, &subnets) {
+                for (tap, from, to) in rewrites {
+                    if let Some(fp) = firewall.ports.iter_mut().find(|p| p.tap == tap) {
+                        fp.gateway_rewrite = Some((from, to));
+                    }
+                }
+                routers.push(plan);
+            }
+        }
         Ok(Plan {
             local,
             networks: plans,
@@ -393,6 +456,185 @@ struct Plan {
     local_ports: Vec<PortRecord>,
     firewall: FirewallPlan,
     routers: Vec<RouterPlan>,
+}
+
+/// The MAC of a router's floating IP interface on a node's external bridge, and of its
+/// interface on a tenant bridge (`vni` > 0): stable, local to that node.
+pub fn fip_mac(router: &str, node: NodeId) -> [u8; 6] {
+    fip_mac_on(router, node, 0)
+}
+
+fn fip_mac_on(router: &str, node: NodeId, vni: u32) -> [u8; 6] {
+    use sha2::{Digest, Sha256};
+    let h = Sha256::digest(format!("{router}/{node}/{vni}").as_bytes());
+    [
+        0xfa,
+        0x16,
+        if vni == 0 { 0x3d } else { 0x3c },
+        h[0],
+        h[1],
+        h[2],
+    ]
+}
+
+/// A router's floating-IP instance on this node, for ports here whose router lives on
+/// another node: an interface on the external bridge holding their floating IPs, one on
+/// each of their tenant bridges, 1:1 translation, and tenant subnets routed on to the
+/// router's own node. Also the (TAP, router MAC, instance MAC) rewrites that send the
+/// ports' routed traffic here instead of to the router's node.
+#[allow(clippy::type_complexity)]
+fn fip_instance(
+    r: &RouterRecord,
+    me: NodeId,
+    fips: &[&FloatingIpRecord],
+    ports: &[PortRecord],
+    networks: &BTreeMap<String, NetworkRecord>,
+    subnets: &[SubnetRecord],
+) -> Option<(RouterPlan, Vec<(String, String, String)>)> {
+    let gw_port = ports
+        .iter()
+        .find(|p| Some(&p.id) == r.gateway_port.as_ref())?;
+    let ext = networks.get(&gw_port.network)?;
+    let ext_subnet = gw_port
+        .fixed_ips
+        .first()
+        .and_then(|f| subnets.iter().find(|s| s.id == f.subnet))?;
+    let ext_cidr = ipam::parse_cidr(&ext_subnet.cidr).ok()?;
+    let short = |s: &str| -> String { s.chars().filter(|c| *c != '-').take(7).collect() };
+    let outer_ext = format!("rf{}00", short(&r.id));
+    let mut links = vec![RouterLink {
+        outer: outer_ext.clone(),
+        vni: ext.vni,
+        mtu: ext.mtu,
+        mac: fip_mac(&r.id, me),
+        addrs: fips
+            .iter()
+            .filter_map(|f| Some((f.ip.parse().ok()?, 32)))
+            .collect(),
+        announce: macs_on(ports, &ext.id),
+    }];
+    let ext_inner = links[0].inner();
+    let mut routes = vec![(
+        ext_cidr.network(),
+        ext_cidr.prefix_len(),
+        None,
+        ext_inner.clone(),
+    )];
+    let mut neighbours = Vec::new();
+    let mut rewrites = Vec::new();
+    let mut nat = format!("table ip {t}\ndelete table ip {t}\ntable ip {t} {{\n  chain pre {{\n    type nat hook prerouting priority -100; policy accept;\n", t = ROUTER_NAT_TABLE);
+    let mut post = String::new();
+    for f in fips {
+        let (Some(pid), Some(fixed)) = (&f.port, &f.fixed_ip) else {
+            continue;
+        };
+        let Some(p) = ports.iter().find(|p| &p.id == pid) else {
+            continue;
+        };
+        let Some(net) = networks.get(&p.network) else {
+            continue;
+        };
+        let Some(fx) = p.fixed_ips.iter().find(|x| &x.ip == fixed) else {
+            continue;
+        };
+        // The router's interface on the port's subnet: its MAC is what the port sends
+        // routed traffic to; its address is where tenant traffic goes on from here.
+        let Some(rif) = r
+            .interface_ports
+            .iter()
+            .filter_map(|i| ports.iter().find(|p| &p.id == i))
+            .find(|i| i.fixed_ips.iter().any(|x| x.subnet == fx.subnet))
+        else {
+            continue;
+        };
+        let outer = format!("rf{}{:02x}", short(&r.id), (net.vni % 255) + 1);
+        if !links.iter().any(|l| l.outer == outer) {
+            links.push(RouterLink {
+                outer: outer.clone(),
+                vni: net.vni,
+                mtu: net.mtu,
+                mac: fip_mac_on(&r.id, me, net.vni),
+                addrs: Vec::new(),
+                announce: Vec::new(),
+            });
+        }
+        let inner = format!("ri{}", &outer[2..]);
+        let (Ok(port_mac), Ok(rif_mac), Ok(fixed_ip)) = (
+            ipam::parse_mac(&p.mac),
+            ipam::parse_mac(&rif.mac),
+            fixed.parse::<Ipv4Addr>(),
+        ) else {
+            continue;
+        };
+        neighbours.push((fixed_ip, port_mac, inner.clone()));
+        routes.push((fixed_ip, 32, None, inner.clone()));
+        if let Some(gw) = rif
+            .fixed_ips
+            .first()
+            .and_then(|x| x.ip.parse::<Ipv4Addr>().ok())
+        {
+            neighbours.push((gw, rif_mac, inner.clone()));
+            if let Some(s) = subnets.iter().find(|s| s.id == fx.subnet) {
+                if let Ok(c) = ipam::parse_cidr(&s.cidr) {
+                    routes.push((c.network(), c.prefix_len(), None, inner.clone()));
+                }
+            }
+            for other in r
+                .interface_ports
+                .iter()
+                .filter_map(|i| ports.iter().find(|p| &p.id == i))
+            {
+                for x in &other.fixed_ips {
+                    if x.subnet == fx.subnet {
+                        continue;
+                    }
+                    if let Some(c) = subnets
+                        .iter()
+                        .find(|s| s.id == x.subnet)
+                        .and_then(|s| ipam::parse_cidr(&s.cidr).ok())
+                    {
+                        routes.push((c.network(), c.prefix_len(), Some(gw), inner.clone()));
+                    }
+                }
+            }
+        }
+        nat += &format!("    ip daddr {} dnat to {fixed}\n", f.ip);
+        post += &format!(
+            "    oifname \"{ext_inner}\" ip saddr {fixed} snat to {}\n",
+            f.ip
+        );
+        rewrites.push((
+            tap_name(&p.id),
+            p.mac.clone(),
+            crate::network::dataplane::fmt_mac(&rif_mac),
+            crate::network::dataplane::fmt_mac(&fip_mac_on(&r.id, me, net.vni)),
+        ));
+    }
+    nat += &format!("  }}\n  chain post {{\n    type nat hook postrouting priority 100; policy accept;\n{post}  }}\n}}\n");
+    let rewrites = rewrites
+        .into_iter()
+        .map(|(tap, _, from, to)| (tap, from, to))
+        .collect();
+    Some((
+        RouterPlan {
+            id: format!("{}@{me}", r.id),
+            links,
+            default_via: ext_subnet.gateway_ip.as_ref().and_then(|g| g.parse().ok()),
+            nat,
+            routes,
+            neighbours,
+        },
+        rewrites,
+    ))
+}
+
+/// The MACs of the ports of a network (whom to tell about a moved address).
+fn macs_on(ports: &[PortRecord], network: &str) -> Vec<[u8; 6]> {
+    ports
+        .iter()
+        .filter(|p| p.network == network)
+        .filter_map(|p| ipam::parse_mac(&p.mac).ok())
+        .collect()
 }
 
 fn is_router_port(p: &PortRecord) -> bool {
@@ -429,6 +671,11 @@ fn router_plan(
                 vni: net.vni,
                 mtu: net.mtu,
                 mac: ipam::parse_mac(&p.mac).ok()?,
+                announce: if extra.is_empty() {
+                    Vec::new()
+                } else {
+                    macs_on(ports, &p.network)
+                },
                 addrs,
             },
             p,
@@ -492,6 +739,8 @@ fn router_plan(
         links: gw.into_iter().chain(inner).map(|(l, _)| l).collect(),
         default_via,
         nat,
+        routes: Vec::new(),
+        neighbours: Vec::new(),
     }
 }
 
@@ -544,6 +793,7 @@ fn firewall_plan(
                     .collect(),
                 port_security: p.port_security,
                 groups: p.security_groups.clone(),
+                gateway_rewrite: None,
             })
             .collect(),
         groups: used,

@@ -86,6 +86,9 @@ pub struct RouterLink {
     pub mtu: u32,
     pub mac: [u8; 6],
     pub addrs: Vec<(Ipv4Addr, u8)>,
+    /// Whom to tell (gratuitous ARP) when an address appears here: the other ports of
+    /// the network, which may have it cached at another MAC (a floating IP that moved).
+    pub announce: Vec<[u8; 6]>,
 }
 
 impl RouterLink {
@@ -102,6 +105,10 @@ pub struct RouterPlan {
     pub links: Vec<RouterLink>,
     pub default_via: Option<Ipv4Addr>,
     pub nat: String,
+    /// Extra routes: (destination, prefix, next hop or None for on-link, inner link).
+    pub routes: Vec<(Ipv4Addr, u8, Option<Ipv4Addr>, String)>,
+    /// Permanent neighbour entries: (address, MAC, inner link).
+    pub neighbours: Vec<(Ipv4Addr, [u8; 6], String)>,
 }
 
 /// The outer name of a router port's veth.
@@ -272,7 +279,7 @@ impl DataPlane {
                     self.delete(name, l.index).await?;
                 }
             }
-            let stale_router_link = name.starts_with("rp")
+            let stale_router_link = (name.starts_with("rp") || name.starts_with("rf"))
                 && l.kind.as_deref() == Some("veth")
                 && !wanted_links.contains(name.as_str());
             if stale_router_link {
@@ -308,11 +315,35 @@ impl DataPlane {
                     what: format!("router {}: no bridge for VNI {}", r.id, l.vni),
                     source: std::io::Error::from(std::io::ErrorKind::NotFound),
                 })?;
-            self.ns_link(&l.outer, &l.inner(), br, l.mtu, l.mac, &l.addrs, links, ns)
+            let added = self
+                .ns_link(&l.outer, &l.inner(), br, l.mtu, l.mac, &l.addrs, links, ns)
                 .await?;
+            if !added.is_empty() {
+                let (dev, mac, to) = (l.inner(), l.mac, l.announce.clone());
+                let sent = ns.run(move || {
+                    for ip in &added {
+                        super::netns::send_garps(&dev, mac, *ip, &to)?;
+                    }
+                    Ok(())
+                });
+                match sent {
+                    Ok(()) => {
+                        tracing::info!(router = %r.id, link = %l.inner(), "announced new addresses by gratuitous ARP")
+                    }
+                    Err(e) => {
+                        tracing::warn!(router = %r.id, error = %e, "cannot announce moved addresses")
+                    }
+                }
+            }
         }
         let inner = NsLinks::open(ns).await?;
         inner.default_route(r.default_via).await?;
+        for (ip, mac, dev) in &r.neighbours {
+            inner.neighbour(dev, *ip, *mac).await?;
+        }
+        for (dst, prefix, via, dev) in &r.routes {
+            inner.route(*dst, *prefix, *via, dev).await?;
+        }
         let nat = r.nat.clone();
         ns.run(move || {
             std::fs::write("/proc/sys/net/ipv4/ip_forward", "1")?;
@@ -397,7 +428,7 @@ impl DataPlane {
                 .await?;
         }
         self.apply_fdb(vx_idx, &p.remotes).await?;
-        self.apply_neighbours(vx_idx, &p.remotes).await?;
+        self.apply_neighbours(vx_idx, &br, &p.remotes).await?;
         match (&p.service, ns) {
             (Some(s), Some(ns)) => self.apply_service(p, s, br_idx, links, ns).await?,
             _ => {
@@ -476,7 +507,16 @@ impl DataPlane {
     }
 
     /// ARP entries on the VXLAN device (answered locally by its ARP proxy).
-    async fn apply_neighbours(&self, vx: u32, remotes: &[Remote]) -> Result<(), DataPlaneError> {
+    /// An address that moved (its MAC changed, or it appeared here after the first pass)
+    /// is announced by gratuitous ARP on the local bridge: the VXLAN ARP proxy answers
+    /// requests locally and carries no ARP across the overlay, so guests that cached the
+    /// old MAC would otherwise keep it until their cache expires.
+    async fn apply_neighbours(
+        &self,
+        vx: u32,
+        bridge: &str,
+        remotes: &[Remote],
+    ) -> Result<(), DataPlaneError> {
         let want: BTreeMap<Ipv4Addr, [u8; 6]> = remotes
             .iter()
             .flat_map(|r| r.ips.iter().map(move |ip| (*ip, r.mac)))
@@ -531,6 +571,17 @@ impl DataPlane {
                 .execute()
                 .await
                 .map_err(nl(format!("add ARP entry {ip} → {}", fmt_mac(mac))))?;
+            let moved = match known.get(ip) {
+                Some(_) => true,
+                None => !known.is_empty(),
+            };
+            if moved {
+                if let Err(e) = super::netns::send_garps(bridge, *mac, *ip, &[]) {
+                    tracing::debug!(%ip, error = %e, "cannot announce a moved address");
+                } else {
+                    tracing::info!(%ip, mac = %fmt_mac(mac), "announced a moved address on the local bridge");
+                }
+            }
         }
         Ok(())
     }
@@ -556,6 +607,7 @@ impl DataPlane {
             ns,
         )
         .await
+        .map(|_| ())
     }
 
     /// A veth from bridge `br` (outer end `outer`) into `ns` (inner end `inner`, with `mac`
@@ -571,7 +623,7 @@ impl DataPlane {
         addrs: &[(Ipv4Addr, u8)],
         links: &BTreeMap<String, Link>,
         ns: &Netns,
-    ) -> Result<(), DataPlaneError> {
+    ) -> Result<Vec<Ipv4Addr>, DataPlaneError> {
         let peer = format!("{}x", &outer[..outer.len().min(14)]);
         let inner = NsLinks::open(ns).await?;
         let inside = inner.index(inner_name).await?;
@@ -687,6 +739,49 @@ impl NsLinks {
             .map_err(nl(format!("rename {from}")))
     }
 
+    /// A permanent neighbour entry (replaced if present).
+    async fn neighbour(&self, dev: &str, ip: Ipv4Addr, mac: [u8; 6]) -> Result<(), DataPlaneError> {
+        let idx = self.index(dev).await?.ok_or_else(|| DataPlaneError::Io {
+            what: format!("{dev} missing in its namespace"),
+            source: std::io::Error::from(std::io::ErrorKind::NotFound),
+        })?;
+        self.handle
+            .neighbours()
+            .add(idx, IpAddr::V4(ip))
+            .link_layer_address(&mac)
+            .replace()
+            .execute()
+            .await
+            .map_err(nl(format!("neighbour {ip} on {dev}")))
+    }
+
+    /// A route (replaced if present).
+    async fn route(
+        &self,
+        dst: Ipv4Addr,
+        prefix: u8,
+        via: Option<Ipv4Addr>,
+        dev: &str,
+    ) -> Result<(), DataPlaneError> {
+        let idx = self.index(dev).await?.ok_or_else(|| DataPlaneError::Io {
+            what: format!("{dev} missing in its namespace"),
+            source: std::io::Error::from(std::io::ErrorKind::NotFound),
+        })?;
+        let mut b = rtnetlink::RouteMessageBuilder::<Ipv4Addr>::new()
+            .destination_prefix(dst, prefix)
+            .output_interface(idx);
+        if let Some(v) = via {
+            b = b.gateway(v);
+        }
+        self.handle
+            .route()
+            .add(b.build())
+            .replace()
+            .execute()
+            .await
+            .map_err(nl(format!("route {dst}/{prefix} via {dev}")))
+    }
+
     /// Sets (or removes) the namespace's default route.
     async fn default_route(&self, via: Option<Ipv4Addr>) -> Result<(), DataPlaneError> {
         use rtnetlink::packet_route::route::{RouteAddress, RouteAttribute};
@@ -740,7 +835,7 @@ impl NsLinks {
         name: &str,
         mtu: u32,
         addrs: &[(Ipv4Addr, u8)],
-    ) -> Result<(), DataPlaneError> {
+    ) -> Result<Vec<Ipv4Addr>, DataPlaneError> {
         if let Some(lo) = self.index("lo").await? {
             self.handle
                 .link()
@@ -785,10 +880,12 @@ impl NsLinks {
                     .map_err(nl(format!("remove address {}/{}", key.0, key.1)))?;
             }
         }
+        let mut added = Vec::new();
         for (ip, prefix) in addrs {
             if have.iter().any(|(k, _)| k == &(*ip, *prefix)) {
                 continue;
             }
+            added.push(*ip);
             self.handle
                 .address()
                 .add(idx, IpAddr::V4(*ip), *prefix)
@@ -796,7 +893,7 @@ impl NsLinks {
                 .await
                 .map_err(nl(format!("add address {ip}/{prefix}")))?;
         }
-        Ok(())
+        Ok(added)
     }
 }
 

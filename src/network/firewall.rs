@@ -33,6 +33,9 @@ pub struct FirewallPort {
     /// Off: no anti-spoofing, no filtering.
     pub port_security: bool,
     pub groups: Vec<String>,
+    /// Frames to this MAC (the router's, on another node) go to that one instead (the
+    /// local floating-IP instance of the router).
+    pub gateway_rewrite: Option<(String, String)>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -69,6 +72,15 @@ pub fn script(plan: &FirewallPlan) -> String {
         s,
         "  chain pre {{\n    type filter hook prerouting priority -300; policy accept;"
     );
+    for p in &plan.ports {
+        if let Some((from, to)) = &p.gateway_rewrite {
+            let _ = writeln!(
+                s,
+                "    iifname \"{}\" ether daddr {from} ether daddr set {to}",
+                p.tap
+            );
+        }
+    }
     for (i, p) in &secured {
         let _ = writeln!(s, "    iifname \"{}\" jump spoof_{i}", p.tap);
         let _ = writeln!(s, "    iifname \"{}\" meta mark set 0x{i:x}", p.tap);
@@ -336,6 +348,7 @@ mod tests {
                     ips: vec![Ipv4Addr::new(10, 0, 0, 3)],
                     port_security: true,
                     groups: vec!["g1".into()],
+                    gateway_rewrite: None,
                 },
                 FirewallPort {
                     tap: "tapbbb".into(),
@@ -343,6 +356,7 @@ mod tests {
                     ips: vec![],
                     port_security: false,
                     groups: vec![],
+                    gateway_rewrite: None,
                 },
             ],
             groups: [(
