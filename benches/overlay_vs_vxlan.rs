@@ -125,22 +125,7 @@ fn cli(c: &Cluster, args: &[&str]) -> Value {
 fn main() {
     let c = Cluster::form(2);
     let tag = c.nodes[0].ns.clone();
-    let ids: Vec<String> = {
-        let s = c.nodes[0].status().expect("status");
-        c.nodes
-            .iter()
-            .map(|n| {
-                s["nodes"]
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .find(|x| x["addr"] == n.addr().as_str())
-                    .and_then(|x| x["id"].as_str())
-                    .unwrap()
-                    .to_string()
-            })
-            .collect()
-    };
+    let ids: Vec<String> = c.node_ids();
     let mut vms: Vec<String> = Vec::new();
 
     // 1. Strata: two ports of one network (default security group), on nodes 0 and 1.

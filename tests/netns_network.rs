@@ -26,23 +26,6 @@ esac
 exit 0
 "#;
 
-fn node_ids(c: &Cluster) -> Vec<String> {
-    let s = c.nodes[0].status().expect("status");
-    c.nodes
-        .iter()
-        .map(|n| {
-            s["nodes"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .find(|x| x["addr"] == n.addr().as_str())
-                .and_then(|x| x["id"].as_str())
-                .unwrap()
-                .to_string()
-        })
-        .collect()
-}
-
 fn ok(c: &Cluster, i: usize, args: &[&str]) -> serde_json::Value {
     let mut a: Vec<&str> = args.to_vec();
     a.push("--json");
@@ -128,7 +111,7 @@ fn dhcp(vm: &VmNic, dir: &std::path::Path) -> Option<String> {
 #[test]
 fn ports_on_different_nodes_talk_over_the_overlay_and_networks_are_isolated() {
     let mut c = Cluster::form(3);
-    let ids = node_ids(&c);
+    let ids = c.node_ids();
     let tmp = tempfile::tempdir().unwrap();
     let tag = c.nodes[0].ns.clone();
 
@@ -359,7 +342,7 @@ fn ports_on_different_nodes_talk_over_the_overlay_and_networks_are_isolated() {
 #[test]
 fn security_groups_open_exactly_what_they_name_and_spoofed_sources_are_dropped() {
     let c = Cluster::form(2);
-    let ids = node_ids(&c);
+    let ids = c.node_ids();
     let tmp = tempfile::tempdir().unwrap();
     let tag = c.nodes[0].ns.clone();
     ok(&c, 0, &["network", "create", "green"]);
@@ -586,7 +569,7 @@ fn security_groups_open_exactly_what_they_name_and_spoofed_sources_are_dropped()
 #[test]
 fn routers_translate_for_their_subnets_and_floating_ips_follow_their_port() {
     let mut c = Cluster::form(3);
-    let ids = node_ids(&c);
+    let ids = c.node_ids();
     let tmp = tempfile::tempdir().unwrap();
     let tag = c.nodes[0].ns.clone();
     ok(&c, 0, &["network", "create", "public", "--external"]);

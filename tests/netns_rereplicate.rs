@@ -17,22 +17,7 @@ fn a_replica_lost_for_longer_than_the_grace_is_rebuilt_elsewhere() {
     // Every node of this test's cluster uses a 3 s grace.
     std::env::set_var("STRATA_REPLICA_GRACE_S", "3");
     let mut c = Cluster::form(4);
-    let ids: Vec<String> = {
-        let s = c.nodes[0].status().expect("status");
-        c.nodes
-            .iter()
-            .map(|n| {
-                s["nodes"]
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .find(|x| x["addr"] == n.addr().as_str())
-                    .and_then(|x| x["id"].as_str())
-                    .unwrap()
-                    .to_string()
-            })
-            .collect()
-    };
+    let ids: Vec<String> = c.node_ids();
     let name = replicated_volume(&c, 0, "r", "256M", 3);
     let replicas: Vec<String> = json(&c.nodes[0].cli(&["volume", "show", &name, "--json"]))
         ["replicas"]

@@ -116,22 +116,7 @@ fn a_guest_on_a_tenant_network_leases_its_port_address_reads_metadata_and_answer
     // A port on the other node reaches the guest over the overlay.
     let host = c.index_of(web["node"].as_str().unwrap()).unwrap();
     let other = 1 - host;
-    let ids: Vec<String> = {
-        let s = c.nodes[0].status().unwrap();
-        c.nodes
-            .iter()
-            .map(|n| {
-                s["nodes"]
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .find(|x| x["addr"] == n.addr().as_str())
-                    .and_then(|x| x["id"].as_str())
-                    .unwrap()
-                    .to_string()
-            })
-            .collect()
-    };
+    let ids: Vec<String> = c.node_ids();
     let o = c.nodes[0].cli(&[
         "port",
         "create",

@@ -83,6 +83,17 @@ pub struct ReplicatedVolume {
     rmw: Mutex<()>,
 }
 
+/// What every client is made from.
+struct Parts<'a> {
+    transport: Arc<Transport>,
+    rt: tokio::runtime::Handle,
+    local: NodeId,
+    volume: &'a str,
+    size: u64,
+    extent_size: u64,
+    local_server: Option<Arc<ReplicaServer>>,
+}
+
 /// Per-request timeout; a replica slower than this is treated as gone.
 pub const IO_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -109,43 +120,21 @@ impl ReplicatedVolume {
         targets: &[ReplicaTarget],
         local_server: Option<Arc<ReplicaServer>>,
     ) -> Result<Self, VolumeError> {
-        let v = ReplicatedVolume {
-            volume: volume.to_string(),
-            size: AtomicU64::new(size),
-            extent_size,
+        let v = Self::client(
+            Parts {
+                transport,
+                rt,
+                local,
+                volume,
+                size,
+                extent_size,
+                local_server,
+            },
             generation,
-            local,
-            replicas: Mutex::new(
-                targets
-                    .iter()
-                    .map(|t| Replica {
-                        target: *t,
-                        live: t.in_sync,
-                        reason: if t.in_sync {
-                            String::new()
-                        } else {
-                            "it missed writes under an earlier writer".into()
-                        },
-                        stale: if t.in_sync {
-                            BTreeSet::new()
-                        } else {
-                            (0..size.div_ceil(extent_size)).collect()
-                        },
-                    })
-                    .collect(),
-            ),
-            transport,
-            local_server,
-            rt,
-            timeout: IO_TIMEOUT,
-            order: RwLock::new(()),
-            fenced: AtomicBool::new(false),
-            resynced_bytes: AtomicU64::new(0),
-            repaired_blocks: AtomicU64::new(0),
-            layer: None,
-            parent: None,
-            rmw: Mutex::new(()),
-        };
+            None,
+            targets,
+            "it missed writes under an earlier writer",
+        );
         let req = BlkRequest::Activate {
             volume: volume.to_string(),
             generation,
@@ -193,36 +182,64 @@ impl ReplicatedVolume {
         targets: &[ReplicaTarget],
         local_server: Option<Arc<ReplicaServer>>,
     ) -> Self {
+        Self::client(
+            Parts {
+                transport,
+                rt,
+                local,
+                volume,
+                size,
+                extent_size,
+                local_server,
+            },
+            0,
+            Some(layer.to_string()),
+            targets,
+            "it is being rebuilt",
+        )
+    }
+
+    /// A client; replicas not in sync start faulted (`why`), with every extent stale
+    /// for a writer (a reader of a snapshot never copies).
+    fn client(
+        p: Parts<'_>,
+        generation: u64,
+        layer: Option<String>,
+        targets: &[ReplicaTarget],
+        why: &str,
+    ) -> Self {
+        let extents = p.size.div_ceil(p.extent_size);
+        let writer = layer.is_none();
         ReplicatedVolume {
-            volume: volume.to_string(),
-            size: AtomicU64::new(size),
-            extent_size,
-            generation: 0,
-            local,
+            volume: p.volume.to_string(),
+            size: AtomicU64::new(p.size),
+            extent_size: p.extent_size,
+            generation,
+            local: p.local,
             replicas: Mutex::new(
                 targets
                     .iter()
                     .map(|t| Replica {
                         target: *t,
                         live: t.in_sync,
-                        reason: if t.in_sync {
-                            String::new()
+                        reason: if t.in_sync { String::new() } else { why.into() },
+                        stale: if t.in_sync || !writer {
+                            BTreeSet::new()
                         } else {
-                            "it is being rebuilt".into()
+                            (0..extents).collect()
                         },
-                        stale: BTreeSet::new(),
                     })
                     .collect(),
             ),
-            transport,
-            local_server,
-            rt,
+            transport: p.transport,
+            local_server: p.local_server,
+            rt: p.rt,
             timeout: IO_TIMEOUT,
             order: RwLock::new(()),
             fenced: AtomicBool::new(false),
             resynced_bytes: AtomicU64::new(0),
             repaired_blocks: AtomicU64::new(0),
-            layer: Some(layer.to_string()),
+            layer,
             parent: None,
             rmw: Mutex::new(()),
         }

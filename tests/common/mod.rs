@@ -163,6 +163,24 @@ where
 }
 
 impl Cluster {
+    /// Each node's id, in node order (as node 0's status lists them).
+    pub fn node_ids(&self) -> Vec<String> {
+        let s = self.nodes[0].status().expect("status");
+        self.nodes
+            .iter()
+            .map(|n| {
+                s["nodes"]
+                    .as_array()
+                    .expect("nodes")
+                    .iter()
+                    .find(|x| x["addr"] == n.addr().as_str())
+                    .and_then(|x| x["id"].as_str())
+                    .expect("every node in the status")
+                    .to_string()
+            })
+            .collect()
+    }
+
     /// Creates `n` namespaces on a shared bridge, with nothing running yet.
     pub fn topology(n: usize) -> Cluster {
         assert!(
