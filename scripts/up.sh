@@ -18,6 +18,14 @@ if [ -f images/out/guest/vmlinuz ]; then
 else
   echo "  make images-guest   # then: $BIN --data-dir $DATA vm create ... (see README)"
 fi
-echo "The OpenStack API and web console are not built yet (see docs/status.md)."
+API_HOST=${LISTEN%:*}
+echo
+echo "OpenStack API (Keystone v3 so far): http://$API_HOST:5000/identity/v3"
+echo "First credentials: user admin, project admin, password in $DATA/admin-password"
+echo "(written on the first start, readable by root only). For the openstack client:"
+echo "  export OS_AUTH_URL=http://$API_HOST:5000/identity OS_IDENTITY_API_VERSION=3 \\"
+echo "    OS_USERNAME=admin OS_PROJECT_NAME=admin OS_USER_DOMAIN_NAME=Default \\"
+echo "    OS_PROJECT_DOMAIN_NAME=Default OS_PASSWORD=\$(cat $DATA/admin-password)"
+echo "The web console is not built yet (see docs/status.md)."
 echo
 exec "$BIN" --data-dir "$DATA" serve --listen "$LISTEN"

@@ -10,6 +10,8 @@ use serde::Deserialize;
 
 /// Default UDP port of the node-to-node QUIC endpoint.
 pub const DEFAULT_PORT: u16 = 7440;
+/// The OpenStack-compatible API's port (Keystone's traditional one).
+pub const API_PORT: u16 = 5000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -43,6 +45,8 @@ pub struct Config {
     pub advertise: SocketAddr,
     /// TCP address of the Prometheus endpoint; `None` disables it.
     pub metrics_listen: Option<SocketAddr>,
+    /// TCP address of the OpenStack-compatible API (plain HTTP); `None` disables it.
+    pub api_listen: Option<SocketAddr>,
     /// Unix socket of the local admin API used by the CLI.
     pub admin_socket: PathBuf,
     pub log_format: LogFormat,
@@ -92,6 +96,7 @@ pub struct ConfigFile {
     pub listen: Option<String>,
     pub advertise: Option<String>,
     pub metrics_listen: Option<String>,
+    pub api_listen: Option<String>,
     pub admin_socket: Option<PathBuf>,
     pub log_format: Option<String>,
     #[serde(default)]
@@ -147,6 +152,7 @@ impl ConfigFile {
         take!(listen);
         take!(advertise);
         take!(metrics_listen);
+        take!(api_listen);
         take!(admin_socket);
         take!(log_format);
         take!(raft.heartbeat_ms);
@@ -197,6 +203,11 @@ impl ConfigFile {
             None => Some(SocketAddr::new(listen.ip(), DEFAULT_PORT + 1)),
             Some("") | Some("off") => None,
             Some(a) => Some(parse_addr("metrics_listen", a)?),
+        };
+        let api_listen = match self.api_listen.as_deref() {
+            None => Some(SocketAddr::new(listen.ip(), API_PORT)),
+            Some("") | Some("off") => None,
+            Some(a) => Some(parse_addr("api_listen", a)?),
         };
         let admin_socket = self
             .admin_socket
@@ -260,6 +271,7 @@ impl ConfigFile {
             listen,
             advertise,
             metrics_listen,
+            api_listen,
             admin_socket,
             log_format,
             raft: RaftTuning {

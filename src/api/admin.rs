@@ -103,6 +103,9 @@ impl From<ControlError> for ApiError {
             ControlError::Invalid(_) => StatusCode::BAD_REQUEST,
             ControlError::NotFound(_) => StatusCode::NOT_FOUND,
             ControlError::Unavailable(_) => StatusCode::BAD_GATEWAY,
+            ControlError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ControlError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ControlError::Conflict(_) => StatusCode::CONFLICT,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         };
         ApiError(code, error_chain(&e))

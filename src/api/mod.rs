@@ -5,3 +5,4 @@ pub mod admin;
 pub mod admin_networks;
 pub mod admin_vms;
 pub mod admin_volumes;
+pub mod openstack;

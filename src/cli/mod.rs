@@ -48,6 +48,10 @@ pub struct NodeFlags {
     /// TCP address for Prometheus metrics, or `off` (default: listen IP, port 7441).
     #[arg(long, env = "STRATA_METRICS_LISTEN")]
     pub metrics_listen: Option<String>,
+    /// TCP address of the OpenStack-compatible API, or `off` (default: listen IP, port
+    /// 5000; plain HTTP).
+    #[arg(long, env = "STRATA_API_LISTEN")]
+    pub api_listen: Option<String>,
     /// Log format: text or json.
     #[arg(long, env = "STRATA_LOG_FORMAT")]
     pub log_format: Option<String>,
@@ -269,6 +273,7 @@ impl Cli {
             listen: flags.listen.clone(),
             advertise: flags.advertise.clone(),
             metrics_listen: flags.metrics_listen.clone(),
+            api_listen: flags.api_listen.clone(),
             admin_socket: self.socket.clone(),
             log_format: flags.log_format.clone(),
             storage: crate::config::StorageFile {

@@ -1,6 +1,7 @@
 //! Validation and cluster-wide decisions. The only writer of desired state: everything
 //! above it (CLI, admin API, later the OpenStack API and console) calls in here.
 
+pub mod identity;
 pub mod join;
 pub mod networks;
 pub mod placement;
@@ -57,6 +58,15 @@ pub enum ControlError {
     NotFound(String),
     #[error("{0}")]
     Unavailable(String),
+    /// Wrong credentials, or a token that is not (or no longer) valid.
+    #[error("{0}")]
+    Unauthorized(String),
+    /// Valid credentials without the right to do this.
+    #[error("{0}")]
+    Forbidden(String),
+    /// The request clashes with what exists (a duplicate name).
+    #[error("{0}")]
+    Conflict(String),
 }
 
 impl Control {

@@ -106,6 +106,10 @@ impl DataDir {
     pub fn nbd_socket(&self) -> PathBuf {
         self.root.join("nbd.sock")
     }
+    /// The bootstrap admin's password (written once when the cluster is created, 0600).
+    pub fn admin_password(&self) -> PathBuf {
+        self.root.join("admin-password")
+    }
     /// This node's volume regions (`regions/<volume id>/`).
     pub fn regions_dir(&self) -> PathBuf {
         self.root.join("regions")

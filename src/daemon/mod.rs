@@ -228,6 +228,28 @@ impl Node {
             }
             datadir.finish_bootstrap()?;
             tracing::info!(cluster = %identity.node.cluster_name, "cluster bootstrapped");
+            // The first credentials: written once, readable by root only, never logged.
+            match control.bootstrap_identity().await {
+                Ok(Some(password)) => {
+                    let path = datadir.admin_password();
+                    let written = std::fs::write(&path, format!("{password}\n")).and_then(|_| {
+                        std::fs::set_permissions(
+                            &path,
+                            std::os::unix::fs::PermissionsExt::from_mode(0o600),
+                        )
+                    });
+                    match written {
+                        Ok(()) => {
+                            tracing::info!(file = %path.display(), "admin credentials written")
+                        }
+                        Err(e) => {
+                            tracing::warn!(file = %path.display(), error = %e, "cannot write the admin password")
+                        }
+                    }
+                }
+                Ok(None) => {}
+                Err(e) => tracing::warn!(error = %error_chain(&e), "identity not bootstrapped"),
+            }
         }
 
         for p in &identity.node.peers {
@@ -365,6 +387,12 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
             .map_err(|source| ServeError::Metrics { addr, source })?;
         tokio::spawn(admin::serve_metrics(listener, node.clone()));
     }
+    if let Some(addr) = node.config.api_listen {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|source| ServeError::Metrics { addr, source })?;
+        tokio::spawn(crate::api::openstack::serve(listener, node.clone()));
+    }
     println!(
         "strata node {} serving: cluster endpoint {} (QUIC), admin socket {}{}",
         node.control.node,
@@ -374,6 +402,11 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
             .metrics_listen
             .map(|a| format!(", metrics http://{a}/metrics"))
             .unwrap_or_default()
+            + &node
+                .config
+                .api_listen
+                .map(|a| format!(", OpenStack API http://{a}/identity/v3"))
+                .unwrap_or_default()
     );
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .map_err(|source| ServeError::Admin {

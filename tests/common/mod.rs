@@ -434,3 +434,23 @@ pub fn replica_states(c: &Cluster, via: usize, volume: &str) -> Vec<String> {
         })
         .unwrap_or_default()
 }
+
+/// python-openstackclient in a virtual environment under target/ (installed from PyPI the
+/// first time); the path of its `openstack` command.
+pub fn openstack_cli() -> PathBuf {
+    let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/osc-venv");
+    let bin = venv.join("bin/openstack");
+    static ONCE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _g = ONCE.lock().unwrap_or_else(|p| p.into_inner());
+    if !bin.exists() {
+        must(&["python3", "-m", "venv", venv.to_str().expect("utf8")]);
+        let pip = venv.join("bin/pip");
+        must(&[
+            pip.to_str().expect("utf8"),
+            "install",
+            "-q",
+            "python-openstackclient",
+        ]);
+    }
+    bin
+}

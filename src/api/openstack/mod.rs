@@ -1,0 +1,95 @@
+//! The OpenStack-compatible REST API: one listener with devstack-style path prefixes
+//! (`/identity` for Keystone v3 so far), so that python-openstackclient, openstacksdk
+//! and Ansible work unmodified. Version documents are served without authentication;
+//! everything else needs a token (`X-Auth-Token`). Handlers call `control` only.
+
+pub mod identity;
+
+use std::sync::Arc;
+
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::{Json, Router};
+use serde_json::json;
+
+use crate::control::identity::TokenInfo;
+use crate::control::ControlError;
+use crate::daemon::Node;
+use crate::telemetry::error_chain;
+
+/// An error in OpenStack's shape: `{"error": {"code", "title", "message"}}`.
+pub struct OsError(pub StatusCode, pub String);
+
+impl IntoResponse for OsError {
+    fn into_response(self) -> Response {
+        let title = self.0.canonical_reason().unwrap_or("Error");
+        (
+            self.0,
+            Json(json!({"error": {"code": self.0.as_u16(), "title": title, "message": self.1}})),
+        )
+            .into_response()
+    }
+}
+
+impl From<ControlError> for OsError {
+    fn from(e: ControlError) -> Self {
+        let code = match &e {
+            ControlError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ControlError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ControlError::NotFound(_) => StatusCode::NOT_FOUND,
+            ControlError::Invalid(_) => StatusCode::BAD_REQUEST,
+            ControlError::Conflict(_) => StatusCode::CONFLICT,
+            ControlError::NotReady(_) | ControlError::Unavailable(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            _ => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        OsError(code, error_chain(&e))
+    }
+}
+
+/// The token of a request, validated.
+pub fn authenticate(node: &Node, headers: &HeaderMap) -> Result<TokenInfo, OsError> {
+    let token = headers
+        .get("x-auth-token")
+        .and_then(|v| v.to_str().ok())
+        .ok_or_else(|| {
+            OsError(
+                StatusCode::UNAUTHORIZED,
+                "The request you have made requires authentication (no X-Auth-Token).".into(),
+            )
+        })?;
+    Ok(node.control.validate_token(token)?)
+}
+
+/// Admin only.
+pub fn require_admin(t: &TokenInfo) -> Result<(), OsError> {
+    if t.roles.iter().any(|r| r == "admin") {
+        Ok(())
+    } else {
+        Err(OsError(
+            StatusCode::FORBIDDEN,
+            "You are not authorized to perform the requested action (admin only).".into(),
+        ))
+    }
+}
+
+/// The base URL clients reached us at (for links and the catalog).
+pub fn base_url(headers: &HeaderMap) -> String {
+    let host = headers
+        .get("host")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("localhost");
+    format!("http://{host}")
+}
+
+pub fn routes() -> Router<Arc<Node>> {
+    Router::new().merge(identity::routes())
+}
+
+pub async fn serve(listener: tokio::net::TcpListener, node: Arc<Node>) {
+    let app = routes().with_state(node);
+    if let Err(e) = axum::serve(listener, app).await {
+        tracing::error!(error = %e, "OpenStack API stopped");
+    }
+}

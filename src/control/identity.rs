@@ -1,0 +1,487 @@
+//! Identity (the Keystone v3 model): projects, users, roles and their assignments, and
+//! tokens. A token is a signed statement (user, project, expiry, audit id) under a key
+//! kept in the cluster's secrets, so any node validates it without a lookup; revoking one
+//! records its audit id until it would have expired. Passwords are stored as argon2id
+//! hashes and never logged.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::Argon2;
+use base64::Engine;
+use hmac::{Hmac, Mac};
+use serde::{Deserialize, Serialize};
+use sha2::Sha256;
+
+use super::{now_secs, Control, ControlError};
+use crate::cluster::store::identity_tables::{
+    ProjectRecord, Projects, RevokedTokens, RoleAssignment, RoleAssignments, UserRecord, Users,
+    DEFAULT_DOMAIN,
+};
+use crate::cluster::store::tables::{Secret, Secrets};
+use crate::cluster::store::{StoreError, TxnBuilder};
+
+/// How long a token is valid.
+pub const TOKEN_TTL: Duration = Duration::from_secs(3600);
+const TOKEN_KEY: &str = "token_key";
+
+/// The roles there are: (id, name). Admins may do anything; members act within their
+/// project; readers only read it.
+pub const ROLES: [(&str, &str); 3] = [
+    ("2c6c7a3b6a6b4b5fa1c04bd3a1c0a001", "admin"),
+    ("2c6c7a3b6a6b4b5fa1c04bd3a1c0a002", "member"),
+    ("2c6c7a3b6a6b4b5fa1c04bd3a1c0a003", "reader"),
+];
+
+/// What a valid token says.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct TokenClaims {
+    #[serde(rename = "u")]
+    pub user: String,
+    #[serde(rename = "p")]
+    pub project: Option<String>,
+    #[serde(rename = "i")]
+    pub issued_at: u64,
+    #[serde(rename = "e")]
+    pub expires_at: u64,
+    #[serde(rename = "a")]
+    pub audit_id: String,
+}
+
+/// A validated token with what it grants now.
+#[derive(Debug, Clone)]
+pub struct TokenInfo {
+    pub claims: TokenClaims,
+    pub user: UserRecord,
+    pub project: Option<ProjectRecord>,
+    /// Role names held on the project.
+    pub roles: Vec<String>,
+}
+
+fn hex_id() -> String {
+    hex::encode(rand::random::<[u8; 16]>())
+}
+
+fn hash_password(password: &str) -> Result<String, ControlError> {
+    let salt = SaltString::encode_b64(&rand::random::<[u8; 16]>())
+        .map_err(|e| ControlError::Invalid(format!("salt: {e}")))?;
+    Argon2::default()
+        .hash_password(password.as_bytes(), &salt)
+        .map(|h| h.to_string())
+        .map_err(|e| ControlError::Invalid(format!("cannot hash the password: {e}")))
+}
+
+fn unauthorized() -> ControlError {
+    ControlError::Unauthorized(
+        "The request you have made requires authentication (wrong user name, password or project)."
+            .into(),
+    )
+}
+
+impl Control {
+    /// Creates the `admin` project and user (with the admin role) and the token key, once,
+    /// when the cluster is created; returns the admin's generated password.
+    pub async fn bootstrap_identity(&self) -> Result<Option<String>, ControlError> {
+        if !self.store.list::<Users>()?.is_empty() {
+            return Ok(None);
+        }
+        let password =
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(rand::random::<[u8; 18]>());
+        let project = ProjectRecord {
+            id: hex_id(),
+            name: "admin".into(),
+            domain_id: DEFAULT_DOMAIN.into(),
+            description: "Bootstrap project for initializing the cloud.".into(),
+            enabled: true,
+            created_at: now_secs(),
+        };
+        let user = UserRecord {
+            id: hex_id(),
+            name: "admin".into(),
+            domain_id: DEFAULT_DOMAIN.into(),
+            password_hash: hash_password(&password)?,
+            enabled: true,
+            default_project_id: Some(project.id.clone()),
+            created_at: now_secs(),
+        };
+        let a = RoleAssignment {
+            project: project.id.clone(),
+            user: user.id.clone(),
+            role: "admin".into(),
+        };
+        let key = Secret {
+            pem: hex::encode(rand::random::<[u8; 32]>()),
+        };
+        let txn = TxnBuilder::new()
+            .require_revision::<Secrets>(TOKEN_KEY, 0)
+            .put::<Secrets>(TOKEN_KEY, &key)
+            .put::<Projects>(project.id.clone(), &project)
+            .put::<Users>(user.id.clone(), &user)
+            .put::<RoleAssignments>(format!("{}/{}/admin", project.id, user.id), &a);
+        match self
+            .store
+            .commit(self.with_event(
+                txn,
+                "identity.bootstrap",
+                "admin project and user created".into(),
+            ))
+            .await
+        {
+            Ok(_) => Ok(Some(password)),
+            Err(StoreError::Conflict { .. }) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    fn token_key(&self) -> Result<Vec<u8>, ControlError> {
+        let s = self.store.get::<Secrets>(TOKEN_KEY)?.ok_or_else(|| {
+            ControlError::NotReady("the identity service is not set up yet".into())
+        })?;
+        hex::decode(&s.value.pem)
+            .map_err(|_| ControlError::NotReady("the token key is damaged".into()))
+    }
+
+    fn sign(&self, claims: &TokenClaims) -> Result<String, ControlError> {
+        let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let body = b64.encode(serde_json::to_vec(claims).unwrap_or_default());
+        let mut mac = Hmac::<Sha256>::new_from_slice(&self.token_key()?)
+            .map_err(|_| ControlError::NotReady("bad token key".into()))?;
+        mac.update(body.as_bytes());
+        Ok(format!(
+            "{body}.{}",
+            b64.encode(mac.finalize().into_bytes())
+        ))
+    }
+
+    fn verify(&self, token: &str) -> Result<TokenClaims, ControlError> {
+        let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let (body, sig) = token.split_once('.').ok_or_else(unauthorized)?;
+        let sig = b64.decode(sig).map_err(|_| unauthorized())?;
+        let mut mac = Hmac::<Sha256>::new_from_slice(&self.token_key()?)
+            .map_err(|_| ControlError::NotReady("bad token key".into()))?;
+        mac.update(body.as_bytes());
+        mac.verify_slice(&sig).map_err(|_| unauthorized())?;
+        let claims: TokenClaims =
+            serde_json::from_slice(&b64.decode(body).map_err(|_| unauthorized())?)
+                .map_err(|_| unauthorized())?;
+        Ok(claims)
+    }
+
+    pub fn find_user(&self, name_or_id: &str, domain: &str) -> Result<UserRecord, ControlError> {
+        self.store
+            .list::<Users>()?
+            .into_iter()
+            .map(|u| u.value)
+            .find(|u| {
+                u.id == name_or_id || (u.name == name_or_id && u.domain_id == domain)
+            })
+            .ok_or_else(unauthorized)
+    }
+
+    pub fn find_project(&self, name_or_id: &str) -> Result<ProjectRecord, ControlError> {
+        self.store
+            .list::<Projects>()?
+            .into_iter()
+            .map(|p| p.value)
+            .find(|p| p.id == name_or_id || p.name == name_or_id)
+            .ok_or_else(|| ControlError::NotFound(format!("no project {name_or_id:?}")))
+    }
+
+    /// Role names a user holds on a project.
+    pub fn roles_of(&self, user: &str, project: &str) -> Result<Vec<String>, ControlError> {
+        let prefix = format!("{project}/{user}/");
+        let mut roles: Vec<String> = self
+            .store
+            .list::<RoleAssignments>()?
+            .into_iter()
+            .filter(|a| a.key.starts_with(&prefix))
+            .map(|a| a.value.role)
+            .collect();
+        // An admin is also a member, a member also a reader (implied roles).
+        if roles.iter().any(|r| r == "admin") {
+            roles.push("member".into());
+        }
+        if roles.iter().any(|r| r == "member") {
+            roles.push("reader".into());
+        }
+        roles.sort();
+        roles.dedup();
+        Ok(roles)
+    }
+
+    /// Password authentication, optionally scoped to a project the user has a role on.
+    pub fn issue_token(
+        &self,
+        user: &str,
+        user_domain: &str,
+        password: &str,
+        project: Option<&str>,
+    ) -> Result<(String, TokenInfo), ControlError> {
+        let u = self.find_user(user, user_domain)?;
+        let hash = PasswordHash::new(&u.password_hash).map_err(|_| unauthorized())?;
+        if !u.enabled
+            || Argon2::default()
+                .verify_password(password.as_bytes(), &hash)
+                .is_err()
+        {
+            tracing::info!(user = %u.name, "authentication failed");
+            return Err(unauthorized());
+        }
+        let project = match project {
+            Some(p) => {
+                let p = self.find_project(p).map_err(|_| unauthorized())?;
+                if !p.enabled || self.roles_of(&u.id, &p.id)?.is_empty() {
+                    return Err(unauthorized());
+                }
+                Some(p.id)
+            }
+            None => None,
+        };
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let claims = TokenClaims {
+            user: u.id.clone(),
+            project,
+            issued_at: now,
+            expires_at: now + TOKEN_TTL.as_secs(),
+            audit_id: base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .encode(rand::random::<[u8; 16]>()),
+        };
+        let token = self.sign(&claims)?;
+        let info = self.token_info(claims)?;
+        Ok((token, info))
+    }
+
+    /// Checks a token: signature, expiry, revocation, and that its user, project and
+    /// roles still hold.
+    pub fn validate_token(&self, token: &str) -> Result<TokenInfo, ControlError> {
+        let claims = self.verify(token)?;
+        if claims.expires_at <= now_secs() {
+            return Err(ControlError::Unauthorized("The token has expired.".into()));
+        }
+        if self.store.get::<RevokedTokens>(&claims.audit_id)?.is_some() {
+            return Err(ControlError::Unauthorized(
+                "The token has been revoked.".into(),
+            ));
+        }
+        let info = self.token_info(claims)?;
+        if !info.user.enabled || info.project.as_ref().is_some_and(|p| !p.enabled) {
+            return Err(unauthorized());
+        }
+        if info.project.is_some() && info.roles.is_empty() {
+            return Err(unauthorized());
+        }
+        Ok(info)
+    }
+
+    fn token_info(&self, claims: TokenClaims) -> Result<TokenInfo, ControlError> {
+        let user = self
+            .store
+            .get::<Users>(&claims.user)?
+            .map(|u| u.value)
+            .ok_or_else(unauthorized)?;
+        let project = match &claims.project {
+            Some(p) => Some(
+                self.store
+                    .get::<Projects>(p)?
+                    .map(|p| p.value)
+                    .ok_or_else(unauthorized)?,
+            ),
+            None => None,
+        };
+        let roles = match &project {
+            Some(p) => self.roles_of(&user.id, &p.id)?,
+            None => Vec::new(),
+        };
+        Ok(TokenInfo {
+            claims,
+            user,
+            project,
+            roles,
+        })
+    }
+
+    pub async fn revoke_token(&self, token: &str) -> Result<(), ControlError> {
+        let claims = self.verify(token)?;
+        let txn =
+            TxnBuilder::new().put::<RevokedTokens>(claims.audit_id.clone(), &claims.expires_at);
+        self.store.commit(txn).await?;
+        Ok(())
+    }
+
+    pub async fn create_project(
+        &self,
+        name: &str,
+        description: &str,
+    ) -> Result<ProjectRecord, ControlError> {
+        let name = name.trim();
+        if name.is_empty() || name.len() > 64 || name.chars().any(|c| c.is_control()) {
+            return Err(ControlError::Invalid(format!(
+                "project name {name:?} must be 1-64 printable characters"
+            )));
+        }
+        if self.find_project(name).is_ok() {
+            return Err(ControlError::Conflict(format!(
+                "a project named {name:?} exists already"
+            )));
+        }
+        let p = ProjectRecord {
+            id: hex_id(),
+            name: name.into(),
+            domain_id: DEFAULT_DOMAIN.into(),
+            description: description.into(),
+            enabled: true,
+            created_at: now_secs(),
+        };
+        let txn = TxnBuilder::new()
+            .require_revision::<Projects>(p.id.clone(), 0)
+            .put::<Projects>(p.id.clone(), &p);
+        self.store
+            .commit(self.with_event(
+                txn,
+                "project.created",
+                format!("project {name} ({}) created", p.id),
+            ))
+            .await?;
+        Ok(p)
+    }
+
+    pub async fn create_user(
+        &self,
+        name: &str,
+        password: &str,
+        default_project: Option<&str>,
+    ) -> Result<UserRecord, ControlError> {
+        let name = name.trim();
+        if name.is_empty() || name.len() > 255 || name.chars().any(|c| c.is_control()) {
+            return Err(ControlError::Invalid(format!(
+                "user name {name:?} must be 1-255 printable characters"
+            )));
+        }
+        if password.len() < 8 {
+            return Err(ControlError::Invalid(
+                "a password needs at least 8 characters".into(),
+            ));
+        }
+        if self.find_user(name, DEFAULT_DOMAIN).is_ok() {
+            return Err(ControlError::Conflict(format!(
+                "a user named {name:?} exists already"
+            )));
+        }
+        let project = match default_project {
+            Some(p) => Some(self.find_project(p)?.id),
+            None => None,
+        };
+        let u = UserRecord {
+            id: hex_id(),
+            name: name.into(),
+            domain_id: DEFAULT_DOMAIN.into(),
+            password_hash: hash_password(password)?,
+            enabled: true,
+            default_project_id: project,
+            created_at: now_secs(),
+        };
+        let txn = TxnBuilder::new()
+            .require_revision::<Users>(u.id.clone(), 0)
+            .put::<Users>(u.id.clone(), &u);
+        self.store
+            .commit(self.with_event(
+                txn,
+                "user.created",
+                format!("user {name} ({}) created", u.id),
+            ))
+            .await?;
+        Ok(u)
+    }
+
+    pub async fn assign_role(
+        &self,
+        project: &str,
+        user: &str,
+        role: &str,
+    ) -> Result<(), ControlError> {
+        if !ROLES.iter().any(|(_, n)| *n == role) {
+            return Err(ControlError::Invalid(format!(
+                "no role {role:?} (admin, member, reader)"
+            )));
+        }
+        let p = self.find_project(project)?;
+        let u = self
+            .find_user(user, DEFAULT_DOMAIN)
+            .map_err(|_| ControlError::NotFound(format!("no user {user:?}")))?;
+        let a = RoleAssignment {
+            project: p.id.clone(),
+            user: u.id.clone(),
+            role: role.into(),
+        };
+        let txn = TxnBuilder::new().put::<RoleAssignments>(format!("{}/{}/{role}", p.id, u.id), &a);
+        self.store
+            .commit(self.with_event(
+                txn,
+                "role.assigned",
+                format!("role {role} on project {} given to user {}", p.name, u.name),
+            ))
+            .await?;
+        Ok(())
+    }
+
+    pub fn projects(&self) -> Result<Vec<ProjectRecord>, ControlError> {
+        let mut v: Vec<ProjectRecord> = self
+            .store
+            .list::<Projects>()?
+            .into_iter()
+            .map(|p| p.value)
+            .collect();
+        v.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(v)
+    }
+
+    pub fn users(&self) -> Result<Vec<UserRecord>, ControlError> {
+        let mut v: Vec<UserRecord> = self
+            .store
+            .list::<Users>()?
+            .into_iter()
+            .map(|u| u.value)
+            .collect();
+        v.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(v)
+    }
+}
+
+/// Keystone's time format.
+pub fn iso8601(secs: u64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(secs as i64)
+        .map(|t| {
+            format!(
+                "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.000000Z",
+                t.year(),
+                u8::from(t.month()),
+                t.day(),
+                t.hour(),
+                t.minute(),
+                t.second()
+            )
+        })
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_hash_and_verify_and_times_format_like_keystone() {
+        let h = hash_password("correct horse").unwrap();
+        assert!(h.starts_with("$argon2id$"), "{h}");
+        let parsed = PasswordHash::new(&h).unwrap();
+        assert!(Argon2::default()
+            .verify_password(b"correct horse", &parsed)
+            .is_ok());
+        assert!(Argon2::default()
+            .verify_password(b"wrong", &parsed)
+            .is_err());
+        assert_eq!(iso8601(1_796_025_600), "2026-12-01T00:00:00.000000Z");
+    }
+}

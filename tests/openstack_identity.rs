@@ -1,0 +1,180 @@
+//! Keystone v3 as the real client sees it: python-openstackclient (from PyPI) against a
+//! node's OpenStack API: token issue with the bootstrap admin's password, the catalog,
+//! a project, user and role made through it, a member's token, what a member may not do,
+//! a revoked token, and wrong credentials refused with 401.
+
+mod common;
+
+use std::process::Output;
+
+use common::{data_dir_of, openstack_cli, stderr, Cluster};
+
+struct Os<'a> {
+    c: &'a Cluster,
+    bin: String,
+}
+
+impl Os<'_> {
+    fn run(&self, auth: &[&str], args: &[&str]) -> Output {
+        let url = format!("http://{}:5000/identity", self.c.nodes[0].ip);
+        let mut a = vec![
+            "ip",
+            "netns",
+            "exec",
+            &self.c.nodes[0].ns,
+            &self.bin,
+            "--os-auth-url",
+            &url,
+            "--os-identity-api-version",
+            "3",
+            "--os-region-name",
+            "RegionOne",
+        ];
+        a.extend_from_slice(auth);
+        a.extend_from_slice(args);
+        std::process::Command::new(a[0])
+            .args(&a[1..])
+            .env_remove("OS_CLOUD")
+            .output()
+            .expect("openstack")
+    }
+
+    fn json(&self, auth: &[&str], args: &[&str]) -> serde_json::Value {
+        let o = self.run(auth, args);
+        assert!(o.status.success(), "openstack {args:?}: {}", stderr(&o));
+        serde_json::from_slice(&o.stdout).unwrap_or(serde_json::Value::Null)
+    }
+}
+
+fn password_auth<'a>(user: &'a str, password: &'a str, project: &'a str) -> Vec<&'a str> {
+    vec![
+        "--os-username",
+        user,
+        "--os-password",
+        password,
+        "--os-project-name",
+        project,
+        "--os-user-domain-name",
+        "Default",
+        "--os-project-domain-name",
+        "Default",
+    ]
+}
+
+#[test]
+fn the_openstack_client_authenticates_and_manages_identity() {
+    let c = Cluster::form(1);
+    let os = Os {
+        c: &c,
+        bin: openstack_cli().display().to_string(),
+    };
+    let pw = std::fs::read_to_string(data_dir_of(&c.nodes[0]).join("admin-password"))
+        .expect("the bootstrap wrote the admin password")
+        .trim()
+        .to_string();
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(data_dir_of(&c.nodes[0]).join("admin-password"))
+            .unwrap()
+            .permissions(),
+    );
+    assert_eq!(mode & 0o777, 0o600, "the password file is for root only");
+    let log = c.nodes[0].log();
+    assert!(!log.contains(&pw), "the admin password appears in the log");
+
+    let admin = password_auth("admin", &pw, "admin");
+    let t = os.json(&admin, &["token", "issue", "-f", "json"]);
+    assert!(t["id"].as_str().is_some_and(|s| s.len() > 20), "{t}");
+    assert!(
+        t["expires"]
+            .as_str()
+            .is_some_and(|s| s.len() >= 19 && s.contains('T')),
+        "{t}"
+    );
+    assert!(
+        t["project_id"].as_str().is_some_and(|s| s.len() == 32),
+        "{t}"
+    );
+    let cat = os.json(&admin, &["catalog", "list", "-f", "json"]);
+    assert!(cat.to_string().contains("identity"), "{cat}");
+
+    // Wrong password: 401.
+    let bad = password_auth("admin", "not-the-password", "admin");
+    let o = os.run(&bad, &["token", "issue"]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("401"), "{}", stderr(&o));
+
+    // A project, a user with the member role on it, and that user's token.
+    os.json(&admin, &["project", "create", "demo", "-f", "json"]);
+    os.json(
+        &admin,
+        &[
+            "user",
+            "create",
+            "--password",
+            "demo-secret",
+            "--project",
+            "demo",
+            "demo",
+            "-f",
+            "json",
+        ],
+    );
+    let o = os.run(
+        &admin,
+        &[
+            "role",
+            "add",
+            "--project",
+            "demo",
+            "--user",
+            "demo",
+            "member",
+        ],
+    );
+    assert!(o.status.success(), "role add: {}", stderr(&o));
+    let member = password_auth("demo", "demo-secret", "demo");
+    let mt = os.json(&member, &["token", "issue", "-f", "json"]);
+    let projects = os.json(&admin, &["project", "list", "-f", "json"]);
+    let demo_id = projects
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["Name"] == "demo")
+        .and_then(|p| p["ID"].as_str())
+        .unwrap()
+        .to_string();
+    assert_eq!(mt["project_id"], demo_id.as_str(), "{mt}");
+    // A member cannot create projects, nor get a token for a project it has no role on.
+    let o = os.run(&member, &["project", "create", "nope"]);
+    assert!(
+        !o.status.success() && stderr(&o).contains("403"),
+        "{}",
+        stderr(&o)
+    );
+    let o = os.run(
+        &password_auth("demo", "demo-secret", "admin"),
+        &["token", "issue"],
+    );
+    assert!(
+        !o.status.success() && stderr(&o).contains("401"),
+        "{}",
+        stderr(&o)
+    );
+
+    // A revoked token no longer works.
+    let tok = mt["id"].as_str().unwrap().to_string();
+    let o = os.run(&admin, &["token", "revoke", &tok]);
+    assert!(o.status.success(), "revoke: {}", stderr(&o));
+    let o = os.run(
+        &[
+            "--os-auth-type",
+            "token",
+            "--os-token",
+            &tok,
+            "--os-project-id",
+            &demo_id,
+        ],
+        &["catalog", "list"],
+    );
+    assert!(!o.status.success(), "a revoked token still works");
+}
