@@ -172,9 +172,7 @@ impl Control {
             .list::<Users>()?
             .into_iter()
             .map(|u| u.value)
-            .find(|u| {
-                u.id == name_or_id || (u.name == name_or_id && u.domain_id == domain)
-            })
+            .find(|u| u.id == name_or_id || (u.name == name_or_id && u.domain_id == domain))
             .ok_or_else(unauthorized)
     }
 
@@ -482,6 +480,7 @@ mod tests {
         assert!(Argon2::default()
             .verify_password(b"wrong", &parsed)
             .is_err());
-        assert_eq!(iso8601(1_796_025_600), "2026-12-01T00:00:00.000000Z");
+        assert_eq!(iso8601(1_796_025_600), "2026-11-30T08:00:00.000000Z");
+        assert_eq!(iso8601(0), "1970-01-01T00:00:00.000000Z");
     }
 }
