@@ -5,61 +5,7 @@
 
 mod common;
 
-use std::process::Output;
-
-use common::{data_dir_of, openstack_cli, stderr, Cluster};
-
-struct Os<'a> {
-    c: &'a Cluster,
-    bin: String,
-}
-
-impl Os<'_> {
-    fn run(&self, auth: &[&str], args: &[&str]) -> Output {
-        let url = format!("http://{}:5000/identity", self.c.nodes[0].ip);
-        let mut a = vec![
-            "ip",
-            "netns",
-            "exec",
-            &self.c.nodes[0].ns,
-            &self.bin,
-            "--os-auth-url",
-            &url,
-            "--os-identity-api-version",
-            "3",
-            "--os-region-name",
-            "RegionOne",
-        ];
-        a.extend_from_slice(auth);
-        a.extend_from_slice(args);
-        std::process::Command::new(a[0])
-            .args(&a[1..])
-            .env_remove("OS_CLOUD")
-            .output()
-            .expect("openstack")
-    }
-
-    fn json(&self, auth: &[&str], args: &[&str]) -> serde_json::Value {
-        let o = self.run(auth, args);
-        assert!(o.status.success(), "openstack {args:?}: {}", stderr(&o));
-        serde_json::from_slice(&o.stdout).unwrap_or(serde_json::Value::Null)
-    }
-}
-
-fn password_auth<'a>(user: &'a str, password: &'a str, project: &'a str) -> Vec<&'a str> {
-    vec![
-        "--os-username",
-        user,
-        "--os-password",
-        password,
-        "--os-project-name",
-        project,
-        "--os-user-domain-name",
-        "Default",
-        "--os-project-domain-name",
-        "Default",
-    ]
-}
+use common::{data_dir_of, openstack_cli, password_auth, stderr, Cluster, Os};
 
 #[test]
 fn the_openstack_client_authenticates_and_manages_identity() {

@@ -454,3 +454,56 @@ pub fn openstack_cli() -> PathBuf {
     }
     bin
 }
+
+/// python-openstackclient against node 0's OpenStack API, run in its namespace.
+pub struct Os<'a> {
+    pub c: &'a Cluster,
+    pub bin: String,
+}
+
+impl Os<'_> {
+    pub fn run(&self, auth: &[&str], args: &[&str]) -> std::process::Output {
+        let url = format!("http://{}:5000/identity", self.c.nodes[0].ip);
+        let mut a = vec![
+            "ip",
+            "netns",
+            "exec",
+            &self.c.nodes[0].ns,
+            &self.bin,
+            "--os-auth-url",
+            &url,
+            "--os-identity-api-version",
+            "3",
+            "--os-region-name",
+            "RegionOne",
+        ];
+        a.extend_from_slice(auth);
+        a.extend_from_slice(args);
+        std::process::Command::new(a[0])
+            .args(&a[1..])
+            .env_remove("OS_CLOUD")
+            .output()
+            .expect("openstack")
+    }
+
+    pub fn json(&self, auth: &[&str], args: &[&str]) -> serde_json::Value {
+        let o = self.run(auth, args);
+        assert!(o.status.success(), "openstack {args:?}: {}", stderr(&o));
+        serde_json::from_slice(&o.stdout).unwrap_or(serde_json::Value::Null)
+    }
+}
+
+pub fn password_auth<'a>(user: &'a str, password: &'a str, project: &'a str) -> Vec<&'a str> {
+    vec![
+        "--os-username",
+        user,
+        "--os-password",
+        password,
+        "--os-project-name",
+        project,
+        "--os-user-domain-name",
+        "Default",
+        "--os-project-domain-name",
+        "Default",
+    ]
+}

@@ -97,6 +97,8 @@ fn catalog(base: &str) -> Value {
     json!([
         {"type": "identity", "name": "keystone", "id": "identity",
          "endpoints": [endpoint("identity", format!("{base}/identity"))]},
+        {"type": "network", "name": "neutron", "id": "network",
+         "endpoints": [endpoint("network", format!("{base}/networking"))]},
     ])
 }
 

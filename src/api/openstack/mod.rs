@@ -1,9 +1,10 @@
 //! The OpenStack-compatible REST API: one listener with devstack-style path prefixes
-//! (`/identity` for Keystone v3 so far), so that python-openstackclient, openstacksdk
+//! (`/identity` for Keystone v3, `/networking` for Neutron v2.0 so far), so that python-openstackclient, openstacksdk
 //! and Ansible work unmodified. Version documents are served without authentication;
 //! everything else needs a token (`X-Auth-Token`). Handlers call `control` only.
 
 pub mod identity;
+pub mod network;
 
 use std::sync::Arc;
 
@@ -84,7 +85,9 @@ pub fn base_url(headers: &HeaderMap) -> String {
 }
 
 pub fn routes() -> Router<Arc<Node>> {
-    Router::new().merge(identity::routes())
+    Router::new()
+        .merge(identity::routes())
+        .merge(network::routes())
 }
 
 pub async fn serve(listener: tokio::net::TcpListener, node: Arc<Node>) {

@@ -1,0 +1,1004 @@
+//! Neutron v2.0 under `/networking/v2.0`: networks, subnets, ports, security groups and
+//! rules, routers (gateway, interfaces), floating IPs, extensions. Every call is scoped
+//! to the token's project: members see their project's resources (and shared or external
+//! networks), readers cannot change anything, admins see and do everything.
+
+// Handlers return `Result<Response, Response>` as axum handlers do; the error path is
+// the cold one and is turned into the reply at once.
+#![allow(clippy::result_large_err)]
+
+use std::sync::Arc;
+
+use axum::extract::{Path as UrlPath, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, put};
+use axum::{Json, Router};
+use serde_json::{json, Value};
+
+use super::{authenticate, OsError};
+use crate::cluster::store::network_tables::{
+    Direction, FloatingIpRecord, NetworkRecord, RouterRecord, RuleRecord, SecurityGroupRecord,
+    SubnetRecord,
+};
+use crate::control::identity::TokenInfo;
+use crate::control::networks::{CreateNetwork, CreateSubnet};
+use crate::control::ports::{CreatePort, FixedIpRequest, PortView};
+use crate::control::routers::{CreateFloatingIp, CreateRouter};
+use crate::control::secgroups::{CreateRule, CreateSecGroup};
+use crate::control::ControlError;
+use crate::daemon::Node;
+
+pub fn routes() -> Router<Arc<Node>> {
+    let p = |s: &str| format!("/networking/v2.0/{s}");
+    Router::new()
+        .route(&p("extensions"), get(extensions))
+        .route(&p("extensions/{alias}"), get(extension))
+        .route(&p("networks"), get(networks).post(create_network))
+        .route(&p("networks/{id}"), get(network).delete(delete_network))
+        .route(&p("subnets"), get(subnets).post(create_subnet))
+        .route(&p("subnets/{id}"), get(subnet).delete(delete_subnet))
+        .route(&p("ports"), get(ports).post(create_port))
+        .route(&p("ports/{id}"), get(port).delete(delete_port))
+        .route(&p("security-groups"), get(secgroups).post(create_secgroup))
+        .route(
+            &p("security-groups/{id}"),
+            get(secgroup).delete(delete_secgroup),
+        )
+        .route(&p("security-group-rules"), get(rules).post(create_rule))
+        .route(
+            &p("security-group-rules/{id}"),
+            get(rule).delete(delete_rule),
+        )
+        .route(&p("routers"), get(routers).post(create_router))
+        .route(
+            &p("routers/{id}"),
+            get(router).put(update_router).delete(delete_router),
+        )
+        .route(&p("routers/{id}/add_router_interface"), put(add_interface))
+        .route(
+            &p("routers/{id}/remove_router_interface"),
+            put(remove_interface),
+        )
+        .route(&p("floatingips"), get(fips).post(create_fip))
+        .route(
+            &p("floatingips/{id}"),
+            get(fip).put(update_fip).delete(delete_fip),
+        )
+}
+
+/// Who asks, for scoping.
+struct Scope {
+    project: String,
+    admin: bool,
+    writer: bool,
+}
+
+fn scope(t: &TokenInfo) -> Result<Scope, OsError> {
+    let project = t.project.as_ref().map(|p| p.id.clone()).ok_or_else(|| {
+        neutron(
+            StatusCode::UNAUTHORIZED,
+            "NotAuthorized",
+            "a project-scoped token is needed",
+        )
+    })?;
+    let admin = t.roles.iter().any(|r| r == "admin");
+    Ok(Scope {
+        project,
+        admin,
+        writer: admin || t.roles.iter().any(|r| r == "member"),
+    })
+}
+
+impl Scope {
+    fn sees(&self, project: &str) -> bool {
+        self.admin || self.project == project
+    }
+    fn write(&self) -> Result<(), OsError> {
+        if self.writer {
+            Ok(())
+        } else {
+            Err(neutron(
+                StatusCode::FORBIDDEN,
+                "PolicyNotAuthorized",
+                "the reader role cannot change anything",
+            ))
+        }
+    }
+}
+
+fn neutron(code: StatusCode, kind: &str, message: &str) -> OsError {
+    OsError(code, format!("{kind}: {message}"))
+}
+
+/// Neutron's error body.
+fn nerr(e: ControlError) -> Response {
+    let (code, kind) = match &e {
+        ControlError::NotFound(_) => (StatusCode::NOT_FOUND, "NotFound"),
+        ControlError::Invalid(_) => (StatusCode::BAD_REQUEST, "BadRequest"),
+        ControlError::Conflict(_) => (StatusCode::CONFLICT, "Conflict"),
+        ControlError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "NotAuthorized"),
+        ControlError::Forbidden(_) => (StatusCode::FORBIDDEN, "PolicyNotAuthorized"),
+        _ => (StatusCode::INTERNAL_SERVER_ERROR, "InternalError"),
+    };
+    (code, Json(json!({"NeutronError": {"type": kind, "message": crate::telemetry::error_chain(&e), "detail": ""}}))).into_response()
+}
+
+fn not_found(what: &str, id: &str) -> Response {
+    (
+        StatusCode::NOT_FOUND,
+        Json(json!({"NeutronError": {"type": format!("{what}NotFound"), "message": format!("{what} {id} could not be found."), "detail": ""}})),
+    )
+        .into_response()
+}
+
+type R = Result<Response, Response>;
+
+fn ok(v: Value) -> R {
+    Ok(Json(v).into_response())
+}
+
+fn created(v: Value) -> R {
+    Ok((StatusCode::CREATED, Json(v)).into_response())
+}
+
+fn who(node: &Node, headers: &HeaderMap) -> Result<Scope, Response> {
+    let t = authenticate(node, headers).map_err(IntoResponse::into_response)?;
+    scope(&t).map_err(IntoResponse::into_response)
+}
+
+fn body(b: &axum::body::Bytes) -> Result<Value, Response> {
+    serde_json::from_slice(b).map_err(|e| {
+        nerr(ControlError::Invalid(format!(
+            "the request body is not JSON: {e}"
+        )))
+    })
+}
+
+fn named(list: Vec<Value>, q: &std::collections::HashMap<String, String>) -> Vec<Value> {
+    list.into_iter()
+        .filter(|v| {
+            q.iter().all(|(k, want)| {
+                !matches!(
+                    k.as_str(),
+                    "name"
+                        | "network_id"
+                        | "device_id"
+                        | "security_group_id"
+                        | "router_id"
+                        | "port_id"
+                        | "floating_network_id"
+                ) || v[k].as_str() == Some(want.as_str())
+            })
+        })
+        .collect()
+}
+
+const STAMP: &str = "2026-01-01T00:00:00Z";
+
+fn time(secs: u64) -> String {
+    crate::control::identity::iso8601(secs).replace(".000000Z", "Z")
+}
+
+fn network_json(n: &NetworkRecord, subnets: &[SubnetRecord]) -> Value {
+    json!({
+        "id": n.id, "name": n.name, "tenant_id": n.project, "project_id": n.project,
+        "admin_state_up": true, "status": "ACTIVE",
+        "subnets": subnets.iter().filter(|s| s.network == n.id).map(|s| s.id.clone()).collect::<Vec<_>>(),
+        "shared": n.shared, "router:external": n.external, "mtu": n.mtu,
+        "port_security_enabled": true, "availability_zones": ["nova"], "availability_zone_hints": [],
+        "ipv4_address_scope": null, "ipv6_address_scope": null,
+        "provider:network_type": "vxlan", "provider:segmentation_id": n.vni, "provider:physical_network": null,
+        "description": "", "tags": [], "created_at": time(n.created_at), "updated_at": time(n.created_at),
+        "revision_number": 1,
+    })
+}
+
+fn subnet_json(s: &SubnetRecord) -> Value {
+    json!({
+        "id": s.id, "name": s.name, "network_id": s.network, "ip_version": s.ip_version,
+        "cidr": s.cidr, "gateway_ip": s.gateway_ip,
+        "allocation_pools": s.allocation_pools.iter().map(|p| json!({"start": p.start, "end": p.end})).collect::<Vec<_>>(),
+        "dns_nameservers": s.dns_nameservers,
+        "host_routes": s.host_routes.iter().map(|r| json!({"destination": r.destination, "nexthop": r.nexthop})).collect::<Vec<_>>(),
+        "enable_dhcp": s.enable_dhcp, "ipv6_ra_mode": null, "ipv6_address_mode": null,
+        "subnetpool_id": null, "service_types": [], "tenant_id": s.project, "project_id": s.project,
+        "description": "", "tags": [], "created_at": time(s.created_at), "updated_at": time(s.created_at),
+        "revision_number": 1,
+    })
+}
+
+fn port_json(p: &PortView) -> Value {
+    let r = &p.record;
+    json!({
+        "id": r.id, "name": r.name, "network_id": r.network, "mac_address": r.mac,
+        "fixed_ips": r.fixed_ips.iter().map(|f| json!({"subnet_id": f.subnet, "ip_address": f.ip})).collect::<Vec<_>>(),
+        "device_id": r.device_id, "device_owner": r.device_owner, "status": p.status,
+        "admin_state_up": r.admin_state_up, "security_groups": r.security_groups,
+        "allowed_address_pairs": [], "extra_dhcp_opts": [],
+        "binding:vnic_type": "normal", "binding:host_id": r.host.map(|h| h.to_string()).unwrap_or_default(),
+        "port_security_enabled": r.port_security, "tenant_id": r.project, "project_id": r.project,
+        "description": "", "tags": [], "created_at": time(r.created_at), "updated_at": time(r.created_at),
+        "revision_number": 1,
+    })
+}
+
+fn rule_json(r: &RuleRecord, g: &SecurityGroupRecord) -> Value {
+    json!({
+        "id": r.id, "security_group_id": g.id,
+        "direction": if r.direction == Direction::Ingress { "ingress" } else { "egress" },
+        "ethertype": "IPv4", "protocol": r.protocol, "port_range_min": r.port_range_min,
+        "port_range_max": r.port_range_max, "remote_ip_prefix": r.remote_ip_prefix,
+        "remote_group_id": r.remote_group, "remote_address_group_id": null,
+        "tenant_id": g.project, "project_id": g.project, "description": r.description,
+        "created_at": time(g.created_at), "updated_at": time(g.created_at), "revision_number": 1,
+    })
+}
+
+fn sg_json(g: &SecurityGroupRecord) -> Value {
+    json!({
+        "id": g.id, "name": g.name, "description": g.description, "stateful": true,
+        "security_group_rules": g.rules.iter().map(|r| rule_json(r, g)).collect::<Vec<_>>(),
+        "tenant_id": g.project, "project_id": g.project, "tags": [],
+        "created_at": time(g.created_at), "updated_at": time(g.created_at), "revision_number": 1,
+    })
+}
+
+fn router_json(node: &Node, r: &RouterRecord) -> Value {
+    let gw = r
+        .gateway_port
+        .as_ref()
+        .and_then(|g| node.control.find_port(g).ok());
+    json!({
+        "id": r.id, "name": r.name, "tenant_id": r.project, "project_id": r.project,
+        "admin_state_up": true, "status": "ACTIVE",
+        "external_gateway_info": gw.map(|p| json!({
+            "network_id": p.network, "enable_snat": true,
+            "external_fixed_ips": p.fixed_ips.iter().map(|f| json!({"subnet_id": f.subnet, "ip_address": f.ip})).collect::<Vec<_>>(),
+        })),
+        "routes": [], "distributed": false, "ha": false, "availability_zones": ["nova"],
+        "availability_zone_hints": [], "description": "", "tags": [],
+        "created_at": time(r.created_at), "updated_at": time(r.created_at), "revision_number": 1,
+    })
+}
+
+fn fip_json(f: &FloatingIpRecord) -> Value {
+    json!({
+        "id": f.id, "floating_ip_address": f.ip, "floating_network_id": f.network,
+        "router_id": f.router, "port_id": f.port, "fixed_ip_address": f.fixed_ip,
+        "status": if f.port.is_some() { "ACTIVE" } else { "DOWN" },
+        "tenant_id": f.project, "project_id": f.project, "description": "", "tags": [],
+        "port_details": null, "dns_domain": "", "dns_name": "",
+        "created_at": time(f.created_at), "updated_at": time(f.created_at), "revision_number": 1,
+    })
+}
+
+const EXTENSIONS: [(&str, &str); 8] = [
+    ("external-net", "Neutron external network"),
+    ("router", "Neutron L3 Router"),
+    ("security-group", "security-group"),
+    ("port-security", "Port Security"),
+    ("binding", "Port Binding"),
+    ("provider", "Provider Network"),
+    ("extraroute", "Neutron Extra Route"),
+    ("standard-attr-description", "standard-attr-description"),
+];
+
+fn ext_json(alias: &str, name: &str) -> Value {
+    json!({"alias": alias, "name": name, "description": name, "updated": STAMP, "links": []})
+}
+
+async fn extensions(State(node): State<Arc<Node>>, headers: HeaderMap) -> R {
+    who(&node, &headers)?;
+    ok(json!({"extensions": EXTENSIONS.iter().map(|(a, n)| ext_json(a, n)).collect::<Vec<_>>()}))
+}
+
+async fn extension(
+    State(node): State<Arc<Node>>,
+    headers: HeaderMap,
+    UrlPath(alias): UrlPath<String>,
+) -> R {
+    who(&node, &headers)?;
+    match EXTENSIONS.iter().find(|(a, _)| *a == alias) {
+        Some((a, n)) => ok(json!({"extension": ext_json(a, n)})),
+        None => Err(not_found("Extension", &alias)),
+    }
+}
+
+fn visible_networks(node: &Node, s: &Scope) -> Result<Vec<NetworkRecord>, Response> {
+    Ok(node
+        .control
+        .networks()
+        .map_err(nerr)?
+        .into_iter()
+        .map(|v| v.record)
+        .filter(|n| s.sees(&n.project) || n.shared || n.external)
+        .collect())
+}
+
+fn network_of(node: &Node, s: &Scope, id: &str) -> Result<NetworkRecord, Response> {
+    visible_networks(node, s)?
+        .into_iter()
+        .find(|n| n.id == id || n.name == id)
+        .ok_or_else(|| not_found("Network", id))
+}
+
+async fn networks(
+    State(node): State<Arc<Node>>,
+    headers: HeaderMap,
+    Query(q): Query<std::collections::HashMap<String, String>>,
+) -> R {
+    let s = who(&node, &headers)?;
+    let subs = node.control.subnets().map_err(nerr)?;
+    let list = visible_networks(&node, &s)?
+        .iter()
+        .map(|n| network_json(n, &subs))
+        .collect();
+    ok(json!({"networks": named(list, &q)}))
+}
+
+async fn network(
+    State(node): State<Arc<Node>>,
+    headers: HeaderMap,
+    UrlPath(id): UrlPath<String>,
+) -> R {
+    let s = who(&node, &headers)?;
+    let n = network_of(&node, &s, &id)?;
+    ok(json!({"network": network_json(&n, &node.control.subnets().map_err(nerr)?)}))
+}
+
+async fn create_network(
+    State(node): State<Arc<Node>>,
+    headers: HeaderMap,
+    b: axum::body::Bytes,
+) -> R {
+    let s = who(&node, &headers)?;
+    s.write().map_err(IntoResponse::into_response)?;
+    let v = body(&b)?;
+    let n = &v["network"];
+    let external = n["router:external"].as_bool().unwrap_or(false);
+    let shared = n["shared"].as_bool().unwrap_or(false);
+    if (external || shared) && !s.admin {
+        return Err(nerr(ControlError::Forbidden(
+            "only admins create shared or external networks".into(),
+        )));
+    }
+    let rec = node
+        .control
+        .create_network(CreateNetwork {
+            name: n["name"].as_str().unwrap_or("").to_string(),
+            project: Some(s.project.clone()),
+            shared,
+            external,
+            mtu: n["mtu"].as_u64().map(|m| m as u32),
+        })
+        .await
+        .map_err(nerr)?;
+    created(json!({"network": network_json(&rec, &[])}))
+}
+
+async fn delete_network(
+    State(node): State<Arc<Node>>,
+    headers: HeaderMap,
+    UrlPath(id): UrlPath<String>,
+) -> R {
+    let s = who(&node, &headers)?;
+    s.write().map_err(IntoResponse::into_response)?;
+    let n = network_of(&node, &s, &id)?;
+    if !s.sees(&n.project) {
+        return Err(not_found("Network", &id));
+    }
+    node.control.delete_network(&n.id).await.map_err(nerr)?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+fn visible_subnets(node: &Node, s: &Scope) -> Result<Vec<SubnetRecord>, Response> {
+    let nets: Vec<String> = visible_networks(node, s)?
+        .into_iter()
+        .map(|n| n.id)
+        .collect();
+    Ok(node
+        .control
+        .subnets()
+        .map_err(nerr)?
+        .into_iter()
+        .filter(|x| nets.contains(&x.network))
+        .collect())
+}
+
+async fn subnets(
+    State(node): State<Arc<Node>>,
+    headers: HeaderMap,
+    Query(q): Query<std::collections::HashMap<String, String>>,
+) -> R {
+    let s = who(&node, &headers)?;
+    let list = visible_subnets(&node, &s)?
+        .iter()
+        .map(subnet_json)
+        .collect();
+    ok(json!({"subnets": named(list, &q)}))
+}
+
+async fn subnet(
+    State(node): State<Arc<Node>>,
+    headers: HeaderMap,
+    UrlPath(id): UrlPath<String>,
+) -> R {
+    let s = who(&node, &headers)?;
+    let x = visible_subnets(&node, &s)?
+        .into_iter()
+        .find(|x| x.id == id || x.name == id)
+        .ok_or_else(|| not_found("Subnet", &id))?;
+    ok(json!({"subnet": subnet_json(&x)}))
+}
+
+async fn create_subnet(
+    State(node): State<Arc<Node>>,
+    headers: HeaderMap,
+    b: axum::body::Bytes,
+) -> R {
+    let s = who(&node, &headers)?;
+    s.write().map_err(IntoResponse::into_response)?;
+    let v = body(&b)?;
+    let x = &v["subnet"];
+    let net = network_of(&node, &s, x["network_id"].as_str().unwrap_or(""))?;
+    if !s.sees(&net.project) {
+        return Err(nerr(ControlError::Forbidden(format!(
+            "network {} belongs to another project",
+            net.id
+        ))));
+    }
+    let list = |k: &str| x[k].as_array().cloned().unwrap_or_default();
+    let rec = node
+        .control
+        .create_subnet(CreateSubnet {
+            name: x["name"].as_str().unwrap_or("").to_string(),
+            network: net.id.clone(),
+            cidr: x["cidr"].as_str().unwrap_or("").to_string(),
+            gateway_ip: match &x["gateway_ip"] {
+                Value::Null if x.get("gateway_ip").is_some() => Some(String::new()),
+                Value::String(g) => Some(g.clone()),
+                _ => None,
+            },
+            allocation_pools: serde_json::from_value(Value::Array(list("allocation_pools")))
+                .unwrap_or_default(),
+            dns_nameservers: list("dns_nameservers")
+                .iter()
+                .filter_map(|d| d.as_str().map(str::to_string))
+                .collect(),
+            host_routes: serde_json::from_value(Value::Array(list("host_routes")))
+                .unwrap_or_default(),
+            enable_dhcp: x["enable_dhcp"].as_bool(),
+            project: Some(s.project.clone()),
+        })
+        .await
+        .map_err(nerr)?;
+    created(json!({"subnet": subnet_json(&rec)}))
+}
+
+async fn delete_subnet(
+    State(node): State<Arc<Node>>,
+    headers: HeaderMap,
+    UrlPath(id): UrlPath<String>,
+) -> R {
+    let s = who(&node, &headers)?;
+    s.write().map_err(IntoResponse::into_response)?;
+    let x = visible_subnets(&node, &s)?
+        .into_iter()
+        .find(|x| x.id == id)
+        .ok_or_else(|| not_found("Subnet", &id))?;
+    if !s.sees(&x.project) {
+        return Err(not_found("Subnet", &id));
+    }
+    node.control.delete_subnet(&x.id).await.map_err(nerr)?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+fn visible_ports(node: &Node, s: &Scope) -> Result<Vec<PortView>, Response> {
+    Ok(node
+        .control
+        .ports()
+        .map_err(nerr)?
+        .into_iter()
+        .filter(|p| s.sees(&p.record.project))
+        .collect())
+}
+
+async fn ports(
+    State(node): State<Arc<Node>>,
+    headers: HeaderMap,
+    Query(q): Query<std::collections::HashMap<String, String>>,
+) -> R {
+    let s = who(&node, &headers)?;
+    let list = visible_ports(&node, &s)?.iter().map(port_json).collect();
+    ok(json!({"ports": named(list, &q)}))
+}
+
+async fn port(
+    State(node): State<Arc<Node>>,
+    headers: HeaderMap,
+    UrlPath(id): UrlPath<String>,
+) -> R {
+    let s = who(&node, &headers)?;
+    let p = visible_ports(&node, &s)?
+        .into_iter()
+        .find(|p| p.record.id == id || p.record.name == id)
+        .ok_or_else(|| not_found("Port", &id))?;
+    ok(json!({"port": port_json(&p)}))
+}
+
+async fn create_port(State(node): State<Arc<Node>>, headers: HeaderMap, b: axum::body::Bytes) -> R {
+    let s = who(&node, &headers)?;
+    s.write().map_err(IntoResponse::into_response)?;
+    let v = body(&b)?;
+    let x = &v["port"];
+    let net = network_of(&node, &s, x["network_id"].as_str().unwrap_or(""))?;
+    let fixed = x["fixed_ips"].as_array().map(|a| {
+        a.iter()
+            .map(|f| FixedIpRequest {
+                subnet: f["subnet_id"].as_str().map(str::to_string),
+                ip: f["ip_address"].as_str().map(str::to_string),
+            })
+            .collect()
+    });
+    let groups = x["security_groups"].as_array().map(|a| {
+        a.iter()
+            .filter_map(|g| g.as_str().map(str::to_string))
+            .collect()
+    });
+    let view = node
+        .control
+        .create_port(CreatePort {
+            network: net.id,
+            name: x["name"].as_str().unwrap_or("").to_string(),
+            project: Some(s.project.clone()),
+            fixed_ips: fixed,
+            mac: x["mac_address"].as_str().map(str::to_string),
+            host: None,
+            device_id: x["device_id"].as_str().unwrap_or("").to_string(),
+            device_owner: x["device_owner"].as_str().unwrap_or("").to_string(),
+            security_groups: groups,
+            port_security: x["port_security_enabled"].as_bool(),
+        })
+        .await
+        .map_err(nerr)?;
+    created(json!({"port": port_json(&view)}))
+}
+
+async fn delete_port(
+    State(node): State<Arc<Node>>,
+    headers: HeaderMap,
+    UrlPath(id): UrlPath<String>,
+) -> R {
+    let s = who(&node, &headers)?;
+    s.write().map_err(IntoResponse::into_response)?;
+    let p = visible_ports(&node, &s)?
+        .into_iter()
+        .find(|p| p.record.id == id)
+        .ok_or_else(|| not_found("Port", &id))?;
+    node.control.delete_port(&p.record.id).await.map_err(nerr)?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+fn visible_groups(node: &Node, s: &Scope) -> Result<Vec<SecurityGroupRecord>, Response> {
+    Ok(node
+        .control
+        .secgroups()
+        .map_err(nerr)?
+        .into_iter()
+        .filter(|g| s.sees(&g.project))
+        .collect())
+}
+
+async fn secgroups(
+    State(node): State<Arc<Node>>,
+    headers: HeaderMap,
+    Query(q): Query<std::collections::HashMap<String, String>>,
+) -> R {
+    let s = who(&node, &headers)?;
+    // Every project has its default group, as in Neutron.
+    node.control
+        .default_secgroup(&s.project)
+        .await
+        .map_err(nerr)?;
+    let list = visible_groups(&node, &s)?.iter().map(sg_json).collect();
+    ok(json!({"security_groups": named(list, &q)}))
+}
+
+async fn secgroup(
+    State(node): State<Arc<Node>>,
+    headers: HeaderMap,
+    UrlPath(id): UrlPath<String>,
+) -> R {
+    let s = who(&node, &headers)?;
+    let g = visible_groups(&node, &s)?
+        .into_iter()
+        .find(|g| g.id == id || g.name == id)
+        .ok_or_else(|| not_found("SecurityGroup", &id))?;
+    ok(json!({"security_group": sg_json(&g)}))
+}
+
+async fn create_secgroup(
+    State(node): State<Arc<Node>>,
+    headers: HeaderMap,
+    b: axum::body::Bytes,
+) -> R {
+    let s = who(&node, &headers)?;
+    s.write().map_err(IntoResponse::into_response)?;
+    let v = body(&b)?;
+    let g = node
+        .control
+        .create_secgroup(CreateSecGroup {
+            name: v["security_group"]["name"]
+                .as_str()
+                .unwrap_or("")
+                .to_string(),
+            project: Some(s.project.clone()),
+            description: v["security_group"]["description"]
+                .as_str()
+                .unwrap_or("")
+                .to_string(),
+        })
+        .await
+        .map_err(nerr)?;
+    created(json!({"security_group": sg_json(&g)}))
+}
+
+async fn delete_secgroup(
+    State(node): State<Arc<Node>>,
+    headers: HeaderMap,
+    UrlPath(id): UrlPath<String>,
+) -> R {
+    let s = who(&node, &headers)?;
+    s.write().map_err(IntoResponse::into_response)?;
+    let g = visible_groups(&node, &s)?
+        .into_iter()
+        .find(|g| g.id == id)
+        .ok_or_else(|| not_found("SecurityGroup", &id))?;
+    node.control.delete_secgroup(&g.id).await.map_err(nerr)?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+fn find_rule(
+    node: &Node,
+    s: &Scope,
+    id: &str,
+) -> Result<(RuleRecord, SecurityGroupRecord), Response> {
+    visible_groups(node, s)?
+        .into_iter()
+        .find_map(|g| {
+            g.rules
+                .iter()
+                .find(|r| r.id == id)
+                .cloned()
+                .map(|r| (r, g.clone()))
+        })
+        .ok_or_else(|| not_found("SecurityGroupRule", id))
+}
+
+async fn rules(
+    State(node): State<Arc<Node>>,
+    headers: HeaderMap,
+    Query(q): Query<std::collections::HashMap<String, String>>,
+) -> R {
+    let s = who(&node, &headers)?;
+    let list = visible_groups(&node, &s)?
+        .iter()
+        .flat_map(|g| {
+            g.rules
+                .iter()
+                .map(move |r| rule_json(r, g))
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    ok(json!({"security_group_rules": named(list, &q)}))
+}
+
+async fn rule(
+    State(node): State<Arc<Node>>,
+    headers: HeaderMap,
+    UrlPath(id): UrlPath<String>,
+) -> R {
+    let s = who(&node, &headers)?;
+    let (r, g) = find_rule(&node, &s, &id)?;
+    ok(json!({"security_group_rule": rule_json(&r, &g)}))
+}
+
+async fn create_rule(State(node): State<Arc<Node>>, headers: HeaderMap, b: axum::body::Bytes) -> R {
+    let s = who(&node, &headers)?;
+    s.write().map_err(IntoResponse::into_response)?;
+    let v = body(&b)?;
+    let x = &v["security_group_rule"];
+    let gid = x["security_group_id"].as_str().unwrap_or("");
+    let g = visible_groups(&node, &s)?
+        .into_iter()
+        .find(|g| g.id == gid)
+        .ok_or_else(|| not_found("SecurityGroup", gid))?;
+    if x["ethertype"].as_str().is_some_and(|e| e != "IPv4") {
+        return Err(nerr(ControlError::Invalid(
+            "only IPv4 rules are served".into(),
+        )));
+    }
+    let direction = match x["direction"].as_str() {
+        Some("egress") => Direction::Egress,
+        Some("ingress") => Direction::Ingress,
+        other => {
+            return Err(nerr(ControlError::Invalid(format!(
+                "direction {other:?} is not ingress or egress"
+            ))))
+        }
+    };
+    let port = |k: &str| x[k].as_u64().map(|p| p as u32);
+    let r = node
+        .control
+        .add_rule(
+            &g.id,
+            CreateRule {
+                direction,
+                protocol: x["protocol"]
+                    .as_str()
+                    .map(str::to_string)
+                    .or_else(|| x["protocol"].as_u64().map(|n| n.to_string())),
+                port_range_min: port("port_range_min"),
+                port_range_max: port("port_range_max"),
+                remote_ip_prefix: x["remote_ip_prefix"].as_str().map(str::to_string),
+                remote_group: x["remote_group_id"].as_str().map(str::to_string),
+                description: x["description"].as_str().unwrap_or("").to_string(),
+            },
+        )
+        .await
+        .map_err(nerr)?;
+    created(json!({"security_group_rule": rule_json(&r, &g)}))
+}
+
+async fn delete_rule(
+    State(node): State<Arc<Node>>,
+    headers: HeaderMap,
+    UrlPath(id): UrlPath<String>,
+) -> R {
+    let s = who(&node, &headers)?;
+    s.write().map_err(IntoResponse::into_response)?;
+    let (r, g) = find_rule(&node, &s, &id)?;
+    node.control.delete_rule(&g.id, &r.id).await.map_err(nerr)?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+fn visible_routers(node: &Node, s: &Scope) -> Result<Vec<RouterRecord>, Response> {
+    Ok(node
+        .control
+        .routers()
+        .map_err(nerr)?
+        .into_iter()
+        .filter(|r| s.sees(&r.project))
+        .collect())
+}
+
+fn router_of(node: &Node, s: &Scope, id: &str) -> Result<RouterRecord, Response> {
+    visible_routers(node, s)?
+        .into_iter()
+        .find(|r| r.id == id || r.name == id)
+        .ok_or_else(|| not_found("Router", id))
+}
+
+async fn routers(
+    State(node): State<Arc<Node>>,
+    headers: HeaderMap,
+    Query(q): Query<std::collections::HashMap<String, String>>,
+) -> R {
+    let s = who(&node, &headers)?;
+    let list = visible_routers(&node, &s)?
+        .iter()
+        .map(|r| router_json(&node, r))
+        .collect();
+    ok(json!({"routers": named(list, &q)}))
+}
+
+async fn router(
+    State(node): State<Arc<Node>>,
+    headers: HeaderMap,
+    UrlPath(id): UrlPath<String>,
+) -> R {
+    let s = who(&node, &headers)?;
+    let r = router_of(&node, &s, &id)?;
+    ok(json!({"router": router_json(&node, &r)}))
+}
+
+async fn create_router(
+    State(node): State<Arc<Node>>,
+    headers: HeaderMap,
+    b: axum::body::Bytes,
+) -> R {
+    let s = who(&node, &headers)?;
+    s.write().map_err(IntoResponse::into_response)?;
+    let v = body(&b)?;
+    let x = &v["router"];
+    let r = node
+        .control
+        .create_router(CreateRouter {
+            name: x["name"].as_str().unwrap_or("").to_string(),
+            project: Some(s.project.clone()),
+            external_network: x["external_gateway_info"]["network_id"]
+                .as_str()
+                .map(str::to_string),
+        })
+        .await
+        .map_err(nerr)?;
+    created(json!({"router": router_json(&node, &r)}))
+}
+
+async fn update_router(
+    State(node): State<Arc<Node>>,
+    headers: HeaderMap,
+    UrlPath(id): UrlPath<String>,
+    b: axum::body::Bytes,
+) -> R {
+    let s = who(&node, &headers)?;
+    s.write().map_err(IntoResponse::into_response)?;
+    let r = router_of(&node, &s, &id)?;
+    let v = body(&b)?;
+    if let Some(gw) = v["router"].get("external_gateway_info") {
+        let net = gw["network_id"].as_str();
+        node.control
+            .set_router_gateway(&r.id, net)
+            .await
+            .map_err(nerr)?;
+    }
+    let r = router_of(&node, &s, &r.id)?;
+    ok(json!({"router": router_json(&node, &r)}))
+}
+
+async fn delete_router(
+    State(node): State<Arc<Node>>,
+    headers: HeaderMap,
+    UrlPath(id): UrlPath<String>,
+) -> R {
+    let s = who(&node, &headers)?;
+    s.write().map_err(IntoResponse::into_response)?;
+    let r = router_of(&node, &s, &id)?;
+    node.control.delete_router(&r.id).await.map_err(nerr)?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn interface(
+    node: &Node,
+    headers: &HeaderMap,
+    id: &str,
+    b: &axum::body::Bytes,
+    add: bool,
+) -> R {
+    let s = who(node, headers)?;
+    s.write().map_err(IntoResponse::into_response)?;
+    let r = router_of(node, &s, id)?;
+    let v = body(b)?;
+    let subnet = v["subnet_id"]
+        .as_str()
+        .ok_or_else(|| nerr(ControlError::Invalid("subnet_id is required".into())))?;
+    let before = r.interface_ports.clone();
+    let after = if add {
+        node.control
+            .add_router_interface(&r.id, subnet)
+            .await
+            .map_err(nerr)?
+    } else {
+        node.control
+            .remove_router_interface(&r.id, subnet)
+            .await
+            .map_err(nerr)?
+    };
+    let port = if add {
+        after
+            .interface_ports
+            .iter()
+            .find(|p| !before.contains(p))
+            .cloned()
+    } else {
+        before
+            .iter()
+            .find(|p| !after.interface_ports.contains(p))
+            .cloned()
+    };
+    ok(
+        json!({"id": r.id, "subnet_id": subnet, "subnet_ids": [subnet], "port_id": port, "tenant_id": r.project, "project_id": r.project}),
+    )
+}
+
+async fn add_interface(
+    State(node): State<Arc<Node>>,
+    headers: HeaderMap,
+    UrlPath(id): UrlPath<String>,
+    b: axum::body::Bytes,
+) -> R {
+    interface(&node, &headers, &id, &b, true).await
+}
+
+async fn remove_interface(
+    State(node): State<Arc<Node>>,
+    headers: HeaderMap,
+    UrlPath(id): UrlPath<String>,
+    b: axum::body::Bytes,
+) -> R {
+    interface(&node, &headers, &id, &b, false).await
+}
+
+fn visible_fips(node: &Node, s: &Scope) -> Result<Vec<FloatingIpRecord>, Response> {
+    Ok(node
+        .control
+        .floating_ips()
+        .map_err(nerr)?
+        .into_iter()
+        .filter(|f| s.sees(&f.project))
+        .collect())
+}
+
+async fn fips(
+    State(node): State<Arc<Node>>,
+    headers: HeaderMap,
+    Query(q): Query<std::collections::HashMap<String, String>>,
+) -> R {
+    let s = who(&node, &headers)?;
+    let list = visible_fips(&node, &s)?.iter().map(fip_json).collect();
+    ok(json!({"floatingips": named(list, &q)}))
+}
+
+async fn fip(State(node): State<Arc<Node>>, headers: HeaderMap, UrlPath(id): UrlPath<String>) -> R {
+    let s = who(&node, &headers)?;
+    let f = visible_fips(&node, &s)?
+        .into_iter()
+        .find(|f| f.id == id || f.ip == id)
+        .ok_or_else(|| not_found("FloatingIP", &id))?;
+    ok(json!({"floatingip": fip_json(&f)}))
+}
+
+async fn create_fip(State(node): State<Arc<Node>>, headers: HeaderMap, b: axum::body::Bytes) -> R {
+    let s = who(&node, &headers)?;
+    s.write().map_err(IntoResponse::into_response)?;
+    let v = body(&b)?;
+    let x = &v["floatingip"];
+    let f = node
+        .control
+        .create_floating_ip(CreateFloatingIp {
+            network: x["floating_network_id"].as_str().unwrap_or("").to_string(),
+            project: Some(s.project.clone()),
+            port: x["port_id"].as_str().map(str::to_string),
+        })
+        .await
+        .map_err(nerr)?;
+    created(json!({"floatingip": fip_json(&f)}))
+}
+
+async fn update_fip(
+    State(node): State<Arc<Node>>,
+    headers: HeaderMap,
+    UrlPath(id): UrlPath<String>,
+    b: axum::body::Bytes,
+) -> R {
+    let s = who(&node, &headers)?;
+    s.write().map_err(IntoResponse::into_response)?;
+    let f = visible_fips(&node, &s)?
+        .into_iter()
+        .find(|f| f.id == id)
+        .ok_or_else(|| not_found("FloatingIP", &id))?;
+    let v = body(&b)?;
+    let port = v["floatingip"]["port_id"].as_str();
+    let f = node
+        .control
+        .associate_floating_ip(&f.id, port)
+        .await
+        .map_err(nerr)?;
+    ok(json!({"floatingip": fip_json(&f)}))
+}
+
+async fn delete_fip(
+    State(node): State<Arc<Node>>,
+    headers: HeaderMap,
+    UrlPath(id): UrlPath<String>,
+) -> R {
+    let s = who(&node, &headers)?;
+    s.write().map_err(IntoResponse::into_response)?;
+    let f = visible_fips(&node, &s)?
+        .into_iter()
+        .find(|f| f.id == id)
+        .ok_or_else(|| not_found("FloatingIP", &id))?;
+    node.control.delete_floating_ip(&f.id).await.map_err(nerr)?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
