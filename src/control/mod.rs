@@ -3,6 +3,7 @@
 
 pub mod identity;
 pub mod join;
+pub mod keypairs;
 pub mod networks;
 pub mod placement;
 pub mod ports;

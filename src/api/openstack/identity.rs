@@ -97,6 +97,8 @@ fn catalog(base: &str) -> Value {
     json!([
         {"type": "identity", "name": "keystone", "id": "identity",
          "endpoints": [endpoint("identity", format!("{base}/identity"))]},
+        {"type": "compute", "name": "nova", "id": "compute",
+         "endpoints": [endpoint("compute", format!("{base}/compute/v2.1"))]},
         {"type": "network", "name": "neutron", "id": "network",
          "endpoints": [endpoint("network", format!("{base}/networking"))]},
     ])

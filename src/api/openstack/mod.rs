@@ -3,6 +3,7 @@
 //! and Ansible work unmodified. Version documents are served without authentication;
 //! everything else needs a token (`X-Auth-Token`). Handlers call `control` only.
 
+pub mod compute;
 pub mod identity;
 pub mod network;
 
@@ -87,6 +88,7 @@ pub fn base_url(headers: &HeaderMap) -> String {
 pub fn routes() -> Router<Arc<Node>> {
     Router::new()
         .merge(identity::routes())
+        .merge(compute::routes())
         .merge(network::routes())
 }
 

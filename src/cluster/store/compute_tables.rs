@@ -150,3 +150,20 @@ pub struct VmStatus {
     pub boots: u64,
     pub updated_at: u64,
 }
+
+/// SSH public keys users register for their VMs; key `<user id>/<name>`.
+pub struct Keypairs;
+impl Table for Keypairs {
+    const NAME: &'static str = "keypairs";
+    type Value = KeypairRecord;
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct KeypairRecord {
+    pub name: String,
+    pub user: String,
+    pub public_key: String,
+    /// `SHA256:<base64>` of the key blob.
+    pub fingerprint: String,
+    pub created_at: u64,
+}

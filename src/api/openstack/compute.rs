@@ -1,0 +1,299 @@
+//! Nova v2.1 under `/compute` (begun): version documents, flavors (admins create and
+//! delete; everyone lists) and keypairs (each user's own). Servers come next.
+
+// Handlers return `Result<Response, Response>` as axum handlers do.
+#![allow(clippy::result_large_err)]
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::extract::{Path as UrlPath, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde_json::{json, Value};
+
+use super::{authenticate, base_url, OsError};
+use crate::cluster::store::compute_tables::{Flavor, KeypairRecord};
+use crate::control::identity::TokenInfo;
+use crate::control::ControlError;
+use crate::daemon::Node;
+
+pub fn routes() -> Router<Arc<Node>> {
+    Router::new()
+        .route("/compute", get(versions))
+        .route("/compute/", get(versions))
+        .route("/compute/v2.1", get(version))
+        .route("/compute/v2.1/", get(version))
+        .route("/compute/v2.1/flavors", get(flavors).post(create_flavor))
+        .route("/compute/v2.1/flavors/detail", get(flavors_detail))
+        .route(
+            "/compute/v2.1/flavors/{id}",
+            get(flavor).delete(delete_flavor),
+        )
+        .route(
+            "/compute/v2.1/flavors/{id}/os-extra_specs",
+            get(extra_specs),
+        )
+        .route(
+            "/compute/v2.1/os-keypairs",
+            get(keypairs).post(create_keypair),
+        )
+        .route(
+            "/compute/v2.1/os-keypairs/{name}",
+            get(keypair).delete(delete_keypair),
+        )
+}
+
+type R = Result<Response, Response>;
+
+/// Nova's error shape: `{"itemNotFound": {"code", "message"}}` and kin.
+fn nova(code: StatusCode, message: impl Into<String>) -> Response {
+    let key = match code {
+        StatusCode::NOT_FOUND => "itemNotFound",
+        StatusCode::BAD_REQUEST => "badRequest",
+        StatusCode::FORBIDDEN => "forbidden",
+        StatusCode::CONFLICT => "conflictingRequest",
+        _ => "computeFault",
+    };
+    (
+        code,
+        Json(json!({key: {"code": code.as_u16(), "message": message.into()}})),
+    )
+        .into_response()
+}
+
+fn cerr(e: ControlError) -> Response {
+    let code = match &e {
+        ControlError::NotFound(_) => StatusCode::NOT_FOUND,
+        ControlError::Invalid(_) => StatusCode::BAD_REQUEST,
+        ControlError::Conflict(_) => StatusCode::CONFLICT,
+        ControlError::Forbidden(_) => StatusCode::FORBIDDEN,
+        ControlError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    nova(code, crate::telemetry::error_chain(&e))
+}
+
+fn who(node: &Node, headers: &HeaderMap) -> Result<TokenInfo, Response> {
+    authenticate(node, headers).map_err(IntoResponse::into_response)
+}
+
+fn admin(t: &TokenInfo) -> Result<(), Response> {
+    super::require_admin(t).map_err(|OsError(c, m)| nova(c, m))
+}
+
+fn version_doc(base: &str) -> Value {
+    json!({
+        "id": "v2.1", "status": "CURRENT", "version": "2.1", "min_version": "2.1",
+        "updated": "2013-07-23T11:33:21Z",
+        "links": [{"rel": "self", "href": format!("{base}/compute/v2.1/")}],
+        "media-types": [{"base": "application/json", "type": "application/vnd.openstack.compute+json;version=2.1"}],
+    })
+}
+
+async fn versions(headers: HeaderMap) -> Json<Value> {
+    Json(json!({"versions": [version_doc(&base_url(&headers))]}))
+}
+
+async fn version(headers: HeaderMap) -> Json<Value> {
+    Json(json!({"version": version_doc(&base_url(&headers))}))
+}
+
+fn flavor_brief(f: &Flavor, base: &str) -> Value {
+    json!({
+        "id": f.name, "name": f.name,
+        "links": [{"rel": "self", "href": format!("{base}/compute/v2.1/flavors/{}", f.name)}],
+    })
+}
+
+fn flavor_json(f: &Flavor, base: &str) -> Value {
+    let mut v = flavor_brief(f, base);
+    v["vcpus"] = json!(f.vcpus);
+    v["ram"] = json!(f.ram_mb);
+    v["disk"] = json!(f.disk_gb);
+    v["OS-FLV-EXT-DATA:ephemeral"] = json!(0);
+    v["OS-FLV-DISABLED:disabled"] = json!(false);
+    v["swap"] = json!("");
+    v["rxtx_factor"] = json!(1.0);
+    v["os-flavor-access:is_public"] = json!(true);
+    v
+}
+
+async fn flavors(State(node): State<Arc<Node>>, headers: HeaderMap) -> R {
+    who(&node, &headers)?;
+    let base = base_url(&headers);
+    let list: Vec<Value> = node
+        .control
+        .flavors()
+        .map_err(cerr)?
+        .iter()
+        .map(|f| flavor_brief(f, &base))
+        .collect();
+    Ok(Json(json!({"flavors": list})).into_response())
+}
+
+async fn flavors_detail(State(node): State<Arc<Node>>, headers: HeaderMap) -> R {
+    who(&node, &headers)?;
+    let base = base_url(&headers);
+    let list: Vec<Value> = node
+        .control
+        .flavors()
+        .map_err(cerr)?
+        .iter()
+        .map(|f| flavor_json(f, &base))
+        .collect();
+    Ok(Json(json!({"flavors": list})).into_response())
+}
+
+async fn flavor(
+    State(node): State<Arc<Node>>,
+    headers: HeaderMap,
+    UrlPath(id): UrlPath<String>,
+) -> R {
+    who(&node, &headers)?;
+    let f = node
+        .control
+        .flavors()
+        .map_err(cerr)?
+        .into_iter()
+        .find(|f| f.name == id)
+        .ok_or_else(|| {
+            nova(
+                StatusCode::NOT_FOUND,
+                format!("Flavor {id} could not be found."),
+            )
+        })?;
+    Ok(Json(json!({"flavor": flavor_json(&f, &base_url(&headers))})).into_response())
+}
+
+async fn extra_specs(
+    State(node): State<Arc<Node>>,
+    headers: HeaderMap,
+    UrlPath(id): UrlPath<String>,
+) -> R {
+    who(&node, &headers)?;
+    let f = node
+        .control
+        .flavors()
+        .map_err(cerr)?
+        .into_iter()
+        .find(|f| f.name == id)
+        .ok_or_else(|| {
+            nova(
+                StatusCode::NOT_FOUND,
+                format!("Flavor {id} could not be found."),
+            )
+        })?;
+    Ok(Json(json!({"extra_specs": f.extra_specs})).into_response())
+}
+
+async fn create_flavor(
+    State(node): State<Arc<Node>>,
+    headers: HeaderMap,
+    b: axum::body::Bytes,
+) -> R {
+    admin(&who(&node, &headers)?)?;
+    let v: Value = serde_json::from_slice(&b).map_err(|e| {
+        nova(
+            StatusCode::BAD_REQUEST,
+            format!("Invalid request body: {e}"),
+        )
+    })?;
+    let f = &v["flavor"];
+    let num = |k: &str| {
+        f[k].as_u64()
+            .or_else(|| f[k].as_str().and_then(|s| s.parse().ok()))
+    };
+    let flavor = Flavor {
+        name: f["name"].as_str().unwrap_or("").to_string(),
+        vcpus: num("vcpus").unwrap_or(0) as u32,
+        ram_mb: num("ram").unwrap_or(0),
+        disk_gb: num("disk").unwrap_or(0),
+        extra_specs: BTreeMap::new(),
+    };
+    let rec = node.control.create_flavor(flavor).await.map_err(cerr)?;
+    Ok(Json(json!({"flavor": flavor_json(&rec, &base_url(&headers))})).into_response())
+}
+
+async fn delete_flavor(
+    State(node): State<Arc<Node>>,
+    headers: HeaderMap,
+    UrlPath(id): UrlPath<String>,
+) -> R {
+    admin(&who(&node, &headers)?)?;
+    node.control.delete_flavor(&id).await.map_err(cerr)?;
+    Ok(StatusCode::ACCEPTED.into_response())
+}
+
+fn keypair_json(k: &KeypairRecord) -> Value {
+    json!({"name": k.name, "public_key": k.public_key, "fingerprint": k.fingerprint, "user_id": k.user, "type": "ssh"})
+}
+
+async fn keypairs(State(node): State<Arc<Node>>, headers: HeaderMap) -> R {
+    let t = who(&node, &headers)?;
+    let list: Vec<Value> = node
+        .control
+        .keypairs(&t.user.id)
+        .map_err(cerr)?
+        .iter()
+        .map(|k| json!({"keypair": keypair_json(k)}))
+        .collect();
+    Ok(Json(json!({"keypairs": list})).into_response())
+}
+
+async fn keypair(
+    State(node): State<Arc<Node>>,
+    headers: HeaderMap,
+    UrlPath(name): UrlPath<String>,
+) -> R {
+    let t = who(&node, &headers)?;
+    let k = node.control.keypair(&t.user.id, &name).map_err(cerr)?;
+    let mut v = keypair_json(&k);
+    v["id"] = json!(k.name);
+    v["created_at"] = json!(crate::control::identity::iso8601(k.created_at));
+    v["deleted"] = json!(false);
+    Ok(Json(json!({"keypair": v})).into_response())
+}
+
+async fn create_keypair(
+    State(node): State<Arc<Node>>,
+    headers: HeaderMap,
+    b: axum::body::Bytes,
+) -> R {
+    let t = who(&node, &headers)?;
+    let v: Value = serde_json::from_slice(&b).map_err(|e| {
+        nova(
+            StatusCode::BAD_REQUEST,
+            format!("Invalid request body: {e}"),
+        )
+    })?;
+    let k = &v["keypair"];
+    let name = k["name"].as_str().unwrap_or("");
+    let public = k["public_key"].as_str().ok_or_else(|| {
+        nova(
+            StatusCode::BAD_REQUEST,
+            "Give a public key to import (generating key pairs is not supported).",
+        )
+    })?;
+    let rec = node
+        .control
+        .create_keypair(&t.user.id, name, public)
+        .await
+        .map_err(cerr)?;
+    Ok(Json(json!({"keypair": keypair_json(&rec)})).into_response())
+}
+
+async fn delete_keypair(
+    State(node): State<Arc<Node>>,
+    headers: HeaderMap,
+    UrlPath(name): UrlPath<String>,
+) -> R {
+    let t = who(&node, &headers)?;
+    node.control
+        .delete_keypair(&t.user.id, &name)
+        .await
+        .map_err(cerr)?;
+    Ok(StatusCode::ACCEPTED.into_response())
+}
