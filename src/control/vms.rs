@@ -592,3 +592,57 @@ impl Control {
         .trim::<Events>(EVENTS_KEPT)
     }
 }
+
+impl Control {
+    /// Creates a flavor (its name is its id); refused for a taken name or nonsense sizes.
+    pub async fn create_flavor(
+        &self,
+        f: crate::cluster::store::compute_tables::Flavor,
+    ) -> Result<crate::cluster::store::compute_tables::Flavor, ControlError> {
+        use crate::cluster::store::compute_tables::Flavors;
+        let name = f.name.trim();
+        if name.is_empty() || name.len() > 255 || name.chars().any(|c| c.is_control() || c == '/') {
+            return Err(ControlError::Invalid(format!(
+                "flavor name {name:?} must be 1-255 printable characters without '/'"
+            )));
+        }
+        if f.vcpus == 0 || f.vcpus > MAX_VCPUS {
+            return Err(ControlError::Invalid(format!(
+                "a flavor needs 1 to {} vCPUs ({} asked)",
+                MAX_VCPUS, f.vcpus
+            )));
+        }
+        if f.ram_mb < 64 {
+            return Err(ControlError::Invalid(format!(
+                "a flavor needs at least 64 MiB of memory ({} asked)",
+                f.ram_mb
+            )));
+        }
+        if self.store.get::<Flavors>(name)?.is_some() {
+            return Err(ControlError::Conflict(format!(
+                "Flavor with name {name} already exists."
+            )));
+        }
+        let txn = TxnBuilder::new()
+            .require_revision::<Flavors>(name.to_string(), 0)
+            .put::<Flavors>(name.to_string(), &f);
+        self.store
+            .commit(self.with_event(txn, "flavor.created", format!("flavor {name} created")))
+            .await?;
+        Ok(f)
+    }
+
+    pub async fn delete_flavor(&self, name: &str) -> Result<(), ControlError> {
+        use crate::cluster::store::compute_tables::Flavors;
+        if self.store.get::<Flavors>(name)?.is_none() {
+            return Err(ControlError::NotFound(format!(
+                "Flavor {name} could not be found."
+            )));
+        }
+        let txn = TxnBuilder::new().delete::<Flavors>(name.to_string());
+        self.store
+            .commit(self.with_event(txn, "flavor.deleted", format!("flavor {name} deleted")))
+            .await?;
+        Ok(())
+    }
+}

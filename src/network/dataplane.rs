@@ -199,19 +199,7 @@ impl DataPlane {
     }
 
     async fn index(&self, name: &str) -> Result<Option<u32>, DataPlaneError> {
-        match self
-            .handle
-            .link()
-            .get()
-            .match_name(name.to_string())
-            .execute()
-            .try_next()
-            .await
-        {
-            Ok(m) => Ok(m.map(|m| m.header.index)),
-            Err(e) if errno(&e) == Some(libc::ENODEV) => Ok(None),
-            Err(e) => Err(nl(format!("look up {name}"))(e)),
-        }
+        link_index(&self.handle, name, "").await
     }
 
     /// Sets a link's master, MTU and up state where they differ.
@@ -711,19 +699,7 @@ impl NsLinks {
     }
 
     async fn index(&self, name: &str) -> Result<Option<u32>, DataPlaneError> {
-        match self
-            .handle
-            .link()
-            .get()
-            .match_name(name.to_string())
-            .execute()
-            .try_next()
-            .await
-        {
-            Ok(m) => Ok(m.map(|m| m.header.index)),
-            Err(e) if errno(&e) == Some(libc::ENODEV) => Ok(None),
-            Err(e) => Err(nl(format!("look up {name} in the service namespace"))(e)),
-        }
+        link_index(&self.handle, name, " in the service namespace").await
     }
 
     async fn rename(&self, from: &str, to: &str) -> Result<(), DataPlaneError> {
@@ -901,6 +877,26 @@ impl Netns {
     fn fd_raw(&self) -> std::os::fd::RawFd {
         use std::os::fd::AsRawFd;
         self.fd().as_raw_fd()
+    }
+}
+
+/// A link's index by name (None if there is none), in the handle's namespace.
+async fn link_index(
+    handle: &Handle,
+    name: &str,
+    where_: &str,
+) -> Result<Option<u32>, DataPlaneError> {
+    match handle
+        .link()
+        .get()
+        .match_name(name.to_string())
+        .execute()
+        .try_next()
+        .await
+    {
+        Ok(m) => Ok(m.map(|m| m.header.index)),
+        Err(e) if errno(&e) == Some(libc::ENODEV) => Ok(None),
+        Err(e) => Err(nl(format!("look up {name}{where_}"))(e)),
     }
 }
 

@@ -121,6 +121,20 @@ fn flavor_json(f: &Flavor, base: &str) -> Value {
     v
 }
 
+fn find_flavor(node: &Node, id: &str) -> Result<Flavor, Response> {
+    node.control
+        .flavors()
+        .map_err(cerr)?
+        .into_iter()
+        .find(|f| f.name == id)
+        .ok_or_else(|| {
+            nova(
+                StatusCode::NOT_FOUND,
+                format!("Flavor {id} could not be found."),
+            )
+        })
+}
+
 async fn flavors(State(node): State<Arc<Node>>, headers: HeaderMap) -> R {
     who(&node, &headers)?;
     let base = base_url(&headers);
@@ -153,18 +167,7 @@ async fn flavor(
     UrlPath(id): UrlPath<String>,
 ) -> R {
     who(&node, &headers)?;
-    let f = node
-        .control
-        .flavors()
-        .map_err(cerr)?
-        .into_iter()
-        .find(|f| f.name == id)
-        .ok_or_else(|| {
-            nova(
-                StatusCode::NOT_FOUND,
-                format!("Flavor {id} could not be found."),
-            )
-        })?;
+    let f = find_flavor(&node, &id)?;
     Ok(Json(json!({"flavor": flavor_json(&f, &base_url(&headers))})).into_response())
 }
 
@@ -174,18 +177,7 @@ async fn extra_specs(
     UrlPath(id): UrlPath<String>,
 ) -> R {
     who(&node, &headers)?;
-    let f = node
-        .control
-        .flavors()
-        .map_err(cerr)?
-        .into_iter()
-        .find(|f| f.name == id)
-        .ok_or_else(|| {
-            nova(
-                StatusCode::NOT_FOUND,
-                format!("Flavor {id} could not be found."),
-            )
-        })?;
+    let f = find_flavor(&node, &id)?;
     Ok(Json(json!({"extra_specs": f.extra_specs})).into_response())
 }
 

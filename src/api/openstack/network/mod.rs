@@ -17,17 +17,15 @@ use axum::{Json, Router};
 use serde_json::{json, Value};
 
 use super::{authenticate, OsError};
-use crate::cluster::store::network_tables::{
-    Direction, FloatingIpRecord, NetworkRecord, RouterRecord, RuleRecord, SecurityGroupRecord,
-    SubnetRecord,
-};
+use crate::cluster::store::network_tables::{NetworkRecord, SubnetRecord};
 use crate::control::identity::TokenInfo;
 use crate::control::networks::{CreateNetwork, CreateSubnet};
 use crate::control::ports::{CreatePort, FixedIpRequest, PortView};
-use crate::control::routers::{CreateFloatingIp, CreateRouter};
-use crate::control::secgroups::{CreateRule, CreateSecGroup};
 use crate::control::ControlError;
 use crate::daemon::Node;
+
+mod l3;
+mod security;
 
 pub fn routes() -> Router<Arc<Node>> {
     let p = |s: &str| format!("/networking/v2.0/{s}");
@@ -40,30 +38,41 @@ pub fn routes() -> Router<Arc<Node>> {
         .route(&p("subnets/{id}"), get(subnet).delete(delete_subnet))
         .route(&p("ports"), get(ports).post(create_port))
         .route(&p("ports/{id}"), get(port).delete(delete_port))
-        .route(&p("security-groups"), get(secgroups).post(create_secgroup))
+        .route(
+            &p("security-groups"),
+            get(security::secgroups).post(security::create_secgroup),
+        )
         .route(
             &p("security-groups/{id}"),
-            get(secgroup).delete(delete_secgroup),
+            get(security::secgroup).delete(security::delete_secgroup),
         )
-        .route(&p("security-group-rules"), get(rules).post(create_rule))
+        .route(
+            &p("security-group-rules"),
+            get(security::rules).post(security::create_rule),
+        )
         .route(
             &p("security-group-rules/{id}"),
-            get(rule).delete(delete_rule),
+            get(security::rule).delete(security::delete_rule),
         )
-        .route(&p("routers"), get(routers).post(create_router))
+        .route(&p("routers"), get(l3::routers).post(l3::create_router))
         .route(
             &p("routers/{id}"),
-            get(router).put(update_router).delete(delete_router),
+            get(l3::router)
+                .put(l3::update_router)
+                .delete(l3::delete_router),
         )
-        .route(&p("routers/{id}/add_router_interface"), put(add_interface))
+        .route(
+            &p("routers/{id}/add_router_interface"),
+            put(l3::add_interface),
+        )
         .route(
             &p("routers/{id}/remove_router_interface"),
-            put(remove_interface),
+            put(l3::remove_interface),
         )
-        .route(&p("floatingips"), get(fips).post(create_fip))
+        .route(&p("floatingips"), get(l3::fips).post(l3::create_fip))
         .route(
             &p("floatingips/{id}"),
-            get(fip).put(update_fip).delete(delete_fip),
+            get(l3::fip).put(l3::update_fip).delete(l3::delete_fip),
         )
 }
 
@@ -220,56 +229,6 @@ fn port_json(p: &PortView) -> Value {
         "port_security_enabled": r.port_security, "tenant_id": r.project, "project_id": r.project,
         "description": "", "tags": [], "created_at": time(r.created_at), "updated_at": time(r.created_at),
         "revision_number": 1,
-    })
-}
-
-fn rule_json(r: &RuleRecord, g: &SecurityGroupRecord) -> Value {
-    json!({
-        "id": r.id, "security_group_id": g.id,
-        "direction": if r.direction == Direction::Ingress { "ingress" } else { "egress" },
-        "ethertype": "IPv4", "protocol": r.protocol, "port_range_min": r.port_range_min,
-        "port_range_max": r.port_range_max, "remote_ip_prefix": r.remote_ip_prefix,
-        "remote_group_id": r.remote_group, "remote_address_group_id": null,
-        "tenant_id": g.project, "project_id": g.project, "description": r.description,
-        "created_at": time(g.created_at), "updated_at": time(g.created_at), "revision_number": 1,
-    })
-}
-
-fn sg_json(g: &SecurityGroupRecord) -> Value {
-    json!({
-        "id": g.id, "name": g.name, "description": g.description, "stateful": true,
-        "security_group_rules": g.rules.iter().map(|r| rule_json(r, g)).collect::<Vec<_>>(),
-        "tenant_id": g.project, "project_id": g.project, "tags": [],
-        "created_at": time(g.created_at), "updated_at": time(g.created_at), "revision_number": 1,
-    })
-}
-
-fn router_json(node: &Node, r: &RouterRecord) -> Value {
-    let gw = r
-        .gateway_port
-        .as_ref()
-        .and_then(|g| node.control.find_port(g).ok());
-    json!({
-        "id": r.id, "name": r.name, "tenant_id": r.project, "project_id": r.project,
-        "admin_state_up": true, "status": "ACTIVE",
-        "external_gateway_info": gw.map(|p| json!({
-            "network_id": p.network, "enable_snat": true,
-            "external_fixed_ips": p.fixed_ips.iter().map(|f| json!({"subnet_id": f.subnet, "ip_address": f.ip})).collect::<Vec<_>>(),
-        })),
-        "routes": [], "distributed": false, "ha": false, "availability_zones": ["nova"],
-        "availability_zone_hints": [], "description": "", "tags": [],
-        "created_at": time(r.created_at), "updated_at": time(r.created_at), "revision_number": 1,
-    })
-}
-
-fn fip_json(f: &FloatingIpRecord) -> Value {
-    json!({
-        "id": f.id, "floating_ip_address": f.ip, "floating_network_id": f.network,
-        "router_id": f.router, "port_id": f.port, "fixed_ip_address": f.fixed_ip,
-        "status": if f.port.is_some() { "ACTIVE" } else { "DOWN" },
-        "tenant_id": f.project, "project_id": f.project, "description": "", "tags": [],
-        "port_details": null, "dns_domain": "", "dns_name": "",
-        "created_at": time(f.created_at), "updated_at": time(f.created_at), "revision_number": 1,
     })
 }
 
@@ -577,428 +536,5 @@ async fn delete_port(
         .find(|p| p.record.id == id)
         .ok_or_else(|| not_found("Port", &id))?;
     node.control.delete_port(&p.record.id).await.map_err(nerr)?;
-    Ok(StatusCode::NO_CONTENT.into_response())
-}
-
-fn visible_groups(node: &Node, s: &Scope) -> Result<Vec<SecurityGroupRecord>, Response> {
-    Ok(node
-        .control
-        .secgroups()
-        .map_err(nerr)?
-        .into_iter()
-        .filter(|g| s.sees(&g.project))
-        .collect())
-}
-
-async fn secgroups(
-    State(node): State<Arc<Node>>,
-    headers: HeaderMap,
-    Query(q): Query<std::collections::HashMap<String, String>>,
-) -> R {
-    let s = who(&node, &headers)?;
-    // Every project has its default group, as in Neutron.
-    node.control
-        .default_secgroup(&s.project)
-        .await
-        .map_err(nerr)?;
-    let list = visible_groups(&node, &s)?.iter().map(sg_json).collect();
-    ok(json!({"security_groups": named(list, &q)}))
-}
-
-async fn secgroup(
-    State(node): State<Arc<Node>>,
-    headers: HeaderMap,
-    UrlPath(id): UrlPath<String>,
-) -> R {
-    let s = who(&node, &headers)?;
-    let g = visible_groups(&node, &s)?
-        .into_iter()
-        .find(|g| g.id == id || g.name == id)
-        .ok_or_else(|| not_found("SecurityGroup", &id))?;
-    ok(json!({"security_group": sg_json(&g)}))
-}
-
-async fn create_secgroup(
-    State(node): State<Arc<Node>>,
-    headers: HeaderMap,
-    b: axum::body::Bytes,
-) -> R {
-    let s = who(&node, &headers)?;
-    s.write().map_err(IntoResponse::into_response)?;
-    let v = body(&b)?;
-    let g = node
-        .control
-        .create_secgroup(CreateSecGroup {
-            name: v["security_group"]["name"]
-                .as_str()
-                .unwrap_or("")
-                .to_string(),
-            project: Some(s.project.clone()),
-            description: v["security_group"]["description"]
-                .as_str()
-                .unwrap_or("")
-                .to_string(),
-        })
-        .await
-        .map_err(nerr)?;
-    created(json!({"security_group": sg_json(&g)}))
-}
-
-async fn delete_secgroup(
-    State(node): State<Arc<Node>>,
-    headers: HeaderMap,
-    UrlPath(id): UrlPath<String>,
-) -> R {
-    let s = who(&node, &headers)?;
-    s.write().map_err(IntoResponse::into_response)?;
-    let g = visible_groups(&node, &s)?
-        .into_iter()
-        .find(|g| g.id == id)
-        .ok_or_else(|| not_found("SecurityGroup", &id))?;
-    node.control.delete_secgroup(&g.id).await.map_err(nerr)?;
-    Ok(StatusCode::NO_CONTENT.into_response())
-}
-
-fn find_rule(
-    node: &Node,
-    s: &Scope,
-    id: &str,
-) -> Result<(RuleRecord, SecurityGroupRecord), Response> {
-    visible_groups(node, s)?
-        .into_iter()
-        .find_map(|g| {
-            g.rules
-                .iter()
-                .find(|r| r.id == id)
-                .cloned()
-                .map(|r| (r, g.clone()))
-        })
-        .ok_or_else(|| not_found("SecurityGroupRule", id))
-}
-
-async fn rules(
-    State(node): State<Arc<Node>>,
-    headers: HeaderMap,
-    Query(q): Query<std::collections::HashMap<String, String>>,
-) -> R {
-    let s = who(&node, &headers)?;
-    let list = visible_groups(&node, &s)?
-        .iter()
-        .flat_map(|g| {
-            g.rules
-                .iter()
-                .map(move |r| rule_json(r, g))
-                .collect::<Vec<_>>()
-        })
-        .collect();
-    ok(json!({"security_group_rules": named(list, &q)}))
-}
-
-async fn rule(
-    State(node): State<Arc<Node>>,
-    headers: HeaderMap,
-    UrlPath(id): UrlPath<String>,
-) -> R {
-    let s = who(&node, &headers)?;
-    let (r, g) = find_rule(&node, &s, &id)?;
-    ok(json!({"security_group_rule": rule_json(&r, &g)}))
-}
-
-async fn create_rule(State(node): State<Arc<Node>>, headers: HeaderMap, b: axum::body::Bytes) -> R {
-    let s = who(&node, &headers)?;
-    s.write().map_err(IntoResponse::into_response)?;
-    let v = body(&b)?;
-    let x = &v["security_group_rule"];
-    let gid = x["security_group_id"].as_str().unwrap_or("");
-    let g = visible_groups(&node, &s)?
-        .into_iter()
-        .find(|g| g.id == gid)
-        .ok_or_else(|| not_found("SecurityGroup", gid))?;
-    if x["ethertype"].as_str().is_some_and(|e| e != "IPv4") {
-        return Err(nerr(ControlError::Invalid(
-            "only IPv4 rules are served".into(),
-        )));
-    }
-    let direction = match x["direction"].as_str() {
-        Some("egress") => Direction::Egress,
-        Some("ingress") => Direction::Ingress,
-        other => {
-            return Err(nerr(ControlError::Invalid(format!(
-                "direction {other:?} is not ingress or egress"
-            ))))
-        }
-    };
-    let port = |k: &str| x[k].as_u64().map(|p| p as u32);
-    let r = node
-        .control
-        .add_rule(
-            &g.id,
-            CreateRule {
-                direction,
-                protocol: x["protocol"]
-                    .as_str()
-                    .map(str::to_string)
-                    .or_else(|| x["protocol"].as_u64().map(|n| n.to_string())),
-                port_range_min: port("port_range_min"),
-                port_range_max: port("port_range_max"),
-                remote_ip_prefix: x["remote_ip_prefix"].as_str().map(str::to_string),
-                remote_group: x["remote_group_id"].as_str().map(str::to_string),
-                description: x["description"].as_str().unwrap_or("").to_string(),
-            },
-        )
-        .await
-        .map_err(nerr)?;
-    created(json!({"security_group_rule": rule_json(&r, &g)}))
-}
-
-async fn delete_rule(
-    State(node): State<Arc<Node>>,
-    headers: HeaderMap,
-    UrlPath(id): UrlPath<String>,
-) -> R {
-    let s = who(&node, &headers)?;
-    s.write().map_err(IntoResponse::into_response)?;
-    let (r, g) = find_rule(&node, &s, &id)?;
-    node.control.delete_rule(&g.id, &r.id).await.map_err(nerr)?;
-    Ok(StatusCode::NO_CONTENT.into_response())
-}
-
-fn visible_routers(node: &Node, s: &Scope) -> Result<Vec<RouterRecord>, Response> {
-    Ok(node
-        .control
-        .routers()
-        .map_err(nerr)?
-        .into_iter()
-        .filter(|r| s.sees(&r.project))
-        .collect())
-}
-
-fn router_of(node: &Node, s: &Scope, id: &str) -> Result<RouterRecord, Response> {
-    visible_routers(node, s)?
-        .into_iter()
-        .find(|r| r.id == id || r.name == id)
-        .ok_or_else(|| not_found("Router", id))
-}
-
-async fn routers(
-    State(node): State<Arc<Node>>,
-    headers: HeaderMap,
-    Query(q): Query<std::collections::HashMap<String, String>>,
-) -> R {
-    let s = who(&node, &headers)?;
-    let list = visible_routers(&node, &s)?
-        .iter()
-        .map(|r| router_json(&node, r))
-        .collect();
-    ok(json!({"routers": named(list, &q)}))
-}
-
-async fn router(
-    State(node): State<Arc<Node>>,
-    headers: HeaderMap,
-    UrlPath(id): UrlPath<String>,
-) -> R {
-    let s = who(&node, &headers)?;
-    let r = router_of(&node, &s, &id)?;
-    ok(json!({"router": router_json(&node, &r)}))
-}
-
-async fn create_router(
-    State(node): State<Arc<Node>>,
-    headers: HeaderMap,
-    b: axum::body::Bytes,
-) -> R {
-    let s = who(&node, &headers)?;
-    s.write().map_err(IntoResponse::into_response)?;
-    let v = body(&b)?;
-    let x = &v["router"];
-    let r = node
-        .control
-        .create_router(CreateRouter {
-            name: x["name"].as_str().unwrap_or("").to_string(),
-            project: Some(s.project.clone()),
-            external_network: x["external_gateway_info"]["network_id"]
-                .as_str()
-                .map(str::to_string),
-        })
-        .await
-        .map_err(nerr)?;
-    created(json!({"router": router_json(&node, &r)}))
-}
-
-async fn update_router(
-    State(node): State<Arc<Node>>,
-    headers: HeaderMap,
-    UrlPath(id): UrlPath<String>,
-    b: axum::body::Bytes,
-) -> R {
-    let s = who(&node, &headers)?;
-    s.write().map_err(IntoResponse::into_response)?;
-    let r = router_of(&node, &s, &id)?;
-    let v = body(&b)?;
-    if let Some(gw) = v["router"].get("external_gateway_info") {
-        let net = gw["network_id"].as_str();
-        node.control
-            .set_router_gateway(&r.id, net)
-            .await
-            .map_err(nerr)?;
-    }
-    let r = router_of(&node, &s, &r.id)?;
-    ok(json!({"router": router_json(&node, &r)}))
-}
-
-async fn delete_router(
-    State(node): State<Arc<Node>>,
-    headers: HeaderMap,
-    UrlPath(id): UrlPath<String>,
-) -> R {
-    let s = who(&node, &headers)?;
-    s.write().map_err(IntoResponse::into_response)?;
-    let r = router_of(&node, &s, &id)?;
-    node.control.delete_router(&r.id).await.map_err(nerr)?;
-    Ok(StatusCode::NO_CONTENT.into_response())
-}
-
-async fn interface(
-    node: &Node,
-    headers: &HeaderMap,
-    id: &str,
-    b: &axum::body::Bytes,
-    add: bool,
-) -> R {
-    let s = who(node, headers)?;
-    s.write().map_err(IntoResponse::into_response)?;
-    let r = router_of(node, &s, id)?;
-    let v = body(b)?;
-    let subnet = v["subnet_id"]
-        .as_str()
-        .ok_or_else(|| nerr(ControlError::Invalid("subnet_id is required".into())))?;
-    let before = r.interface_ports.clone();
-    let after = if add {
-        node.control
-            .add_router_interface(&r.id, subnet)
-            .await
-            .map_err(nerr)?
-    } else {
-        node.control
-            .remove_router_interface(&r.id, subnet)
-            .await
-            .map_err(nerr)?
-    };
-    let port = if add {
-        after
-            .interface_ports
-            .iter()
-            .find(|p| !before.contains(p))
-            .cloned()
-    } else {
-        before
-            .iter()
-            .find(|p| !after.interface_ports.contains(p))
-            .cloned()
-    };
-    ok(
-        json!({"id": r.id, "subnet_id": subnet, "subnet_ids": [subnet], "port_id": port, "tenant_id": r.project, "project_id": r.project}),
-    )
-}
-
-async fn add_interface(
-    State(node): State<Arc<Node>>,
-    headers: HeaderMap,
-    UrlPath(id): UrlPath<String>,
-    b: axum::body::Bytes,
-) -> R {
-    interface(&node, &headers, &id, &b, true).await
-}
-
-async fn remove_interface(
-    State(node): State<Arc<Node>>,
-    headers: HeaderMap,
-    UrlPath(id): UrlPath<String>,
-    b: axum::body::Bytes,
-) -> R {
-    interface(&node, &headers, &id, &b, false).await
-}
-
-fn visible_fips(node: &Node, s: &Scope) -> Result<Vec<FloatingIpRecord>, Response> {
-    Ok(node
-        .control
-        .floating_ips()
-        .map_err(nerr)?
-        .into_iter()
-        .filter(|f| s.sees(&f.project))
-        .collect())
-}
-
-async fn fips(
-    State(node): State<Arc<Node>>,
-    headers: HeaderMap,
-    Query(q): Query<std::collections::HashMap<String, String>>,
-) -> R {
-    let s = who(&node, &headers)?;
-    let list = visible_fips(&node, &s)?.iter().map(fip_json).collect();
-    ok(json!({"floatingips": named(list, &q)}))
-}
-
-async fn fip(State(node): State<Arc<Node>>, headers: HeaderMap, UrlPath(id): UrlPath<String>) -> R {
-    let s = who(&node, &headers)?;
-    let f = visible_fips(&node, &s)?
-        .into_iter()
-        .find(|f| f.id == id || f.ip == id)
-        .ok_or_else(|| not_found("FloatingIP", &id))?;
-    ok(json!({"floatingip": fip_json(&f)}))
-}
-
-async fn create_fip(State(node): State<Arc<Node>>, headers: HeaderMap, b: axum::body::Bytes) -> R {
-    let s = who(&node, &headers)?;
-    s.write().map_err(IntoResponse::into_response)?;
-    let v = body(&b)?;
-    let x = &v["floatingip"];
-    let f = node
-        .control
-        .create_floating_ip(CreateFloatingIp {
-            network: x["floating_network_id"].as_str().unwrap_or("").to_string(),
-            project: Some(s.project.clone()),
-            port: x["port_id"].as_str().map(str::to_string),
-        })
-        .await
-        .map_err(nerr)?;
-    created(json!({"floatingip": fip_json(&f)}))
-}
-
-async fn update_fip(
-    State(node): State<Arc<Node>>,
-    headers: HeaderMap,
-    UrlPath(id): UrlPath<String>,
-    b: axum::body::Bytes,
-) -> R {
-    let s = who(&node, &headers)?;
-    s.write().map_err(IntoResponse::into_response)?;
-    let f = visible_fips(&node, &s)?
-        .into_iter()
-        .find(|f| f.id == id)
-        .ok_or_else(|| not_found("FloatingIP", &id))?;
-    let v = body(&b)?;
-    let port = v["floatingip"]["port_id"].as_str();
-    let f = node
-        .control
-        .associate_floating_ip(&f.id, port)
-        .await
-        .map_err(nerr)?;
-    ok(json!({"floatingip": fip_json(&f)}))
-}
-
-async fn delete_fip(
-    State(node): State<Arc<Node>>,
-    headers: HeaderMap,
-    UrlPath(id): UrlPath<String>,
-) -> R {
-    let s = who(&node, &headers)?;
-    s.write().map_err(IntoResponse::into_response)?;
-    let f = visible_fips(&node, &s)?
-        .into_iter()
-        .find(|f| f.id == id)
-        .ok_or_else(|| not_found("FloatingIP", &id))?;
-    node.control.delete_floating_ip(&f.id).await.map_err(nerr)?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
