@@ -4,7 +4,9 @@
 
 pub mod attach;
 pub mod console;
+pub mod disks;
 pub mod host;
+pub mod images;
 pub mod network;
 pub mod repair;
 pub mod snapshots;

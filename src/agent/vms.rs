@@ -18,19 +18,21 @@ use crate::cluster::store::compute_tables::{
 use crate::cluster::store::network_tables::{PortStatuses, Ports};
 use crate::compute::{Hypervisor, NbdDisk, Nic, RunState, VmSpec};
 use crate::control::{now_secs, Control};
-use crate::ids::VmId;
+use crate::ids::{VmId, VolumeId};
 use crate::telemetry::error_chain;
 
 /// How long a guest gets to power off on ACPI request before it is forced off.
 pub const STOP_GRACE: Duration = Duration::from_secs(15);
 
 pub struct VmAgent {
-    control: Arc<Control>,
-    driver: Arc<dyn Hypervisor>,
+    pub(super) control: Arc<Control>,
+    pub(super) driver: Arc<dyn Hypervisor>,
     state: Mutex<AgentState>,
     /// This node's volume attachments (for VMs whose disk is a volume).
-    volumes: Arc<Attachments>,
-    nbd_socket: PathBuf,
+    pub(super) volumes: Arc<Attachments>,
+    pub(super) nbd_socket: PathBuf,
+    /// Per running VM: the data volumes plugged into it, in order.
+    pub(super) plugged: Mutex<HashMap<VmId, Vec<VolumeId>>>,
 }
 
 #[derive(Default)]
@@ -55,6 +57,7 @@ fn spec(rec: &VmRecord) -> VmSpec {
         boot: rec.boot.clone(),
         volume: None,
         nics: Vec::new(),
+        data_disks: Vec::new(),
     }
 }
 
@@ -74,6 +77,7 @@ impl VmAgent {
             state: Mutex::new(AgentState::default()),
             volumes,
             nbd_socket,
+            plugged: Mutex::new(HashMap::new()),
         })
     }
 
@@ -81,10 +85,34 @@ impl VmAgent {
     /// fences any earlier writer) and waited for until this node exports it.
     async fn start_spec(&self, rec: &VmRecord) -> Result<VmSpec, String> {
         let mut s = spec(rec);
+        let cache = self.nbd_socket.with_file_name("image-cache");
+        if let Some(f) = &rec.boot.kernel_image {
+            s.boot.kernel = super::images::cached(&self.volumes, &cache, f)
+                .await?
+                .display()
+                .to_string();
+        }
+        if let Some(f) = &rec.boot.initrd_image {
+            s.boot.initrd = Some(
+                super::images::cached(&self.volumes, &cache, f)
+                    .await?
+                    .display()
+                    .to_string(),
+            );
+        }
         s.nics = self.nics(rec).await?;
-        let Some(vol) = &rec.volume else {
-            return Ok(s);
-        };
+        for d in &rec.data_volumes {
+            s.data_disks.push(self.attach_here(d).await?);
+        }
+        if let Some(vol) = &rec.volume {
+            s.volume = Some(self.attach_here(vol).await?);
+        }
+        Ok(s)
+    }
+
+    /// Attaches a volume to this node (fencing any earlier writer) and waits until this
+    /// node exports it.
+    pub(super) async fn attach_here(&self, vol: &VolumeId) -> Result<NbdDisk, String> {
         self.control
             .attach_volume(&vol.0, self.control.node)
             .await
@@ -99,11 +127,10 @@ impl VmAgent {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        s.volume = Some(NbdDisk {
+        Ok(NbdDisk {
             socket: self.nbd_socket.clone(),
             export: vol.0.clone(),
-        });
-        Ok(s)
+        })
     }
 
     /// The VM's NICs, once this node's network agent carries each of its ports (its TAP
@@ -152,6 +179,15 @@ impl VmAgent {
 
     pub fn driver(&self) -> &Arc<dyn Hypervisor> {
         &self.driver
+    }
+
+    /// Marks a VM busy (an operation under way); false if it was already.
+    pub(super) fn mark_busy(&self, id: &VmId) -> bool {
+        self.st().busy.insert(id.clone())
+    }
+
+    pub(super) fn unmark_busy(&self, id: &VmId) {
+        self.st().busy.remove(id);
     }
 
     fn st(&self) -> std::sync::MutexGuard<'_, AgentState> {
@@ -233,6 +269,7 @@ impl VmAgent {
                 match agent.driver.destroy(&id).await {
                     Ok(()) => {
                         tracing::info!(vm = %id, "VM deleted: destroyed on this node");
+                        agent.forget_plugged(&id);
                         if agent.control.forget_vm_status(&id).await.is_ok() {
                             let mut st = agent.st();
                             st.reported.remove(&id);
@@ -294,6 +331,7 @@ impl VmAgent {
                                 st.failed.remove(&id);
                                 st.seen_running.insert(id.clone());
                             }
+                            agent.set_plugged(&id, rec.data_volumes.clone());
                             let why = agent.active_reason(&rec);
                             agent
                                 .report(&rec, VmState::Active, why, rec.reboot_seq)
@@ -333,6 +371,9 @@ impl VmAgent {
                     self.clone().power_op(rec, done_reboots, false).await;
                     return;
                 }
+                if self.clone().sync_disks(&rec) {
+                    return;
+                }
                 let why = self.active_reason(&rec);
                 self.report(&rec, VmState::Active, why, done_reboots).await;
             }
@@ -352,6 +393,7 @@ impl VmAgent {
             }
             (PowerIntent::Stopped, RunState::Stopped(why)) => {
                 self.st().seen_running.remove(&id);
+                self.forget_plugged(&id);
                 // Already reported off (by the stop, which says how it went): keep that.
                 if status.as_ref().is_some_and(|s| s.state == VmState::Shutoff) {
                     return;

@@ -2,6 +2,7 @@
 //! mode is the authentication, as with Docker's or LXD's). The CLI is its only client.
 //! Everything here goes through `control`; nothing touches Raft or disks directly.
 
+use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::sync::Arc;
@@ -47,6 +48,7 @@ pub async fn serve(listener: tokio::net::UnixListener, node: Arc<Node>) {
         .route("/v1/nodes", get(nodes))
         .route("/v1/tokens", post(create_token))
         .route("/v1/events", get(events))
+        .route("/v1/openstack", get(openstack_endpoint))
         .route("/v1/debug/raft", get(debug_raft))
         .route("/v1/debug/transport-bench", post(debug_transport_bench))
         .route("/v1/debug/kv/{key}", put(debug_put).get(debug_get))
@@ -121,6 +123,19 @@ impl From<StoreError> for ApiError {
 async fn status(State(node): State<Arc<Node>>) -> Result<Json<serde_json::Value>, ApiError> {
     let s = node.control.status()?;
     Ok(Json(serde_json::to_value(s).unwrap_or_default()))
+}
+
+/// Where this node serves the OpenStack API (for `strata openrc`).
+async fn openstack_endpoint(State(node): State<Arc<Node>>) -> Json<serde_json::Value> {
+    let url = node.config.api_listen.map(|a| {
+        let ip = if a.ip().is_unspecified() {
+            node.config.advertise.ip()
+        } else {
+            a.ip()
+        };
+        format!("http://{}/identity/v3", SocketAddr::new(ip, a.port()))
+    });
+    Json(serde_json::json!({"auth_url": url, "region": "RegionOne"}))
 }
 
 async fn nodes(State(node): State<Arc<Node>>) -> Result<Json<serde_json::Value>, ApiError> {

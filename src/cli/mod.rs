@@ -97,6 +97,19 @@ pub enum Cmd {
         #[command(subcommand)]
         cmd: TokenCmd,
     },
+    /// Print an openrc (or clouds.yaml) for the OpenStack API of this node, for a project.
+    Openrc {
+        /// Project (default: admin).
+        #[arg(long, default_value = "admin")]
+        project: String,
+        /// User (default: admin; its password is included only for the bootstrap admin,
+        /// others are asked for theirs when the file is sourced).
+        #[arg(long, default_value = "admin")]
+        user: String,
+        /// `openrc` (shell) or `clouds-yaml`.
+        #[arg(long, default_value = "openrc")]
+        format: String,
+    },
     /// Show the cluster's health: leader, Raft state, nodes and their liveness.
     Status {
         /// Machine-readable JSON.
@@ -387,6 +400,30 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
                     v["join_address"].as_str().unwrap_or_default()
                 );
             }
+            Ok(())
+        }
+        Cmd::Openrc {
+            project,
+            user,
+            format,
+        } => {
+            let v = client::call(&cli.socket(), "GET", "/v1/openstack", None).await?;
+            let url = v["auth_url"].as_str().ok_or_else(|| {
+                CliError::Usage(
+                    "this node does not serve the OpenStack API (api_listen is off)".into(),
+                )
+            })?;
+            let password = (user == "admin")
+                .then(|| {
+                    std::fs::read_to_string(DataDir::new(&cli.data_dir()).admin_password()).ok()
+                })
+                .flatten()
+                .map(|p| p.trim().to_string());
+            print!(
+                "{}",
+                output::openrc(url, project, user, password.as_deref(), format)
+                    .map_err(CliError::Usage)?
+            );
             Ok(())
         }
         Cmd::Status { json } => {

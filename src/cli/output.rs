@@ -305,6 +305,53 @@ pub fn volume(m: &Value) -> String {
     out
 }
 
+/// An openrc (shell) or clouds.yaml for the OpenStack API. Without a password, the openrc
+/// asks for it when sourced (as Horizon's does) and the clouds.yaml leaves it out.
+pub fn openrc(
+    auth_url: &str,
+    project: &str,
+    user: &str,
+    password: Option<&str>,
+    format: &str,
+) -> Result<String, String> {
+    let q = |s: &str| format!("'{}'", s.replace('\'', "'\\''"));
+    match format {
+        "openrc" => {
+            let mut o = String::new();
+            o.push_str(&format!("export OS_AUTH_URL={}\n", q(auth_url)));
+            o.push_str("export OS_IDENTITY_API_VERSION=3\n");
+            o.push_str("export OS_REGION_NAME=RegionOne\n");
+            o.push_str("export OS_INTERFACE=public\n");
+            o.push_str(&format!("export OS_PROJECT_NAME={}\n", q(project)));
+            o.push_str("export OS_PROJECT_DOMAIN_NAME=Default\n");
+            o.push_str(&format!("export OS_USERNAME={}\n", q(user)));
+            o.push_str("export OS_USER_DOMAIN_NAME=Default\n");
+            match password {
+                Some(p) => o.push_str(&format!("export OS_PASSWORD={}\n", q(p))),
+                None => o.push_str(
+                    "printf 'Password for %s: ' \"$OS_USERNAME\"; read -r -s OS_PASSWORD; echo; export OS_PASSWORD\n",
+                ),
+            }
+            Ok(o)
+        }
+        "clouds-yaml" => {
+            let mut o = String::from("clouds:\n  strata:\n    auth:\n");
+            o.push_str(&format!("      auth_url: {}\n", q(auth_url)));
+            o.push_str(&format!("      username: {}\n", q(user)));
+            if let Some(p) = password {
+                o.push_str(&format!("      password: {}\n", q(p)));
+            }
+            o.push_str(&format!("      project_name: {}\n", q(project)));
+            o.push_str("      user_domain_name: Default\n      project_domain_name: Default\n");
+            o.push_str(
+                "    region_name: RegionOne\n    interface: public\n    identity_api_version: 3\n",
+            );
+            Ok(o)
+        }
+        f => Err(format!("unknown format {f:?} (openrc or clouds-yaml)")),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -320,5 +367,29 @@ mod tests {
         assert!(t.contains("voter (leader)"), "{t}");
         assert!(t.lines().nth(2).unwrap().contains("down"), "{t}");
         assert!(t.contains("1.0 GiB"));
+    }
+
+    #[test]
+    fn openrc_quotes_values_and_asks_for_missing_passwords() {
+        let o = super::openrc(
+            "http://10.0.0.1:5000/identity/v3",
+            "it's",
+            "bob",
+            None,
+            "openrc",
+        )
+        .unwrap();
+        assert!(o.contains("export OS_PROJECT_NAME='it'\\''s'"), "{o}");
+        assert!(o.contains("read -r -s OS_PASSWORD"), "{o}");
+        let y = super::openrc(
+            "http://h/identity/v3",
+            "p",
+            "admin",
+            Some("pw"),
+            "clouds-yaml",
+        )
+        .unwrap();
+        assert!(y.contains("password: 'pw'"), "{y}");
+        assert!(super::openrc("u", "p", "u", None, "xml").is_err());
     }
 }

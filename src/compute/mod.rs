@@ -65,6 +65,16 @@ pub struct VmSpec {
     pub volume: Option<NbdDisk>,
     /// NICs on tenant networks: TAPs the node's network agent made, in order.
     pub nics: Vec<Nic>,
+    /// Further disks (data volumes) after the first, in order.
+    pub data_disks: Vec<NbdDisk>,
+}
+
+/// The device id a data disk has inside its VM (the same at start and at hot-plug, so
+/// that either can be unplugged).
+pub fn disk_slot(d: &NbdDisk) -> String {
+    // QEMU node names are at most 31 characters.
+    let id: String = d.export.chars().filter(|c| *c != '-').take(24).collect();
+    format!("d{id}")
 }
 
 /// A VM NIC: the TAP carrying its port, and the port's MAC.
@@ -139,6 +149,33 @@ pub trait Hypervisor: Send + Sync + 'static {
     /// Stops the VM if needed and removes its files.
     async fn destroy(&self, id: &VmId) -> Result<(), ComputeError>;
     fn console_log(&self, id: &VmId) -> PathBuf;
+    /// Plugs a disk into a running VM (PCI hot-plug).
+    async fn plug_disk(&self, id: &VmId, _disk: &NbdDisk) -> Result<(), ComputeError> {
+        Err(ComputeError::Control {
+            id: id.clone(),
+            op: "plug disk",
+            reason: format!(
+                "the {} driver cannot hot-plug disks; stop the VM and start it again to attach",
+                self.name()
+            ),
+        })
+    }
+    /// Unplugs a disk from a running VM; waits (up to `grace`) for the guest to let go.
+    async fn unplug_disk(
+        &self,
+        id: &VmId,
+        _disk: &NbdDisk,
+        _grace: Duration,
+    ) -> Result<(), ComputeError> {
+        Err(ComputeError::Control {
+            id: id.clone(),
+            op: "unplug disk",
+            reason: format!(
+                "the {} driver cannot hot-unplug disks; stop the VM to detach",
+                self.name()
+            ),
+        })
+    }
     /// VMs this driver finds running on the host (re-adoption after a daemon restart).
     fn running(&self) -> Vec<VmId>;
 }
@@ -216,8 +253,12 @@ pub fn check_kernel(path: &str) -> Result<(), ComputeError> {
 
 /// Checks every file a VM boots from: kernel, initramfs and disk image.
 pub fn check_boot(boot: &BootSpec) -> Result<(), ComputeError> {
-    check_kernel(&boot.kernel)?;
-    if let Some(i) = &boot.initrd {
+    // Kernels and initramfs images from the image service are checked by their digest
+    // when the VM's node fetches them.
+    if boot.kernel_image.is_none() {
+        check_kernel(&boot.kernel)?;
+    }
+    if let (Some(i), None) = (&boot.initrd, &boot.initrd_image) {
         check_initramfs(i)?;
     }
     if let Some(d) = &boot.disk {

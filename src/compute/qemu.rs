@@ -109,6 +109,15 @@ impl QemuDriver {
     }
 }
 
+/// A data disk as a QEMU block node: raw over QEMU's own NBD client.
+fn blockdev(d: &super::NbdDisk, slot: &str) -> serde_json::Value {
+    serde_json::json!({
+        "driver": "raw", "node-name": slot,
+        "file": {"driver": "nbd", "export": d.export,
+                 "server": {"type": "unix", "path": d.socket.display().to_string()}},
+    })
+}
+
 /// The QEMU command line for a VM (kept separate so it can be checked in tests).
 pub fn command_line(spec: &VmSpec, dir: &Path, accel: Accel) -> Vec<String> {
     let p = |f: &str| dir.join(f).display().to_string();
@@ -173,6 +182,15 @@ pub fn command_line(spec: &VmSpec, dir: &Path, accel: Accel) -> Vec<String> {
             format!("file={},format=raw,if=virtio", v.uri().replace(',', ",,")),
         ]);
     }
+    for d in &spec.data_disks {
+        let slot = super::disk_slot(d);
+        a.extend([
+            "-blockdev".into(),
+            blockdev(d, &slot).to_string(),
+            "-device".into(),
+            format!("virtio-blk-pci,drive={slot},id={slot}"),
+        ]);
+    }
     if let Some(d) = &spec.boot.disk {
         a.extend([
             "-drive".into(),
@@ -189,6 +207,69 @@ pub fn command_line(spec: &VmSpec, dir: &Path, accel: Accel) -> Vec<String> {
 impl Hypervisor for QemuDriver {
     fn name(&self) -> &'static str {
         self.accel.name()
+    }
+
+    async fn plug_disk(&self, id: &VmId, disk: &super::NbdDisk) -> Result<(), ComputeError> {
+        let slot = super::disk_slot(disk);
+        let mut q = self.qmp(id, "plug disk").await?;
+        let fail = |reason: String| ComputeError::Control {
+            id: id.clone(),
+            op: "plug disk",
+            reason,
+        };
+        q.execute("blockdev-add", Some(blockdev(disk, &slot)))
+            .await
+            .map_err(fail)?;
+        let dev = serde_json::json!({"driver": "virtio-blk-pci", "drive": slot, "id": slot});
+        if let Err(e) = q.execute("device_add", Some(dev)).await {
+            let _ = q
+                .execute("blockdev-del", Some(serde_json::json!({"node-name": slot})))
+                .await;
+            return Err(fail(e));
+        }
+        Ok(())
+    }
+
+    async fn unplug_disk(
+        &self,
+        id: &VmId,
+        disk: &super::NbdDisk,
+        grace: Duration,
+    ) -> Result<(), ComputeError> {
+        let slot = super::disk_slot(disk);
+        let mut q = self.qmp(id, "unplug disk").await?;
+        let fail = |reason: String| ComputeError::Control {
+            id: id.clone(),
+            op: "unplug disk",
+            reason,
+        };
+        // Asks the guest to release the device (ACPI hot-unplug); gone already is fine.
+        if let Err(e) = q
+            .execute("device_del", Some(serde_json::json!({"id": slot})))
+            .await
+        {
+            if !e.contains("not found") {
+                return Err(fail(e));
+            }
+        }
+        // The block node can go once the device has.
+        let deadline = tokio::time::Instant::now() + grace;
+        loop {
+            match q
+                .execute("blockdev-del", Some(serde_json::json!({"node-name": slot})))
+                .await
+            {
+                Ok(_) => return Ok(()),
+                Err(e) if e.contains("Cannot find") || e.contains("not found") => return Ok(()),
+                Err(e) if tokio::time::Instant::now() >= deadline => {
+                    return Err(fail(format!(
+                        "the guest did not release the disk within {} s: {e}",
+                        grace.as_secs()
+                    )))
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+            }
+        }
     }
 
     async fn start(&self, spec: &VmSpec) -> Result<(), ComputeError> {
@@ -321,11 +402,14 @@ mod tests {
                 initrd: Some("/i".into()),
                 cmdline: String::new(),
                 disk: Some("/d,x.img".into()),
+                kernel_image: None,
+                initrd_image: None,
             },
             volume: Some(crate::compute::NbdDisk {
                 socket: "/data/nbd.sock".into(),
                 export: "vol-1".into(),
             }),
+            data_disks: vec![],
             nics: vec![crate::compute::Nic {
                 tap: "tap1234".into(),
                 mac: "fa:16:3e:00:00:01".into(),

@@ -2,13 +2,16 @@
 //! above it (CLI, admin API, later the OpenStack API and console) calls in here.
 
 pub mod identity;
+pub mod images;
 pub mod join;
 pub mod keypairs;
 pub mod networks;
 pub mod placement;
 pub mod ports;
+pub mod quotas;
 pub mod routers;
 pub mod secgroups;
+pub mod servers;
 pub mod snapshots;
 pub mod tokens;
 pub mod vms;
@@ -68,6 +71,9 @@ pub enum ControlError {
     /// The request clashes with what exists (a duplicate name).
     #[error("{0}")]
     Conflict(String),
+    /// The project's quota for `resource` would be exceeded.
+    #[error("{message}")]
+    OverQuota { resource: String, message: String },
 }
 
 impl Control {
@@ -107,6 +113,9 @@ pub struct Control {
     /// Reads VM consoles on the node that runs them (set by the daemon once the agent
     /// exists).
     pub consoles: std::sync::OnceLock<Arc<dyn ConsoleReader>>,
+    /// Reads and writes volume data on this node (image uploads and downloads; set by the
+    /// daemon once the agent exists).
+    pub volume_data: std::sync::OnceLock<Arc<dyn images::VolumeData>>,
 }
 
 /// Reads a VM's serial console on the node that runs it.

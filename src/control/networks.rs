@@ -88,6 +88,7 @@ impl Control {
     pub async fn create_network(&self, req: CreateNetwork) -> Result<NetworkRecord, ControlError> {
         let name = req.name.trim().to_string();
         check_name("network", &name)?;
+        self.check_quota(req.project.as_deref(), &[("network", 1)])?;
         let max = UNDERLAY_MTU - VXLAN_OVERHEAD;
         let mtu = req.mtu.unwrap_or(max);
         if !(576..=max).contains(&mtu) {
@@ -220,6 +221,7 @@ impl Control {
         let invalid = |m: String| ControlError::Invalid(m);
         let name = req.name.trim().to_string();
         check_name("subnet", &name)?;
+        self.check_quota(req.project.as_deref(), &[("subnet", 1)])?;
         let versioned = self.find_named::<Networks>("network", &req.network, |n| &n.name)?;
         let (net, net_rev) = (versioned.value, versioned.revision);
         let cidr = ipam::parse_cidr(&req.cidr).map_err(invalid)?;

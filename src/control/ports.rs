@@ -73,6 +73,7 @@ impl Control {
     pub async fn create_port(&self, req: CreatePort) -> Result<PortView, ControlError> {
         let invalid = |m: String| ControlError::Invalid(m);
         let net = self.find_network(&req.network)?;
+        self.check_quota(req.project.as_deref(), &[("port", 1)])?;
         if req.name.len() > 255 || req.name.chars().any(|c| c.is_control()) {
             return Err(invalid(format!(
                 "port name {:?} must be at most 255 printable characters",

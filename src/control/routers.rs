@@ -66,6 +66,7 @@ impl Control {
                 "router name {name:?} must be at most 255 printable characters"
             )));
         }
+        self.check_quota(req.project.as_deref(), &[("router", 1)])?;
         let id = VmId::random().0;
         let rec = RouterRecord {
             id: id.clone(),
@@ -359,6 +360,7 @@ impl Control {
         req: CreateFloatingIp,
     ) -> Result<FloatingIpRecord, ControlError> {
         let ext = self.find_network(&req.network)?;
+        self.check_quota(req.project.as_deref(), &[("floatingip", 1)])?;
         if !ext.external {
             return Err(ControlError::Invalid(format!(
                 "floating IPs come from an external network; {} is not one",

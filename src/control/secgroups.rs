@@ -108,6 +108,7 @@ impl Control {
                 "security group name {name:?} must be 1-255 printable characters"
             )));
         }
+        self.check_quota(req.project.as_deref(), &[("security_group", 1)])?;
         let project = req.project.unwrap_or_else(|| DEFAULT_PROJECT.to_string());
         if name == "default" {
             let id = self.default_secgroup(&project).await?;

@@ -55,6 +55,23 @@ pub struct CreateVm {
     /// (name, OpenSSH public key) pairs served by the metadata service.
     #[serde(default)]
     pub public_keys: Vec<(String, String)>,
+    /// Owner (OpenStack API callers), the image booted from, Nova's key name and
+    /// metadata, and whether `volume` was made for this VM (deleted with it).
+    #[serde(default)]
+    pub project: Option<String>,
+    #[serde(default)]
+    pub user: Option<String>,
+    #[serde(default)]
+    pub image: Option<String>,
+    #[serde(default)]
+    pub key_name: Option<String>,
+    #[serde(default)]
+    pub metadata: BTreeMap<String, String>,
+    #[serde(default)]
+    pub delete_volume: bool,
+    /// Security groups of its ports (None: the project's default group).
+    #[serde(default)]
+    pub security_groups: Option<Vec<String>>,
 }
 
 /// A VM as users see it: desired state and what its node reports.
@@ -67,6 +84,10 @@ pub struct VmView {
     pub driver: String,
     pub boots: u64,
     pub status_updated_at: u64,
+    /// The last reboot request its node has carried out (`record.reboot_seq` is the last
+    /// asked for).
+    #[serde(default)]
+    pub reboots_done: u64,
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
@@ -183,6 +204,8 @@ impl Control {
                     name: format!("{name}-nic{}", ports.len()),
                     device_id: id.0.clone(),
                     device_owner: "compute:nova".into(),
+                    project: req.project.clone(),
+                    security_groups: req.security_groups.clone(),
                     ..Default::default()
                 })
                 .await;
@@ -237,6 +260,14 @@ impl Control {
         for _attempt in 0..8 {
             let epoch = self.store.get::<PlacementEpochs>("vms")?;
             let (rev, n) = epoch.map(|e| (e.revision, e.value)).unwrap_or((0, 0));
+            self.check_quota(
+                req.project.as_deref(),
+                &[
+                    ("instances", 1),
+                    ("cores", vcpus as i64),
+                    ("ram", ram_mb as i64),
+                ],
+            )?;
             let (node, why) = placement::place(preq, &self.candidates()?)
                 .map_err(|e| ControlError::Invalid(format!("cannot place VM {name:?}: {e}")))?;
             let record = VmRecord {
@@ -261,6 +292,13 @@ impl Control {
                 ports: ports.to_vec(),
                 user_data: req.user_data.clone(),
                 public_keys: req.public_keys.clone(),
+                project: req.project.clone(),
+                user: req.user.clone(),
+                image: req.image.clone(),
+                key_name: req.key_name.clone(),
+                metadata: req.metadata.clone(),
+                delete_volume: req.delete_volume,
+                data_volumes: Vec::new(),
             };
             let mut txn = TxnBuilder::new()
                 .require_revision::<PlacementEpochs>("vms", rev)
@@ -414,6 +452,7 @@ impl Control {
                 driver: s.driver,
                 boots: s.boots,
                 status_updated_at: s.updated_at,
+                reboots_done: s.reboot_seq,
                 record,
             },
             None => VmView {
@@ -422,6 +461,7 @@ impl Control {
                 driver: String::new(),
                 boots: 0,
                 status_updated_at: 0,
+                reboots_done: 0,
                 record,
             },
         }
@@ -499,8 +539,8 @@ impl Control {
                 txn = super::ports::delete_ops(txn, &port.value);
             }
         }
-        // Its volume is released and detached with it (its node then drops the export).
-        if let Some(vid) = &rec.volume {
+        // Its data volumes are released and detached.
+        for vid in &rec.data_volumes {
             if let Some(v) = self.store.get::<Volumes>(&vid.0)? {
                 let mut vr = v.value.clone();
                 vr.used_by = None;
@@ -510,6 +550,32 @@ impl Control {
                     .put::<Volumes>(vid.to_string(), &vr);
             }
         }
+        // Its volume is released and detached with it (its node then drops the export),
+        // or deleted with it when it was made for it and nothing was made from it.
+        if let Some(vid) = &rec.volume {
+            if let Some(v) = self.store.get::<Volumes>(&vid.0)? {
+                if rec.delete_volume && v.value.snapshots.is_empty() {
+                    txn = txn
+                        .require_revision::<Volumes>(vid.to_string(), v.revision)
+                        .delete::<Volumes>(vid.to_string());
+                    return self.commit_vm_delete(txn, rec).await;
+                }
+                let mut vr = v.value.clone();
+                vr.used_by = None;
+                vr.attached_to = None;
+                txn = txn
+                    .require_revision::<Volumes>(vid.to_string(), v.revision)
+                    .put::<Volumes>(vid.to_string(), &vr);
+            }
+        }
+        self.commit_vm_delete(txn, rec).await
+    }
+
+    async fn commit_vm_delete(
+        &self,
+        txn: TxnBuilder,
+        rec: VmRecord,
+    ) -> Result<VmRecord, ControlError> {
         self.store
             .commit(self.with_event(
                 txn,

@@ -28,7 +28,7 @@ pub const MAX_REPLICATION: u32 = 5;
 /// Largest volume (64 TiB).
 pub const MAX_VOLUME_BYTES: u64 = 64 << 40;
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct CreateVolume {
     pub name: String,
     pub size_bytes: u64,
@@ -38,6 +38,21 @@ pub struct CreateVolume {
     /// of 0 then means the snapshot's size.
     #[serde(default)]
     pub source_snapshot: Option<String>,
+    /// The owning project (OpenStack API callers).
+    #[serde(default)]
+    pub project: Option<String>,
+    /// Set for the volume holding an image's data.
+    #[serde(default)]
+    pub image: Option<String>,
+    /// A bootable volume: the image it was made from.
+    #[serde(default)]
+    pub source_image: Option<String>,
+    #[serde(default)]
+    pub description: String,
+    #[serde(default)]
+    pub metadata: std::collections::BTreeMap<String, String>,
+    #[serde(default)]
+    pub user: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -73,16 +88,23 @@ impl Control {
     pub async fn create_volume(&self, req: CreateVolume) -> Result<VolumeView, ControlError> {
         let name = req.name.trim();
         let invalid = |m: String| Err(ControlError::Invalid(m));
-        if name.is_empty() || name.len() > 64 || name.chars().any(|c| c.is_control()) {
+        // Names of the admin CLI's volumes are unique handles; projects' volumes (Cinder)
+        // may share names or have none, as in OpenStack.
+        let admin = req.project.is_none();
+        if (admin && name.is_empty())
+            || name.len() > if admin { 64 } else { 255 }
+            || name.chars().any(|c| c.is_control())
+        {
             return invalid(format!(
-                "volume name {name:?} must be 1-64 printable characters"
+                "volume name {name:?} must be 1-64 printable characters (0-255 for a project's)"
             ));
         }
-        if self
-            .store
-            .list::<Volumes>()?
-            .iter()
-            .any(|v| v.value.name == name)
+        if admin
+            && self
+                .store
+                .list::<Volumes>()?
+                .iter()
+                .any(|v| v.value.name == name && v.value.project.is_none())
         {
             return invalid(format!("a volume named {name:?} exists already"));
         }
@@ -124,6 +146,13 @@ impl Control {
         for _attempt in 0..8 {
             let epoch = self.store.get::<PlacementEpochs>("volumes")?;
             let (rev, n) = epoch.map(|e| (e.revision, e.value)).unwrap_or((0, 0));
+            // Boot disks of servers count against the instance, not the volume quotas.
+            if req.image.is_none() && !name.starts_with("boot-") {
+                self.check_quota(
+                    req.project.as_deref(),
+                    &[("volumes", 1), ("gigabytes", size.div_ceil(1 << 30) as i64)],
+                )?;
+            }
             let (nodes, placement) = self.place_replicas(name, size, want)?;
             let record = VolumeRecord {
                 id: id.clone(),
@@ -144,6 +173,12 @@ impl Control {
                 placement,
                 created_at: now_secs(),
                 used_by: None,
+                project: req.project.clone(),
+                image: req.image.clone(),
+                source_image: req.source_image.clone(),
+                description: req.description.clone(),
+                metadata: req.metadata.clone(),
+                user: req.user.clone(),
                 snapshots: Vec::new(),
                 parent: parent.as_ref().map(|(v, s)| ParentRef {
                     volume: v.id.clone(),

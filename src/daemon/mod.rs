@@ -122,6 +122,7 @@ impl Node {
             tuning: config.raft.clone(),
             replica_grace: config.storage.replica_grace,
             consoles: std::sync::OnceLock::new(),
+            volume_data: std::sync::OnceLock::new(),
         });
         let (accel, accel_why) = crate::compute::detect_accel();
         // KVM: Strata's own VMM, one worker process per VM. Elsewhere: QEMU with TCG.
@@ -152,6 +153,11 @@ impl Node {
         transport.register(Class::Mig, Arc::new(crate::transport::bulk::Sink));
         let volume_agent = VolumeAgent::new(control.clone(), replica_server.clone(), regions);
         let attachments = Attachments::new(control.clone(), transport.clone(), replica_server);
+        let _ = control
+            .volume_data
+            .set(Arc::new(crate::agent::images::ImageData(
+                attachments.clone(),
+            )));
         let vm_agent = VmAgent::new(
             control.clone(),
             driver,

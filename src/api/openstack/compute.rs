@@ -49,7 +49,7 @@ pub fn routes() -> Router<Arc<Node>> {
 type R = Result<Response, Response>;
 
 /// Nova's error shape: `{"itemNotFound": {"code", "message"}}` and kin.
-fn nova(code: StatusCode, message: impl Into<String>) -> Response {
+pub(super) fn nova(code: StatusCode, message: impl Into<String>) -> Response {
     let key = match code {
         StatusCode::NOT_FOUND => "itemNotFound",
         StatusCode::BAD_REQUEST => "badRequest",
@@ -64,13 +64,15 @@ fn nova(code: StatusCode, message: impl Into<String>) -> Response {
         .into_response()
 }
 
-fn cerr(e: ControlError) -> Response {
+pub(super) fn cerr(e: ControlError) -> Response {
     let code = match &e {
         ControlError::NotFound(_) => StatusCode::NOT_FOUND,
         ControlError::Invalid(_) => StatusCode::BAD_REQUEST,
         ControlError::Conflict(_) => StatusCode::CONFLICT,
         ControlError::Forbidden(_) => StatusCode::FORBIDDEN,
         ControlError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+        ControlError::OverQuota { .. } => StatusCode::FORBIDDEN,
+        ControlError::NotReady(_) | ControlError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     };
     nova(code, crate::telemetry::error_chain(&e))
@@ -108,7 +110,7 @@ fn flavor_brief(f: &Flavor, base: &str) -> Value {
     })
 }
 
-fn flavor_json(f: &Flavor, base: &str) -> Value {
+pub(super) fn flavor_json(f: &Flavor, base: &str) -> Value {
     let mut v = flavor_brief(f, base);
     v["vcpus"] = json!(f.vcpus);
     v["ram"] = json!(f.ram_mb);

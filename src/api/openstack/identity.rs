@@ -84,7 +84,7 @@ async fn domains(
     ))
 }
 
-fn catalog(base: &str) -> Value {
+fn catalog(base: &str, project: &str) -> Value {
     let endpoint = |svc: &str, url: String| {
         json!({
             "id": format!("{svc}-public"),
@@ -99,6 +99,12 @@ fn catalog(base: &str) -> Value {
          "endpoints": [endpoint("identity", format!("{base}/identity"))]},
         {"type": "compute", "name": "nova", "id": "compute",
          "endpoints": [endpoint("compute", format!("{base}/compute/v2.1"))]},
+        {"type": "image", "name": "glance", "id": "image",
+         "endpoints": [endpoint("image", format!("{base}/image"))]},
+        {"type": "block-storage", "name": "cinder", "id": "block-storage",
+         "endpoints": [endpoint("block-storage", format!("{base}/volume/v3/{project}"))]},
+        {"type": "volumev3", "name": "cinderv3", "id": "volumev3",
+         "endpoints": [endpoint("volumev3", format!("{base}/volume/v3/{project}"))]},
         {"type": "network", "name": "neutron", "id": "network",
          "endpoints": [endpoint("network", format!("{base}/networking"))]},
     ])
@@ -147,7 +153,7 @@ fn token_body(t: &TokenInfo, base: &str) -> Value {
                 json!({"id": id, "name": r})
             })
             .collect::<Vec<_>>());
-        token["catalog"] = catalog(base);
+        token["catalog"] = catalog(base, &p.id);
     }
     json!({ "token": token })
 }
@@ -297,9 +303,10 @@ async fn catalog_only(
     State(node): State<Arc<Node>>,
     headers: HeaderMap,
 ) -> Result<Json<Value>, OsError> {
-    authenticate(&node, &headers)?;
+    let t = authenticate(&node, &headers)?;
+    let project = t.project.map(|p| p.id).unwrap_or_default();
     Ok(Json(
-        json!({"catalog": catalog(&base_url(&headers)), "links": {"self": null, "next": null, "previous": null}}),
+        json!({"catalog": catalog(&base_url(&headers), &project), "links": {"self": null, "next": null, "previous": null}}),
     ))
 }
 

@@ -5,7 +5,12 @@
 
 pub mod compute;
 pub mod identity;
+pub mod image;
 pub mod network;
+pub mod quotas;
+pub mod server_volumes;
+pub mod servers;
+pub mod volume;
 
 use std::sync::Arc;
 
@@ -41,6 +46,7 @@ impl From<ControlError> for OsError {
             ControlError::NotFound(_) => StatusCode::NOT_FOUND,
             ControlError::Invalid(_) => StatusCode::BAD_REQUEST,
             ControlError::Conflict(_) => StatusCode::CONFLICT,
+            ControlError::OverQuota { .. } => StatusCode::FORBIDDEN,
             ControlError::NotReady(_) | ControlError::Unavailable(_) => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
@@ -76,6 +82,50 @@ pub fn require_admin(t: &TokenInfo) -> Result<(), OsError> {
     }
 }
 
+/// Who asks, for scoping: the token's project, and whether it may see everything
+/// (admin) or change anything (member or admin; readers only read).
+pub struct Scope {
+    pub project: String,
+    pub user: String,
+    pub admin: bool,
+    pub writer: bool,
+}
+
+impl Scope {
+    pub fn of(t: &TokenInfo) -> Result<Scope, OsError> {
+        let project = t.project.as_ref().map(|p| p.id.clone()).ok_or_else(|| {
+            OsError(
+                StatusCode::UNAUTHORIZED,
+                "a project-scoped token is needed".into(),
+            )
+        })?;
+        let admin = t.roles.iter().any(|r| r == "admin");
+        Ok(Scope {
+            project,
+            user: t.user.id.clone(),
+            admin,
+            writer: admin || t.roles.iter().any(|r| r == "member"),
+        })
+    }
+
+    /// Whether a resource of `project` is visible (admins see every project's).
+    pub fn sees(&self, project: Option<&str>) -> bool {
+        self.admin || project == Some(self.project.as_str())
+    }
+
+    pub fn write(&self) -> Result<(), OsError> {
+        if self.writer {
+            Ok(())
+        } else {
+            Err(OsError(
+                StatusCode::FORBIDDEN,
+                "Policy doesn't allow this operation: the reader role cannot change anything."
+                    .into(),
+            ))
+        }
+    }
+}
+
 /// The base URL clients reached us at (for links and the catalog).
 pub fn base_url(headers: &HeaderMap) -> String {
     let host = headers
@@ -90,6 +140,11 @@ pub fn routes() -> Router<Arc<Node>> {
         .merge(identity::routes())
         .merge(compute::routes())
         .merge(network::routes())
+        .merge(image::routes())
+        .merge(servers::routes())
+        .merge(server_volumes::routes())
+        .merge(volume::routes())
+        .merge(quotas::routes())
 }
 
 pub async fn serve(listener: tokio::net::TcpListener, node: Arc<Node>) {

@@ -80,6 +80,22 @@ pub struct BootSpec {
     /// A raw disk image file attached as the first virtio disk.
     #[serde(default)]
     pub disk: Option<String>,
+    /// Kernel and initramfs taken from images (Glance `kernel_id` / `ramdisk_id`): the
+    /// VM's node copies them into its image cache and boots those copies.
+    #[serde(default)]
+    pub kernel_image: Option<ImageFile>,
+    #[serde(default)]
+    pub initrd_image: Option<ImageFile>,
+}
+
+/// An image's bytes as a node finds them: a snapshot of a volume, and their digest.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct ImageFile {
+    pub image: String,
+    pub volume: VolumeId,
+    pub snapshot: String,
+    pub size: u64,
+    pub sha512: String,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
@@ -115,6 +131,26 @@ pub struct VmRecord {
     /// (name, OpenSSH public key) pairs, served by the metadata service.
     #[serde(default)]
     pub public_keys: Vec<(String, String)>,
+    /// The owning project and the user who made it (None: made by the admin CLI).
+    #[serde(default)]
+    pub project: Option<String>,
+    #[serde(default)]
+    pub user: Option<String>,
+    /// The image it was booted from.
+    #[serde(default)]
+    pub image: Option<String>,
+    #[serde(default)]
+    pub key_name: Option<String>,
+    /// Nova server metadata.
+    #[serde(default)]
+    pub metadata: BTreeMap<String, String>,
+    /// Its disk volume was made for it and goes with it.
+    #[serde(default)]
+    pub delete_volume: bool,
+    /// Volumes attached as further virtio disks (vdb, vdc, ... in this order), hot-plugged
+    /// into a running VM where the driver can.
+    #[serde(default)]
+    pub data_volumes: Vec<VolumeId>,
 }
 
 pub struct VmStatuses;

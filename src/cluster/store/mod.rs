@@ -4,6 +4,7 @@
 pub mod compute_tables;
 pub mod data;
 pub mod identity_tables;
+pub mod image_tables;
 pub mod network_tables;
 pub mod storage_tables;
 pub mod tables;

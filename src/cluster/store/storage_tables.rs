@@ -59,6 +59,22 @@ pub struct VolumeRecord {
     /// its own (nothing is copied at clone time).
     #[serde(default)]
     pub parent: Option<ParentRef>,
+    /// The owning project (None: made by the admin CLI).
+    #[serde(default)]
+    pub project: Option<String>,
+    /// Holds the data of this image (not a user's volume).
+    #[serde(default)]
+    pub image: Option<String>,
+    /// The image it was made from (a bootable volume: that image's kernel boots it).
+    #[serde(default)]
+    pub source_image: Option<String>,
+    /// Cinder's description, metadata and the user who made it.
+    #[serde(default)]
+    pub description: String,
+    #[serde(default)]
+    pub metadata: std::collections::BTreeMap<String, String>,
+    #[serde(default)]
+    pub user: Option<String>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]

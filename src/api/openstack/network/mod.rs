@@ -126,6 +126,7 @@ fn nerr(e: ControlError) -> Response {
         ControlError::NotFound(_) => (StatusCode::NOT_FOUND, "NotFound"),
         ControlError::Invalid(_) => (StatusCode::BAD_REQUEST, "BadRequest"),
         ControlError::Conflict(_) => (StatusCode::CONFLICT, "Conflict"),
+        ControlError::OverQuota { .. } => (StatusCode::CONFLICT, "OverQuota"),
         ControlError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "NotAuthorized"),
         ControlError::Forbidden(_) => (StatusCode::FORBIDDEN, "PolicyNotAuthorized"),
         _ => (StatusCode::INTERNAL_SERVER_ERROR, "InternalError"),

@@ -1,0 +1,566 @@
+//! Images (the Glance model): records in the `images` table, data in a replicated volume.
+//!
+//! An upload streams into a volume made for the image and attached to the node that
+//! receives it (nothing is held in memory beyond one chunk), hashing as it goes (MD5 for
+//! Glance's `checksum`, SHA-512 for the multihash). Once written the volume is detached
+//! and frozen by a snapshot: boot disks are copy-on-write clones of that snapshot and
+//! downloads read it, so an image never changes after it becomes active.
+
+use std::collections::BTreeMap;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::{Stream, StreamExt};
+use md5::Md5;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha512};
+
+use super::volumes::CreateVolume;
+use super::{now_secs, Control, ControlError};
+use crate::cluster::store::compute_tables::ImageFile;
+use crate::cluster::store::image_tables::{ImageRecord, ImageStatus, Images};
+use crate::cluster::store::storage_tables::VolumeRecord;
+use crate::cluster::store::{StoreError, TxnBuilder};
+use crate::ids::VolumeId;
+use crate::storage::Volume;
+
+pub const DISK_FORMATS: &[&str] = &[
+    "ami", "ari", "aki", "vhd", "vhdx", "vmdk", "raw", "qcow2", "vdi", "iso", "ploop",
+];
+pub const CONTAINER_FORMATS: &[&str] = &[
+    "ami",
+    "ari",
+    "aki",
+    "bare",
+    "ovf",
+    "ova",
+    "docker",
+    "compressed",
+];
+pub const VISIBILITIES: &[&str] = &["public", "private", "shared", "community"];
+/// Largest image accepted (Glance's default `image_size_cap`, 1 TiB).
+pub const MAX_IMAGE_BYTES: u64 = 1 << 40;
+/// Name of the snapshot that freezes an image's volume.
+const IMAGE_SNAPSHOT: &str = "image";
+/// Bytes written to the volume at a time.
+const CHUNK: usize = 4 << 20;
+
+/// Reads and writes volume data on this node (set by the daemon from the agent).
+#[async_trait::async_trait]
+pub trait VolumeData: Send + Sync + 'static {
+    /// The writer of a volume attached to this node, once it is ready.
+    async fn writer(&self, volume: &VolumeId) -> Result<Arc<dyn Volume>, String>;
+    /// A read-only view of one snapshot of a volume.
+    fn snapshot_reader(
+        &self,
+        volume: &VolumeRecord,
+        snapshot: &str,
+    ) -> Result<Arc<dyn Volume>, String>;
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct CreateImage {
+    /// Glance lets the caller choose the id (a UUID).
+    pub id: Option<String>,
+    pub name: String,
+    pub disk_format: Option<String>,
+    pub container_format: Option<String>,
+    pub visibility: Option<String>,
+    pub protected: bool,
+    pub hidden: bool,
+    pub min_disk: u64,
+    pub min_ram: u64,
+    pub tags: Vec<String>,
+    pub properties: BTreeMap<String, String>,
+}
+
+/// Image data arriving from a client, chunk by chunk.
+pub type DataStream = Pin<Box<dyn Stream<Item = Result<Bytes, String>> + Send>>;
+
+fn check_uuid(id: &str) -> bool {
+    let b = id.as_bytes();
+    b.len() == 36
+        && b.iter().enumerate().all(|(i, c)| {
+            if matches!(i, 8 | 13 | 18 | 23) {
+                *c == b'-'
+            } else {
+                c.is_ascii_hexdigit()
+            }
+        })
+}
+
+/// Checks the fields a caller may set (at create and update).
+pub fn check_image(r: &ImageRecord) -> Result<(), ControlError> {
+    let bad = |m: String| Err(ControlError::Invalid(m));
+    if r.name.len() > 255 || r.name.chars().any(|c| c.is_control()) {
+        return bad(format!(
+            "image name {:?} must be at most 255 printable characters",
+            r.name
+        ));
+    }
+    if let Some(f) = &r.disk_format {
+        if !DISK_FORMATS.contains(&f.as_str()) {
+            return bad(format!(
+                "Invalid disk format '{f}' for image (one of {}).",
+                DISK_FORMATS.join(", ")
+            ));
+        }
+    }
+    if let Some(f) = &r.container_format {
+        if !CONTAINER_FORMATS.contains(&f.as_str()) {
+            return bad(format!(
+                "Invalid container format '{f}' for image (one of {}).",
+                CONTAINER_FORMATS.join(", ")
+            ));
+        }
+    }
+    if !VISIBILITIES.contains(&r.visibility.as_str()) {
+        return bad(format!(
+            "Invalid visibility value: {} (one of {}).",
+            r.visibility,
+            VISIBILITIES.join(", ")
+        ));
+    }
+    if r.tags.len() > 128 || r.tags.iter().any(|t| t.is_empty() || t.len() > 255) {
+        return bad("an image has at most 128 tags of 1-255 characters".into());
+    }
+    if r.properties.len() > 128 {
+        return bad("an image has at most 128 properties".into());
+    }
+    for (k, v) in &r.properties {
+        if k.is_empty() || k.len() > 255 || v.len() > 65_535 {
+            return bad(format!(
+                "property {k:?}: names are 1-255 characters, values at most 64 KiB"
+            ));
+        }
+    }
+    Ok(())
+}
+
+impl Control {
+    pub async fn create_image(
+        &self,
+        owner: &str,
+        req: CreateImage,
+    ) -> Result<ImageRecord, ControlError> {
+        let id = match req.id {
+            Some(id) if !check_uuid(&id) => {
+                return Err(ControlError::Invalid(format!(
+                    "image id {id:?} is not a UUID"
+                )))
+            }
+            Some(id) => id.to_ascii_lowercase(),
+            None => VolumeId::random().0,
+        };
+        let now = now_secs();
+        let rec = ImageRecord {
+            id: id.clone(),
+            name: req.name,
+            owner: owner.to_string(),
+            status: ImageStatus::Queued,
+            visibility: req.visibility.unwrap_or_else(|| "shared".into()),
+            protected: req.protected,
+            hidden: req.hidden,
+            disk_format: req.disk_format,
+            container_format: req.container_format,
+            min_disk: req.min_disk,
+            min_ram: req.min_ram,
+            size: None,
+            checksum: None,
+            sha512: None,
+            tags: req.tags,
+            properties: req.properties,
+            volume: None,
+            snapshot: None,
+            created_at: now,
+            updated_at: now,
+        };
+        check_image(&rec)?;
+        let txn = TxnBuilder::new()
+            .require_revision::<Images>(id.clone(), 0)
+            .put::<Images>(id.clone(), &rec);
+        match self
+            .store
+            .commit(self.with_event(
+                txn,
+                "image.created",
+                format!("image {} ({id}) created", rec.name),
+            ))
+            .await
+        {
+            Ok(_) => Ok(rec),
+            Err(StoreError::Conflict { .. }) => Err(ControlError::Conflict(format!(
+                "An image with identifier {id} already exists"
+            ))),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    pub fn image(&self, id: &str) -> Result<ImageRecord, ControlError> {
+        self.store
+            .get::<Images>(id)?
+            .map(|v| v.value)
+            .ok_or_else(|| ControlError::NotFound(format!("No image found with ID {id}")))
+    }
+
+    pub fn images(&self) -> Result<Vec<ImageRecord>, ControlError> {
+        let mut v: Vec<ImageRecord> = self
+            .store
+            .list::<Images>()?
+            .into_iter()
+            .map(|v| v.value)
+            .collect();
+        v.sort_by(|a, b| (b.created_at, &b.id).cmp(&(a.created_at, &a.id)));
+        Ok(v)
+    }
+
+    /// Read-modify-write of an image record under a revision check.
+    pub async fn update_image(
+        &self,
+        id: &str,
+        mut edit: impl FnMut(&mut ImageRecord) -> Result<(), ControlError>,
+    ) -> Result<ImageRecord, ControlError> {
+        loop {
+            let cur = self
+                .store
+                .get::<Images>(id)?
+                .ok_or_else(|| ControlError::NotFound(format!("No image found with ID {id}")))?;
+            let mut rec = cur.value.clone();
+            edit(&mut rec)?;
+            check_image(&rec)?;
+            rec.updated_at = now_secs();
+            let txn = TxnBuilder::new()
+                .require_revision::<Images>(id.to_string(), cur.revision)
+                .put::<Images>(id.to_string(), &rec);
+            match self.store.commit(txn).await {
+                Ok(_) => return Ok(rec),
+                Err(StoreError::Conflict { .. }) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    /// Stores an image's data: `queued` → `saving` → `active` (or `killed` if the upload
+    /// fails, with its volume removed). `len` is the announced length, when known.
+    pub async fn upload_image(
+        &self,
+        id: &str,
+        len: Option<u64>,
+        body: DataStream,
+    ) -> Result<ImageRecord, ControlError> {
+        if let Some(l) = len {
+            if l > MAX_IMAGE_BYTES {
+                return Err(ControlError::Invalid(format!(
+                    "Image exceeds the storage quota: {l} bytes (at most {MAX_IMAGE_BYTES})"
+                )));
+            }
+        }
+        let data =
+            self.volume_data.get().cloned().ok_or_else(|| {
+                ControlError::NotReady("the node agent is not running yet".into())
+            })?;
+        self.update_image(id, |r| {
+            if r.status != ImageStatus::Queued {
+                return Err(ControlError::Conflict(format!(
+                    "Image status transition from {} to saving is not allowed",
+                    serde_json::to_value(r.status)
+                        .ok()
+                        .and_then(|v| v.as_str().map(String::from))
+                        .unwrap_or_default()
+                )));
+            }
+            r.status = ImageStatus::Saving;
+            Ok(())
+        })
+        .await?;
+        // Room for what is announced; grown as data arrives when nothing is.
+        let initial = len.unwrap_or(64 << 20).max(1).next_multiple_of(1 << 20);
+        let vol = match self
+            .create_volume(CreateVolume {
+                name: format!("image-{id}"),
+                size_bytes: initial,
+                replicas: None,
+                source_snapshot: None,
+                project: None,
+                image: Some(id.to_string()),
+                source_image: None,
+                ..Default::default()
+            })
+            .await
+        {
+            Ok(v) => v.record.id,
+            Err(e) => {
+                self.kill_image(id, None).await;
+                return Err(e);
+            }
+        };
+        match self.write_image(&data, &vol, len, body).await {
+            Ok((size, md5, sha512)) => {
+                let snap = async {
+                    self.detach_volume(&vol.0, None).await?;
+                    self.snapshot_volume(&vol.0, IMAGE_SNAPSHOT).await
+                }
+                .await;
+                match snap {
+                    Ok(s) => {
+                        let rec = self
+                            .update_image(id, |r| {
+                                r.status = ImageStatus::Active;
+                                r.size = Some(size);
+                                r.checksum = Some(md5.clone());
+                                r.sha512 = Some(sha512.clone());
+                                r.volume = Some(vol.clone());
+                                r.snapshot = Some(s.id.clone());
+                                Ok(())
+                            })
+                            .await?;
+                        tracing::info!(image = %id, bytes = size, "image uploaded");
+                        Ok(rec)
+                    }
+                    Err(e) => {
+                        self.kill_image(id, Some(&vol)).await;
+                        Err(e)
+                    }
+                }
+            }
+            Err(e) => {
+                self.kill_image(id, Some(&vol)).await;
+                Err(e)
+            }
+        }
+    }
+
+    /// Streams `body` into the volume through this node; returns (bytes, MD5, SHA-512).
+    async fn write_image(
+        &self,
+        data: &Arc<dyn VolumeData>,
+        vol: &VolumeId,
+        len: Option<u64>,
+        mut body: DataStream,
+    ) -> Result<(u64, String, String), ControlError> {
+        self.attach_volume(&vol.0, self.node).await?;
+        let writer = data.writer(vol).await.map_err(ControlError::Unavailable)?;
+        let (mut md5, mut sha) = (Md5::new(), Sha512::new());
+        let mut buf: Vec<u8> = Vec::with_capacity(CHUNK);
+        let mut offset = 0u64;
+        let mut total = 0u64;
+        loop {
+            let next = body.next().await;
+            let end = next.is_none();
+            if let Some(chunk) = next {
+                let chunk = chunk
+                    .map_err(|e| ControlError::Invalid(format!("the upload was cut off: {e}")))?;
+                total += chunk.len() as u64;
+                if total > len.unwrap_or(MAX_IMAGE_BYTES) {
+                    return Err(ControlError::Invalid(format!(
+                        "more data than announced ({} bytes)",
+                        len.unwrap_or(MAX_IMAGE_BYTES)
+                    )));
+                }
+                md5.update(&chunk);
+                sha.update(&chunk);
+                buf.extend_from_slice(&chunk);
+            }
+            if buf.len() >= CHUNK || (end && !buf.is_empty()) {
+                let mut out = std::mem::replace(&mut buf, Vec::with_capacity(CHUNK));
+                // Whole sectors only; the tail of the last one reads as zeros.
+                let keep = if end {
+                    0
+                } else {
+                    out.len() % crate::storage::SECTOR as usize
+                };
+                let rest = out.split_off(out.len() - keep);
+                buf.extend_from_slice(&rest);
+                out.resize(
+                    out.len().next_multiple_of(crate::storage::SECTOR as usize),
+                    0,
+                );
+                let need = offset + out.len() as u64;
+                if need > writer.size() {
+                    self.grow_image_volume(vol, &writer, need).await?;
+                }
+                let (w, at) = (writer.clone(), offset);
+                offset += out.len() as u64;
+                tokio::task::spawn_blocking(move || w.write_at(at, &out))
+                    .await
+                    .map_err(|e| ControlError::Unavailable(e.to_string()))?
+                    .map_err(|e| {
+                        ControlError::Unavailable(format!(
+                            "cannot write the image: {}",
+                            crate::telemetry::error_chain(&e)
+                        ))
+                    })?;
+            }
+            if end {
+                break;
+            }
+        }
+        if let Some(l) = len {
+            if total != l {
+                return Err(ControlError::Invalid(format!(
+                    "the upload ended after {total} of {l} bytes"
+                )));
+            }
+        }
+        let w = writer.clone();
+        tokio::task::spawn_blocking(move || w.flush())
+            .await
+            .map_err(|e| ControlError::Unavailable(e.to_string()))?
+            .map_err(|e| ControlError::Unavailable(crate::telemetry::error_chain(&e)))?;
+        Ok((
+            total,
+            hex::encode(md5.finalize()),
+            hex::encode(sha.finalize()),
+        ))
+    }
+
+    async fn grow_image_volume(
+        &self,
+        vol: &VolumeId,
+        writer: &Arc<dyn Volume>,
+        need: u64,
+    ) -> Result<(), ControlError> {
+        let to = need.max(writer.size() * 2).next_multiple_of(1 << 20);
+        self.grow_volume(&vol.0, to).await?;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        while writer.size() < need {
+            if tokio::time::Instant::now() >= deadline {
+                return Err(ControlError::Unavailable(format!(
+                    "volume {vol} did not grow to {need} bytes within 60 s"
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Ok(())
+    }
+
+    /// Marks a failed upload and removes its volume.
+    async fn kill_image(&self, id: &str, vol: Option<&VolumeId>) {
+        let _ = self
+            .update_image(id, |r| {
+                r.status = ImageStatus::Killed;
+                Ok(())
+            })
+            .await;
+        if let Some(v) = vol {
+            self.remove_image_volume(v).await;
+        }
+    }
+
+    /// Deletes an image's volume, unless clones still read from it (boot disks made from
+    /// the image): then it stays, named after the image, until they are gone.
+    async fn remove_image_volume(&self, v: &VolumeId) {
+        let _ = self.detach_volume(&v.0, None).await;
+        if let Ok(rec) = self.find_volume(&v.0) {
+            for s in &rec.value.snapshots {
+                if let Err(e) = self.delete_snapshot(&v.0, &s.id).await {
+                    tracing::info!(volume = %v, error = %crate::telemetry::error_chain(&e), "image data kept: still in use");
+                    return;
+                }
+            }
+        }
+        if let Err(e) = self.delete_volume(&v.0).await {
+            tracing::warn!(volume = %v, error = %crate::telemetry::error_chain(&e), "cannot delete an image's volume");
+        }
+    }
+
+    /// Deletes an image (refused while protected); its data goes once nothing uses it.
+    pub async fn delete_image(&self, id: &str) -> Result<(), ControlError> {
+        let cur = self
+            .store
+            .get::<Images>(id)?
+            .ok_or_else(|| ControlError::NotFound(format!("No image found with ID {id}")))?;
+        if cur.value.protected {
+            return Err(ControlError::Forbidden(format!(
+                "Image {id} is protected and cannot be deleted."
+            )));
+        }
+        if cur.value.status == ImageStatus::Saving {
+            return Err(ControlError::Conflict(format!(
+                "Image {id} is being uploaded; delete it once the upload ends."
+            )));
+        }
+        let txn = TxnBuilder::new()
+            .require_revision::<Images>(id.to_string(), cur.revision)
+            .delete::<Images>(id.to_string());
+        self.store
+            .commit(self.with_event(
+                txn,
+                "image.deleted",
+                format!("image {} ({id}) deleted", cur.value.name),
+            ))
+            .await?;
+        if let Some(v) = &cur.value.volume {
+            self.remove_image_volume(v).await;
+        }
+        Ok(())
+    }
+
+    /// Where a node finds an active image's bytes.
+    pub fn image_file(&self, id: &str) -> Result<ImageFile, ControlError> {
+        let r = self.image(id)?;
+        match (&r.status, &r.volume, &r.snapshot, r.size, &r.sha512) {
+            (ImageStatus::Active, Some(v), Some(s), Some(size), Some(sha)) => Ok(ImageFile {
+                image: r.id.clone(),
+                volume: v.clone(),
+                snapshot: s.clone(),
+                size,
+                sha512: sha.clone(),
+            }),
+            _ => Err(ControlError::Invalid(format!(
+                "image {} ({}) is not active",
+                r.name, r.id
+            ))),
+        }
+    }
+
+    /// An active image's data, read from its snapshot in chunks.
+    pub fn read_image(&self, id: &str) -> Result<(ImageRecord, DataStream), ControlError> {
+        let rec = self.image(id)?;
+        let f = self.image_file(id).map_err(|_| {
+            ControlError::Conflict(format!("image {id} has no data (status {:?})", rec.status))
+        })?;
+        let data =
+            self.volume_data.get().cloned().ok_or_else(|| {
+                ControlError::NotReady("the node agent is not running yet".into())
+            })?;
+        let vol = self.find_volume(&f.volume.0)?.value;
+        let reader = data
+            .snapshot_reader(&vol, &f.snapshot)
+            .map_err(ControlError::Unavailable)?;
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, String>>(2);
+        tokio::spawn(async move {
+            let mut at = 0u64;
+            while at < f.size {
+                let n = (f.size - at).min(CHUNK as u64);
+                let r = reader.clone();
+                let got = tokio::task::spawn_blocking(move || {
+                    let mut buf = vec![0u8; n.next_multiple_of(crate::storage::SECTOR) as usize];
+                    r.read_at(at, &mut buf).map(|_| {
+                        buf.truncate(n as usize);
+                        Bytes::from(buf)
+                    })
+                })
+                .await;
+                let item = match got {
+                    Ok(Ok(b)) => Ok(b),
+                    Ok(Err(e)) => Err(crate::telemetry::error_chain(&e)),
+                    Err(e) => Err(e.to_string()),
+                };
+                let failed = item.is_err();
+                if tx.send(item).await.is_err() || failed {
+                    return;
+                }
+                at += n;
+            }
+        });
+        Ok((
+            rec,
+            Box::pin(futures::stream::unfold(rx, |mut rx| async move {
+                rx.recv().await.map(|x| (x, rx))
+            })),
+        ))
+    }
+}

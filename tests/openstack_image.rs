@@ -1,0 +1,209 @@
+//! Glance v2 as python-openstackclient drives it, on a 3-node cluster: an image created
+//! from a file is stored in a replicated volume (the upload streamed through the node that
+//! received it), downloaded byte for byte, carries its MD5 and SHA-512, takes properties
+//! and tags, is private to its project, and its data goes with it.
+
+mod common;
+
+use common::{data_dir_of, json, openstack_cli, password_auth, stderr, Cluster, Os};
+use sha2::Digest;
+
+fn md5_hex(b: &[u8]) -> String {
+    hex::encode(md5::Md5::digest(b))
+}
+
+#[test]
+fn images_are_uploaded_into_replicated_volumes_and_read_back() {
+    let c = Cluster::form(3);
+    let os = Os {
+        c: &c,
+        bin: openstack_cli().display().to_string(),
+    };
+    let pw = std::fs::read_to_string(data_dir_of(&c.nodes[0]).join("admin-password"))
+        .unwrap()
+        .trim()
+        .to_string();
+    let admin = password_auth("admin", &pw, "admin");
+    let dir = tempfile::tempdir().unwrap();
+
+    // Not a whole number of sectors, and bigger than one write chunk.
+    let data: Vec<u8> = (0..9_000_123u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    let file = dir.path().join("disk.raw");
+    std::fs::write(&file, &data).unwrap();
+    let img = os.json(
+        &admin,
+        &[
+            "image",
+            "create",
+            "--file",
+            file.to_str().unwrap(),
+            "--disk-format",
+            "raw",
+            "--container-format",
+            "bare",
+            "--property",
+            "os_distro=strata",
+            "--tag",
+            "t1",
+            "disk1",
+            "-f",
+            "json",
+        ],
+    );
+    let id = img["id"].as_str().expect("image id").to_string();
+    let shown = os.json(&admin, &["image", "show", "disk1", "-f", "json"]);
+    assert_eq!(shown["status"], "active", "{shown}");
+    assert_eq!(shown["size"], data.len() as u64, "{shown}");
+    assert_eq!(shown["checksum"], md5_hex(&data), "{shown}");
+    let sha = hex::encode(sha2::Sha512::digest(&data));
+    assert_eq!(shown["properties"]["os_hash_value"], sha, "{shown}");
+    assert_eq!(shown["properties"]["os_distro"], "strata", "{shown}");
+    assert!(shown["tags"].to_string().contains("t1"), "{shown}");
+
+    // Its data is a volume with a replica on every node, frozen by a snapshot.
+    let vols = json(&c.nodes[1].cli(&["volume", "list", "--json"]));
+    let vol = vols
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == format!("image-{id}"))
+        .unwrap_or_else(|| panic!("no volume for the image: {vols}"))
+        .clone();
+    assert_eq!(
+        vol["replicas"].as_array().map(|r| r.len()),
+        Some(3),
+        "{vol}"
+    );
+    assert_eq!(
+        vol["snapshots"].as_array().map(|r| r.len()),
+        Some(1),
+        "{vol}"
+    );
+
+    // Downloaded byte for byte.
+    let out = dir.path().join("back.raw");
+    let o = os.run(
+        &admin,
+        &["image", "save", "--file", out.to_str().unwrap(), "disk1"],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let back = std::fs::read(&out).unwrap();
+    assert!(back == data, "downloaded {} bytes differ", back.len());
+
+    // Listing with Glance's `in:` operator, and by name.
+    let listed = os.json(&admin, &["image", "list", "-f", "json"]);
+    assert!(listed.to_string().contains(&id), "{listed}");
+
+    // Properties and tags change; a second upload is refused (images never change).
+    let o = os.run(
+        &admin,
+        &[
+            "image",
+            "set",
+            "--property",
+            "os_version=2",
+            "--tag",
+            "t2",
+            "disk1",
+        ],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let shown = os.json(&admin, &["image", "show", &id, "-f", "json"]);
+    assert_eq!(shown["properties"]["os_version"], "2", "{shown}");
+    assert!(shown["tags"].to_string().contains("t2"), "{shown}");
+
+    // Bad input: an unknown disk format, no change.
+    let o = os.run(
+        &admin,
+        &["image", "create", "--disk-format", "floppy", "bad1"],
+    );
+    assert!(!o.status.success(), "an unknown disk format was accepted");
+    assert!(!os
+        .json(&admin, &["image", "list", "-f", "json"])
+        .to_string()
+        .contains("bad1"));
+
+    // Private to its project: another project's member cannot see it; a reader cannot
+    // create images.
+    os.json(&admin, &["project", "create", "demo", "-f", "json"]);
+    for (user, role) in [("demo", "member"), ("peek", "reader")] {
+        os.json(
+            &admin,
+            &[
+                "user",
+                "create",
+                "--password",
+                "pw-secret",
+                "--project",
+                "demo",
+                user,
+                "-f",
+                "json",
+            ],
+        );
+        let o = os.run(
+            &admin,
+            &["role", "add", "--project", "demo", "--user", user, role],
+        );
+        assert!(o.status.success(), "{}", stderr(&o));
+    }
+    let demo = password_auth("demo", "pw-secret", "demo");
+    let peek = password_auth("peek", "pw-secret", "demo");
+    let o = os.run(&demo, &["image", "show", &id]);
+    assert!(!o.status.success(), "another project's image is visible");
+    assert!(!os
+        .json(&demo, &["image", "list", "-f", "json"])
+        .to_string()
+        .contains(&id));
+    let o = os.run(&demo, &["image", "delete", &id]);
+    assert!(!o.status.success(), "another project deleted the image");
+    let o = os.run(
+        &peek,
+        &[
+            "image",
+            "create",
+            "--disk-format",
+            "raw",
+            "--container-format",
+            "bare",
+            "r1",
+        ],
+    );
+    assert!(
+        !o.status.success() && stderr(&o).contains("403"),
+        "{}",
+        stderr(&o)
+    );
+    // A member may not publish.
+    let o = os.run(
+        &demo,
+        &[
+            "image",
+            "create",
+            "--disk-format",
+            "raw",
+            "--container-format",
+            "bare",
+            "--public",
+            "pub1",
+        ],
+    );
+    assert!(
+        !o.status.success() && stderr(&o).contains("403"),
+        "{}",
+        stderr(&o)
+    );
+
+    // Deleted with its data.
+    let o = os.run(&admin, &["image", "delete", "disk1"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = os.run(&admin, &["image", "show", &id]);
+    assert!(!o.status.success(), "a deleted image is shown");
+    let gone = common::wait_for(std::time::Duration::from_secs(30), || {
+        let vols = json(&c.nodes[0].cli(&["volume", "list", "--json"]));
+        (!vols.to_string().contains(&id)).then_some(())
+    });
+    assert!(gone.is_some(), "the image's volume outlived it");
+}

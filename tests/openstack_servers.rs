@@ -1,0 +1,507 @@
+//! Nova servers as python-openstackclient drives them, on a 3-node cluster: the guest's
+//! kernel and initramfs uploaded as aki/ari images and a disk image naming them, a tenant
+//! network, a key pair and a security group; `server create --wait` boots the guest
+//! (TCG here) to ACTIVE from a copy-on-write clone of the image, its console log shows
+//! the guest's boot markers, stop/start/reboot work, a floating IP shows in its
+//! addresses; another project gets 404, a reader 403; `server delete --wait` removes the
+//! server, its port and its boot disk.
+
+mod common;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use common::{data_dir_of, json, openstack_cli, password_auth, stderr, wait_for, Cluster, Os};
+
+fn guest() -> (String, String) {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("images/out/guest");
+    let k = dir.join("vmlinuz");
+    let i = dir.join("initramfs.cpio.gz");
+    assert!(k.exists() && i.exists(), "run `make images-guest` first");
+    (k.display().to_string(), i.display().to_string())
+}
+
+#[test]
+fn the_openstack_client_boots_manages_and_deletes_servers() {
+    let c = Cluster::form(3);
+    let os = Os {
+        c: &c,
+        bin: openstack_cli().display().to_string(),
+    };
+    let pw = std::fs::read_to_string(data_dir_of(&c.nodes[0]).join("admin-password"))
+        .unwrap()
+        .trim()
+        .to_string();
+    let admin = password_auth("admin", &pw, "admin");
+    os.json(&admin, &["project", "create", "demo", "-f", "json"]);
+    os.json(&admin, &["project", "create", "other", "-f", "json"]);
+    for (user, project, role) in [
+        ("demo", "demo", "member"),
+        ("peek", "demo", "reader"),
+        ("eve", "other", "member"),
+    ] {
+        os.json(
+            &admin,
+            &[
+                "user",
+                "create",
+                "--password",
+                "pw-secret",
+                "--project",
+                project,
+                user,
+                "-f",
+                "json",
+            ],
+        );
+        let o = os.run(
+            &admin,
+            &["role", "add", "--project", project, "--user", user, role],
+        );
+        assert!(o.status.success(), "{}", stderr(&o));
+    }
+    let demo = password_auth("demo", "pw-secret", "demo");
+    let peek = password_auth("peek", "pw-secret", "demo");
+    let eve = password_auth("eve", "pw-secret", "other");
+    let j = |auth: &[&str], args: &[&str]| os.json(auth, args);
+
+    // Images: kernel, initramfs, and a disk image that names them.
+    let (kernel, initrd) = guest();
+    let dir = tempfile::tempdir().unwrap();
+    let disk = dir.path().join("disk.raw");
+    std::fs::write(&disk, vec![0u8; 1 << 20]).unwrap();
+    let k = j(
+        &demo,
+        &[
+            "image",
+            "create",
+            "--file",
+            &kernel,
+            "--disk-format",
+            "aki",
+            "--container-format",
+            "aki",
+            "guest-kernel",
+            "-f",
+            "json",
+        ],
+    );
+    let r = j(
+        &demo,
+        &[
+            "image",
+            "create",
+            "--file",
+            &initrd,
+            "--disk-format",
+            "ari",
+            "--container-format",
+            "ari",
+            "guest-initrd",
+            "-f",
+            "json",
+        ],
+    );
+    let kid = k["id"].as_str().unwrap();
+    let rid = r["id"].as_str().unwrap();
+    let img = j(
+        &demo,
+        &[
+            "image",
+            "create",
+            "--file",
+            disk.to_str().unwrap(),
+            "--disk-format",
+            "ami",
+            "--container-format",
+            "ami",
+            "--property",
+            &format!("kernel_id={kid}"),
+            "--property",
+            &format!("ramdisk_id={rid}"),
+            "--property",
+            "os_command_line=console=ttyS0 loglevel=6",
+            "guest",
+            "-f",
+            "json",
+        ],
+    );
+    let image_id = img["id"].as_str().unwrap().to_string();
+
+    // Network, key pair, security group.
+    j(&demo, &["network", "create", "net1", "-f", "json"]);
+    j(
+        &demo,
+        &[
+            "subnet",
+            "create",
+            "--network",
+            "net1",
+            "--subnet-range",
+            "10.40.0.0/24",
+            "sub1",
+            "-f",
+            "json",
+        ],
+    );
+    j(&demo, &["security", "group", "create", "web", "-f", "json"]);
+    j(
+        &demo,
+        &[
+            "security",
+            "group",
+            "rule",
+            "create",
+            "--protocol",
+            "tcp",
+            "--dst-port",
+            "22",
+            "web",
+            "-f",
+            "json",
+        ],
+    );
+    let key = dir.path().join("id.pub");
+    std::fs::write(
+        &key,
+        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIAkJCQkJCQkJCQkJCQkJCQkJCQkJCQkJCQkJCQkJ test@strata",
+    )
+    .unwrap();
+    j(
+        &demo,
+        &[
+            "keypair",
+            "create",
+            "--public-key",
+            key.to_str().unwrap(),
+            "k1",
+            "-f",
+            "json",
+        ],
+    );
+
+    // Bad input creates nothing: an unknown flavor, an image without a kernel.
+    let o = os.run(
+        &demo,
+        &[
+            "server",
+            "create",
+            "--flavor",
+            "m9.huge",
+            "--image",
+            "guest",
+            "--network",
+            "net1",
+            "bad1",
+        ],
+    );
+    assert!(!o.status.success(), "an unknown flavor was accepted");
+    let o = os.run(
+        &demo,
+        &[
+            "server",
+            "create",
+            "--flavor",
+            "m1.tiny",
+            "--image",
+            "guest-kernel",
+            "--network",
+            "net1",
+            "bad2",
+        ],
+    );
+    assert!(
+        !o.status.success() && stderr(&o).contains("kernel_id"),
+        "{}",
+        stderr(&o)
+    );
+    // A reader cannot create servers.
+    let o = os.run(
+        &peek,
+        &[
+            "server",
+            "create",
+            "--flavor",
+            "m1.tiny",
+            "--image",
+            "guest",
+            "--network",
+            "net1",
+            "bad3",
+        ],
+    );
+    assert!(
+        !o.status.success() && stderr(&o).contains("403"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(
+        j(&demo, &["server", "list", "-f", "json"])
+            .as_array()
+            .map(|a| a.len()),
+        Some(0)
+    );
+
+    let s = j(
+        &demo,
+        &[
+            "server",
+            "create",
+            "--flavor",
+            "m1.tiny",
+            "--image",
+            "guest",
+            "--network",
+            "net1",
+            "--key-name",
+            "k1",
+            "--security-group",
+            "web",
+            "--property",
+            "role=web",
+            "--wait",
+            "s1",
+            "-f",
+            "json",
+        ],
+    );
+    assert_eq!(s["status"], "ACTIVE", "{s}");
+    let sid = s["id"].as_str().unwrap().to_string();
+    let shown = j(&demo, &["server", "show", "s1", "-f", "json"]);
+    assert!(
+        shown["addresses"].to_string().contains("10.40.0."),
+        "{shown}"
+    );
+    assert_eq!(shown["key_name"], "k1", "{shown}");
+    assert!(
+        shown["security_groups"].to_string().contains("web"),
+        "{shown}"
+    );
+    assert!(shown["properties"].to_string().contains("web"), "{shown}");
+    let listed = j(&demo, &["server", "list", "-f", "json"]);
+    assert_eq!(listed[0]["Name"], "s1", "{listed}");
+    assert_eq!(listed[0]["Image"], "guest", "{listed}");
+    assert_eq!(listed[0]["Flavor"], "m1.tiny", "{listed}");
+
+    // Its disk is a clone of the image, on the cluster's replicated storage.
+    let vols = json(&c.nodes[0].cli(&["volume", "list", "--json"]));
+    let boot = vols
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["used_by"] == sid.as_str())
+        .unwrap_or_else(|| panic!("no boot volume: {vols}"))
+        .clone();
+    assert!(boot["parent"].is_object(), "{boot}");
+    assert_eq!(boot["size"], 1u64 << 30, "{boot}");
+
+    let log = wait_for(Duration::from_secs(120), || {
+        let o = os.run(&demo, &["console", "log", "show", "s1"]);
+        let t = String::from_utf8_lossy(&o.stdout).to_string();
+        t.contains("STRATA-GUEST-DISK wrote=").then_some(t)
+    })
+    .expect("the guest's boot markers never showed in its console log");
+    assert!(log.contains("STRATA-GUEST-USERSPACE"), "{log}");
+    assert!(log.contains("STRATA-GUEST-NET ip=10.40.0."), "{log}");
+
+    // Another project's member sees nothing; a reader cannot act.
+    let o = os.run(&eve, &["server", "show", &sid]);
+    assert!(
+        !o.status.success() && stderr(&o).contains("No Server found"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(!j(&eve, &["server", "list", "-f", "json"])
+        .to_string()
+        .contains(&sid));
+    let o = os.run(&eve, &["server", "delete", &sid]);
+    assert!(!o.status.success(), "another project deleted the server");
+    let o = os.run(&peek, &["server", "stop", "s1"]);
+    assert!(
+        !o.status.success() && stderr(&o).contains("403"),
+        "{}",
+        stderr(&o)
+    );
+
+    // Power: stop, start, reboot.
+    let status = |want: &str| {
+        wait_for(Duration::from_secs(90), || {
+            let v = j(&demo, &["server", "show", "s1", "-f", "json"]);
+            (v["status"] == want).then_some(v)
+        })
+        .unwrap_or_else(|| panic!("s1 never became {want}"))
+    };
+    assert!(os.run(&demo, &["server", "stop", "s1"]).status.success());
+    status("SHUTOFF");
+    let o = os.run(&demo, &["server", "stop", "s1"]);
+    assert!(
+        !o.status.success() && stderr(&o).contains("409"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(os.run(&demo, &["server", "start", "s1"]).status.success());
+    status("ACTIVE");
+    // Rebooted once the guest is up (the console log starts afresh with each start).
+    let up = wait_for(Duration::from_secs(120), || {
+        let o = os.run(&demo, &["console", "log", "show", "s1"]);
+        String::from_utf8_lossy(&o.stdout)
+            .contains("STRATA-GUEST-DISK wrote=")
+            .then_some(())
+    });
+    assert!(up.is_some(), "the guest did not boot after a start");
+    assert!(os.run(&demo, &["server", "reboot", "s1"]).status.success());
+    let rebooted = wait_for(Duration::from_secs(120), || {
+        let o = os.run(&demo, &["console", "log", "show", "s1"]);
+        let t = String::from_utf8_lossy(&o.stdout).to_string();
+        (t.matches("STRATA-GUEST-DISK wrote=").count() >= 2).then_some(t)
+    });
+    assert!(rebooted.is_some(), "no second boot after a reboot");
+
+    // A floating IP through a router, shown in the server's addresses.
+    j(
+        &admin,
+        &["network", "create", "--external", "public", "-f", "json"],
+    );
+    j(
+        &admin,
+        &[
+            "subnet",
+            "create",
+            "--network",
+            "public",
+            "--subnet-range",
+            "203.0.113.0/24",
+            "--no-dhcp",
+            "pub",
+            "-f",
+            "json",
+        ],
+    );
+    j(&demo, &["router", "create", "r1", "-f", "json"]);
+    assert!(os
+        .run(
+            &demo,
+            &["router", "set", "--external-gateway", "public", "r1"]
+        )
+        .status
+        .success());
+    assert!(os
+        .run(&demo, &["router", "add", "subnet", "r1", "sub1"])
+        .status
+        .success());
+    let fip = j(&demo, &["floating", "ip", "create", "public", "-f", "json"]);
+    let fip = fip["floating_ip_address"].as_str().unwrap().to_string();
+    let o = os.run(&demo, &["server", "add", "floating", "ip", "s1", &fip]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let shown = j(&demo, &["server", "show", "s1", "-f", "json"]);
+    assert!(shown["addresses"].to_string().contains(&fip), "{shown}");
+
+    // A volume: created, attached (the guest's kernel sees a new disk), listed with its
+    // attachment, detached, snapshotted, cloned, deleted.
+    let vol = j(
+        &demo,
+        &["volume", "create", "--size", "1", "data1", "-f", "json"],
+    );
+    let vol_id = vol["id"].as_str().unwrap().to_string();
+    let vstatus = |name: &str, want: &str| {
+        wait_for(Duration::from_secs(60), || {
+            let v = j(&demo, &["volume", "show", name, "-f", "json"]);
+            (v["status"] == want).then_some(v)
+        })
+        .unwrap_or_else(|| panic!("volume {name} never became {want}"))
+    };
+    vstatus("data1", "available");
+    let o = os.run(&demo, &["server", "add", "volume", "s1", "data1"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v = vstatus("data1", "in-use");
+    assert!(v["attachments"].to_string().contains(&sid), "{v}");
+    let listed = j(&demo, &["volume", "list", "-f", "json"]);
+    assert!(
+        listed.to_string().contains("/dev/vdb"),
+        "the attachment is not listed: {listed}"
+    );
+    let seen = wait_for(Duration::from_secs(60), || {
+        let o = os.run(&demo, &["console", "log", "show", "s1"]);
+        String::from_utf8_lossy(&o.stdout)
+            .contains("[vdb]")
+            .then_some(())
+    });
+    assert!(seen.is_some(), "the guest never saw the hot-plugged disk");
+    let att = j(
+        &demo,
+        &[
+            "--os-volume-api-version",
+            "3.27",
+            "volume",
+            "attachment",
+            "list",
+            "-f",
+            "json",
+        ],
+    );
+    assert!(att.to_string().contains(&vol_id), "{att}");
+    // Another project cannot see it; an attached volume cannot be deleted.
+    assert!(!os.run(&eve, &["volume", "show", &vol_id]).status.success());
+    assert!(!os
+        .run(&demo, &["volume", "delete", "data1"])
+        .status
+        .success());
+    let o = os.run(&demo, &["server", "remove", "volume", "s1", "data1"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    vstatus("data1", "available");
+    let snap = j(
+        &demo,
+        &[
+            "volume", "snapshot", "create", "--volume", "data1", "snap1", "-f", "json",
+        ],
+    );
+    assert_eq!(snap["status"], "available", "{snap}");
+    let v2 = j(
+        &demo,
+        &[
+            "volume",
+            "create",
+            "--snapshot",
+            "snap1",
+            "data2",
+            "-f",
+            "json",
+        ],
+    );
+    assert_eq!(v2["size"], 1, "{v2}");
+    vstatus("data2", "available");
+    assert!(os
+        .run(&demo, &["volume", "delete", "data2"])
+        .status
+        .success());
+    assert!(os
+        .run(&demo, &["volume", "snapshot", "delete", "snap1"])
+        .status
+        .success());
+    let gone = wait_for(Duration::from_secs(30), || {
+        os.run(&demo, &["volume", "delete", "data1"])
+            .status
+            .success()
+            .then_some(())
+    });
+    assert!(gone.is_some(), "the volume could not be deleted");
+
+    // Deleted with its port and its boot disk; the image stays usable.
+    let o = os.run(&demo, &["server", "delete", "--wait", "s1"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = os.run(&demo, &["server", "show", &sid]);
+    assert!(!o.status.success());
+    let vols = json(&c.nodes[0].cli(&["volume", "list", "--json"]));
+    assert!(
+        !vols.to_string().contains(&sid),
+        "the boot disk outlived its server: {vols}"
+    );
+    let ports = j(&demo, &["port", "list", "--device-id", &sid, "-f", "json"]);
+    assert_eq!(ports.as_array().map(|a| a.len()), Some(0), "{ports}");
+    let i = j(&demo, &["image", "show", &image_id, "-f", "json"]);
+    assert_eq!(i["status"], "active", "{i}");
+    for name in ["guest", "guest-kernel", "guest-initrd"] {
+        let o = os.run(&demo, &["image", "delete", name]);
+        assert!(o.status.success(), "{}", stderr(&o));
+    }
+}
