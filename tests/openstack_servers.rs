@@ -486,6 +486,82 @@ fn the_openstack_client_boots_manages_and_deletes_servers() {
     });
     assert!(gone.is_some(), "the volume could not be deleted");
 
+    // Server groups: placement keeps anti-affinity members apart and affinity members
+    // together (checked as the admin sees hosts, right after the creates).
+    let host_of = |id: &str| {
+        let v = j(&admin, &["server", "show", id, "-f", "json"]);
+        v["OS-EXT-SRV-ATTR:host"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    };
+    let mut extra = Vec::new();
+    for (policy, name) in [("anti-affinity", "apart"), ("affinity", "together")] {
+        let g = j(
+            &demo,
+            &[
+                "server", "group", "create", "--policy", policy, name, "-f", "json",
+            ],
+        );
+        let gid = g["id"].as_str().unwrap().to_string();
+        let mut hosts = Vec::new();
+        for i in 0..2 {
+            let v = j(
+                &demo,
+                &[
+                    "server",
+                    "create",
+                    "--flavor",
+                    "m1.tiny",
+                    "--image",
+                    "guest",
+                    "--network",
+                    "net1",
+                    "--hint",
+                    &format!("group={gid}"),
+                    &format!("{name}{i}"),
+                    "-f",
+                    "json",
+                ],
+            );
+            let id = v["id"].as_str().unwrap().to_string();
+            hosts.push(host_of(&id));
+            extra.push(id);
+        }
+        assert!(!hosts[0].is_empty(), "{hosts:?}");
+        if policy == "affinity" {
+            assert_eq!(hosts[0], hosts[1], "affinity members apart");
+        } else {
+            assert_ne!(hosts[0], hosts[1], "anti-affinity members together");
+        }
+        let shown = j(&demo, &["server", "group", "show", name, "-f", "json"]);
+        assert_eq!(
+            shown["members"]
+                .as_array()
+                .map(|a| a.len())
+                .unwrap_or_else(|| {
+                    shown["members"]
+                        .as_str()
+                        .map(|s| s.split(',').count())
+                        .unwrap_or(0)
+                }),
+            2,
+            "{shown}"
+        );
+    }
+    for id in &extra {
+        assert!(os
+            .run(&demo, &["server", "delete", "--wait", id])
+            .status
+            .success());
+    }
+    for name in ["apart", "together"] {
+        assert!(os
+            .run(&demo, &["server", "group", "delete", name])
+            .status
+            .success());
+    }
+
     // Deleted with its port and its boot disk; the image stays usable.
     let o = os.run(&demo, &["server", "delete", "--wait", "s1"]);
     assert!(o.status.success(), "{}", stderr(&o));

@@ -11,6 +11,7 @@ pub mod ports;
 pub mod quotas;
 pub mod routers;
 pub mod secgroups;
+pub mod server_groups;
 pub mod servers;
 pub mod snapshots;
 pub mod tokens;

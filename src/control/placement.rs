@@ -16,7 +16,7 @@ pub struct Candidate {
     /// vCPUs and MiB already allocated to VMs placed on the node.
     pub used_vcpus: u32,
     pub used_mb: u64,
-    /// Anti-affinity groups of the VMs on the node.
+    /// Groups (anti-affinity and affinity) of the VMs on the node.
     pub groups: Vec<String>,
 }
 
@@ -25,6 +25,8 @@ pub struct Request {
     pub vcpus: u32,
     pub ram_mb: u64,
     pub anti_affinity_group: Option<String>,
+    /// Only the node(s) already running VMs of this group, if any do.
+    pub affinity_group: Option<String>,
     /// Only nodes with this driver (`kvm`, `tcg`), if set.
     pub hypervisor: Option<String>,
     pub weigher: Weigher,
@@ -64,6 +66,18 @@ pub fn place(req: &Request, nodes: &[Candidate]) -> Result<(NodeId, String), Str
             req.ram_mb, largest, HOST_RESERVED_MB
         ));
     }
+    // Affinity: where the group's VMs run already, if anywhere.
+    let together: Vec<NodeId> = req
+        .affinity_group
+        .as_ref()
+        .map(|g| {
+            nodes
+                .iter()
+                .filter(|n| n.groups.contains(g))
+                .map(|n| n.id)
+                .collect()
+        })
+        .unwrap_or_default();
     for n in nodes {
         let capacity_mb = n.memory_mb.saturating_sub(HOST_RESERVED_MB);
         let free_mb = capacity_mb.saturating_sub(n.used_mb);
@@ -79,6 +93,11 @@ pub fn place(req: &Request, nodes: &[Candidate]) -> Result<(NodeId, String), Str
             ))
         } else if req.ram_mb > free_mb {
             Some(format!("not enough memory ({free_mb} MiB free)"))
+        } else if !together.is_empty() && !together.contains(&n.id) {
+            Some(format!(
+                "the VMs of affinity group {:?} run elsewhere",
+                req.affinity_group.as_deref().unwrap_or_default()
+            ))
         } else {
             req.anti_affinity_group
                 .as_ref()
@@ -105,7 +124,7 @@ pub fn place(req: &Request, nodes: &[Candidate]) -> Result<(NodeId, String), Str
     fit.sort_by_key(|(n, _)| !req.prefer.contains(&n.id));
     let (best, free) = fit[0];
     let reason = format!(
-        "{} of {} nodes passed the filters (alive, hypervisor, vCPUs, memory, anti-affinity); weigher {:?}{} chose node {} with {} MiB free{}",
+        "{} of {} nodes passed the filters (alive, hypervisor, vCPUs, memory, affinity, anti-affinity); weigher {:?}{} chose node {} with {} MiB free{}",
         fit.len(),
         nodes.len(),
         req.weigher,
@@ -156,6 +175,7 @@ mod tests {
             vcpus: 1,
             ram_mb: ram,
             anti_affinity_group: None,
+            affinity_group: None,
             hypervisor: None,
             weigher: Weigher::Spread,
             prefer: vec![],
@@ -221,5 +241,21 @@ mod tests {
         let (n, why) = place(&r, &nodes).unwrap();
         assert_eq!(n, NodeId(1), "{why}");
         assert!(why.contains("no node holding a replica"), "{why}");
+    }
+
+    #[test]
+    fn affinity_keeps_group_members_together() {
+        let mut a = node(1, 8192, 0);
+        let b = node(2, 16384, 0);
+        a.groups = vec!["web".into()];
+        let mut r = req(512);
+        r.affinity_group = Some("web".into());
+        // b has more free memory, but the group already runs on a.
+        let (n, _) = place(&r, &[a.clone(), b.clone()]).unwrap();
+        assert_eq!(n, a.id);
+        // A full member node refuses instead of splitting the group.
+        a.used_mb = 8192 - HOST_RESERVED_MB;
+        let e = place(&r, &[a, b]).unwrap_err();
+        assert!(e.contains("affinity group"), "{e}");
     }
 }

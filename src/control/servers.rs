@@ -31,6 +31,7 @@ pub struct CreateServer {
     pub project: String,
     pub user: String,
     pub anti_affinity_group: Option<String>,
+    pub affinity_group: Option<String>,
 }
 
 /// Kernel command line when the image does not give one.
@@ -75,6 +76,15 @@ impl Control {
     /// again if the VM cannot be created.
     pub async fn create_server(&self, req: CreateServer) -> Result<VmView, ControlError> {
         let flavor = self.flavor(&req.flavor)?;
+        // Checked here too, before a boot disk is made (and again, race-free, at placement).
+        self.check_quota(
+            Some(&req.project),
+            &[
+                ("instances", 1),
+                ("cores", flavor.vcpus as i64),
+                ("ram", flavor.ram_mb as i64),
+            ],
+        )?;
         let (boot, volume, made) = match (&req.image, &req.volume) {
             (Some(image), None) => {
                 let boot = self.image_boot(image)?;
@@ -155,6 +165,7 @@ impl Control {
                 metadata: req.metadata.clone(),
                 delete_volume: made || req.delete_volume,
                 security_groups: req.security_groups.clone(),
+                affinity_group: req.affinity_group.clone(),
             })
             .await;
         if made_vm.is_err() && made {

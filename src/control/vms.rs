@@ -72,6 +72,9 @@ pub struct CreateVm {
     /// Security groups of its ports (None: the project's default group).
     #[serde(default)]
     pub security_groups: Option<Vec<String>>,
+    /// Placed with the other VMs of this group.
+    #[serde(default)]
+    pub affinity_group: Option<String>,
 }
 
 /// A VM as users see it: desired state and what its node reports.
@@ -178,6 +181,7 @@ impl Control {
             vcpus,
             ram_mb,
             anti_affinity_group: req.anti_affinity_group.clone(),
+            affinity_group: req.affinity_group.clone(),
             hypervisor: req.hypervisor.clone(),
             weigher,
             prefer: volume
@@ -299,6 +303,7 @@ impl Control {
                 metadata: req.metadata.clone(),
                 delete_volume: req.delete_volume,
                 data_volumes: Vec::new(),
+                affinity_group: req.affinity_group.clone(),
             };
             let mut txn = TxnBuilder::new()
                 .require_revision::<PlacementEpochs>("vms", rev)
@@ -404,6 +409,9 @@ impl Control {
                 n.used_vcpus += vm.value.vcpus;
                 n.used_mb += vm.value.ram_mb;
                 if let Some(g) = &vm.value.anti_affinity_group {
+                    n.groups.push(g.clone());
+                }
+                if let Some(g) = &vm.value.affinity_group {
                     n.groups.push(g.clone());
                 }
             }

@@ -455,6 +455,26 @@ pub fn openstack_cli() -> PathBuf {
     bin
 }
 
+/// Ansible 12 with the openstack.cloud collection and an openstacksdk it works with, in a
+/// virtual environment under target/ (installed from PyPI the first time); the venv's path.
+pub fn ansible_venv() -> PathBuf {
+    let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/ansible-venv");
+    static ONCE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _g = ONCE.lock().unwrap_or_else(|p| p.into_inner());
+    if !venv.join("bin/ansible-playbook").exists() {
+        must(&["python3", "-m", "venv", venv.to_str().expect("utf8")]);
+        let pip = venv.join("bin/pip");
+        must(&[
+            pip.to_str().expect("utf8"),
+            "install",
+            "-q",
+            "ansible>=12,<13",
+            "openstacksdk<4.15",
+        ]);
+    }
+    venv
+}
+
 /// python-openstackclient against node 0's OpenStack API, run in its namespace.
 pub struct Os<'a> {
     pub c: &'a Cluster,

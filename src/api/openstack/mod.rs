@@ -8,6 +8,7 @@ pub mod identity;
 pub mod image;
 pub mod network;
 pub mod quotas;
+pub mod server_groups;
 pub mod server_volumes;
 pub mod servers;
 pub mod volume;
@@ -143,6 +144,7 @@ pub fn routes() -> Router<Arc<Node>> {
         .merge(image::routes())
         .merge(servers::routes())
         .merge(server_volumes::routes())
+        .merge(server_groups::routes())
         .merge(volume::routes())
         .merge(quotas::routes())
 }

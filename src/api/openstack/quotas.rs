@@ -185,7 +185,10 @@ fn wanted(
     })?;
     let mut out = BTreeMap::new();
     for (k, val) in o {
-        if k == "force" || k == "tenant_id" || k == "project_id" {
+        if matches!(
+            k.as_str(),
+            "force" | "check_limit" | "tenant_id" | "project_id"
+        ) {
             continue;
         }
         let n = val

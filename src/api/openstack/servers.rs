@@ -551,11 +551,24 @@ async fn create(State(node): State<Arc<Node>>, headers: HeaderMap, b: axum::body
     if count > 1 && volume.is_some() {
         return Err(bad("only one server can boot from one volume"));
     }
-    let group = body
+    let group = match body
         .get("os:scheduler_hints")
+        .or_else(|| body.get("OS-SCH-HNT:scheduler_hints"))
         .and_then(|h| h.get("group"))
         .and_then(Value::as_str)
-        .map(String::from);
+    {
+        Some(g) => Some(super::server_groups::find(&node, &s, g).map_err(|_| {
+            bad(format!(
+                "Invalid input: server group {g} could not be found"
+            ))
+        })?),
+        None => None,
+    };
+    let (anti, affinity) = match &group {
+        Some(g) if g.policy == "affinity" => (None, Some(g.id.clone())),
+        Some(g) => (Some(g.id.clone()), None),
+        None => (None, None),
+    };
     let mut first = None;
     for i in 0..count {
         let vm = node
@@ -577,7 +590,8 @@ async fn create(State(node): State<Arc<Node>>, headers: HeaderMap, b: axum::body
                 metadata: metadata.clone(),
                 project: s.project.clone(),
                 user: s.user.clone(),
-                anti_affinity_group: group.clone(),
+                anti_affinity_group: anti.clone(),
+                affinity_group: affinity.clone(),
             })
             .await
             .map_err(cerr)?;

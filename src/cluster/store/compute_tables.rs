@@ -151,6 +151,9 @@ pub struct VmRecord {
     /// into a running VM where the driver can.
     #[serde(default)]
     pub data_volumes: Vec<VolumeId>,
+    /// Kept on the node of the other VMs of this group (Nova's affinity policy).
+    #[serde(default)]
+    pub affinity_group: Option<String>,
 }
 
 pub struct VmStatuses;
@@ -201,5 +204,23 @@ pub struct KeypairRecord {
     pub public_key: String,
     /// `SHA256:<base64>` of the key blob.
     pub fingerprint: String,
+    pub created_at: u64,
+}
+
+/// Nova server groups: VMs placed together (affinity) or apart (anti-affinity).
+pub struct ServerGroups;
+impl Table for ServerGroups {
+    const NAME: &'static str = "server_groups";
+    type Value = ServerGroupRecord;
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct ServerGroupRecord {
+    pub id: String,
+    pub name: String,
+    /// `affinity` or `anti-affinity`.
+    pub policy: String,
+    pub project: String,
+    pub user: String,
     pub created_at: u64,
 }

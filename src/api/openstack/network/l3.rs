@@ -93,7 +93,7 @@ pub(super) async fn create_router(
     let s = who(&node, &headers)?;
     s.write().map_err(IntoResponse::into_response)?;
     let v = body(&b)?;
-    let x = &v["router"];
+    let x = super::resource(&v, "router", super::ROUTER)?;
     let r = node
         .control
         .create_router(CreateRouter {
@@ -243,7 +243,7 @@ pub(super) async fn create_fip(
     let s = who(&node, &headers)?;
     s.write().map_err(IntoResponse::into_response)?;
     let v = body(&b)?;
-    let x = &v["floatingip"];
+    let x = super::resource(&v, "floatingip", super::FLOATINGIP)?;
     let f = node
         .control
         .create_floating_ip(CreateFloatingIp {

@@ -165,6 +165,195 @@ fn body(b: &axum::body::Bytes) -> Result<Value, Response> {
     })
 }
 
+/// The kind of value an attribute takes (null is always allowed).
+#[derive(Clone, Copy)]
+pub(super) enum Kind {
+    Str,
+    Bool,
+    Int,
+    List,
+    Obj,
+    Any,
+}
+
+use Kind::{Any, Bool, Int, List, Obj, Str};
+
+pub(super) const NETWORK: &[(&str, Kind)] = &[
+    ("name", Str),
+    ("admin_state_up", Bool),
+    ("shared", Bool),
+    ("router:external", Bool),
+    ("mtu", Int),
+    ("description", Str),
+    ("tenant_id", Str),
+    ("project_id", Str),
+    ("port_security_enabled", Bool),
+    ("availability_zone_hints", List),
+    ("provider:network_type", Str),
+    ("provider:physical_network", Str),
+    ("provider:segmentation_id", Int),
+    ("tags", List),
+    ("dns_domain", Str),
+    ("is_default", Bool),
+    ("qos_policy_id", Str),
+    ("segments", List),
+];
+pub(super) const SUBNET: &[(&str, Kind)] = &[
+    ("name", Str),
+    ("network_id", Str),
+    ("cidr", Str),
+    ("ip_version", Int),
+    ("gateway_ip", Str),
+    ("allocation_pools", List),
+    ("dns_nameservers", List),
+    ("host_routes", List),
+    ("enable_dhcp", Bool),
+    ("description", Str),
+    ("tenant_id", Str),
+    ("project_id", Str),
+    ("ipv6_ra_mode", Str),
+    ("ipv6_address_mode", Str),
+    ("subnetpool_id", Str),
+    ("prefixlen", Int),
+    ("use_default_subnet_pool", Bool),
+    ("service_types", List),
+    ("tags", List),
+    ("segment_id", Str),
+    ("dns_publish_fixed_ip", Bool),
+];
+pub(super) const PORT: &[(&str, Kind)] = &[
+    ("name", Str),
+    ("network_id", Str),
+    ("fixed_ips", List),
+    ("security_groups", List),
+    ("mac_address", Str),
+    ("device_id", Str),
+    ("device_owner", Str),
+    ("port_security_enabled", Bool),
+    ("admin_state_up", Bool),
+    ("description", Str),
+    ("tenant_id", Str),
+    ("project_id", Str),
+    ("allowed_address_pairs", List),
+    ("binding:host_id", Str),
+    ("binding:vnic_type", Str),
+    ("binding:profile", Obj),
+    ("extra_dhcp_opts", List),
+    ("qos_policy_id", Str),
+    ("dns_name", Str),
+    ("dns_domain", Str),
+    ("tags", List),
+    ("propagate_uplink_status", Bool),
+    ("numa_affinity_policy", Str),
+];
+pub(super) const SECGROUP: &[(&str, Kind)] = &[
+    ("name", Str),
+    ("description", Str),
+    ("tenant_id", Str),
+    ("project_id", Str),
+    ("stateful", Bool),
+    ("tags", List),
+];
+pub(super) const RULE: &[(&str, Kind)] = &[
+    ("security_group_id", Str),
+    ("direction", Str),
+    ("ethertype", Str),
+    ("protocol", Any),
+    ("port_range_min", Int),
+    ("port_range_max", Int),
+    ("remote_ip_prefix", Str),
+    ("remote_group_id", Str),
+    ("remote_address_group_id", Str),
+    ("description", Str),
+    ("tenant_id", Str),
+    ("project_id", Str),
+];
+pub(super) const ROUTER: &[(&str, Kind)] = &[
+    ("name", Str),
+    ("external_gateway_info", Obj),
+    ("admin_state_up", Bool),
+    ("description", Str),
+    ("tenant_id", Str),
+    ("project_id", Str),
+    ("distributed", Bool),
+    ("ha", Bool),
+    ("availability_zone_hints", List),
+    ("flavor_id", Str),
+    ("tags", List),
+    ("enable_ndp_proxy", Bool),
+];
+pub(super) const FLOATINGIP: &[(&str, Kind)] = &[
+    ("floating_network_id", Str),
+    ("port_id", Str),
+    ("fixed_ip_address", Str),
+    ("floating_ip_address", Str),
+    ("subnet_id", Str),
+    ("description", Str),
+    ("tenant_id", Str),
+    ("project_id", Str),
+    ("dns_name", Str),
+    ("dns_domain", Str),
+    ("qos_policy_id", Str),
+    ("tags", List),
+];
+
+/// Checks a request body's resource object: present, known attributes only, each of its
+/// kind. Neutron's answers: 400 with "Unrecognized attribute(s)" or "Invalid input for".
+pub(super) fn resource<'a>(
+    v: &'a Value,
+    key: &str,
+    schema: &[(&str, Kind)],
+) -> Result<&'a Value, Response> {
+    let bad = |m: String| {
+        (
+            StatusCode::BAD_REQUEST,
+            Json(json!({"NeutronError": {"type": "HTTPBadRequest", "message": m, "detail": ""}})),
+        )
+            .into_response()
+    };
+    let o = v
+        .get(key)
+        .and_then(Value::as_object)
+        .ok_or_else(|| bad(format!("Resource body required: '{key}' object expected")))?;
+    let unknown: Vec<&str> = o
+        .keys()
+        .filter(|k| !schema.iter().any(|(s, _)| s == k))
+        .map(String::as_str)
+        .collect();
+    if !unknown.is_empty() {
+        return Err(bad(format!(
+            "Unrecognized attribute(s) '{}'",
+            unknown.join(", ")
+        )));
+    }
+    for (k, kind) in schema {
+        let Some(val) = o.get(*k) else { continue };
+        let ok = match kind {
+            _ if val.is_null() => true,
+            Str => val.is_string(),
+            Bool => val.is_boolean(),
+            Int => val.is_u64() || val.as_str().is_some_and(|s| s.parse::<u64>().is_ok()),
+            List => val.is_array(),
+            Obj => val.is_object(),
+            Any => true,
+        };
+        if !ok {
+            return Err(bad(format!(
+                "Invalid input for {k}. Reason: '{val}' is not a valid {}.",
+                match kind {
+                    Str => "string",
+                    Bool => "boolean",
+                    Int => "integer",
+                    List => "list",
+                    Obj => "dictionary",
+                    Any => "value",
+                }
+            )));
+        }
+    }
+    Ok(&v[key])
+}
+
 fn named(list: Vec<Value>, q: &std::collections::HashMap<String, String>) -> Vec<Value> {
     list.into_iter()
         .filter(|v| {
@@ -315,7 +504,7 @@ async fn create_network(
     let s = who(&node, &headers)?;
     s.write().map_err(IntoResponse::into_response)?;
     let v = body(&b)?;
-    let n = &v["network"];
+    let n = resource(&v, "network", NETWORK)?;
     let external = n["router:external"].as_bool().unwrap_or(false);
     let shared = n["shared"].as_bool().unwrap_or(false);
     if (external || shared) && !s.admin {
@@ -400,7 +589,7 @@ async fn create_subnet(
     let s = who(&node, &headers)?;
     s.write().map_err(IntoResponse::into_response)?;
     let v = body(&b)?;
-    let x = &v["subnet"];
+    let x = resource(&v, "subnet", SUBNET)?;
     let net = network_of(&node, &s, x["network_id"].as_str().unwrap_or(""))?;
     if !s.sees(&net.project) {
         return Err(nerr(ControlError::Forbidden(format!(
@@ -491,7 +680,7 @@ async fn create_port(State(node): State<Arc<Node>>, headers: HeaderMap, b: axum:
     let s = who(&node, &headers)?;
     s.write().map_err(IntoResponse::into_response)?;
     let v = body(&b)?;
-    let x = &v["port"];
+    let x = resource(&v, "port", PORT)?;
     let net = network_of(&node, &s, x["network_id"].as_str().unwrap_or(""))?;
     let fixed = x["fixed_ips"].as_array().map(|a| {
         a.iter()

@@ -83,6 +83,7 @@ pub(super) async fn create_secgroup(
     let s = who(&node, &headers)?;
     s.write().map_err(IntoResponse::into_response)?;
     let v = body(&b)?;
+    super::resource(&v, "security_group", super::SECGROUP)?;
     let g = node
         .control
         .create_secgroup(CreateSecGroup {
@@ -169,7 +170,7 @@ pub(super) async fn create_rule(
     let s = who(&node, &headers)?;
     s.write().map_err(IntoResponse::into_response)?;
     let v = body(&b)?;
-    let x = &v["security_group_rule"];
+    let x = super::resource(&v, "security_group_rule", super::RULE)?;
     let gid = x["security_group_id"].as_str().unwrap_or("");
     let g = visible_groups(&node, &s)?
         .into_iter()

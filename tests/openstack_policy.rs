@@ -1,0 +1,283 @@
+//! Policy, quotas and bad input on the OpenStack API (one node): quotas set by an admin
+//! are enforced with each service's status and OpenStack's message (Nova 403, Neutron 409,
+//! Cinder 413) and a member cannot change them; malformed JSON, wrong types, unknown
+//! fields, oversize bodies, unknown ids and wrong tokens get the status and fault body
+//! OpenStack returns, never a 500, and change nothing.
+
+mod common;
+
+use common::{data_dir_of, openstack_cli, password_auth, stderr, Cluster, Os};
+
+/// A bad request: method, path, body, the status expected and a marker of its fault body.
+type Case<'a> = (&'a str, String, Option<&'a [u8]>, u16, &'a str);
+
+/// One HTTP request from inside node 0's namespace: (status, body).
+fn http(c: &Cluster, method: &str, path: &str, token: &str, body: Option<&[u8]>) -> (u16, String) {
+    let url = format!("http://{}:5000{path}", c.nodes[0].ip);
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("body");
+    let inp = dir.path().join("in");
+    std::fs::write(&inp, body.unwrap_or_default()).unwrap();
+    let mut args = vec![
+        "netns".to_string(),
+        "exec".into(),
+        c.nodes[0].ns.clone(),
+        "curl".into(),
+        "-s".into(),
+        "-o".into(),
+        out.display().to_string(),
+        "-w".into(),
+        "%{http_code}".into(),
+        "-X".into(),
+        method.into(),
+        "-H".into(),
+        format!("X-Auth-Token: {token}"),
+        "-H".into(),
+        "Content-Type: application/json".into(),
+    ];
+    if body.is_some() {
+        args.push("--data-binary".into());
+        args.push(format!("@{}", inp.display()));
+    }
+    args.push(url);
+    let o = std::process::Command::new("ip")
+        .args(&args)
+        .output()
+        .unwrap();
+    let code = String::from_utf8_lossy(&o.stdout)
+        .trim()
+        .parse()
+        .unwrap_or(0);
+    let body = std::fs::read_to_string(&out).unwrap_or_default();
+    (code, body)
+}
+
+#[test]
+fn quotas_are_enforced_and_bad_input_is_refused_without_changes() {
+    let c = Cluster::form(1);
+    let os = Os {
+        c: &c,
+        bin: openstack_cli().display().to_string(),
+    };
+    let pw = std::fs::read_to_string(data_dir_of(&c.nodes[0]).join("admin-password"))
+        .unwrap()
+        .trim()
+        .to_string();
+    let admin = password_auth("admin", &pw, "admin");
+    let project = os.json(&admin, &["project", "create", "demo", "-f", "json"]);
+    let pid = project["id"].as_str().unwrap().to_string();
+    os.json(
+        &admin,
+        &[
+            "user",
+            "create",
+            "--password",
+            "pw-secret",
+            "--project",
+            "demo",
+            "demo",
+            "-f",
+            "json",
+        ],
+    );
+    assert!(os
+        .run(
+            &admin,
+            &[
+                "role",
+                "add",
+                "--project",
+                "demo",
+                "--user",
+                "demo",
+                "member"
+            ]
+        )
+        .status
+        .success());
+    let demo = password_auth("demo", "pw-secret", "demo");
+
+    // Quotas: set by the admin, shown, enforced; a member cannot set them.
+    let o = os.run(
+        &admin,
+        &[
+            "quota",
+            "set",
+            "--instances",
+            "0",
+            "--networks",
+            "0",
+            "--volumes",
+            "0",
+            "demo",
+        ],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let q = os.json(&demo, &["quota", "show", "demo", "-f", "json"]);
+    let limit = |r: &str| {
+        q.as_array()
+            .and_then(|a| a.iter().find(|x| x["Resource"] == r))
+            .map(|x| x["Limit"].clone())
+            .unwrap_or_default()
+    };
+    assert_eq!(limit("instances"), 0, "{q}");
+    assert_eq!(limit("networks"), 0, "{q}");
+    assert_eq!(limit("volumes"), 0, "{q}");
+    assert_eq!(limit("cores"), 20, "{q}");
+    let o = os.run(&demo, &["quota", "set", "--instances", "50", "demo"]);
+    assert!(
+        !o.status.success() && stderr(&o).contains("403"),
+        "{}",
+        stderr(&o)
+    );
+    let o = os.run(&demo, &["network", "create", "n0"]);
+    assert!(
+        !o.status.success() && stderr(&o).contains("Quota exceeded for network"),
+        "{}",
+        stderr(&o)
+    );
+    let o = os.run(&demo, &["volume", "create", "--size", "1", "v0"]);
+    assert!(
+        !o.status.success() && stderr(&o).contains("Quota exceeded for volumes"),
+        "{}",
+        stderr(&o)
+    );
+    let token = String::from_utf8_lossy(
+        &os.run(&demo, &["token", "issue", "-f", "value", "-c", "id"])
+            .stdout,
+    )
+    .trim()
+    .to_string();
+    assert!(!token.is_empty());
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("tiny.raw");
+    std::fs::write(&file, vec![7u8; 4096]).unwrap();
+    let img = os.json(
+        &demo,
+        &[
+            "image",
+            "create",
+            "--file",
+            file.to_str().unwrap(),
+            "--disk-format",
+            "raw",
+            "--container-format",
+            "bare",
+            "tiny",
+            "-f",
+            "json",
+        ],
+    );
+    let server = format!(
+        r#"{{"server": {{"name": "s0", "flavorRef": "m1.tiny", "imageRef": "{}", "networks": "none"}}}}"#,
+        img["id"].as_str().unwrap()
+    );
+    let (code, body) = http(
+        &c,
+        "POST",
+        "/compute/v2.1/servers",
+        &token,
+        Some(server.as_bytes()),
+    );
+    assert_eq!(code, 403, "{body}");
+    assert!(
+        body.contains("forbidden") && body.contains("Quota exceeded for instances"),
+        "{body}"
+    );
+    let (code, body) = http(
+        &c,
+        "POST",
+        &format!("/volume/v3/{pid}/volumes"),
+        &token,
+        Some(br#"{"volume": {"size": 1}}"#),
+    );
+    assert_eq!(code, 413, "{body}");
+    assert!(body.contains("overLimit"), "{body}");
+    let o = os.run(
+        &admin,
+        &[
+            "quota",
+            "set",
+            "--instances",
+            "10",
+            "--networks",
+            "10",
+            "--volumes",
+            "10",
+            "demo",
+        ],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+
+    // Bad input: each refused with its service's status and fault body.
+    let cases: Vec<Case> = vec![
+        ("POST", "/compute/v2.1/servers".into(), Some(b"{" as &[u8]), 400, "badRequest"),
+        (
+            "POST",
+            "/compute/v2.1/servers".into(),
+            Some(br#"{"server": {"name": "x1", "flavorRef": "m1.tiny", "imageRef": "a", "bogus": 1}}"#),
+            400,
+            "was unexpected",
+        ),
+        (
+            "POST",
+            "/compute/v2.1/servers".into(),
+            Some(br#"{"server": {"name": 5, "flavorRef": "m1.tiny"}}"#),
+            400,
+            "badRequest",
+        ),
+        (
+            "GET",
+            "/compute/v2.1/servers/6f0b1c52-9b1e-4c6e-9d7e-000000000000".into(),
+            None,
+            404,
+            "itemNotFound",
+        ),
+        (
+            "POST",
+            "/compute/v2.1/servers/6f0b1c52-9b1e-4c6e-9d7e-000000000000/action".into(),
+            Some(br#"{"os-stop": null}"#),
+            404,
+            "itemNotFound",
+        ),
+        ("POST", "/networking/v2.0/networks".into(), Some(br#"{"network": {"name": 5}}"#), 400, "NeutronError"),
+        ("POST", "/networking/v2.0/networks".into(), Some(b"[]" as &[u8]), 400, "NeutronError"),
+        ("GET", "/networking/v2.0/networks/nope".into(), None, 404, "NeutronError"),
+        ("POST", format!("/volume/v3/{pid}/volumes"), Some(br#"{"volume": {"size": "abc"}}"#), 400, "badRequest"),
+        ("POST", format!("/volume/v3/{pid}/volumes"), Some(br#"{"volume": {"size": 1, "bogus": 1}}"#), 400, "was unexpected"),
+        ("GET", format!("/volume/v3/{pid}/volumes/nope"), None, 404, "itemNotFound"),
+        ("POST", "/image/v2/images".into(), Some(br#"{"name": "i1", "min_ram": "lots"}"#), 400, "min_ram"),
+        ("POST", "/image/v2/images".into(), Some(br#"{"name": "i1", "status": "active"}"#), 403, "read-only"),
+        ("GET", "/image/v2/images/nope".into(), None, 404, "No image found"),
+    ];
+    for (method, path, body, want, marker) in &cases {
+        let (code, got) = http(&c, method, path, &token, *body);
+        assert_eq!(code, *want, "{method} {path}: {got}");
+        assert!(got.contains(marker), "{method} {path}: {got}");
+    }
+    // Oversize bodies are refused before they are read.
+    let big = vec![b' '; 3 << 20];
+    let (code, got) = http(&c, "POST", "/compute/v2.1/servers", &token, Some(&big));
+    assert_eq!(code, 413, "{got}");
+    // A wrong token is refused everywhere.
+    for path in [
+        "/compute/v2.1/servers".to_string(),
+        "/networking/v2.0/networks".into(),
+        format!("/volume/v3/{pid}/volumes"),
+        "/image/v2/images".into(),
+    ] {
+        let (code, got) = http(&c, "GET", &path, "not-a-token", None);
+        assert_eq!(code, 401, "{path}: {got}");
+    }
+    // Nothing was made.
+    for (args, what) in [
+        (vec!["server", "list", "-f", "json"], "servers"),
+        (vec!["network", "list", "-f", "json"], "networks"),
+        (vec!["volume", "list", "-f", "json"], "volumes"),
+    ] {
+        let v = os.json(&demo, &args);
+        assert_eq!(v.as_array().map(|a| a.len()), Some(0), "{what}: {v}");
+    }
+    let images = os.json(&demo, &["image", "list", "-f", "json"]);
+    assert_eq!(images.as_array().map(|a| a.len()), Some(1), "{images}");
+}
