@@ -20,12 +20,11 @@ else
 fi
 API_HOST=${LISTEN%:*}
 echo
-echo "OpenStack API (Keystone v3 so far): http://$API_HOST:5000/identity/v3"
+echo "OpenStack API (Keystone, Nova, Glance, Cinder, Neutron; HTTPS, certificate from the"
+echo "cluster CA $DATA/pki/ca.crt): https://$API_HOST:5000/identity/v3"
 echo "First credentials: user admin, project admin, password in $DATA/admin-password"
 echo "(written on the first start, readable by root only). For the openstack client:"
-echo "  export OS_AUTH_URL=http://$API_HOST:5000/identity OS_IDENTITY_API_VERSION=3 \\"
-echo "    OS_USERNAME=admin OS_PROJECT_NAME=admin OS_USER_DOMAIN_NAME=Default \\"
-echo "    OS_PROJECT_DOMAIN_NAME=Default OS_PASSWORD=\$(cat $DATA/admin-password)"
+echo "  source <($BIN --data-dir $DATA openrc)    # sets OS_AUTH_URL, OS_CACERT, OS_PASSWORD, ..."
 echo "The web console is not built yet (see docs/status.md)."
 echo
 exec "$BIN" --data-dir "$DATA" serve --listen "$LISTEN"

@@ -45,8 +45,10 @@ pub struct Config {
     pub advertise: SocketAddr,
     /// TCP address of the Prometheus endpoint; `None` disables it.
     pub metrics_listen: Option<SocketAddr>,
-    /// TCP address of the OpenStack-compatible API (plain HTTP); `None` disables it.
+    /// TCP address of the OpenStack-compatible API; `None` disables it.
     pub api_listen: Option<SocketAddr>,
+    /// Serve the API over plain HTTP instead of HTTPS (local use only).
+    pub api_plain: bool,
     /// Unix socket of the local admin API used by the CLI.
     pub admin_socket: PathBuf,
     pub log_format: LogFormat,
@@ -97,6 +99,7 @@ pub struct ConfigFile {
     pub advertise: Option<String>,
     pub metrics_listen: Option<String>,
     pub api_listen: Option<String>,
+    pub api_plain: Option<bool>,
     pub admin_socket: Option<PathBuf>,
     pub log_format: Option<String>,
     #[serde(default)]
@@ -153,6 +156,7 @@ impl ConfigFile {
         take!(advertise);
         take!(metrics_listen);
         take!(api_listen);
+        take!(api_plain);
         take!(admin_socket);
         take!(log_format);
         take!(raft.heartbeat_ms);
@@ -272,6 +276,7 @@ impl ConfigFile {
             advertise,
             metrics_listen,
             api_listen,
+            api_plain: self.api_plain.unwrap_or(false),
             admin_socket,
             log_format,
             raft: RaftTuning {
@@ -327,6 +332,15 @@ mod tests {
         assert_eq!(c.advertise, c.listen);
         assert_eq!(c.admin_socket, PathBuf::from("/tmp/x/strata.sock"));
         assert_eq!(c.metrics_listen.unwrap().port(), 7441);
+    }
+
+    #[test]
+    fn the_api_serves_https_unless_plain_is_asked_for() {
+        let c = parse("listen = \"127.0.0.1:7440\"\ndata_dir = \"/tmp/x\"").unwrap();
+        assert!(!c.api_plain);
+        let c =
+            parse("listen = \"127.0.0.1:7440\"\ndata_dir = \"/tmp/x\"\napi_plain = true").unwrap();
+        assert!(c.api_plain);
     }
 
     #[test]

@@ -25,7 +25,7 @@ fn the_ansible_openstack_collection_runs_the_workflow() {
     let o = c.nodes[0].cli(&["openrc"]);
     assert!(
         String::from_utf8_lossy(&o.stdout)
-            .contains("export OS_AUTH_URL='http://10.77.0.11:5000/identity/v3'"),
+            .contains("export OS_AUTH_URL='https://10.77.0.11:5000/identity/v3'"),
         "{}",
         String::from_utf8_lossy(&o.stdout)
     );

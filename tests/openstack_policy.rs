@@ -13,7 +13,7 @@ type Case<'a> = (&'a str, String, Option<&'a [u8]>, u16, &'a str);
 
 /// One HTTP request from inside node 0's namespace: (status, body).
 fn http(c: &Cluster, method: &str, path: &str, token: &str, body: Option<&[u8]>) -> (u16, String) {
-    let url = format!("http://{}:5000{path}", c.nodes[0].ip);
+    let url = format!("https://{}:5000{path}", c.nodes[0].ip);
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("body");
     let inp = dir.path().join("in");
@@ -24,6 +24,8 @@ fn http(c: &Cluster, method: &str, path: &str, token: &str, body: Option<&[u8]>)
         c.nodes[0].ns.clone(),
         "curl".into(),
         "-s".into(),
+        "--cacert".into(),
+        c.nodes[0].dir.join("pki/ca.crt").display().to_string(),
         "-o".into(),
         out.display().to_string(),
         "-w".into(),
@@ -259,7 +261,24 @@ fn quotas_are_enforced_and_bad_input_is_refused_without_changes() {
     let big = vec![b' '; 3 << 20];
     let (code, got) = http(&c, "POST", "/compute/v2.1/servers", &token, Some(&big));
     assert_eq!(code, 413, "{got}");
-    // A wrong token is refused everywhere.
+    // The API speaks HTTPS only (plain HTTP gets no answer); a wrong token is refused
+    // everywhere.
+    let o = std::process::Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &c.nodes[0].ns,
+            "curl",
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+        ])
+        .arg(format!("http://{}:5000/identity/v3", c.nodes[0].ip))
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "000");
     for path in [
         "/compute/v2.1/servers".to_string(),
         "/networking/v2.0/networks".into(),

@@ -133,9 +133,24 @@ async fn openstack_endpoint(State(node): State<Arc<Node>>) -> Json<serde_json::V
         } else {
             a.ip()
         };
-        format!("http://{}/identity/v3", SocketAddr::new(ip, a.port()))
+        format!(
+            "{}://{}/identity/v3",
+            if node.config.api_plain {
+                "http"
+            } else {
+                "https"
+            },
+            SocketAddr::new(ip, a.port())
+        )
     });
-    Json(serde_json::json!({"auth_url": url, "region": "RegionOne"}))
+    let cacert = (!node.config.api_plain).then(|| {
+        node.config
+            .data_dir
+            .join("pki/ca.crt")
+            .display()
+            .to_string()
+    });
+    Json(serde_json::json!({"auth_url": url, "region": "RegionOne", "cacert": cacert}))
 }
 
 async fn nodes(State(node): State<Arc<Node>>) -> Result<Json<serde_json::Value>, ApiError> {

@@ -52,6 +52,10 @@ pub struct NodeFlags {
     /// 5000; plain HTTP).
     #[arg(long, env = "STRATA_API_LISTEN")]
     pub api_listen: Option<String>,
+    /// Serve the OpenStack API over plain HTTP instead of HTTPS with a certificate from
+    /// the cluster CA (for local use).
+    #[arg(long, env = "STRATA_API_PLAIN")]
+    pub api_plain: bool,
     /// Log format: text or json.
     #[arg(long, env = "STRATA_LOG_FORMAT")]
     pub log_format: Option<String>,
@@ -287,6 +291,7 @@ impl Cli {
             advertise: flags.advertise.clone(),
             metrics_listen: flags.metrics_listen.clone(),
             api_listen: flags.api_listen.clone(),
+            api_plain: flags.api_plain.then_some(true),
             admin_socket: self.socket.clone(),
             log_format: flags.log_format.clone(),
             storage: crate::config::StorageFile {
@@ -421,8 +426,15 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
                 .map(|p| p.trim().to_string());
             print!(
                 "{}",
-                output::openrc(url, project, user, password.as_deref(), format)
-                    .map_err(CliError::Usage)?
+                output::openrc(
+                    url,
+                    v["cacert"].as_str(),
+                    project,
+                    user,
+                    password.as_deref(),
+                    format
+                )
+                .map_err(CliError::Usage)?
             );
             Ok(())
         }

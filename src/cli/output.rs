@@ -309,6 +309,7 @@ pub fn volume(m: &Value) -> String {
 /// asks for it when sourced (as Horizon's does) and the clouds.yaml leaves it out.
 pub fn openrc(
     auth_url: &str,
+    cacert: Option<&str>,
     project: &str,
     user: &str,
     password: Option<&str>,
@@ -322,6 +323,9 @@ pub fn openrc(
             o.push_str("export OS_IDENTITY_API_VERSION=3\n");
             o.push_str("export OS_REGION_NAME=RegionOne\n");
             o.push_str("export OS_INTERFACE=public\n");
+            if let Some(c) = cacert {
+                o.push_str(&format!("export OS_CACERT={}\n", q(c)));
+            }
             o.push_str(&format!("export OS_PROJECT_NAME={}\n", q(project)));
             o.push_str("export OS_PROJECT_DOMAIN_NAME=Default\n");
             o.push_str(&format!("export OS_USERNAME={}\n", q(user)));
@@ -346,6 +350,9 @@ pub fn openrc(
             o.push_str(
                 "    region_name: RegionOne\n    interface: public\n    identity_api_version: 3\n",
             );
+            if let Some(c) = cacert {
+                o.push_str(&format!("    cacert: {}\n", q(c)));
+            }
             Ok(o)
         }
         f => Err(format!("unknown format {f:?} (openrc or clouds-yaml)")),
@@ -372,7 +379,8 @@ mod tests {
     #[test]
     fn openrc_quotes_values_and_asks_for_missing_passwords() {
         let o = super::openrc(
-            "http://10.0.0.1:5000/identity/v3",
+            "https://10.0.0.1:5000/identity/v3",
+            Some("/var/lib/strata/pki/ca.crt"),
             "it's",
             "bob",
             None,
@@ -381,8 +389,13 @@ mod tests {
         .unwrap();
         assert!(o.contains("export OS_PROJECT_NAME='it'\\''s'"), "{o}");
         assert!(o.contains("read -r -s OS_PASSWORD"), "{o}");
+        assert!(
+            o.contains("export OS_CACERT='/var/lib/strata/pki/ca.crt'"),
+            "{o}"
+        );
         let y = super::openrc(
             "http://h/identity/v3",
+            None,
             "p",
             "admin",
             Some("pw"),
@@ -390,6 +403,7 @@ mod tests {
         )
         .unwrap();
         assert!(y.contains("password: 'pw'"), "{y}");
-        assert!(super::openrc("u", "p", "u", None, "xml").is_err());
+        assert!(!y.contains("cacert"), "{y}");
+        assert!(super::openrc("u", None, "p", "u", None, "xml").is_err());
     }
 }

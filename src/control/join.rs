@@ -256,3 +256,30 @@ impl Control {
         Ok((token, expires_at))
     }
 }
+
+impl Control {
+    /// A TLS server certificate for this node's OpenStack API, signed by the cluster CA
+    /// (whose key is in the replicated secrets), naming `dns` and `ips`.
+    pub fn issue_api_cert(
+        &self,
+        dns: &[String],
+        ips: &[std::net::IpAddr],
+    ) -> Result<crate::transport::pki::CertifiedKey, ControlError> {
+        let settings = self
+            .store
+            .get::<Settings>("cluster")?
+            .ok_or_else(|| ControlError::NotReady("cluster settings are not written yet".into()))?
+            .value;
+        let key = self
+            .store
+            .get::<Secrets>("ca")?
+            .ok_or_else(|| ControlError::NotReady("the CA key is not in the store yet".into()))?
+            .value;
+        let ca = ClusterCa(crate::transport::pki::CertifiedKey {
+            cert_pem: settings.ca_cert_pem,
+            key_pem: key.pem,
+        });
+        ca.issue_server(dns, ips)
+            .map_err(|e| ControlError::Invalid(crate::telemetry::error_chain(&e)))
+    }
+}

@@ -397,7 +397,11 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .map_err(|source| ServeError::Metrics { addr, source })?;
-        tokio::spawn(crate::api::openstack::serve(listener, node.clone()));
+        if node.config.api_plain {
+            tokio::spawn(crate::api::openstack::serve(listener, node.clone()));
+        } else {
+            tokio::spawn(serve_api_tls(listener, node.clone()));
+        }
     }
     println!(
         "strata node {} serving: cluster endpoint {} (QUIC), admin socket {}{}",
@@ -411,7 +415,14 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
             + &node
                 .config
                 .api_listen
-                .map(|a| format!(", OpenStack API http://{a}/identity/v3"))
+                .map(|a| format!(
+                    ", OpenStack API {}://{a}/identity/v3",
+                    if node.config.api_plain {
+                        "http"
+                    } else {
+                        "https"
+                    }
+                ))
                 .unwrap_or_default()
     );
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
@@ -438,4 +449,48 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
     tracing::info!("shutting down");
     node.shutdown().await;
     result
+}
+
+/// Serves the OpenStack API over HTTPS once the cluster CA has signed this node's API
+/// certificate (the CA key is read from the replicated secrets, so the store must be
+/// readable first). The certificate is written to `pki/api.crt` for inspection.
+async fn serve_api_tls(listener: tokio::net::TcpListener, node: Arc<Node>) {
+    let api = node.config.api_listen;
+    let mut ips: Vec<std::net::IpAddr> = vec![
+        node.config.advertise.ip(),
+        std::net::IpAddr::from([127, 0, 0, 1]),
+        std::net::IpAddr::from(std::net::Ipv6Addr::LOCALHOST),
+    ];
+    if let Some(a) = api.filter(|a| !a.ip().is_unspecified()) {
+        ips.push(a.ip());
+    }
+    ips.dedup();
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "localhost".into());
+    let mut dns = vec![host, "localhost".to_string()];
+    dns.dedup();
+    let mut logged = false;
+    let cert = loop {
+        match node.control.issue_api_cert(&dns, &ips) {
+            Ok(c) => break c,
+            Err(e) => {
+                if !logged {
+                    tracing::info!(error = %crate::telemetry::error_chain(&e), "OpenStack API waits for the cluster CA");
+                    logged = true;
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
+    };
+    let pki = node.config.data_dir.join("pki");
+    let _ = std::fs::write(pki.join("api.crt"), &cert.cert_pem);
+    let ca = std::fs::read_to_string(pki.join("ca.crt")).unwrap_or_default();
+    match crate::api::openstack::tls_config(&cert.cert_pem, &ca, &cert.key_pem) {
+        Ok(tls) => {
+            tracing::info!(addr = ?api, "OpenStack API serving HTTPS (certificate from the cluster CA)");
+            crate::api::openstack::serve_tls(listener, node, tls).await
+        }
+        Err(e) => tracing::error!(error = %e, "OpenStack API cannot serve TLS"),
+    }
 }

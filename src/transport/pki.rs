@@ -176,6 +176,58 @@ impl ClusterCa {
         })
     }
 
+    /// Issues a TLS server certificate (for the OpenStack API) naming `dns` and `ips`.
+    pub fn issue_server(
+        &self,
+        dns: &[String],
+        ips: &[std::net::IpAddr],
+    ) -> Result<CertifiedKey, PkiError> {
+        let key = KeyPair::generate().map_err(|source| PkiError::Generate {
+            what: "API key",
+            source,
+        })?;
+        let mut params = CertificateParams::default();
+        let mut dn = DistinguishedName::new();
+        dn.push(
+            DnType::CommonName,
+            dns.first().cloned().unwrap_or_else(|| "strata-api".into()),
+        );
+        params.distinguished_name = dn;
+        for d in dns {
+            let name = d.clone().try_into().map_err(|source| PkiError::Generate {
+                what: "API certificate name",
+                source,
+            })?;
+            params.subject_alt_names.push(rcgen::SanType::DnsName(name));
+        }
+        for ip in ips {
+            params
+                .subject_alt_names
+                .push(rcgen::SanType::IpAddress(*ip));
+        }
+        params.is_ca = IsCa::ExplicitNoCa;
+        params.key_usages = vec![
+            KeyUsagePurpose::DigitalSignature,
+            KeyUsagePurpose::KeyEncipherment,
+        ];
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        params.use_authority_key_identifier_extension = true;
+        let now = OffsetDateTime::now_utc();
+        params.not_before = now - Duration::hours(1);
+        params.not_after = now + Duration::days(365);
+        let cert =
+            params
+                .signed_by(&key, &self.issuer()?)
+                .map_err(|source| PkiError::Generate {
+                    what: "API certificate",
+                    source,
+                })?;
+        Ok(CertifiedKey {
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+        })
+    }
+
     /// Signs a joining node's CSR. Only the CSR's public key is used: names, usages and
     /// lifetime come from the CA's own rules, so a joiner cannot ask for more.
     pub fn sign_csr(&self, node: NodeId, csr_der: &[u8]) -> Result<String, PkiError> {

@@ -483,7 +483,8 @@ pub struct Os<'a> {
 
 impl Os<'_> {
     pub fn run(&self, auth: &[&str], args: &[&str]) -> std::process::Output {
-        let url = format!("http://{}:5000/identity", self.c.nodes[0].ip);
+        let url = format!("https://{}:5000/identity", self.c.nodes[0].ip);
+        let ca = self.c.nodes[0].dir.join("pki/ca.crt").display().to_string();
         let mut a = vec![
             "ip",
             "netns",
@@ -496,6 +497,8 @@ impl Os<'_> {
             "3",
             "--os-region-name",
             "RegionOne",
+            "--os-cacert",
+            &ca,
         ];
         a.extend_from_slice(auth);
         a.extend_from_slice(args);

@@ -127,13 +127,16 @@ impl Scope {
     }
 }
 
+/// `https` once the API serves TLS (links and the catalog name the scheme).
+static SCHEME: std::sync::OnceLock<&'static str> = std::sync::OnceLock::new();
+
 /// The base URL clients reached us at (for links and the catalog).
 pub fn base_url(headers: &HeaderMap) -> String {
     let host = headers
         .get("host")
         .and_then(|v| v.to_str().ok())
         .unwrap_or("localhost");
-    format!("http://{host}")
+    format!("{}://{host}", SCHEME.get().copied().unwrap_or("http"))
 }
 
 pub fn routes() -> Router<Arc<Node>> {
@@ -149,9 +152,79 @@ pub fn routes() -> Router<Arc<Node>> {
         .merge(quotas::routes())
 }
 
+/// Serves the API over plain HTTP.
 pub async fn serve(listener: tokio::net::TcpListener, node: Arc<Node>) {
     let app = routes().with_state(node);
     if let Err(e) = axum::serve(listener, app).await {
         tracing::error!(error = %e, "OpenStack API stopped");
     }
+}
+
+/// Serves the API over HTTPS with `tls` (a certificate from the cluster CA).
+pub async fn serve_tls(
+    listener: tokio::net::TcpListener,
+    node: Arc<Node>,
+    tls: Arc<rustls::ServerConfig>,
+) {
+    let _ = SCHEME.set("https");
+    let app = routes().with_state(node);
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    loop {
+        let (tcp, peer) = match listener.accept().await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(error = %e, "OpenStack API: accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let (acceptor, app) = (acceptor.clone(), app.clone());
+        tokio::spawn(async move {
+            let stream = match tokio::time::timeout(
+                std::time::Duration::from_secs(10),
+                acceptor.accept(tcp),
+            )
+            .await
+            {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => {
+                    tracing::debug!(%peer, error = %e, "OpenStack API: TLS handshake failed");
+                    return;
+                }
+                Err(_) => return,
+            };
+            let svc = hyper_util::service::TowerToHyperService::new(app);
+            if let Err(e) = hyper::server::conn::http1::Builder::new()
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
+                .await
+            {
+                tracing::debug!(%peer, error = %e, "OpenStack API connection ended");
+            }
+        });
+    }
+}
+
+/// The TLS configuration of the API from a certificate chain and key (PEM).
+pub fn tls_config(
+    cert_pem: &str,
+    ca_pem: &str,
+    key_pem: &str,
+) -> Result<Arc<rustls::ServerConfig>, String> {
+    use rustls_pki_types::pem::PemObject;
+    let mut chain = Vec::new();
+    for pem in [cert_pem, ca_pem] {
+        chain.push(
+            rustls_pki_types::CertificateDer::from_pem_slice(pem.as_bytes())
+                .map_err(|e| format!("API certificate: {e}"))?,
+        );
+    }
+    let key = rustls_pki_types::PrivateKeyDer::from_pem_slice(key_pem.as_bytes())
+        .map_err(|e| format!("API key: {e}"))?;
+    let cfg = rustls::ServerConfig::builder_with_provider(crate::transport::tls::provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .map_err(|e| format!("API certificate: {e}"))?;
+    Ok(Arc::new(cfg))
 }
