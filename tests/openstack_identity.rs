@@ -123,4 +123,78 @@ fn the_openstack_client_authenticates_and_manages_identity() {
         &["catalog", "list"],
     );
     assert!(!o.status.success(), "a revoked token still works");
+
+    // Application credentials: made by the member with only the reader role, they
+    // authenticate (by id) with that role alone, a wrong secret gets 401, a restricted
+    // one cannot make another, and deleting one ends it.
+    let ac = os.json(
+        &member,
+        &[
+            "application",
+            "credential",
+            "create",
+            "--role",
+            "reader",
+            "ro1",
+            "-f",
+            "json",
+        ],
+    );
+    let field = |k: &str, k2: &str| {
+        ac[k]
+            .as_str()
+            .or(ac[k2].as_str())
+            .unwrap_or_else(|| panic!("no {k} in {ac}"))
+            .to_string()
+    };
+    let ac_id = field("id", "ID");
+    let secret = field("secret", "Secret");
+    let listed = os.json(
+        &member,
+        &["application", "credential", "list", "-f", "json"],
+    );
+    assert!(listed.to_string().contains("ro1"), "{listed}");
+    assert!(
+        !listed.to_string().contains(&secret),
+        "the secret is listed: {listed}"
+    );
+    let app = |secret: &str| {
+        vec![
+            "--os-auth-type".to_string(),
+            "v3applicationcredential".into(),
+            "--os-application-credential-id".into(),
+            ac_id.clone(),
+            "--os-application-credential-secret".into(),
+            secret.to_string(),
+        ]
+    };
+    let good = app(&secret);
+    let good: Vec<&str> = good.iter().map(String::as_str).collect();
+    let t = os.json(&good, &["token", "issue", "-f", "json"]);
+    assert_eq!(t["project_id"], demo_id.as_str(), "{t}");
+    let o = os.run(&good, &["network", "list"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = os.run(&good, &["network", "create", "ro-net"]);
+    assert!(
+        !o.status.success() && stderr(&o).contains("403"),
+        "a reader credential changed something: {}",
+        stderr(&o)
+    );
+    let o = os.run(&good, &["application", "credential", "create", "again"]);
+    assert!(!o.status.success(), "a restricted credential made another");
+    let bad = app("not-the-secret");
+    let bad: Vec<&str> = bad.iter().map(String::as_str).collect();
+    let o = os.run(&bad, &["token", "issue"]);
+    assert!(
+        !o.status.success() && stderr(&o).contains("401"),
+        "{}",
+        stderr(&o)
+    );
+    let o = os.run(&member, &["application", "credential", "delete", "ro1"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = os.run(&good, &["token", "issue"]);
+    assert!(
+        !o.status.success(),
+        "a deleted application credential still works"
+    );
 }

@@ -46,6 +46,9 @@ pub struct TokenClaims {
     pub expires_at: u64,
     #[serde(rename = "a")]
     pub audit_id: String,
+    /// Issued for this application credential (its roles limit the token's).
+    #[serde(rename = "c", default, skip_serializing_if = "Option::is_none")]
+    pub app_cred: Option<String>,
 }
 
 /// A validated token with what it grants now.
@@ -62,7 +65,7 @@ fn hex_id() -> String {
     hex::encode(rand::random::<[u8; 16]>())
 }
 
-fn hash_password(password: &str) -> Result<String, ControlError> {
+pub(super) fn hash_password(password: &str) -> Result<String, ControlError> {
     let salt = SaltString::encode_b64(&rand::random::<[u8; 16]>())
         .map_err(|e| ControlError::Invalid(format!("salt: {e}")))?;
     Argon2::default()
@@ -71,7 +74,7 @@ fn hash_password(password: &str) -> Result<String, ControlError> {
         .map_err(|e| ControlError::Invalid(format!("cannot hash the password: {e}")))
 }
 
-fn unauthorized() -> ControlError {
+pub(super) fn unauthorized() -> ControlError {
     ControlError::Unauthorized(
         "The request you have made requires authentication (wrong user name, password or project)."
             .into(),
@@ -141,7 +144,7 @@ impl Control {
             .map_err(|_| ControlError::NotReady("the token key is damaged".into()))
     }
 
-    fn sign(&self, claims: &TokenClaims) -> Result<String, ControlError> {
+    pub(super) fn sign(&self, claims: &TokenClaims) -> Result<String, ControlError> {
         let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
         let body = b64.encode(serde_json::to_vec(claims).unwrap_or_default());
         let mut mac = Hmac::<Sha256>::new_from_slice(&self.token_key()?)
@@ -246,6 +249,7 @@ impl Control {
             expires_at: now + TOKEN_TTL.as_secs(),
             audit_id: base64::engine::general_purpose::URL_SAFE_NO_PAD
                 .encode(rand::random::<[u8; 16]>()),
+            app_cred: None,
         };
         let token = self.sign(&claims)?;
         let info = self.token_info(claims)?;
@@ -274,7 +278,7 @@ impl Control {
         Ok(info)
     }
 
-    fn token_info(&self, claims: TokenClaims) -> Result<TokenInfo, ControlError> {
+    pub(super) fn token_info(&self, claims: TokenClaims) -> Result<TokenInfo, ControlError> {
         let user = self
             .store
             .get::<Users>(&claims.user)?
@@ -289,10 +293,26 @@ impl Control {
             ),
             None => None,
         };
-        let roles = match &project {
+        let mut roles = match &project {
             Some(p) => self.roles_of(&user.id, &p.id)?,
             None => Vec::new(),
         };
+        if let Some(id) = &claims.app_cred {
+            // An application credential's token has the roles it was given that the user
+            // still holds, while it exists and has not expired.
+            let cred = self
+                .store
+                .get::<crate::cluster::store::identity_tables::AppCredentials>(id)?
+                .map(|c| c.value)
+                .filter(|c| c.expires_at.is_none_or(|e| e > now_secs()))
+                .ok_or_else(|| {
+                    ControlError::Unauthorized(
+                        "The application credential of this token is gone or expired.".into(),
+                    )
+                })?;
+            let granted = super::app_credentials::implied(&cred.roles);
+            roles.retain(|r| granted.contains(r));
+        }
         Ok(TokenInfo {
             claims,
             user,

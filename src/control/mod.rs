@@ -1,6 +1,7 @@
 //! Validation and cluster-wide decisions. The only writer of desired state: everything
 //! above it (CLI, admin API, later the OpenStack API and console) calls in here.
 
+pub mod app_credentials;
 pub mod identity;
 pub mod images;
 pub mod join;

@@ -40,6 +40,7 @@ pub fn routes() -> Router<Arc<Node>> {
         )
         .route("/identity/v3/domains/default", get(domain))
         .route("/identity/v3/domains", get(domains))
+        .merge(super::app_credentials::routes())
 }
 
 fn version_doc(base: &str) -> Value {
@@ -128,7 +129,7 @@ fn user_json(u: &UserRecord) -> Value {
 
 fn token_body(t: &TokenInfo, base: &str) -> Value {
     let mut token = json!({
-        "methods": ["password"],
+        "methods": [if t.claims.app_cred.is_some() { "application_credential" } else { "password" }],
         "user": {
             "id": t.user.id, "name": t.user.name,
             "domain": {"id": DEFAULT_DOMAIN, "name": "Default"},
@@ -154,6 +155,9 @@ fn token_body(t: &TokenInfo, base: &str) -> Value {
             })
             .collect::<Vec<_>>());
         token["catalog"] = catalog(base, &p.id);
+        if let Some(c) = &t.claims.app_cred {
+            token["application_credential"] = json!({"id": c, "restricted": true});
+        }
     }
     json!({ "token": token })
 }
@@ -175,6 +179,8 @@ struct Identity {
     methods: Vec<String>,
     #[serde(default)]
     password: Option<PasswordMethod>,
+    #[serde(default)]
+    application_credential: Option<super::app_credentials::AppCredentialMethod>,
 }
 
 #[derive(Deserialize)]
@@ -204,10 +210,18 @@ async fn issue(
 ) -> Result<Response, OsError> {
     let req: AuthRequest = serde_json::from_slice(&body)
         .map_err(|e| bad(format!("Invalid authentication request: {e}")))?;
-    if !req.auth.identity.methods.iter().any(|m| m == "password") {
+    let methods = &req.auth.identity.methods;
+    if methods.iter().any(|m| m == "application_credential") {
+        let m = req.auth.identity.application_credential.ok_or_else(|| {
+            bad("The application_credential method needs an \"application_credential\" object.")
+        })?;
+        let (token, info) = super::app_credentials::authenticate_method(&node, &m)?;
+        return Ok(token_response(&token, &info, &headers));
+    }
+    if !methods.iter().any(|m| m == "password") {
         return Err(OsError(
             StatusCode::UNAUTHORIZED,
-            "Only the password method is supported.".into(),
+            "Only the password and application_credential methods are supported.".into(),
         ));
     }
     let pw = req
@@ -242,15 +256,20 @@ async fn issue(
     let (token, info) =
         node.control
             .issue_token(&user, &domain, &pw.user.password, project.as_deref())?;
+    Ok(token_response(&token, &info, &headers))
+}
+
+/// 201 with the token body, the token itself in `X-Subject-Token`.
+fn token_response(token: &str, info: &TokenInfo, headers: &HeaderMap) -> Response {
     let mut resp = (
         StatusCode::CREATED,
-        Json(token_body(&info, &base_url(&headers))),
+        Json(token_body(info, &base_url(headers))),
     )
         .into_response();
     if let Ok(v) = token.parse() {
         resp.headers_mut().insert("x-subject-token", v);
     }
-    Ok(resp)
+    resp
 }
 
 fn subject(headers: &HeaderMap) -> Result<String, OsError> {

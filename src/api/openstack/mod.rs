@@ -3,6 +3,7 @@
 //! and Ansible work unmodified. Version documents are served without authentication;
 //! everything else needs a token (`X-Auth-Token`). Handlers call `control` only.
 
+pub mod app_credentials;
 pub mod compute;
 pub mod identity;
 pub mod image;

@@ -67,3 +67,30 @@ impl Table for RevokedTokens {
     const NAME: &'static str = "revoked_tokens";
     type Value = u64;
 }
+
+/// Application credentials, keyed by id: a secret that authenticates as its user, scoped
+/// to one project with a subset of the user's roles there.
+pub struct AppCredentials;
+impl Table for AppCredentials {
+    const NAME: &'static str = "app_credentials";
+    type Value = AppCredentialRecord;
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct AppCredentialRecord {
+    pub id: String,
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+    pub user: String,
+    pub project: String,
+    /// A PHC string (argon2id) of the secret; never shown.
+    pub secret_hash: String,
+    /// Role names it grants (those the user still holds on the project).
+    pub roles: Vec<String>,
+    pub expires_at: Option<u64>,
+    /// May create further application credentials (Keystone's `unrestricted`).
+    #[serde(default)]
+    pub unrestricted: bool,
+    pub created_at: u64,
+}
