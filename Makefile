@@ -33,6 +33,7 @@ bench:
 	$(CARGO) bench --locked --bench store_vs_etcd
 	$(CARGO) bench --locked --bench volume_vs_fio
 	$(CARGO) bench --locked --bench overlay_vs_vxlan
+	$(CARGO) bench --locked --bench api_latency
 	@images/install-deps.sh
 	images/build-guest.sh
 	$(CARGO) bench --locked --bench vmm_vs_qemu

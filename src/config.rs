@@ -49,6 +49,10 @@ pub struct Config {
     pub api_listen: Option<SocketAddr>,
     /// Serve the API over plain HTTP instead of HTTPS (local use only).
     pub api_plain: bool,
+    /// How long an API token is valid (Keystone's `[token] expiration`).
+    pub token_ttl: Duration,
+    /// vCPUs placed per core of this node (Nova's `cpu_allocation_ratio`).
+    pub cpu_allocation_ratio: u32,
     /// Unix socket of the local admin API used by the CLI.
     pub admin_socket: PathBuf,
     pub log_format: LogFormat,
@@ -100,6 +104,8 @@ pub struct ConfigFile {
     pub metrics_listen: Option<String>,
     pub api_listen: Option<String>,
     pub api_plain: Option<bool>,
+    pub token_ttl_s: Option<u64>,
+    pub cpu_allocation_ratio: Option<u32>,
     pub admin_socket: Option<PathBuf>,
     pub log_format: Option<String>,
     #[serde(default)]
@@ -157,6 +163,8 @@ impl ConfigFile {
         take!(metrics_listen);
         take!(api_listen);
         take!(api_plain);
+        take!(token_ttl_s);
+        take!(cpu_allocation_ratio);
         take!(admin_socket);
         take!(log_format);
         take!(raft.heartbeat_ms);
@@ -213,6 +221,25 @@ impl ConfigFile {
             Some("") | Some("off") => None,
             Some(a) => Some(parse_addr("api_listen", a)?),
         };
+        let ttl = self.token_ttl_s.unwrap_or(3600);
+        if !(2..=30 * 86400).contains(&ttl) {
+            return Err(invalid(
+                "token_ttl_s",
+                &ttl.to_string(),
+                "must be between 2 s and 30 days",
+            ));
+        }
+        let token_ttl = Duration::from_secs(ttl);
+        let cpu_allocation_ratio = self
+            .cpu_allocation_ratio
+            .unwrap_or(crate::control::placement::CPU_ALLOCATION_RATIO);
+        if !(1..=1000).contains(&cpu_allocation_ratio) {
+            return Err(invalid(
+                "cpu_allocation_ratio",
+                &cpu_allocation_ratio.to_string(),
+                "must be between 1 and 1000",
+            ));
+        }
         let admin_socket = self
             .admin_socket
             .unwrap_or_else(|| data_dir.join("strata.sock"));
@@ -277,6 +304,8 @@ impl ConfigFile {
             metrics_listen,
             api_listen,
             api_plain: self.api_plain.unwrap_or(false),
+            token_ttl,
+            cpu_allocation_ratio,
             admin_socket,
             log_format,
             raft: RaftTuning {

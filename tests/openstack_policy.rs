@@ -300,3 +300,43 @@ fn quotas_are_enforced_and_bad_input_is_refused_without_changes() {
     let images = os.json(&demo, &["image", "list", "-f", "json"]);
     assert_eq!(images.as_array().map(|a| a.len()), Some(1), "{images}");
 }
+
+/// A token past its expiry gets 401 on every service (the node issues 3-second tokens).
+#[test]
+fn expired_tokens_are_refused() {
+    let mut c = Cluster::topology(1);
+    c.nodes[0]
+        .env
+        .push(("STRATA_TOKEN_TTL_S".into(), "3".into()));
+    let first = &c.nodes[0];
+    let o = first.cli(&["init", "--listen", &first.addr(), "--cluster-name", "test"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    c.nodes[0].start();
+    let os = Os {
+        c: &c,
+        bin: openstack_cli().display().to_string(),
+    };
+    let pw = std::fs::read_to_string(data_dir_of(&c.nodes[0]).join("admin-password"))
+        .unwrap()
+        .trim()
+        .to_string();
+    let admin = password_auth("admin", &pw, "admin");
+    let token = common::wait_for(std::time::Duration::from_secs(20), || {
+        let o = os.run(&admin, &["token", "issue", "-f", "value", "-c", "id"]);
+        let t = String::from_utf8_lossy(&o.stdout).trim().to_string();
+        (o.status.success() && !t.is_empty()).then_some(t)
+    })
+    .expect("a token");
+    let (code, _) = http(&c, "GET", "/compute/v2.1/flavors", &token, None);
+    assert_eq!(code, 200, "a fresh token is refused");
+    std::thread::sleep(std::time::Duration::from_secs(4));
+    for path in [
+        "/compute/v2.1/flavors",
+        "/networking/v2.0/networks",
+        "/image/v2/images",
+    ] {
+        let (code, body) = http(&c, "GET", path, &token, None);
+        assert_eq!(code, 401, "{path}: {body}");
+        assert!(body.contains("expired"), "{path}: {body}");
+    }
+}

@@ -65,6 +65,24 @@ fn the_openstack_client_boots_manages_and_deletes_servers() {
     let eve = password_auth("eve", "pw-secret", "other");
     let j = |auth: &[&str], args: &[&str]| os.json(auth, args);
 
+    // The start of the workflow: a token, the catalog, a flavor.
+    let t = j(&demo, &["token", "issue", "-f", "json"]);
+    assert!(t["id"].as_str().is_some_and(|x| !x.is_empty()), "{t}");
+    let cat = j(&demo, &["catalog", "list", "-f", "json"]);
+    for svc in ["identity", "compute", "image", "volumev3", "network"] {
+        assert!(cat.to_string().contains(svc), "{svc} missing: {cat}");
+    }
+    j(
+        &admin,
+        &[
+            "flavor", "create", "--vcpus", "1", "--ram", "256", "--disk", "1", "w1.small", "-f",
+            "json",
+        ],
+    );
+    assert!(j(&demo, &["flavor", "list", "-f", "json"])
+        .to_string()
+        .contains("w1.small"));
+
     // Images: kernel, initramfs, and a disk image that names them.
     let (kernel, initrd) = guest();
     let dir = tempfile::tempdir().unwrap();
@@ -579,5 +597,41 @@ fn the_openstack_client_boots_manages_and_deletes_servers() {
     for name in ["guest", "guest-kernel", "guest-initrd"] {
         let o = os.run(&demo, &["image", "delete", name]);
         assert!(o.status.success(), "{}", stderr(&o));
+    }
+    // And the rest of what the workflow made, each deletion taking.
+    for args in [
+        vec!["floating", "ip", "delete", fip.as_str()],
+        vec!["router", "remove", "subnet", "r1", "sub1"],
+        vec!["router", "delete", "r1"],
+        vec!["subnet", "delete", "sub1"],
+        vec!["network", "delete", "net1"],
+        vec!["security", "group", "delete", "web"],
+        vec!["keypair", "delete", "k1"],
+    ] {
+        let o = os.run(&demo, &args);
+        assert!(o.status.success(), "{args:?}: {}", stderr(&o));
+    }
+    assert!(os
+        .run(&admin, &["flavor", "delete", "w1.small"])
+        .status
+        .success());
+    assert!(os
+        .run(&admin, &["subnet", "delete", "pub"])
+        .status
+        .success());
+    assert!(os
+        .run(&admin, &["network", "delete", "public"])
+        .status
+        .success());
+    for (what, args) in [
+        ("networks", vec!["network", "list", "-f", "json"]),
+        ("routers", vec!["router", "list", "-f", "json"]),
+        ("floating IPs", vec!["floating", "ip", "list", "-f", "json"]),
+        ("images", vec!["image", "list", "-f", "json"]),
+        ("volumes", vec!["volume", "list", "-f", "json"]),
+        ("servers", vec!["server", "list", "-f", "json"]),
+    ] {
+        let v = j(&demo, &args);
+        assert_eq!(v.as_array().map(|a| a.len()), Some(0), "{what} left: {v}");
     }
 }

@@ -56,6 +56,12 @@ pub struct NodeFlags {
     /// the cluster CA (for local use).
     #[arg(long, env = "STRATA_API_PLAIN")]
     pub api_plain: bool,
+    /// Seconds an OpenStack API token stays valid (default 3600).
+    #[arg(long, env = "STRATA_TOKEN_TTL_S")]
+    pub token_ttl_s: Option<u64>,
+    /// vCPUs placed per core of this node (default 4, as Nova's `cpu_allocation_ratio`).
+    #[arg(long, env = "STRATA_CPU_ALLOCATION_RATIO")]
+    pub cpu_allocation_ratio: Option<u32>,
     /// Log format: text or json.
     #[arg(long, env = "STRATA_LOG_FORMAT")]
     pub log_format: Option<String>,
@@ -292,6 +298,8 @@ impl Cli {
             metrics_listen: flags.metrics_listen.clone(),
             api_listen: flags.api_listen.clone(),
             api_plain: flags.api_plain.then_some(true),
+            token_ttl_s: flags.token_ttl_s,
+            cpu_allocation_ratio: flags.cpu_allocation_ratio,
             admin_socket: self.socket.clone(),
             log_format: flags.log_format.clone(),
             storage: crate::config::StorageFile {

@@ -9,7 +9,7 @@ use argon2::password_hash::{PasswordHash, PasswordVerifier};
 use argon2::Argon2;
 use base64::Engine;
 
-use super::identity::{hash_password, unauthorized, TokenClaims, TokenInfo, TOKEN_TTL};
+use super::identity::{hash_password, unauthorized, TokenClaims, TokenInfo};
 use super::{now_secs, Control, ControlError};
 use crate::cluster::store::identity_tables::{AppCredentialRecord, AppCredentials};
 use crate::cluster::store::TxnBuilder;
@@ -215,8 +215,8 @@ impl Control {
             .map(|d| d.as_secs())
             .unwrap_or(0);
         let expires = match cred.expires_at {
-            Some(e) => e.min(now + TOKEN_TTL.as_secs()),
-            None => now + TOKEN_TTL.as_secs(),
+            Some(e) => e.min(now + self.token_ttl.as_secs()),
+            None => now + self.token_ttl.as_secs(),
         };
         let claims = TokenClaims {
             user: cred.user.clone(),

@@ -246,7 +246,7 @@ impl Control {
             user: u.id.clone(),
             project,
             issued_at: now,
-            expires_at: now + TOKEN_TTL.as_secs(),
+            expires_at: now + self.token_ttl.as_secs(),
             audit_id: base64::engine::general_purpose::URL_SAFE_NO_PAD
                 .encode(rand::random::<[u8; 16]>()),
             app_cred: None,

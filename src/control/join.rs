@@ -164,6 +164,7 @@ impl Control {
             // Filled in by the node itself when it starts serving.
             hypervisor: String::new(),
             hypervisor_reason: String::new(),
+            cpu_allocation_ratio: 0,
         };
         let event = Event {
             at_ms: now_ms(),

@@ -112,6 +112,10 @@ pub struct Control {
     pub tuning: RaftTuning,
     /// How long a replica's node may be down before the replica is rebuilt elsewhere.
     pub replica_grace: Duration,
+    /// How long API tokens are valid.
+    pub token_ttl: Duration,
+    /// This node's `cpu_allocation_ratio`, recorded in its node record for placement.
+    pub cpu_allocation_ratio: u32,
     /// Reads VM consoles on the node that runs them (set by the daemon once the agent
     /// exists).
     pub consoles: std::sync::OnceLock<Arc<dyn ConsoleReader>>,
@@ -241,6 +245,7 @@ impl Control {
             version: env!("CARGO_PKG_VERSION").to_string(),
             hypervisor: host.hypervisor.clone(),
             hypervisor_reason: host.hypervisor_reason.clone(),
+            cpu_allocation_ratio: self.cpu_allocation_ratio,
             ..current.value.clone()
         };
         if want == current.value {

@@ -11,6 +11,8 @@ pub struct Candidate {
     pub id: NodeId,
     pub alive: bool,
     pub cores: u32,
+    /// vCPUs placed per core (0: [`CPU_ALLOCATION_RATIO`]).
+    pub cpu_ratio: u32,
     pub memory_mb: u64,
     pub hypervisor: String,
     /// vCPUs and MiB already allocated to VMs placed on the node.
@@ -81,7 +83,12 @@ pub fn place(req: &Request, nodes: &[Candidate]) -> Result<(NodeId, String), Str
     for n in nodes {
         let capacity_mb = n.memory_mb.saturating_sub(HOST_RESERVED_MB);
         let free_mb = capacity_mb.saturating_sub(n.used_mb);
-        let vcpu_cap = n.cores * CPU_ALLOCATION_RATIO;
+        let ratio = if n.cpu_ratio == 0 {
+            CPU_ALLOCATION_RATIO
+        } else {
+            n.cpu_ratio
+        };
+        let vcpu_cap = n.cores * ratio;
         let why = if !n.alive {
             Some("node is down".to_string())
         } else if req.hypervisor.as_ref().is_some_and(|h| *h != n.hypervisor) {
@@ -162,6 +169,7 @@ mod tests {
             id: NodeId(id),
             alive: true,
             cores: 2,
+            cpu_ratio: 0,
             memory_mb: mem,
             hypervisor: "tcg".into(),
             used_vcpus: 0,

@@ -396,6 +396,7 @@ impl Control {
                     id: n.id,
                     alive,
                     cores: n.cores,
+                    cpu_ratio: n.cpu_allocation_ratio,
                     memory_mb: n.memory_bytes / (1 << 20),
                     hypervisor: n.hypervisor.clone(),
                     used_vcpus: 0,

@@ -121,6 +121,8 @@ impl Node {
             membership: membership.clone(),
             tuning: config.raft.clone(),
             replica_grace: config.storage.replica_grace,
+            token_ttl: config.token_ttl,
+            cpu_allocation_ratio: config.cpu_allocation_ratio,
             consoles: std::sync::OnceLock::new(),
             volume_data: std::sync::OnceLock::new(),
         });
@@ -204,6 +206,7 @@ impl Node {
                 joined_at: now_secs(),
                 hypervisor: host.hypervisor.clone(),
                 hypervisor_reason: host.hypervisor_reason.clone(),
+                cpu_allocation_ratio: config.cpu_allocation_ratio,
             };
             let ca_key = identity.ca_key_pem.clone().unwrap_or_default();
             let mut tries = 0;

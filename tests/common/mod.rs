@@ -35,6 +35,8 @@ pub struct Node {
     pub ip: String,
     pub dir: PathBuf,
     pub child: Option<Child>,
+    /// Extra environment for `strata serve` (settings a test changes).
+    pub env: Vec<(String, String)>,
 }
 
 impl Node {
@@ -78,6 +80,7 @@ impl Node {
             .arg(&self.dir)
             .args(["serve", "--listen", &self.addr(), "--metrics-listen", "off"])
             .env("STRATA_LOG", "info,openraft=warn")
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdout(log.try_clone().expect("log"))
             .stderr(log)
             .spawn()
@@ -235,6 +238,7 @@ impl Cluster {
                 ip,
                 dir: tmp.path().join(format!("node{i}")),
                 child: None,
+                env: Vec::new(),
             });
         }
         Cluster { hub, nodes, tmp }
@@ -242,7 +246,18 @@ impl Cluster {
 
     /// Forms a cluster: node 0 creates it, the others join with fresh tokens.
     pub fn form(n: usize) -> Cluster {
+        Cluster::form_env(n, &[])
+    }
+
+    /// Forms a cluster whose nodes run with extra environment (settings).
+    pub fn form_env(n: usize, env: &[(&str, &str)]) -> Cluster {
         let mut c = Cluster::topology(n);
+        for node in &mut c.nodes {
+            node.env = env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+        }
         let first = &c.nodes[0];
         let o = first.cli(&["init", "--listen", &first.addr(), "--cluster-name", "test"]);
         assert!(

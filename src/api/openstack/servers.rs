@@ -903,24 +903,28 @@ async fn zones(State(node): State<Arc<Node>>, headers: HeaderMap) -> R {
 
 async fn limits(State(node): State<Arc<Node>>, headers: HeaderMap) -> R {
     let s = who(&node, &headers)?;
-    let mine: Vec<VmView> = node
+    let l = node.control.quota_limits(&s.project).map_err(cerr)?;
+    let u = node.control.quota_usage(&s.project).map_err(cerr)?;
+    let g = |m: &std::collections::BTreeMap<String, i64>, k: &str| m.get(k).copied().unwrap_or(-1);
+    let groups = node
         .control
-        .vms()
+        .server_groups()
         .map_err(cerr)?
-        .into_iter()
-        .filter(|v| v.record.project.as_deref() == Some(s.project.as_str()))
-        .collect();
-    let cores: u64 = mine.iter().map(|v| v.record.vcpus as u64).sum();
-    let ram: u64 = mine.iter().map(|v| v.record.ram_mb).sum();
-    // -1: no limit (per-project quotas are not enforced yet).
+        .iter()
+        .filter(|g| g.project == s.project)
+        .count();
     Ok(Json(json!({"limits": {"rate": [], "absolute": {
-        "maxTotalInstances": -1, "maxTotalCores": -1, "maxTotalRAMSize": -1,
-        "maxServerMeta": 128, "maxImageMeta": 128, "maxPersonality": 5,
-        "maxPersonalitySize": 10240, "maxTotalKeypairs": -1, "maxServerGroups": -1,
-        "maxServerGroupMembers": -1, "maxSecurityGroups": -1, "maxSecurityGroupRules": -1,
-        "maxTotalFloatingIps": -1,
-        "totalInstancesUsed": mine.len(), "totalCoresUsed": cores, "totalRAMUsed": ram,
-        "totalSecurityGroupsUsed": 0, "totalFloatingIpsUsed": 0, "totalServerGroupsUsed": 0,
+        "maxTotalInstances": g(&l, "instances"), "maxTotalCores": g(&l, "cores"),
+        "maxTotalRAMSize": g(&l, "ram"), "maxServerMeta": g(&l, "metadata_items"),
+        "maxImageMeta": 128, "maxPersonality": 5, "maxPersonalitySize": 10240,
+        "maxTotalKeypairs": g(&l, "key_pairs"), "maxServerGroups": g(&l, "server_groups"),
+        "maxServerGroupMembers": g(&l, "server_group_members"),
+        "maxSecurityGroups": g(&l, "security_group"),
+        "maxSecurityGroupRules": g(&l, "security_group_rule"),
+        "maxTotalFloatingIps": g(&l, "floatingip"),
+        "totalInstancesUsed": g(&u, "instances"), "totalCoresUsed": g(&u, "cores"),
+        "totalRAMUsed": g(&u, "ram"), "totalSecurityGroupsUsed": g(&u, "security_group"),
+        "totalFloatingIpsUsed": g(&u, "floatingip"), "totalServerGroupsUsed": groups,
     }}}))
     .into_response())
 }

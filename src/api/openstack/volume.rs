@@ -840,18 +840,19 @@ async fn limits(
     UrlPath(project): UrlPath<String>,
 ) -> R {
     let c = call(&node, &headers, &project)?;
-    let mine = listed(&node, &c, &[])?;
-    let gigs: u64 = mine.iter().map(|v| gib(v.record.size)).sum();
-    let snaps: usize = mine.iter().map(|v| v.record.snapshots.len()).sum();
-    // -1: no limit (per-project quotas are not enforced yet).
+    let l = node.control.quota_limits(&c.s.project).map_err(cerr)?;
+    let u = node.control.quota_usage(&c.s.project).map_err(cerr)?;
+    let g = |m: &BTreeMap<String, i64>, k: &str| m.get(k).copied().unwrap_or(-1);
     reply(
         &c,
         StatusCode::OK,
         json!({"limits": {"rate": [], "absolute": {
-            "maxTotalVolumes": -1, "maxTotalSnapshots": -1, "maxTotalVolumeGigabytes": -1,
-            "maxTotalBackups": -1, "maxTotalBackupGigabytes": -1,
-            "totalVolumesUsed": mine.len(), "totalGigabytesUsed": gigs,
-            "totalSnapshotsUsed": snaps, "totalBackupsUsed": 0, "totalBackupGigabytesUsed": 0,
+            "maxTotalVolumes": g(&l, "volumes"), "maxTotalSnapshots": g(&l, "snapshots"),
+            "maxTotalVolumeGigabytes": g(&l, "gigabytes"),
+            "maxTotalBackups": 0, "maxTotalBackupGigabytes": 0,
+            "totalVolumesUsed": g(&u, "volumes"), "totalGigabytesUsed": g(&u, "gigabytes"),
+            "totalSnapshotsUsed": g(&u, "snapshots"), "totalBackupsUsed": 0,
+            "totalBackupGigabytesUsed": 0,
         }}}),
     )
 }

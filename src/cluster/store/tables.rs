@@ -99,6 +99,9 @@ pub struct NodeRecord {
     pub hypervisor: String,
     #[serde(default)]
     pub hypervisor_reason: String,
+    /// vCPUs placed per core on this node (Nova's `cpu_allocation_ratio`); 0: the default.
+    #[serde(default)]
+    pub cpu_allocation_ratio: u32,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
