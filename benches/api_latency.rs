@@ -249,7 +249,34 @@ fn main() {
         .expect("project")
         .to_string();
 
-    // A 64 MiB flavor, and 1,000 servers of the admin project, recorded stopped.
+    // No quota on the admin project's instances, a 64 MiB flavor, and 1,000 servers of
+    // the admin project, recorded stopped.
+    let o = std::process::Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &c.nodes[0].ns,
+            "curl",
+            "-s",
+            "-X",
+            "PUT",
+            "--cacert",
+        ])
+        .arg(&ca)
+        .args(["-H", "content-type: application/json", "-H"])
+        .arg(format!("x-auth-token: {token}"))
+        .arg("-d")
+        .arg(json!({"quota_set": {"instances": -1, "cores": -1, "ram": -1}}).to_string())
+        .arg(format!(
+            "https://{addr}/compute/v2.1/os-quota-sets/{project}"
+        ))
+        .output()
+        .expect("curl");
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("\"instances\":-1"),
+        "{}",
+        String::from_utf8_lossy(&o.stdout)
+    );
     let o = std::process::Command::new("ip")
         .args(["netns", "exec", &c.nodes[0].ns, "curl", "-s", "--cacert"])
         .arg(&ca)

@@ -257,6 +257,40 @@ fn quotas_are_enforced_and_bad_input_is_refused_without_changes() {
         assert_eq!(code, *want, "{method} {path}: {got}");
         assert!(got.contains(marker), "{method} {path}: {got}");
     }
+    // Compute microversions: 2.1 is served and echoed, a later one is refused (406).
+    let ver = |h: &str| {
+        let o = std::process::Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &c.nodes[0].ns,
+                "curl",
+                "-s",
+                "-i",
+                "--cacert",
+            ])
+            .arg(c.nodes[0].dir.join("pki/ca.crt"))
+            .args(["-H", &format!("X-Auth-Token: {token}"), "-H", h])
+            .arg(format!(
+                "https://{}:5000/compute/v2.1/flavors",
+                c.nodes[0].ip
+            ))
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&o.stdout).to_lowercase()
+    };
+    let ok = ver("OpenStack-API-Version: compute 2.1");
+    assert!(
+        ok.starts_with("http/1.1 200") && ok.contains("openstack-api-version: compute 2.1"),
+        "{ok}"
+    );
+    let later = ver("X-OpenStack-Nova-API-Version: 2.60");
+    assert!(
+        later.starts_with("http/1.1 406") && later.contains("maximum is 2.1"),
+        "{later}"
+    );
+    let bad = ver("OpenStack-API-Version: compute two");
+    assert!(bad.starts_with("http/1.1 400"), "{bad}");
     // Oversize bodies are refused before they are read.
     let big = vec![b' '; 3 << 20];
     let (code, got) = http(&c, "POST", "/compute/v2.1/servers", &token, Some(&big));

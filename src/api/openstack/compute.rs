@@ -86,6 +86,72 @@ fn admin(t: &TokenInfo) -> Result<(), Response> {
     super::require_admin(t).map_err(|OsError(c, m)| nova(c, m))
 }
 
+/// The compute microversions served: 2.1 only (the base shapes), stated in the version
+/// document; a request for a later one is refused with 406, as Nova does.
+pub const MAX_MICROVERSION: (u32, u32) = (2, 1);
+
+/// Negotiates the compute microversion of every `/compute/v2.1` request (both headers
+/// Nova reads) and echoes it.
+pub async fn microversion(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    if !req.uri().path().starts_with("/compute/v2.1") {
+        return next.run(req).await;
+    }
+    let h = req.headers();
+    let asked = h
+        .get("openstack-api-version")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.split(',')
+                .map(str::trim)
+                .find_map(|p| p.strip_prefix("compute "))
+                .map(|s| s.trim().to_string())
+        })
+        .or_else(|| {
+            h.get("x-openstack-nova-api-version")
+                .and_then(|v| v.to_str().ok())
+                .map(|s| s.trim().to_string())
+        });
+    if let Some(a) = asked {
+        if a != "latest" {
+            let parsed = a
+                .split_once('.')
+                .and_then(|(x, y)| Some((x.parse::<u32>().ok()?, y.parse::<u32>().ok()?)));
+            match parsed {
+                None => {
+                    return nova(
+                        StatusCode::BAD_REQUEST,
+                        format!("API Version String {a} is of invalid format. Must be of format MajorNum.MinorNum."),
+                    )
+                }
+                Some(v) if v < (2, 1) || v > MAX_MICROVERSION => {
+                    return nova(
+                        StatusCode::NOT_ACCEPTABLE,
+                        format!(
+                            "Version {a} is not supported by the API. Minimum is 2.1 and maximum is {}.{}.",
+                            MAX_MICROVERSION.0, MAX_MICROVERSION.1
+                        ),
+                    )
+                }
+                Some(_) => {}
+            }
+        }
+    }
+    let mut resp = next.run(req).await;
+    let v = format!("{}.{}", MAX_MICROVERSION.0, MAX_MICROVERSION.1);
+    let hs = resp.headers_mut();
+    if let Ok(x) = format!("compute {v}").parse() {
+        hs.insert("openstack-api-version", x);
+    }
+    if let Ok(x) = v.parse() {
+        hs.insert("x-openstack-nova-api-version", x);
+    }
+    hs.insert(
+        "vary",
+        axum::http::HeaderValue::from_static("OpenStack-API-Version, X-OpenStack-Nova-API-Version"),
+    );
+    resp
+}
+
 fn version_doc(base: &str) -> Value {
     json!({
         "id": "v2.1", "status": "CURRENT", "version": "2.1", "min_version": "2.1",

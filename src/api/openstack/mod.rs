@@ -151,6 +151,7 @@ pub fn routes() -> Router<Arc<Node>> {
         .merge(server_groups::routes())
         .merge(volume::routes())
         .merge(quotas::routes())
+        .layer(axum::middleware::from_fn(compute::microversion))
 }
 
 /// Serves the API over plain HTTP.

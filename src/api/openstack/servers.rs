@@ -23,6 +23,7 @@ use sha2::Digest;
 use super::compute::{cerr, nova};
 use super::{authenticate, base_url, OsError, Scope};
 use crate::cluster::store::compute_tables::{PowerIntent, VmState};
+use crate::cluster::store::network_tables::FloatingIpRecord;
 use crate::control::servers::CreateServer;
 use crate::control::vms::{VmAction, VmView};
 use crate::control::ControlError;
@@ -123,9 +124,13 @@ fn links(base: &str, kind: &str, id: &str) -> Value {
 /// Addresses per network name, fixed and floating, and the security group names of the
 /// server's ports.
 fn addresses(node: &Node, v: &VmView) -> (Value, Vec<String>) {
+    addresses_with(node, v, &node.control.floating_ips().unwrap_or_default())
+}
+
+/// [`addresses`] with the floating IPs read once (lists show many servers).
+fn addresses_with(node: &Node, v: &VmView, fips: &[FloatingIpRecord]) -> (Value, Vec<String>) {
     let mut out: BTreeMap<String, Vec<Value>> = BTreeMap::new();
     let mut groups: Vec<String> = Vec::new();
-    let fips = node.control.floating_ips().unwrap_or_default();
     for p in &v.record.ports {
         let Ok(port) = node.control.port(p) else {
             continue;
@@ -170,9 +175,25 @@ fn brief(v: &VmView, base: &str) -> Value {
 }
 
 fn server_json(node: &Node, s: &Scope, v: &VmView, base: &str) -> Value {
+    server_json_with(
+        node,
+        s,
+        v,
+        base,
+        &node.control.floating_ips().unwrap_or_default(),
+    )
+}
+
+fn server_json_with(
+    node: &Node,
+    s: &Scope,
+    v: &VmView,
+    base: &str,
+    fips: &[FloatingIpRecord],
+) -> Value {
     let r = &v.record;
     let (status, vm_state, task, power) = states(v);
-    let (addrs, groups) = addresses(node, v);
+    let (addrs, groups) = addresses_with(node, v, fips);
     let project = r.project.clone().unwrap_or_default();
     let host_id = if r.project.is_some() {
         hex::encode(sha2::Sha256::digest(format!("{project}{}", r.node)))[..56].to_string()
@@ -296,9 +317,10 @@ async fn detail(
 ) -> R {
     let s = who(&node, &headers)?;
     let base = base_url(&headers);
+    let fips = node.control.floating_ips().map_err(cerr)?;
     let list: Vec<Value> = listed(&node, &s, &q)?
         .iter()
-        .map(|v| server_json(&node, &s, v, &base))
+        .map(|v| server_json_with(&node, &s, v, &base, &fips))
         .collect();
     Ok(Json(json!({"servers": list})).into_response())
 }
