@@ -43,6 +43,8 @@ struct Result {
     p99_ms: f64,
     rps: f64,
     errors: usize,
+    /// The first error seen (status and body start, or the transport error).
+    first_error: Option<String>,
 }
 
 fn tls(ca: &PathBuf) -> Arc<rustls::ClientConfig> {
@@ -64,7 +66,10 @@ fn tls(ca: &PathBuf) -> Arc<rustls::ClientConfig> {
 }
 
 /// One client: a keep-alive HTTPS connection, `n` requests; their latencies.
-async fn client(job: Job, cfg: Arc<rustls::ClientConfig>) -> (Vec<Duration>, usize) {
+async fn client(
+    job: Job,
+    cfg: Arc<rustls::ClientConfig>,
+) -> (Vec<Duration>, usize, Option<String>) {
     let addr: std::net::SocketAddr = job.addr.parse().expect("addr");
     let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
     let name = rustls_pki_types::ServerName::IpAddress(addr.ip().into());
@@ -79,6 +84,7 @@ async fn client(job: Job, cfg: Arc<rustls::ClientConfig>) -> (Vec<Duration>, usi
     tokio::spawn(conn);
     let mut lat = Vec::with_capacity(job.per_client);
     let mut errors = 0;
+    let mut first: Option<String> = None;
     for _ in 0..job.per_client {
         let mut req = hyper::Request::builder()
             .method(job.method.as_str())
@@ -94,17 +100,25 @@ async fn client(job: Job, cfg: Arc<rustls::ClientConfig>) -> (Vec<Duration>, usi
         let t0 = Instant::now();
         match send.send_request(req).await {
             Ok(resp) => {
-                let ok = resp.status().is_success();
-                let _ = resp.into_body().collect().await;
+                let status = resp.status();
+                let body = resp.into_body().collect().await.map(|b| b.to_bytes());
                 lat.push(t0.elapsed());
-                if !ok {
+                if !status.is_success() {
                     errors += 1;
+                    first.get_or_insert_with(|| {
+                        let b = body
+                            .map(|b| String::from_utf8_lossy(&b[..b.len().min(200)]).to_string());
+                        format!("{status}: {}", b.unwrap_or_default())
+                    });
                 }
             }
-            Err(_) => errors += 1,
+            Err(e) => {
+                errors += 1;
+                first.get_or_insert_with(|| e.to_string());
+            }
         }
     }
-    (lat, errors)
+    (lat, errors, first)
 }
 
 fn run_client(job: Job) -> Result {
@@ -117,10 +131,14 @@ fn run_client(job: Job) -> Result {
             .collect();
         let mut all = Vec::new();
         let mut errors = 0;
+        let mut first_error = None;
         for t in tasks {
-            let (l, e) = t.await.expect("client");
+            let (l, e, f) = t.await.expect("client");
             all.extend(l);
             errors += e;
+            if first_error.is_none() {
+                first_error = f;
+            }
         }
         let secs = t0.elapsed().as_secs_f64();
         all.sort();
@@ -134,6 +152,7 @@ fn run_client(job: Job) -> Result {
             p99_ms: pct(0.99),
             rps: all.len() as f64 / secs,
             errors,
+            first_error,
         }
     })
 }
@@ -396,14 +415,22 @@ fn main() {
         "3 nodes, {SERVERS} servers (recorded in {:.1} s through the admin API); HTTPS, one keep-alive connection per client.\n\n| operation | clients | p50 ms | p99 ms | requests/s | errors |\n|---|---|---|---|---|---|\n",
         made.as_secs_f64()
     );
+    let mut notes: Vec<String> = Vec::new();
     for (name, one, many) in &ops {
         for j in [one, many] {
             let r = measure(&c, j);
+            if let Some(e) = &r.first_error {
+                eprintln!("{name} with {} clients: first error: {e}", j.clients);
+                notes.push(format!("{name}, {} clients: {e}", j.clients));
+            }
             md += &format!(
                 "| {name} | {} | {:.2} | {:.2} | {:.0} | {} |\n",
                 j.clients, r.p50_ms, r.p99_ms, r.rps, r.errors
             );
         }
+    }
+    for n in &notes {
+        md += &format!("\nError seen: {n}\n");
     }
     println!("{md}");
     let out = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench");

@@ -466,6 +466,38 @@ impl Control {
         }
     }
 
+    /// Removes the data of deleted images that clones kept alive, once no clone is left.
+    pub async fn collect_image_volumes(&self) {
+        let Ok(vols) = self
+            .store
+            .list::<crate::cluster::store::storage_tables::Volumes>()
+        else {
+            return;
+        };
+        let orphans: Vec<VolumeId> = vols
+            .iter()
+            .filter(|v| {
+                v.value
+                    .image
+                    .as_ref()
+                    .is_some_and(|i| self.store.get::<Images>(i).ok().flatten().is_none())
+            })
+            .filter(|v| {
+                !vols.iter().any(|c| {
+                    c.value
+                        .parent
+                        .as_ref()
+                        .is_some_and(|p| p.volume == v.value.id)
+                })
+            })
+            .map(|v| v.value.id.clone())
+            .collect();
+        for v in orphans {
+            tracing::info!(volume = %v, "removing the data of a deleted image: its last clone is gone");
+            self.remove_image_volume(&v).await;
+        }
+    }
+
     /// Deletes an image (refused while protected); its data goes once nothing uses it.
     pub async fn delete_image(&self, id: &str) -> Result<(), ControlError> {
         let cur = self

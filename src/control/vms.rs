@@ -592,6 +592,11 @@ impl Control {
                 format!("VM {} ({}) deleted", rec.name, rec.id),
             ))
             .await?;
+        if rec.delete_volume && rec.image.is_some() {
+            // Its boot disk was a clone of an image, which may have been the last one
+            // keeping a deleted image's data.
+            self.collect_image_volumes().await;
+        }
         Ok(rec)
     }
 
