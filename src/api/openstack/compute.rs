@@ -287,8 +287,9 @@ async fn delete_flavor(
     Ok(StatusCode::ACCEPTED.into_response())
 }
 
+/// A keypair at 2.1: `type` arrives with 2.2, so it is not shown.
 fn keypair_json(k: &KeypairRecord) -> Value {
-    json!({"name": k.name, "public_key": k.public_key, "fingerprint": k.fingerprint, "user_id": k.user, "type": "ssh"})
+    json!({"name": k.name, "public_key": k.public_key, "fingerprint": k.fingerprint})
 }
 
 async fn keypairs(State(node): State<Arc<Node>>, headers: HeaderMap) -> R {
@@ -311,9 +312,12 @@ async fn keypair(
     let t = who(&node, &headers)?;
     let k = node.control.keypair(&t.user.id, &name).map_err(cerr)?;
     let mut v = keypair_json(&k);
+    v["user_id"] = json!(k.user);
     v["id"] = json!(k.name);
     v["created_at"] = json!(crate::control::identity::iso8601(k.created_at));
     v["deleted"] = json!(false);
+    v["deleted_at"] = Value::Null;
+    v["updated_at"] = Value::Null;
     Ok(Json(json!({"keypair": v})).into_response())
 }
 
@@ -342,7 +346,9 @@ async fn create_keypair(
         .create_keypair(&t.user.id, name, public)
         .await
         .map_err(cerr)?;
-    Ok(Json(json!({"keypair": keypair_json(&rec)})).into_response())
+    let mut v = keypair_json(&rec);
+    v["user_id"] = json!(rec.user);
+    Ok(Json(json!({"keypair": v})).into_response())
 }
 
 async fn delete_keypair(
