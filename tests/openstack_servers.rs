@@ -296,6 +296,18 @@ fn the_openstack_client_boots_manages_and_deletes_servers() {
         "{shown}"
     );
     assert!(shown["properties"].to_string().contains("web"), "{shown}");
+    // Metadata: set and unset through the metadata calls.
+    assert!(os
+        .run(&demo, &["server", "set", "--property", "tier=front", "s1"])
+        .status
+        .success());
+    assert!(os
+        .run(&demo, &["server", "unset", "--property", "role", "s1"])
+        .status
+        .success());
+    let shown = j(&demo, &["server", "show", "s1", "-f", "json"]);
+    let props = shown["properties"].to_string();
+    assert!(props.contains("tier") && !props.contains("role"), "{shown}");
     let listed = j(&demo, &["server", "list", "-f", "json"]);
     assert_eq!(listed[0]["Name"], "s1", "{listed}");
     assert_eq!(listed[0]["Image"], "guest", "{listed}");

@@ -10,6 +10,7 @@ pub mod image;
 pub mod network;
 pub mod quotas;
 pub mod server_groups;
+pub mod server_metadata;
 pub mod server_volumes;
 pub mod servers;
 pub mod volume;

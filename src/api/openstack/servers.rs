@@ -36,16 +36,7 @@ pub fn routes() -> Router<Arc<Node>> {
         .route(&p("servers/detail"), get(detail))
         .route(&p("servers/{id}"), get(show).put(update).delete(delete))
         .route(&p("servers/{id}/action"), post(action))
-        .route(
-            &p("servers/{id}/metadata"),
-            get(metadata).post(merge_metadata).put(replace_metadata),
-        )
-        .route(
-            &p("servers/{id}/metadata/{key}"),
-            get(metadata_item)
-                .put(set_metadata_item)
-                .delete(delete_metadata_item),
-        )
+        .merge(super::server_metadata::routes())
         .route(&p("servers/{id}/os-security-groups"), get(secgroups))
         .route(&p("os-availability-zone"), get(zones))
         .route(&p("os-availability-zone/detail"), get(zones))
@@ -54,11 +45,11 @@ pub fn routes() -> Router<Arc<Node>> {
 
 type R = Result<Response, Response>;
 
-fn os(e: OsError) -> Response {
+pub(super) fn os(e: OsError) -> Response {
     nova(e.0, e.1)
 }
 
-fn who(node: &Node, headers: &HeaderMap) -> Result<Scope, Response> {
+pub(super) fn who(node: &Node, headers: &HeaderMap) -> Result<Scope, Response> {
     let t = authenticate(node, headers).map_err(IntoResponse::into_response)?;
     Scope::of(&t).map_err(os)
 }
@@ -70,13 +61,13 @@ fn not_found(id: &str) -> Response {
     )
 }
 
-fn bad(m: impl Into<String>) -> Response {
+pub(super) fn bad(m: impl Into<String>) -> Response {
     nova(StatusCode::BAD_REQUEST, m)
 }
 
 /// A server by id (never by name: clients look names up through the list), if the caller
 /// may see it.
-fn find(node: &Node, s: &Scope, id: &str) -> Result<VmView, Response> {
+pub(super) fn find(node: &Node, s: &Scope, id: &str) -> Result<VmView, Response> {
     match node.control.vm(id) {
         Ok(v) if v.record.id.0 == id && s.sees(v.record.project.as_deref()) => Ok(v),
         Ok(_) | Err(ControlError::NotFound(_)) => Err(not_found(id)),
@@ -775,125 +766,6 @@ async fn action(
     };
     node.control.vm_action(&id, act).await.map_err(cerr)?;
     Ok(StatusCode::ACCEPTED.into_response())
-}
-
-async fn metadata(
-    State(node): State<Arc<Node>>,
-    headers: HeaderMap,
-    UrlPath(id): UrlPath<String>,
-) -> R {
-    let s = who(&node, &headers)?;
-    let v = find(&node, &s, &id)?;
-    Ok(Json(json!({"metadata": v.record.metadata})).into_response())
-}
-
-fn meta_body(b: &[u8], key: &str) -> Result<BTreeMap<String, String>, Response> {
-    let v: Value =
-        serde_json::from_slice(b).map_err(|e| bad(format!("Malformed request body: {e}")))?;
-    let m = v
-        .get(key)
-        .and_then(Value::as_object)
-        .ok_or_else(|| bad(format!("Invalid input: '{key}' is a required property")))?;
-    m.iter()
-        .map(|(k, v)| {
-            v.as_str()
-                .map(|s| (k.clone(), s.to_string()))
-                .ok_or_else(|| {
-                    bad(format!(
-                        "Invalid input for field/attribute {k}: {v} is not of type 'string'"
-                    ))
-                })
-        })
-        .collect()
-}
-
-async fn edit_metadata(
-    node: &Node,
-    headers: &HeaderMap,
-    id: &str,
-    edit: impl Fn(&mut BTreeMap<String, String>) -> Result<(), ControlError>,
-) -> Result<BTreeMap<String, String>, Response> {
-    let s = who(node, headers)?;
-    s.write().map_err(os)?;
-    find(node, &s, id)?;
-    node.control.edit_vm_metadata(id, edit).await.map_err(cerr)
-}
-
-async fn merge_metadata(
-    State(node): State<Arc<Node>>,
-    headers: HeaderMap,
-    UrlPath(id): UrlPath<String>,
-    b: axum::body::Bytes,
-) -> R {
-    let add = meta_body(&b, "metadata")?;
-    let m = edit_metadata(&node, &headers, &id, |m| {
-        m.extend(add.clone());
-        Ok(())
-    })
-    .await?;
-    Ok(Json(json!({"metadata": m})).into_response())
-}
-
-async fn replace_metadata(
-    State(node): State<Arc<Node>>,
-    headers: HeaderMap,
-    UrlPath(id): UrlPath<String>,
-    b: axum::body::Bytes,
-) -> R {
-    let new = meta_body(&b, "metadata")?;
-    let m = edit_metadata(&node, &headers, &id, |m| {
-        *m = new.clone();
-        Ok(())
-    })
-    .await?;
-    Ok(Json(json!({"metadata": m})).into_response())
-}
-
-async fn metadata_item(
-    State(node): State<Arc<Node>>,
-    headers: HeaderMap,
-    UrlPath((id, key)): UrlPath<(String, String)>,
-) -> R {
-    let s = who(&node, &headers)?;
-    let v = find(&node, &s, &id)?;
-    let val = v
-        .record
-        .metadata
-        .get(&key)
-        .ok_or_else(|| nova(StatusCode::NOT_FOUND, "Metadata item was not found"))?;
-    Ok(Json(json!({"meta": {key: val}})).into_response())
-}
-
-async fn set_metadata_item(
-    State(node): State<Arc<Node>>,
-    headers: HeaderMap,
-    UrlPath((id, key)): UrlPath<(String, String)>,
-    b: axum::body::Bytes,
-) -> R {
-    let item = meta_body(&b, "meta")?;
-    if item.len() != 1 || !item.contains_key(&key) {
-        return Err(bad("Request body and URI mismatch"));
-    }
-    edit_metadata(&node, &headers, &id, |m| {
-        m.extend(item.clone());
-        Ok(())
-    })
-    .await?;
-    Ok(Json(json!({"meta": item})).into_response())
-}
-
-async fn delete_metadata_item(
-    State(node): State<Arc<Node>>,
-    headers: HeaderMap,
-    UrlPath((id, key)): UrlPath<(String, String)>,
-) -> R {
-    edit_metadata(&node, &headers, &id, |m| {
-        m.remove(&key)
-            .map(|_| ())
-            .ok_or_else(|| ControlError::NotFound("Metadata item was not found".into()))
-    })
-    .await?;
-    Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 async fn secgroups(
