@@ -5,15 +5,12 @@
 
 mod common;
 
-use common::{data_dir_of, openstack_cli, password_auth, stderr, Cluster, Os};
+use common::{data_dir_of, password_auth, stderr, Cluster, Os};
 
 #[test]
 fn the_openstack_client_authenticates_and_manages_identity() {
     let c = Cluster::form(1);
-    let os = Os {
-        c: &c,
-        bin: openstack_cli().display().to_string(),
-    };
+    let os = Os::new(&c);
     let pw = std::fs::read_to_string(data_dir_of(&c.nodes[0]).join("admin-password"))
         .expect("the bootstrap wrote the admin password")
         .trim()

@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{data_dir_of, json, openstack_cli, password_auth, stderr, Cluster, Os};
+use common::{json, password_auth, stderr, Cluster, Os};
 use sha2::Digest;
 
 fn md5_hex(b: &[u8]) -> String {
@@ -15,14 +15,8 @@ fn md5_hex(b: &[u8]) -> String {
 #[test]
 fn images_are_uploaded_into_replicated_volumes_and_read_back() {
     let c = Cluster::form(3);
-    let os = Os {
-        c: &c,
-        bin: openstack_cli().display().to_string(),
-    };
-    let pw = std::fs::read_to_string(data_dir_of(&c.nodes[0]).join("admin-password"))
-        .unwrap()
-        .trim()
-        .to_string();
+    let os = Os::new(&c);
+    let pw = common::admin_password(&c);
     let admin = password_auth("admin", &pw, "admin");
     let dir = tempfile::tempdir().unwrap();
 
@@ -129,25 +123,7 @@ fn images_are_uploaded_into_replicated_volumes_and_read_back() {
     // create images.
     os.json(&admin, &["project", "create", "demo", "-f", "json"]);
     for (user, role) in [("demo", "member"), ("peek", "reader")] {
-        os.json(
-            &admin,
-            &[
-                "user",
-                "create",
-                "--password",
-                "pw-secret",
-                "--project",
-                "demo",
-                user,
-                "-f",
-                "json",
-            ],
-        );
-        let o = os.run(
-            &admin,
-            &["role", "add", "--project", "demo", "--user", user, role],
-        );
-        assert!(o.status.success(), "{}", stderr(&o));
+        os.add_user(&admin, "demo", user, "pw-secret", role);
     }
     let demo = password_auth("demo", "pw-secret", "demo");
     let peek = password_auth("peek", "pw-secret", "demo");

@@ -5,19 +5,13 @@
 
 mod common;
 
-use common::{data_dir_of, openstack_cli, password_auth, stderr, Cluster, Os};
+use common::{password_auth, stderr, Cluster, Os};
 
 #[test]
 fn the_openstack_client_manages_networks_within_its_project() {
     let c = Cluster::form(1);
-    let os = Os {
-        c: &c,
-        bin: openstack_cli().display().to_string(),
-    };
-    let pw = std::fs::read_to_string(data_dir_of(&c.nodes[0]).join("admin-password"))
-        .unwrap()
-        .trim()
-        .to_string();
+    let os = Os::new(&c);
+    let pw = common::admin_password(&c);
     let admin = password_auth("admin", &pw, "admin");
     let j = |auth: &[&str], args: &[&str]| os.json(auth, args);
 

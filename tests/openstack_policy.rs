@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{data_dir_of, openstack_cli, password_auth, stderr, Cluster, Os};
+use common::{password_auth, stderr, Cluster, Os};
 
 /// A bad request: method, path, body, the status expected and a marker of its fault body.
 type Case<'a> = (&'a str, String, Option<&'a [u8]>, u16, &'a str);
@@ -57,14 +57,8 @@ fn http(c: &Cluster, method: &str, path: &str, token: &str, body: Option<&[u8]>)
 #[test]
 fn quotas_are_enforced_and_bad_input_is_refused_without_changes() {
     let c = Cluster::form(1);
-    let os = Os {
-        c: &c,
-        bin: openstack_cli().display().to_string(),
-    };
-    let pw = std::fs::read_to_string(data_dir_of(&c.nodes[0]).join("admin-password"))
-        .unwrap()
-        .trim()
-        .to_string();
+    let os = Os::new(&c);
+    let pw = common::admin_password(&c);
     let admin = password_auth("admin", &pw, "admin");
     let project = os.json(&admin, &["project", "create", "demo", "-f", "json"]);
     let pid = project["id"].as_str().unwrap().to_string();
@@ -346,14 +340,8 @@ fn expired_tokens_are_refused() {
     let o = first.cli(&["init", "--listen", &first.addr(), "--cluster-name", "test"]);
     assert!(o.status.success(), "{}", stderr(&o));
     c.nodes[0].start();
-    let os = Os {
-        c: &c,
-        bin: openstack_cli().display().to_string(),
-    };
-    let pw = std::fs::read_to_string(data_dir_of(&c.nodes[0]).join("admin-password"))
-        .unwrap()
-        .trim()
-        .to_string();
+    let os = Os::new(&c);
+    let pw = common::admin_password(&c);
     let admin = password_auth("admin", &pw, "admin");
     let token = common::wait_for(std::time::Duration::from_secs(20), || {
         let o = os.run(&admin, &["token", "issue", "-f", "value", "-c", "id"]);

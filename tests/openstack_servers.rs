@@ -11,7 +11,7 @@ mod common;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use common::{data_dir_of, json, openstack_cli, password_auth, stderr, wait_for, Cluster, Os};
+use common::{json, password_auth, stderr, wait_for, Cluster, Os};
 
 fn guest() -> (String, String) {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("images/out/guest");
@@ -24,14 +24,8 @@ fn guest() -> (String, String) {
 #[test]
 fn the_openstack_client_boots_manages_and_deletes_servers() {
     let c = Cluster::form(3);
-    let os = Os {
-        c: &c,
-        bin: openstack_cli().display().to_string(),
-    };
-    let pw = std::fs::read_to_string(data_dir_of(&c.nodes[0]).join("admin-password"))
-        .unwrap()
-        .trim()
-        .to_string();
+    let os = Os::new(&c);
+    let pw = common::admin_password(&c);
     let admin = password_auth("admin", &pw, "admin");
     os.json(&admin, &["project", "create", "demo", "-f", "json"]);
     os.json(&admin, &["project", "create", "other", "-f", "json"]);
@@ -40,25 +34,7 @@ fn the_openstack_client_boots_manages_and_deletes_servers() {
         ("peek", "demo", "reader"),
         ("eve", "other", "member"),
     ] {
-        os.json(
-            &admin,
-            &[
-                "user",
-                "create",
-                "--password",
-                "pw-secret",
-                "--project",
-                project,
-                user,
-                "-f",
-                "json",
-            ],
-        );
-        let o = os.run(
-            &admin,
-            &["role", "add", "--project", project, "--user", user, role],
-        );
-        assert!(o.status.success(), "{}", stderr(&o));
+        os.add_user(&admin, project, user, "pw-secret", role);
     }
     let demo = password_auth("demo", "pw-secret", "demo");
     let peek = password_auth("peek", "pw-secret", "demo");

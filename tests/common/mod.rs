@@ -531,6 +531,47 @@ impl Os<'_> {
     }
 }
 
+/// The bootstrap admin's password (node 0 made the cluster).
+pub fn admin_password(c: &Cluster) -> String {
+    std::fs::read_to_string(data_dir_of(&c.nodes[0]).join("admin-password"))
+        .expect("admin password")
+        .trim()
+        .to_string()
+}
+
+impl<'a> Os<'a> {
+    /// python-openstackclient (installed on first use) against `c`'s node 0.
+    pub fn new(c: &'a Cluster) -> Os<'a> {
+        Os {
+            c,
+            bin: openstack_cli().display().to_string(),
+        }
+    }
+
+    /// Creates `user` (password `password`) in `project` with `role` there.
+    pub fn add_user(&self, admin: &[&str], project: &str, user: &str, password: &str, role: &str) {
+        self.json(
+            admin,
+            &[
+                "user",
+                "create",
+                "--password",
+                password,
+                "--project",
+                project,
+                user,
+                "-f",
+                "json",
+            ],
+        );
+        let o = self.run(
+            admin,
+            &["role", "add", "--project", project, "--user", user, role],
+        );
+        assert!(o.status.success(), "role add: {}", stderr(&o));
+    }
+}
+
 pub fn password_auth<'a>(user: &'a str, password: &'a str, project: &'a str) -> Vec<&'a str> {
     vec![
         "--os-username",
