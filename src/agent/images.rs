@@ -25,7 +25,17 @@ use crate::telemetry::error_chain;
 const ATTACH_WAIT: Duration = Duration::from_secs(60);
 const CHUNK: u64 = 4 << 20;
 
-pub struct ImageData(pub Arc<Attachments>);
+/// Held by `control` (which `Attachments` holds in turn), so it keeps only a weak
+/// reference: a strong one would be a cycle that keeps the node alive after shutdown.
+pub struct ImageData(pub std::sync::Weak<Attachments>);
+
+impl ImageData {
+    fn attachments(&self) -> Result<Arc<Attachments>, String> {
+        self.0
+            .upgrade()
+            .ok_or_else(|| "the node is shutting down".to_string())
+    }
+}
 
 impl Attachments {
     fn node_addrs(&self) -> Result<BTreeMap<NodeId, SocketAddr>, String> {
@@ -70,7 +80,7 @@ impl VolumeData for ImageData {
     async fn writer(&self, volume: &VolumeId) -> Result<Arc<dyn Volume>, String> {
         let deadline = tokio::time::Instant::now() + ATTACH_WAIT;
         loop {
-            if let Some(v) = self.0.get(volume) {
+            if let Some(v) = self.attachments()?.get(volume) {
                 return Ok(v as Arc<dyn Volume>);
             }
             if tokio::time::Instant::now() >= deadline {
@@ -88,7 +98,7 @@ impl VolumeData for ImageData {
         volume: &VolumeRecord,
         snapshot: &str,
     ) -> Result<Arc<dyn Volume>, String> {
-        self.0.snapshot_volume(volume, snapshot)
+        self.attachments()?.snapshot_volume(volume, snapshot)
     }
 }
 

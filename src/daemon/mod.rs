@@ -157,9 +157,9 @@ impl Node {
         let attachments = Attachments::new(control.clone(), transport.clone(), replica_server);
         let _ = control
             .volume_data
-            .set(Arc::new(crate::agent::images::ImageData(
-                attachments.clone(),
-            )));
+            .set(Arc::new(crate::agent::images::ImageData(Arc::downgrade(
+                &attachments,
+            ))));
         let vm_agent = VmAgent::new(
             control.clone(),
             driver,
