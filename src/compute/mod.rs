@@ -155,7 +155,7 @@ pub trait Hypervisor: Send + Sync + 'static {
             id: id.clone(),
             op: "plug disk",
             reason: format!(
-                "the {} driver cannot hot-plug disks; stop the VM and start it again to attach",
+                "the {} driver does not take data volumes yet (only the boot disk)",
                 self.name()
             ),
         })
@@ -171,7 +171,7 @@ pub trait Hypervisor: Send + Sync + 'static {
             id: id.clone(),
             op: "unplug disk",
             reason: format!(
-                "the {} driver cannot hot-unplug disks; stop the VM to detach",
+                "the {} driver does not take data volumes yet (only the boot disk)",
                 self.name()
             ),
         })
