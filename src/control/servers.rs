@@ -278,6 +278,18 @@ impl Control {
                     vr.id
                 )));
             }
+            // Strata's own VMM runs only the boot disk so far: refuse rather than record
+            // an attachment its guest would never see.
+            let driver = self
+                .store
+                .get::<crate::cluster::store::compute_tables::VmStatuses>(vm)?
+                .map(|s| s.value.driver)
+                .unwrap_or_default();
+            if driver == "kvm" {
+                return Err(ControlError::Conflict(format!(
+                    "instance {vm} runs on Strata's KVM driver, which does not take data volumes yet"
+                )));
+            }
             let mut rec = v.value.clone();
             if rec.data_volumes.len() >= MAX_DATA_VOLUMES {
                 return Err(ControlError::Invalid(format!(
