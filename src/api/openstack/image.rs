@@ -18,7 +18,7 @@ use axum::{Json, Router};
 use futures::StreamExt;
 use serde_json::{json, Map, Value};
 
-use super::{authenticate, base_url, OsError, Scope};
+use super::{authenticate, base_url, time, OsError, Scope};
 use crate::cluster::store::image_tables::{ImageRecord, ImageStatus};
 use crate::control::images::CreateImage;
 use crate::control::ControlError;
@@ -100,10 +100,6 @@ async fn schema() -> Json<Value> {
     Json(json!({"name": "image", "properties": {}, "additionalProperties": {"type": "string"}}))
 }
 
-fn time(secs: u64) -> String {
-    crate::control::identity::iso8601(secs).replace(".000000Z", "Z")
-}
-
 const STATUS: &[&str] = &["queued", "saving", "active", "killed"];
 
 fn status_str(s: ImageStatus) -> &'static str {
@@ -136,7 +132,7 @@ pub fn image_json(i: &ImageRecord) -> Value {
 }
 
 /// Whether `s` may see the image (owner, admin, public or community).
-fn visible(s: &Scope, i: &ImageRecord) -> bool {
+pub fn visible(s: &Scope, i: &ImageRecord) -> bool {
     s.admin || i.owner == s.project || i.visibility == "public" || i.visibility == "community"
 }
 

@@ -129,6 +129,11 @@ impl Scope {
     }
 }
 
+/// A timestamp as Nova, Glance and Neutron show it (`2026-01-01T00:00:00Z`).
+pub fn time(secs: u64) -> String {
+    crate::control::identity::iso8601(secs).replace(".000000Z", "Z")
+}
+
 /// `https` once the API serves TLS (links and the catalog name the scheme).
 static SCHEME: std::sync::OnceLock<&'static str> = std::sync::OnceLock::new();
 

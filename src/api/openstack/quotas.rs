@@ -216,6 +216,26 @@ fn wanted(
     Ok(out)
 }
 
+/// Sets a project's limits from one service's body and answers with its view of them.
+async fn set(
+    node: &Node,
+    headers: &HeaderMap,
+    project: &str,
+    b: &[u8],
+    key: &str,
+    names: &[(&str, &str)],
+    fixed: &[(&str, i64)],
+) -> R {
+    admin(node, headers)?;
+    let want = wanted(b, key, names, fixed)?;
+    let l = node
+        .control
+        .set_quotas(project, &want)
+        .await
+        .map_err(|e| OsError::from(e).into_response())?;
+    Ok(Json(json!({key: view(names, fixed, &l)})).into_response())
+}
+
 async fn nova_show(
     State(node): State<Arc<Node>>,
     headers: HeaderMap,
@@ -259,14 +279,7 @@ async fn nova_set(
     UrlPath(project): UrlPath<String>,
     b: axum::body::Bytes,
 ) -> R {
-    admin(&node, &headers)?;
-    let set = wanted(&b, "quota_set", NOVA, NOVA_FIXED)?;
-    let l = node
-        .control
-        .set_quotas(&project, &set)
-        .await
-        .map_err(|e| OsError::from(e).into_response())?;
-    Ok(Json(json!({"quota_set": view(NOVA, NOVA_FIXED, &l)})).into_response())
+    set(&node, &headers, &project, &b, "quota_set", NOVA, NOVA_FIXED).await
 }
 
 async fn cinder_show(
@@ -309,14 +322,16 @@ async fn cinder_set(
     UrlPath((_p, project)): UrlPath<(String, String)>,
     b: axum::body::Bytes,
 ) -> R {
-    admin(&node, &headers)?;
-    let set = wanted(&b, "quota_set", CINDER, CINDER_FIXED)?;
-    let l = node
-        .control
-        .set_quotas(&project, &set)
-        .await
-        .map_err(|e| OsError::from(e).into_response())?;
-    Ok(Json(json!({"quota_set": view(CINDER, CINDER_FIXED, &l)})).into_response())
+    set(
+        &node,
+        &headers,
+        &project,
+        &b,
+        "quota_set",
+        CINDER,
+        CINDER_FIXED,
+    )
+    .await
 }
 
 async fn neutron_show(
@@ -356,12 +371,5 @@ async fn neutron_set(
     UrlPath(project): UrlPath<String>,
     b: axum::body::Bytes,
 ) -> R {
-    admin(&node, &headers)?;
-    let set = wanted(&b, "quota", NEUTRON, &[])?;
-    let l = node
-        .control
-        .set_quotas(&project, &set)
-        .await
-        .map_err(|e| OsError::from(e).into_response())?;
-    Ok(Json(json!({"quota": view(NEUTRON, &[], &l)})).into_response())
+    set(&node, &headers, &project, &b, "quota", NEUTRON, &[]).await
 }

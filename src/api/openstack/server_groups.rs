@@ -15,7 +15,7 @@ use axum::{Json, Router};
 use serde_json::{json, Value};
 
 use super::compute::{cerr, nova};
-use super::{authenticate, OsError, Scope};
+use super::{OsError, Scope};
 use crate::cluster::store::compute_tables::ServerGroupRecord;
 use crate::control::ControlError;
 use crate::daemon::Node;
@@ -31,10 +31,7 @@ pub fn routes() -> Router<Arc<Node>> {
 
 type R = Result<Response, Response>;
 
-fn who(node: &Node, headers: &HeaderMap) -> Result<Scope, Response> {
-    let t = authenticate(node, headers).map_err(IntoResponse::into_response)?;
-    Scope::of(&t).map_err(|OsError(c, m)| nova(c, m))
-}
+use super::servers::who;
 
 fn group_json(node: &Node, g: &ServerGroupRecord) -> Value {
     let members = node.control.server_group_members(&g.id).unwrap_or_default();

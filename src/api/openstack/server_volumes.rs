@@ -15,7 +15,7 @@ use axum::{Json, Router};
 use serde_json::{json, Value};
 
 use super::compute::{cerr, nova};
-use super::{authenticate, OsError, Scope};
+use super::OsError;
 use crate::control::vms::VmView;
 use crate::control::ControlError;
 use crate::daemon::Node;
@@ -35,21 +35,7 @@ pub fn routes() -> Router<Arc<Node>> {
 
 type R = Result<Response, Response>;
 
-fn who(node: &Node, headers: &HeaderMap) -> Result<Scope, Response> {
-    let t = authenticate(node, headers).map_err(IntoResponse::into_response)?;
-    Scope::of(&t).map_err(|OsError(c, m)| nova(c, m))
-}
-
-fn find(node: &Node, s: &Scope, id: &str) -> Result<VmView, Response> {
-    match node.control.vm(id) {
-        Ok(v) if v.record.id.0 == id && s.sees(v.record.project.as_deref()) => Ok(v),
-        Ok(_) | Err(ControlError::NotFound(_)) => Err(nova(
-            StatusCode::NOT_FOUND,
-            format!("Instance {id} could not be found."),
-        )),
-        Err(e) => Err(cerr(e)),
-    }
-}
+use super::servers::{find, who};
 
 /// The device name of the `i`-th disk (0: vda).
 pub fn device(i: usize) -> String {

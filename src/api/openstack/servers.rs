@@ -21,7 +21,7 @@ use serde_json::{json, Map, Value};
 use sha2::Digest;
 
 use super::compute::{cerr, nova};
-use super::{authenticate, base_url, OsError, Scope};
+use super::{authenticate, base_url, time, OsError, Scope};
 use crate::cluster::store::compute_tables::{PowerIntent, VmState};
 use crate::cluster::store::network_tables::FloatingIpRecord;
 use crate::control::servers::CreateServer;
@@ -73,10 +73,6 @@ pub(super) fn find(node: &Node, s: &Scope, id: &str) -> Result<VmView, Response>
         Ok(_) | Err(ControlError::NotFound(_)) => Err(not_found(id)),
         Err(e) => Err(cerr(e)),
     }
-}
-
-fn time(secs: u64) -> String {
-    crate::control::identity::iso8601(secs).replace(".000000Z", "Z")
 }
 
 /// Nova's status, vm_state, task_state and power_state of a VM.
@@ -486,11 +482,7 @@ async fn create(State(node): State<Arc<Node>>, headers: HeaderMap, b: axum::body
     }
     if let Some(i) = &image {
         match node.control.image(i) {
-            Ok(img)
-                if s.admin
-                    || img.owner == s.project
-                    || img.visibility == "public"
-                    || img.visibility == "community" => {}
+            Ok(img) if super::image::visible(&s, &img) => {}
             _ => return Err(bad(format!("Image {i} could not be found."))),
         }
     }

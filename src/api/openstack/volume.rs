@@ -453,12 +453,11 @@ async fn create(
     let source = match (&image, &snapshot) {
         (Some(_), Some(_)) => return Err(bad("Give imageRef or snapshot_id, not both")),
         (Some(i), None) => {
-            let img = node.control.image(i).ok().filter(|img| {
-                c.s.admin
-                    || img.owner == c.s.project
-                    || img.visibility == "public"
-                    || img.visibility == "community"
-            });
+            let img = node
+                .control
+                .image(i)
+                .ok()
+                .filter(|img| super::image::visible(&c.s, img));
             if img.is_none() {
                 return Err(cinder(
                     StatusCode::NOT_FOUND,
@@ -679,17 +678,22 @@ fn all_snapshots(node: &Node, c: &Call) -> Result<Vec<(VolumeRecord, SnapshotRec
         .collect())
 }
 
+/// The project's snapshots, in the list or the detail view.
+fn snapshot_list(node: &Node, headers: &HeaderMap, project: &str, detail: bool) -> R {
+    let c = call(node, headers, project)?;
+    let list: Vec<Value> = all_snapshots(node, &c)?
+        .iter()
+        .map(|(v, s)| snapshot_json(v, s, &c, detail))
+        .collect();
+    reply(&c, StatusCode::OK, json!({"snapshots": list}))
+}
+
 async fn snapshots(
     State(node): State<Arc<Node>>,
     headers: HeaderMap,
     UrlPath(project): UrlPath<String>,
 ) -> R {
-    let c = call(&node, &headers, &project)?;
-    let list: Vec<Value> = all_snapshots(&node, &c)?
-        .iter()
-        .map(|(v, s)| snapshot_json(v, s, &c, false))
-        .collect();
-    reply(&c, StatusCode::OK, json!({"snapshots": list}))
+    snapshot_list(&node, &headers, &project, false)
 }
 
 async fn snapshots_detail(
@@ -697,12 +701,7 @@ async fn snapshots_detail(
     headers: HeaderMap,
     UrlPath(project): UrlPath<String>,
 ) -> R {
-    let c = call(&node, &headers, &project)?;
-    let list: Vec<Value> = all_snapshots(&node, &c)?
-        .iter()
-        .map(|(v, s)| snapshot_json(v, s, &c, true))
-        .collect();
-    reply(&c, StatusCode::OK, json!({"snapshots": list}))
+    snapshot_list(&node, &headers, &project, true)
 }
 
 async fn snapshot(

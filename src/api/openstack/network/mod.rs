@@ -16,7 +16,7 @@ use axum::routing::{get, put};
 use axum::{Json, Router};
 use serde_json::{json, Value};
 
-use super::{authenticate, OsError};
+use super::{authenticate, time, OsError};
 use crate::cluster::store::network_tables::{NetworkRecord, SubnetRecord};
 use crate::control::identity::TokenInfo;
 use crate::control::networks::{CreateNetwork, CreateSubnet};
@@ -374,10 +374,6 @@ fn named(list: Vec<Value>, q: &std::collections::HashMap<String, String>) -> Vec
 }
 
 const STAMP: &str = "2026-01-01T00:00:00Z";
-
-fn time(secs: u64) -> String {
-    crate::control::identity::iso8601(secs).replace(".000000Z", "Z")
-}
 
 fn network_json(n: &NetworkRecord, subnets: &[SubnetRecord]) -> Value {
     json!({
