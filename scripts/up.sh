@@ -25,6 +25,8 @@ echo "cluster CA $DATA/pki/ca.crt): https://$API_HOST:5000/identity/v3"
 echo "First credentials: user admin, project admin, password in $DATA/admin-password"
 echo "(written on the first start, readable by root only). For the openstack client:"
 echo "  source <($BIN --data-dir $DATA openrc)    # sets OS_AUTH_URL, OS_CACERT, OS_PASSWORD, ..."
-echo "The web console is not built yet (see docs/status.md)."
+echo
+echo "Web console: https://$API_HOST:5000/ (same user and password; the browser will ask"
+echo "you to trust the cluster's certificate, or import $DATA/pki/ca.crt)."
 echo
 exec "$BIN" --data-dir "$DATA" serve --listen "$LISTEN"

@@ -51,6 +51,8 @@ pub struct Config {
     pub api_plain: bool,
     /// How long an API token is valid (Keystone's `[token] expiration`).
     pub token_ttl: Duration,
+    /// How long a web console session may sit idle.
+    pub console_idle: Duration,
     /// vCPUs placed per core of this node (Nova's `cpu_allocation_ratio`).
     pub cpu_allocation_ratio: u32,
     /// Unix socket of the local admin API used by the CLI.
@@ -105,6 +107,7 @@ pub struct ConfigFile {
     pub api_listen: Option<String>,
     pub api_plain: Option<bool>,
     pub token_ttl_s: Option<u64>,
+    pub console_idle_s: Option<u64>,
     pub cpu_allocation_ratio: Option<u32>,
     pub admin_socket: Option<PathBuf>,
     pub log_format: Option<String>,
@@ -164,6 +167,7 @@ impl ConfigFile {
         take!(api_listen);
         take!(api_plain);
         take!(token_ttl_s);
+        take!(console_idle_s);
         take!(cpu_allocation_ratio);
         take!(admin_socket);
         take!(log_format);
@@ -230,6 +234,15 @@ impl ConfigFile {
             ));
         }
         let token_ttl = Duration::from_secs(ttl);
+        let idle = self.console_idle_s.unwrap_or(1800);
+        if !(2..=86400).contains(&idle) {
+            return Err(invalid(
+                "console_idle_s",
+                &idle.to_string(),
+                "must be between 2 s and a day",
+            ));
+        }
+        let console_idle = Duration::from_secs(idle);
         let cpu_allocation_ratio = self
             .cpu_allocation_ratio
             .unwrap_or(crate::control::placement::CPU_ALLOCATION_RATIO);
@@ -305,6 +318,7 @@ impl ConfigFile {
             api_listen,
             api_plain: self.api_plain.unwrap_or(false),
             token_ttl,
+            console_idle,
             cpu_allocation_ratio,
             admin_socket,
             log_format,

@@ -17,6 +17,8 @@ use crate::transport::{read_frame, write_frame, Class, Peer, Service, Transport}
 
 /// The most console output one request returns.
 pub const MAX_TAIL: u64 = 1 << 20;
+/// The most console input one request carries.
+pub const MAX_INPUT: usize = 4096;
 
 #[derive(Serialize, Deserialize, Debug)]
 pub enum AgentRequest {
@@ -26,12 +28,19 @@ pub enum AgentRequest {
         bytes: u64,
         offset: Option<u64>,
     },
+    /// Types bytes into a VM's serial console.
+    ConsoleInput {
+        vm: VmId,
+        #[serde(with = "serde_bytes")]
+        data: Vec<u8>,
+    },
 }
 
 #[derive(Serialize, Deserialize, Debug)]
 pub enum AgentResponse {
     /// Console bytes and the offset just past them.
     Console(Result<(Vec<u8>, u64), String>),
+    Typed(Result<(), String>),
     Error(String),
 }
 
@@ -76,6 +85,12 @@ impl Service for AgentService {
                 tail_file(&self.driver.console_log(&vm), bytes, offset)
                     .map_err(|e| format!("console of VM {vm}: {e}")),
             ),
+            Ok(AgentRequest::ConsoleInput { vm, data }) => AgentResponse::Typed(
+                self.driver
+                    .console_input(&vm, &data)
+                    .await
+                    .map_err(|e| crate::telemetry::error_chain(&e)),
+            ),
             Err(e) => {
                 tracing::warn!(peer = ?peer.node, error = %e, "bad agent request");
                 AgentResponse::Error(e.to_string())
@@ -108,6 +123,50 @@ impl ConsoleReader for Consoles {
             return tail_file(&self.driver.console_log(vm), bytes, offset)
                 .map_err(|e| format!("console of VM {vm}: {e}"));
         }
+        let req = AgentRequest::ConsoleTail {
+            vm: vm.clone(),
+            bytes,
+            offset,
+        };
+        match self.call(node, vm, &req).await? {
+            AgentResponse::Console(r) => r,
+            AgentResponse::Error(e) => Err(format!("node {node}: {e}")),
+            other => Err(format!("node {node}: unexpected answer {other:?}")),
+        }
+    }
+
+    async fn input(&self, node: NodeId, vm: &VmId, data: &[u8]) -> Result<(), String> {
+        if data.len() > MAX_INPUT {
+            return Err(format!(
+                "at most {MAX_INPUT} bytes of console input at a time"
+            ));
+        }
+        if node == self.me {
+            return self
+                .driver
+                .console_input(vm, data)
+                .await
+                .map_err(|e| crate::telemetry::error_chain(&e));
+        }
+        let req = AgentRequest::ConsoleInput {
+            vm: vm.clone(),
+            data: data.to_vec(),
+        };
+        match self.call(node, vm, &req).await? {
+            AgentResponse::Typed(r) => r,
+            AgentResponse::Error(e) => Err(format!("node {node}: {e}")),
+            other => Err(format!("node {node}: unexpected answer {other:?}")),
+        }
+    }
+}
+
+impl Consoles {
+    async fn call(
+        &self,
+        node: NodeId,
+        vm: &VmId,
+        req: &AgentRequest,
+    ) -> Result<AgentResponse, String> {
         let addr = self
             .store
             .get::<Nodes>(&node.to_string())
@@ -115,30 +174,22 @@ impl ConsoleReader for Consoles {
             .ok_or_else(|| format!("node {node} is not in the cluster"))?
             .value
             .addr;
-        let req = AgentRequest::ConsoleTail {
-            vm: vm.clone(),
-            bytes,
-            offset,
-        };
-        match self
-            .transport
+        self.transport
             .call::<_, AgentResponse>(
                 node,
                 addr,
                 Class::Agent,
                 "console",
-                &req,
+                req,
                 Duration::from_secs(10),
             )
             .await
-        {
-            Ok(AgentResponse::Console(r)) => r,
-            Ok(AgentResponse::Error(e)) => Err(format!("node {node}: {e}")),
-            Err(e) => Err(format!(
-                "cannot reach node {node}, which runs VM {vm}: {}",
-                crate::telemetry::error_chain(&e)
-            )),
-        }
+            .map_err(|e| {
+                format!(
+                    "cannot reach node {node}, which runs VM {vm}: {}",
+                    crate::telemetry::error_chain(&e)
+                )
+            })
     }
 }
 

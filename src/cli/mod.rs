@@ -59,6 +59,10 @@ pub struct NodeFlags {
     /// Seconds an OpenStack API token stays valid (default 3600).
     #[arg(long, env = "STRATA_TOKEN_TTL_S")]
     pub token_ttl_s: Option<u64>,
+    /// Seconds a web console session may sit idle before it has to sign in again
+    /// (default 1800).
+    #[arg(long, env = "STRATA_CONSOLE_IDLE_S")]
+    pub console_idle_s: Option<u64>,
     /// vCPUs placed per core of this node (default 4, as Nova's `cpu_allocation_ratio`).
     #[arg(long, env = "STRATA_CPU_ALLOCATION_RATIO")]
     pub cpu_allocation_ratio: Option<u32>,
@@ -299,6 +303,7 @@ impl Cli {
             api_listen: flags.api_listen.clone(),
             api_plain: flags.api_plain.then_some(true),
             token_ttl_s: flags.token_ttl_s,
+            console_idle_s: flags.console_idle_s,
             cpu_allocation_ratio: flags.cpu_allocation_ratio,
             admin_socket: self.socket.clone(),
             log_format: flags.log_format.clone(),

@@ -149,6 +149,14 @@ pub trait Hypervisor: Send + Sync + 'static {
     /// Stops the VM if needed and removes its files.
     async fn destroy(&self, id: &VmId) -> Result<(), ComputeError>;
     fn console_log(&self, id: &VmId) -> PathBuf;
+    /// Types `data` into the VM's serial console (its first serial port's input).
+    async fn console_input(&self, id: &VmId, _data: &[u8]) -> Result<(), ComputeError> {
+        Err(ComputeError::Control {
+            id: id.clone(),
+            op: "console input",
+            reason: format!("the {} driver's serial console is read-only", self.name()),
+        })
+    }
     /// Plugs a disk into a running VM (PCI hot-plug).
     async fn plug_disk(&self, id: &VmId, _disk: &NbdDisk) -> Result<(), ComputeError> {
         Err(ComputeError::Control {

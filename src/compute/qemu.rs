@@ -23,6 +23,8 @@ pub struct QemuDriver {
     accel: Accel,
     /// VMs whose event socket is being watched by this process.
     watched: Arc<Mutex<HashSet<VmId>>>,
+    /// One typist at a time: QEMU's serial socket takes one client, and queues others.
+    typing: tokio::sync::Mutex<()>,
 }
 
 impl QemuDriver {
@@ -35,6 +37,7 @@ impl QemuDriver {
             root: root.to_path_buf(),
             accel,
             watched: Arc::new(Mutex::new(HashSet::new())),
+            typing: tokio::sync::Mutex::new(()),
         })
     }
 
@@ -143,8 +146,16 @@ pub fn command_line(spec: &VmSpec, dir: &Path, accel: Accel) -> Vec<String> {
         "-no-user-config".into(),
         "-display".into(),
         "none".into(),
+        // The serial port: logged to console.log by QEMU whether or not anyone is
+        // connected, and typed into through serial.sock (see `console_input`).
+        "-chardev".into(),
+        format!(
+            "socket,id=serial0,path={},server=on,wait=off,logfile={}",
+            p("serial.sock").replace(',', ",,"),
+            p("console.log").replace(',', ",,")
+        ),
         "-serial".into(),
-        format!("file:{}", p("console.log")),
+        "chardev:serial0".into(),
         "-device".into(),
         "virtio-rng-pci".into(),
         "-qmp".into(),
@@ -380,6 +391,56 @@ impl Hypervisor for QemuDriver {
         self.dir(id).join("console.log")
     }
 
+    async fn console_input(&self, id: &VmId, data: &[u8]) -> Result<(), ComputeError> {
+        let fail = |reason: String| ComputeError::Control {
+            id: id.clone(),
+            op: "console input",
+            reason,
+        };
+        let _one = self.typing.lock().await;
+        let path = self.dir(id).join("serial.sock");
+        let mut s = tokio::time::timeout(
+            Duration::from_secs(2),
+            tokio::net::UnixStream::connect(&path),
+        )
+        .await
+        .map_err(|_| fail("the serial console is busy".into()))?
+        .map_err(|e| {
+            fail(format!(
+                "the VM is not running or predates typeable consoles ({e})"
+            ))
+        })?;
+        tokio::io::AsyncWriteExt::write_all(&mut s, data)
+            .await
+            .map_err(|e| fail(e.to_string()))?;
+        // QEMU reads only what the UART's receive buffer takes and drops the rest when
+        // the client hangs up: wait until it has read everything before closing. What
+        // the guest prints meanwhile is in console.log already; drain it here so the
+        // guest never waits on us.
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&s);
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        let mut sink = [0u8; 4096];
+        loop {
+            let mut queued: libc::c_int = 0;
+            // SAFETY: TIOCOUTQ writes one c_int through the pointer, on a socket we own.
+            let rc = unsafe { libc::ioctl(fd, libc::TIOCOUTQ, &mut queued) };
+            if rc != 0 || queued == 0 {
+                return Ok(());
+            }
+            if std::time::Instant::now() > deadline {
+                return Err(fail(format!(
+                    "the guest did not read {queued} of the typed bytes within 5 s"
+                )));
+            }
+            while let Ok(n) = s.try_read(&mut sink) {
+                if n == 0 {
+                    break;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
     fn running(&self) -> Vec<VmId> {
         vmdir::running(&self.root, "qemu.pid")
     }
@@ -418,7 +479,10 @@ mod tests {
         let a = command_line(&spec, Path::new("/vms/abc"), Accel::Tcg).join(" ");
         assert!(a.contains("-name web_1,process=strata-vm-abc"), "{a}");
         assert!(a.contains("-accel tcg -cpu max -smp 2 -m 512M"), "{a}");
-        assert!(a.contains("-serial file:/vms/abc/console.log"), "{a}");
+        assert!(
+            a.contains("-chardev socket,id=serial0,path=/vms/abc/serial.sock,server=on,wait=off,logfile=/vms/abc/console.log -serial chardev:serial0"),
+            "{a}"
+        );
         assert!(a.contains("-append console=ttyS0"), "{a}");
         assert!(a.contains("file=/d,,x.img,if=virtio"), "{a}");
         assert!(a.contains("-initrd /i"), "{a}");

@@ -321,6 +321,38 @@ impl Control {
         })
     }
 
+    /// What a signed-in user holds on a project now (the console's sessions re-check
+    /// this on every request, so removed roles and disabled users take effect at once).
+    pub fn principal(&self, user: &str, project: &str) -> Result<TokenInfo, ControlError> {
+        let info = self.token_info(TokenClaims {
+            user: user.to_string(),
+            project: Some(project.to_string()),
+            issued_at: 0,
+            expires_at: 0,
+            audit_id: String::new(),
+            app_cred: None,
+        })?;
+        if !info.user.enabled
+            || info.project.as_ref().is_some_and(|p| !p.enabled)
+            || info.roles.is_empty()
+        {
+            return Err(unauthorized());
+        }
+        Ok(info)
+    }
+
+    /// The enabled projects a user holds a role on, by name.
+    pub fn projects_of(&self, user: &str) -> Result<Vec<ProjectRecord>, ControlError> {
+        let mut out = Vec::new();
+        for p in self.projects()? {
+            if p.enabled && !self.roles_of(user, &p.id)?.is_empty() {
+                out.push(p);
+            }
+        }
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(out)
+    }
+
     pub async fn revoke_token(&self, token: &str) -> Result<(), ControlError> {
         let claims = self.verify(token)?;
         let txn =

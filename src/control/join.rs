@@ -165,6 +165,7 @@ impl Control {
             hypervisor: String::new(),
             hypervisor_reason: String::new(),
             cpu_allocation_ratio: 0,
+            maintenance: None,
         };
         let event = Event {
             at_ms: now_ms(),

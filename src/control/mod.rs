@@ -2,6 +2,7 @@
 //! above it (CLI, admin API, later the OpenStack API and console) calls in here.
 
 pub mod app_credentials;
+pub mod audit;
 pub mod identity;
 pub mod images;
 pub mod join;
@@ -16,6 +17,7 @@ pub mod server_groups;
 pub mod servers;
 pub mod snapshots;
 pub mod tokens;
+pub mod usage;
 pub mod vms;
 pub mod volumes;
 mod voters;
@@ -135,6 +137,8 @@ pub trait ConsoleReader: Send + Sync + 'static {
         bytes: u64,
         offset: Option<u64>,
     ) -> Result<(Vec<u8>, u64), String>;
+    /// Types `data` into the console.
+    async fn input(&self, node: NodeId, vm: &crate::ids::VmId, data: &[u8]) -> Result<(), String>;
 }
 
 #[derive(Debug, Serialize)]
@@ -351,12 +355,20 @@ impl Control {
         let mut down_since = BTreeMap::new();
         let mut routers_down = std::collections::BTreeMap::new();
         let mut replicas_down = BTreeMap::new();
+        let mut last_sample =
+            now_ms().saturating_sub(usage::SAMPLE_EVERY.as_millis() as u64 - 5_000);
         loop {
             tick.tick().await;
             if !self.raft().is_leader() {
                 down_since.clear();
                 replicas_down.clear();
                 continue;
+            }
+            if now_ms().saturating_sub(last_sample) >= usage::SAMPLE_EVERY.as_millis() as u64 {
+                last_sample = now_ms();
+                if let Err(e) = self.sample_usage().await {
+                    tracing::warn!(error = %crate::telemetry::error_chain(&e), "usage sample failed");
+                }
             }
             if let Err(e) = voters::reconcile(&self, &mut down_since).await {
                 tracing::warn!(error = %crate::telemetry::error_chain(&e), "membership reconcile failed");

@@ -20,6 +20,8 @@ pub struct Candidate {
     pub used_mb: u64,
     /// Groups (anti-affinity and affinity) of the VMs on the node.
     pub groups: Vec<String>,
+    /// Set when the node is in maintenance (why, in words).
+    pub maintenance: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -91,6 +93,8 @@ pub fn place(req: &Request, nodes: &[Candidate]) -> Result<(NodeId, String), Str
         let vcpu_cap = n.cores * ratio;
         let why = if !n.alive {
             Some("node is down".to_string())
+        } else if let Some(m) = &n.maintenance {
+            Some(format!("node is in maintenance ({m})"))
         } else if req.hypervisor.as_ref().is_some_and(|h| *h != n.hypervisor) {
             Some(format!("hypervisor is {}", n.hypervisor))
         } else if n.used_vcpus + req.vcpus > vcpu_cap {
@@ -175,7 +179,19 @@ mod tests {
             used_vcpus: 0,
             used_mb: used,
             groups: vec![],
+            maintenance: None,
         }
+    }
+
+    #[test]
+    fn a_node_in_maintenance_takes_no_new_vms_and_says_why() {
+        let mut a = node(1, 8192, 0);
+        a.maintenance = Some("disk swap".into());
+        let b = node(2, 4096, 0);
+        let (id, _) = place(&req(1024), &[a.clone(), b]).unwrap();
+        assert_eq!(id, NodeId(2));
+        let err = place(&req(1024), &[a]).unwrap_err();
+        assert!(err.contains("maintenance (disk swap)"), "{err}");
     }
 
     fn req(ram: u64) -> Request {

@@ -402,6 +402,7 @@ impl Control {
                     used_vcpus: 0,
                     used_mb: 0,
                     groups: vec![],
+                    maintenance: n.maintenance.as_ref().map(|m| m.reason.clone()),
                 },
             );
         }
@@ -658,6 +659,23 @@ impl Control {
             .ok_or_else(|| ControlError::NotReady("the node agent is not running yet".into()))?;
         reader
             .tail(rec.node, &rec.id, bytes, offset)
+            .await
+            .map_err(ControlError::Unavailable)
+    }
+
+    /// Types into a VM's serial console, on the node that runs it.
+    pub async fn vm_console_write(
+        &self,
+        id_or_name: &str,
+        data: &[u8],
+    ) -> Result<(), ControlError> {
+        let rec = self.find_vm(id_or_name)?.value;
+        let reader = self
+            .consoles
+            .get()
+            .ok_or_else(|| ControlError::NotReady("the node agent is not running yet".into()))?;
+        reader
+            .input(rec.node, &rec.id, data)
             .await
             .map_err(ControlError::Unavailable)
     }

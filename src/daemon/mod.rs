@@ -207,6 +207,7 @@ impl Node {
                 hypervisor: host.hypervisor.clone(),
                 hypervisor_reason: host.hypervisor_reason.clone(),
                 cpu_allocation_ratio: config.cpu_allocation_ratio,
+                maintenance: None,
             };
             let ca_key = identity.ca_key_pem.clone().unwrap_or_default();
             let mut tries = 0;
@@ -381,6 +382,17 @@ impl Node {
     }
 }
 
+/// The HTTP surface of a node: the OpenStack API and the web console on one listener.
+fn web_app(node: &Arc<Node>, secure: bool) -> axum::Router {
+    crate::api::openstack::routes()
+        .with_state(node.clone())
+        .merge(crate::console::router(
+            node.control.clone(),
+            secure,
+            node.config.console_idle,
+        ))
+}
+
 /// Runs a node until SIGINT/SIGTERM or until Raft stops on a fatal storage error.
 pub async fn serve(config: Config) -> Result<(), ServeError> {
     let node = Node::start(config).await?;
@@ -401,7 +413,10 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
             .await
             .map_err(|source| ServeError::Metrics { addr, source })?;
         if node.config.api_plain {
-            tokio::spawn(crate::api::openstack::serve(listener, node.clone()));
+            tokio::spawn(crate::api::openstack::serve(
+                listener,
+                web_app(&node, false),
+            ));
         } else {
             tokio::spawn(serve_api_tls(listener, node.clone()));
         }
@@ -492,7 +507,7 @@ async fn serve_api_tls(listener: tokio::net::TcpListener, node: Arc<Node>) {
     match crate::api::openstack::tls_config(&cert.cert_pem, &ca, &cert.key_pem) {
         Ok(tls) => {
             tracing::info!(addr = ?api, "OpenStack API serving HTTPS (certificate from the cluster CA)");
-            crate::api::openstack::serve_tls(listener, node, tls).await
+            crate::api::openstack::serve_tls(listener, web_app(&node, true), tls).await
         }
         Err(e) => tracing::error!(error = %e, "OpenStack API cannot serve TLS"),
     }

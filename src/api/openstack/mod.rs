@@ -160,22 +160,21 @@ pub fn routes() -> Router<Arc<Node>> {
         .layer(axum::middleware::from_fn(compute::microversion))
 }
 
-/// Serves the API over plain HTTP.
-pub async fn serve(listener: tokio::net::TcpListener, node: Arc<Node>) {
-    let app = routes().with_state(node);
-    if let Err(e) = axum::serve(listener, app).await {
+/// Serves `app` (the API and the console) over plain HTTP.
+pub async fn serve(listener: tokio::net::TcpListener, app: Router) {
+    let svc = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
+    if let Err(e) = axum::serve(listener, svc).await {
         tracing::error!(error = %e, "OpenStack API stopped");
     }
 }
 
-/// Serves the API over HTTPS with `tls` (a certificate from the cluster CA).
+/// Serves `app` over HTTPS with `tls` (a certificate from the cluster CA).
 pub async fn serve_tls(
     listener: tokio::net::TcpListener,
-    node: Arc<Node>,
+    app: Router,
     tls: Arc<rustls::ServerConfig>,
 ) {
     let _ = SCHEME.set("https");
-    let app = routes().with_state(node);
     let acceptor = tokio_rustls::TlsAcceptor::from(tls);
     loop {
         let (tcp, peer) = match listener.accept().await {
@@ -201,9 +200,12 @@ pub async fn serve_tls(
                 }
                 Err(_) => return,
             };
+            // The client's address, for the console's audit log.
+            let app = app.layer(axum::Extension(axum::extract::ConnectInfo(peer)));
             let svc = hyper_util::service::TowerToHyperService::new(app);
             if let Err(e) = hyper::server::conn::http1::Builder::new()
                 .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
+                .with_upgrades()
                 .await
             {
                 tracing::debug!(%peer, error = %e, "OpenStack API connection ended");

@@ -102,6 +102,17 @@ pub struct NodeRecord {
     /// vCPUs placed per core on this node (Nova's `cpu_allocation_ratio`); 0: the default.
     #[serde(default)]
     pub cpu_allocation_ratio: u32,
+    /// In maintenance: no new VMs are placed here (set by an admin, `None` otherwise),
+    /// with who set it and when.
+    #[serde(default)]
+    pub maintenance: Option<Maintenance>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct Maintenance {
+    pub reason: String,
+    pub by: String,
+    pub since: u64,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
@@ -172,6 +183,65 @@ impl Table for Events {
 
 /// How many events the log keeps.
 pub const EVENTS_KEPT: u64 = 10_000;
+
+/// The audit log: who did what through the console or the API, when, from where, with
+/// what result. Append-only, trimmed to the newest [`AUDIT_KEPT`].
+pub struct Audit;
+impl Table for Audit {
+    const NAME: &'static str = "audit";
+    type Value = AuditRecord;
+}
+
+pub const AUDIT_KEPT: u64 = 20_000;
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+pub struct AuditRecord {
+    pub at_ms: u64,
+    /// The user's name and id.
+    pub user: String,
+    pub user_id: String,
+    /// The project acted in (name), if any.
+    #[serde(default)]
+    pub project: Option<String>,
+    #[serde(default)]
+    pub project_id: Option<String>,
+    /// What was asked, e.g. `instance.create`, and on what (a name or id).
+    pub action: String,
+    pub target: String,
+    /// Where the request came from (client address) and through what (`console`, `api`).
+    pub source: String,
+    pub via: String,
+    /// `None`: done; `Some(reason)`: refused or failed, in words.
+    #[serde(default)]
+    pub error: Option<String>,
+}
+
+/// Capacity and usage over time, sampled by the leader once a minute.
+pub struct UsageSamples;
+impl Table for UsageSamples {
+    const NAME: &'static str = "usage_samples";
+    type Value = UsageSample;
+}
+
+/// One day of samples.
+pub const USAGE_KEPT: u64 = 1_440;
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+pub struct UsageSample {
+    pub at_ms: u64,
+    pub nodes_total: u32,
+    pub nodes_up: u32,
+    /// vCPUs of placed VMs and the cores of live nodes times their allocation ratio.
+    pub vcpus_used: u64,
+    pub vcpus_total: u64,
+    pub ram_used_mb: u64,
+    pub ram_total_mb: u64,
+    /// Bytes the volume regions use and the size of the filesystems holding them.
+    pub storage_used_bytes: u64,
+    pub storage_total_bytes: u64,
+    pub vms_running: u32,
+    pub vms_total: u32,
+}
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 pub struct Event {

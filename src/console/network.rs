@@ -1,0 +1,901 @@
+//! Networks (with their subnet), security groups and rules, floating IPs, key pairs.
+
+use std::sync::Arc;
+
+use askama::Template;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{Html, IntoResponse, Redirect};
+use axum::routing::{get, post};
+use axum::{Form, Router};
+
+use super::forms::{self, Fields};
+use super::session::Ctx;
+use super::view::*;
+use super::{Failure, Page, Web};
+use crate::cluster::store::network_tables::Direction;
+use crate::control::networks::{CreateNetwork, CreateSubnet};
+use crate::control::routers::CreateFloatingIp;
+use crate::control::secgroups::{CreateRule, CreateSecGroup};
+
+pub fn routes() -> Router<Arc<Web>> {
+    Router::new()
+        .route("/networks", get(networks).post(create_network))
+        .route("/networks/{id}/delete", post(delete_network))
+        .route("/security-groups", get(secgroups).post(create_secgroup))
+        .route("/security-groups/rules", post(add_rule))
+        .route("/security-groups/{id}/delete", post(delete_secgroup))
+        .route(
+            "/security-groups/{id}/rules/{rule}/delete",
+            post(delete_rule),
+        )
+        .route("/floating-ips", get(fips).post(allocate_fip))
+        .route("/floating-ips/associate", post(associate_fip))
+        .route("/floating-ips/{id}/disassociate", post(disassociate_fip))
+        .route("/floating-ips/{id}/delete", post(release_fip))
+        .route("/keypairs", get(keypairs).post(import_keypair))
+        .route("/keypairs/{name}/delete", post(delete_keypair))
+}
+
+/// Renders a list page, with an error and the failed form refilled if there was one.
+fn page(
+    ctx: &Ctx,
+    web: &Web,
+    nav: &'static str,
+    heading: &str,
+    intro: &str,
+    forms: Vec<FormView>,
+    tables: Vec<Table>,
+    err: Option<(StatusCode, String)>,
+) -> Page {
+    let mut l = Layout::new(ctx, web, heading, nav);
+    l.error = err.as_ref().map(|e| e.1.clone());
+    let p = ListPage {
+        l,
+        heading: heading.into(),
+        intro: intro.into(),
+        forms: if ctx.writer { forms } else { vec![] },
+        tables,
+    };
+    let mut r = Html(p.render()?).into_response();
+    if let Some((code, _)) = err {
+        *r.status_mut() = code;
+    }
+    Ok(r)
+}
+
+fn tbl(
+    id: &str,
+    title: &str,
+    ctx: &Ctx,
+    columns: Vec<&'static str>,
+    rows: Vec<Row>,
+    empty: &str,
+) -> Table {
+    Table {
+        id: id.into(),
+        title: title.into(),
+        columns,
+        rows,
+        empty: empty.into(),
+        live: None,
+        writer: ctx.writer,
+        csrf: ctx.csrf.clone(),
+    }
+}
+
+/// Runs a form's change; on failure the page is drawn again with the form refilled.
+async fn submit<T>(
+    web: &Web,
+    ctx: &Ctx,
+    f: &Fields,
+    action: &str,
+    target: &str,
+    done: String,
+    fut: impl std::future::Future<Output = Result<T, crate::control::ControlError>>,
+) -> Result<T, (StatusCode, String)> {
+    web.act(ctx, action, target, done, fut).await.map_err(|e| {
+        let _ = f;
+        (e.0, e.1)
+    })
+}
+
+// ---- networks
+
+fn network_view(web: &Web, ctx: &Ctx, f: Option<(&Fields, &(StatusCode, String))>) -> Page {
+    let rows = web
+        .control
+        .networks()?
+        .into_iter()
+        .filter(|n| ctx.owns(Some(&n.record.project)) || n.record.shared || n.record.external)
+        .map(|n| {
+            let mine = ctx.owns(Some(&n.record.project));
+            Row {
+                id: n.record.id.clone(),
+                cells: vec![
+                    cell(n.record.name.clone()),
+                    cell(
+                        n.subnets
+                            .iter()
+                            .map(|s| s.cidr.clone())
+                            .collect::<Vec<_>>()
+                            .join(", "),
+                    ),
+                    cell(match (n.record.external, n.record.shared) {
+                        (true, _) => "external",
+                        (_, true) => "shared",
+                        _ => "project",
+                    }),
+                    cell(n.ports.to_string()),
+                    cell(n.record.vni.to_string()),
+                ],
+                actions: if mine {
+                    vec![danger(
+                        "Delete",
+                        format!("/networks/{}/delete", n.record.id),
+                        format!("Delete network {}?", n.record.name),
+                    )]
+                } else {
+                    vec![]
+                },
+            }
+        })
+        .collect();
+    let mut form = FormView::new("new-network", "Create a network", "/networks", "Create")
+        .with(field("name", "Name", "text").required())
+        .with(
+            field("cidr", "Subnet CIDR", "text")
+                .required()
+                .value("10.0.0.0/24")
+                .help("The addresses instances get, e.g. 10.0.0.0/24."),
+        )
+        .with(field("gateway", "Gateway", "text").help("Empty: the first address."))
+        .with(field("dns", "DNS servers", "text").help("Comma-separated, optional."));
+    let err = f.map(|(fields, e)| {
+        form.refill(fields, &e.1);
+        e.clone()
+    });
+    page(
+        ctx,
+        web,
+        "networks",
+        "Networks",
+        "Overlay networks of this project (VXLAN between nodes), with DHCP.",
+        vec![form],
+        vec![tbl(
+            "networks",
+            "",
+            ctx,
+            vec!["Name", "Subnets", "Kind", "Ports", "VNI"],
+            rows,
+            "No networks yet.",
+        )],
+        err,
+    )
+}
+
+async fn networks(State(web): State<Arc<Web>>, ctx: Ctx) -> Page {
+    network_view(&web, &ctx, None)
+}
+
+async fn create_network(State(web): State<Arc<Web>>, ctx: Ctx, Form(f): Form<Fields>) -> Page {
+    f.check(&ctx)?;
+    let r = async {
+        let name =
+            forms::name("Name", &f.text("name")).map_err(|m| (StatusCode::BAD_REQUEST, m))?;
+        let cidr = f
+            .need("cidr", "Subnet CIDR")
+            .map_err(|m| (StatusCode::BAD_REQUEST, m))?;
+        let net: ipnet::IpNet = cidr.parse().map_err(|_| {
+            (
+                StatusCode::BAD_REQUEST,
+                format!("Subnet CIDR: {cidr:?} is not a network like 10.0.0.0/24"),
+            )
+        })?;
+        if net.trunc() != net {
+            return Err((
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "Subnet CIDR: {cidr} has host bits set; did you mean {}?",
+                    net.trunc()
+                ),
+            ));
+        }
+        let dns: Vec<String> = f
+            .text("dns")
+            .split(',')
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+            .collect();
+        for d in &dns {
+            if d.parse::<std::net::IpAddr>().is_err() {
+                return Err((
+                    StatusCode::BAD_REQUEST,
+                    format!("DNS servers: {d:?} is not an IP address"),
+                ));
+            }
+        }
+        let n = submit(
+            &web,
+            &ctx,
+            &f,
+            "network.create",
+            &name,
+            format!("Network {name} created."),
+            web.control.create_network(CreateNetwork {
+                name: name.clone(),
+                project: Some(ctx.project_id.clone()),
+                ..Default::default()
+            }),
+        )
+        .await?;
+        let sub = web.control.create_subnet(CreateSubnet {
+            name: format!("{name}-subnet"),
+            network: n.id.clone(),
+            cidr,
+            gateway_ip: f.opt("gateway"),
+            dns_nameservers: dns,
+            project: Some(ctx.project_id.clone()),
+            ..Default::default()
+        });
+        if let Err(e) = sub.await {
+            // Nothing half-made stays behind.
+            let _ = web.control.delete_network(&n.id).await;
+            let f = Failure::from(e);
+            web.audit(&ctx, "subnet.create", &name, Some(f.1.clone()))
+                .await;
+            return Err((f.0, format!("Subnet CIDR: {}", f.1)));
+        }
+        Ok(())
+    }
+    .await;
+    match r {
+        Ok(()) => Ok(Redirect::to("/networks").into_response()),
+        Err(e) => network_view(&web, &ctx, Some((&f, &e))),
+    }
+}
+
+async fn delete_network(
+    State(web): State<Arc<Web>>,
+    ctx: Ctx,
+    Path(id): Path<String>,
+    Form(f): Form<Fields>,
+) -> Page {
+    f.check(&ctx)?;
+    let n = web.control.find_network(&id)?;
+    if !ctx.owns(Some(&n.project)) {
+        return Err(Failure(
+            StatusCode::NOT_FOUND,
+            format!("There is no network {id} in this project."),
+        ));
+    }
+    web.act(
+        &ctx,
+        "network.delete",
+        &n.name,
+        format!("Network {} deleted.", n.name),
+        web.control.delete_network(&n.id),
+    )
+    .await?;
+    Ok(Redirect::to("/networks").into_response())
+}
+
+// ---- security groups
+
+fn secgroup_view(web: &Web, ctx: &Ctx, f: Option<(&Fields, &(StatusCode, String))>) -> Page {
+    let groups: Vec<_> = web
+        .control
+        .secgroups()?
+        .into_iter()
+        .filter(|g| ctx.owns(Some(&g.project)))
+        .collect();
+    let rows = groups
+        .iter()
+        .map(|g| Row {
+            id: g.id.clone(),
+            cells: vec![
+                cell(g.name.clone()),
+                cell(g.description.clone()),
+                cell(g.rules.len().to_string()),
+            ],
+            actions: if g.name == "default" {
+                vec![]
+            } else {
+                vec![danger(
+                    "Delete",
+                    format!("/security-groups/{}/delete", g.id),
+                    format!("Delete security group {}?", g.name),
+                )]
+            },
+        })
+        .collect();
+    let mut rules = vec![];
+    for g in &groups {
+        for r in &g.rules {
+            let ports = match (r.port_range_min, r.port_range_max) {
+                (Some(a), Some(b)) if a == b => a.to_string(),
+                (Some(a), Some(b)) => format!("{a}-{b}"),
+                _ => "any".into(),
+            };
+            rules.push(Row {
+                id: r.id.clone(),
+                cells: vec![
+                    cell(g.name.clone()),
+                    cell(format!("{:?}", r.direction).to_lowercase()),
+                    cell(r.protocol.clone().unwrap_or_else(|| "any".into())),
+                    cell(ports),
+                    cell(
+                        r.remote_ip_prefix
+                            .clone()
+                            .or_else(|| r.remote_group.clone().map(|g| format!("group {g}")))
+                            .unwrap_or_else(|| "anywhere".into()),
+                    ),
+                ],
+                actions: vec![danger(
+                    "Delete",
+                    format!("/security-groups/{}/rules/{}/delete", g.id, r.id),
+                    "Delete this rule?",
+                )],
+            });
+        }
+    }
+    let names: Vec<(String, String)> = groups
+        .iter()
+        .map(|g| (g.id.clone(), g.name.clone()))
+        .collect();
+    let mut create = FormView::new(
+        "new-secgroup",
+        "Create a security group",
+        "/security-groups",
+        "Create",
+    )
+    .with(field("name", "Name", "text").required())
+    .with(field("description", "Description", "text"));
+    let mut rule = FormView::new(
+        "new-rule",
+        "Add a rule",
+        "/security-groups/rules",
+        "Add rule",
+    )
+    .with(field("group", "Group", "select").options(names).required())
+    .with(field("direction", "Direction", "select").options(vec![
+        ("ingress".into(), "ingress (to instances)".into()),
+        ("egress".into(), "egress (from instances)".into()),
+    ]))
+    .with(
+        field("protocol", "Protocol", "select").options(
+            ["tcp", "udp", "icmp", "any"]
+                .iter()
+                .map(|p| (p.to_string(), p.to_string()))
+                .collect(),
+        ),
+    )
+    .with(field("ports", "Ports", "text").help("A port (22) or a range (8000-8080); empty: all."))
+    .with(field("remote", "From/to CIDR", "text").value("0.0.0.0/0"));
+    let err = f.map(|(fields, e)| {
+        if fields.get("direction").is_some() {
+            rule.refill(fields, &e.1);
+        } else {
+            create.refill(fields, &e.1);
+        }
+        e.clone()
+    });
+    page(
+        ctx,
+        web,
+        "security-groups",
+        "Security groups",
+        "Firewall rules applied to instances' ports. Traffic not allowed by a rule is dropped.",
+        vec![create, rule],
+        vec![
+            tbl(
+                "secgroups",
+                "Groups",
+                ctx,
+                vec!["Name", "Description", "Rules"],
+                rows,
+                "No security groups yet.",
+            ),
+            tbl(
+                "rules",
+                "Rules",
+                ctx,
+                vec!["Group", "Direction", "Protocol", "Ports", "Remote"],
+                rules,
+                "No rules.",
+            ),
+        ],
+        err,
+    )
+}
+
+async fn secgroups(State(web): State<Arc<Web>>, ctx: Ctx) -> Page {
+    // Every project has its default group, made on first use.
+    if ctx.writer {
+        let _ = web.control.default_secgroup(&ctx.project_id).await;
+    }
+    secgroup_view(&web, &ctx, None)
+}
+
+async fn create_secgroup(State(web): State<Arc<Web>>, ctx: Ctx, Form(f): Form<Fields>) -> Page {
+    f.check(&ctx)?;
+    let name = f.text("name");
+    let r = match forms::name("Name", &name) {
+        Err(m) => Err((StatusCode::BAD_REQUEST, m)),
+        Ok(name) => submit(
+            &web,
+            &ctx,
+            &f,
+            "secgroup.create",
+            &name,
+            format!("Security group {name} created."),
+            web.control.create_secgroup(CreateSecGroup {
+                name: name.clone(),
+                project: Some(ctx.project_id.clone()),
+                description: f.text("description"),
+            }),
+        )
+        .await
+        .map(|_| ()),
+    };
+    match r {
+        Ok(()) => Ok(Redirect::to("/security-groups").into_response()),
+        Err(e) => secgroup_view(&web, &ctx, Some((&f, &e))),
+    }
+}
+
+fn parse_rule(f: &Fields) -> Result<(String, CreateRule), String> {
+    let group = f.need("group", "Group")?;
+    let direction = match f.text("direction").as_str() {
+        "egress" => Direction::Egress,
+        _ => Direction::Ingress,
+    };
+    let protocol = match f.text("protocol").as_str() {
+        "" | "any" => None,
+        p => Some(p.to_string()),
+    };
+    let ports = f.text("ports");
+    let (min, max) = if ports.is_empty() {
+        (None, None)
+    } else {
+        let (a, b) = ports.split_once('-').unwrap_or((&ports, &ports));
+        let p = |s: &str| {
+            s.trim()
+                .parse::<u32>()
+                .ok()
+                .filter(|p| (1..=65535).contains(p))
+        };
+        match (p(a), p(b)) {
+            (Some(a), Some(b)) if a <= b => (Some(a), Some(b)),
+            _ => {
+                return Err(format!(
+                    "Ports: {ports:?} is not a port (1-65535) or a range like 8000-8080"
+                ))
+            }
+        }
+    };
+    if min.is_some() && protocol.as_deref().is_none_or(|p| p == "icmp") {
+        return Err("Ports: ports need the tcp or udp protocol".into());
+    }
+    Ok((
+        group,
+        CreateRule {
+            direction,
+            protocol,
+            port_range_min: min,
+            port_range_max: max,
+            remote_ip_prefix: f.opt("remote"),
+            remote_group: None,
+            description: String::new(),
+        },
+    ))
+}
+
+async fn add_rule(State(web): State<Arc<Web>>, ctx: Ctx, Form(f): Form<Fields>) -> Page {
+    f.check(&ctx)?;
+    let r = match parse_rule(&f) {
+        Err(m) => Err((StatusCode::BAD_REQUEST, m)),
+        Ok((group, rule)) => match web.control.find_secgroup(&group) {
+            Ok(g) if ctx.owns(Some(&g.project)) => submit(
+                &web,
+                &ctx,
+                &f,
+                "secgroup.rule.add",
+                &g.name,
+                format!("Rule added to {}.", g.name),
+                web.control.add_rule(&g.id, rule),
+            )
+            .await
+            .map(|_| ()),
+            _ => Err((
+                StatusCode::BAD_REQUEST,
+                "Group: no such security group in this project".into(),
+            )),
+        },
+    };
+    match r {
+        Ok(()) => Ok(Redirect::to("/security-groups").into_response()),
+        Err(e) => secgroup_view(&web, &ctx, Some((&f, &e))),
+    }
+}
+
+async fn delete_secgroup(
+    State(web): State<Arc<Web>>,
+    ctx: Ctx,
+    Path(id): Path<String>,
+    Form(f): Form<Fields>,
+) -> Page {
+    f.check(&ctx)?;
+    let g = web.control.find_secgroup(&id)?;
+    if !ctx.owns(Some(&g.project)) {
+        return Err(Failure(
+            StatusCode::NOT_FOUND,
+            format!("There is no security group {id} in this project."),
+        ));
+    }
+    web.act(
+        &ctx,
+        "secgroup.delete",
+        &g.name,
+        format!("Security group {} deleted.", g.name),
+        web.control.delete_secgroup(&g.id),
+    )
+    .await?;
+    Ok(Redirect::to("/security-groups").into_response())
+}
+
+async fn delete_rule(
+    State(web): State<Arc<Web>>,
+    ctx: Ctx,
+    Path((id, rule)): Path<(String, String)>,
+    Form(f): Form<Fields>,
+) -> Page {
+    f.check(&ctx)?;
+    let g = web.control.find_secgroup(&id)?;
+    if !ctx.owns(Some(&g.project)) {
+        return Err(Failure(
+            StatusCode::NOT_FOUND,
+            format!("There is no security group {id} in this project."),
+        ));
+    }
+    web.act(
+        &ctx,
+        "secgroup.rule.delete",
+        &g.name,
+        "Rule deleted.".into(),
+        web.control.delete_rule(&g.id, &rule),
+    )
+    .await?;
+    Ok(Redirect::to("/security-groups").into_response())
+}
+
+// ---- floating IPs
+
+fn fip_view(web: &Web, ctx: &Ctx, f: Option<(&Fields, &(StatusCode, String))>) -> Page {
+    let vms = web.control.vms()?;
+    let nets = web.control.networks()?;
+    let fips: Vec<_> = web
+        .control
+        .floating_ips()?
+        .into_iter()
+        .filter(|x| ctx.owns(Some(&x.project)))
+        .collect();
+    let rows = fips
+        .iter()
+        .map(|x| {
+            let vm = x
+                .port
+                .as_ref()
+                .and_then(|p| vms.iter().find(|v| v.record.ports.contains(p)))
+                .map(|v| v.record.name.clone());
+            let mut actions = vec![];
+            if x.port.is_some() {
+                actions.push(action(
+                    "Disassociate",
+                    format!("/floating-ips/{}/disassociate", x.id),
+                ));
+            }
+            actions.push(danger(
+                "Release",
+                format!("/floating-ips/{}/delete", x.id),
+                format!("Release {}?", x.ip),
+            ));
+            Row {
+                id: x.id.clone(),
+                cells: vec![
+                    cell(x.ip.clone()),
+                    cell(
+                        nets.iter()
+                            .find(|n| n.record.id == x.network)
+                            .map(|n| n.record.name.clone())
+                            .unwrap_or_default(),
+                    ),
+                    cell(vm.unwrap_or_default()),
+                    cell(x.fixed_ip.clone().unwrap_or_default()),
+                ],
+                actions,
+            }
+        })
+        .collect();
+    let external: Vec<(String, String)> = nets
+        .iter()
+        .filter(|n| n.record.external)
+        .map(|n| (n.record.id.clone(), n.record.name.clone()))
+        .collect();
+    let free: Vec<(String, String)> = fips
+        .iter()
+        .filter(|x| x.port.is_none())
+        .map(|x| (x.id.clone(), x.ip.clone()))
+        .collect();
+    let instances: Vec<(String, String)> = vms
+        .iter()
+        .filter(|v| ctx.owns(v.record.project.as_deref()) && !v.record.ports.is_empty())
+        .map(|v| (v.record.id.0.clone(), v.record.name.clone()))
+        .collect();
+    let mut alloc = FormView::new(
+        "allocate",
+        "Allocate a floating IP",
+        "/floating-ips",
+        "Allocate",
+    )
+    .with(
+        field("network", "External network", "select")
+            .options(external)
+            .required(),
+    );
+    let mut assoc = FormView::new(
+        "associate",
+        "Associate with an instance",
+        "/floating-ips/associate",
+        "Associate",
+    )
+    .with(
+        field("fip", "Floating IP", "select")
+            .options(free)
+            .required(),
+    )
+    .with(
+        field("instance", "Instance", "select")
+            .options(instances)
+            .required(),
+    );
+    let err = f.map(|(fields, e)| {
+        if fields.get("fip").is_some() {
+            assoc.refill(fields, &e.1);
+        } else {
+            alloc.refill(fields, &e.1);
+        }
+        e.clone()
+    });
+    page(
+        ctx,
+        web,
+        "floating-ips",
+        "Floating IPs",
+        "Addresses on an external network that reach an instance through its router.",
+        vec![alloc, assoc],
+        vec![tbl(
+            "fips",
+            "",
+            ctx,
+            vec!["Address", "Network", "Instance", "Fixed IP"],
+            rows,
+            "No floating IPs.",
+        )],
+        err,
+    )
+}
+
+async fn fips(State(web): State<Arc<Web>>, ctx: Ctx) -> Page {
+    fip_view(&web, &ctx, None)
+}
+
+async fn allocate_fip(State(web): State<Arc<Web>>, ctx: Ctx, Form(f): Form<Fields>) -> Page {
+    f.check(&ctx)?;
+    let r = match f.need("network", "External network") {
+        Err(m) => Err((StatusCode::BAD_REQUEST, m)),
+        Ok(net) => submit(
+            &web,
+            &ctx,
+            &f,
+            "floatingip.create",
+            &net,
+            "Floating IP allocated.".into(),
+            web.control.create_floating_ip(CreateFloatingIp {
+                network: net.clone(),
+                project: Some(ctx.project_id.clone()),
+                port: None,
+            }),
+        )
+        .await
+        .map(|_| ()),
+    };
+    match r {
+        Ok(()) => Ok(Redirect::to("/floating-ips").into_response()),
+        Err(e) => fip_view(&web, &ctx, Some((&f, &e))),
+    }
+}
+
+fn own_fip(
+    web: &Web,
+    ctx: &Ctx,
+    id: &str,
+) -> Result<crate::cluster::store::network_tables::FloatingIpRecord, Failure> {
+    match web.control.find_floating_ip(id) {
+        Ok(x) if ctx.owns(Some(&x.project)) => Ok(x),
+        _ => Err(Failure(
+            StatusCode::NOT_FOUND,
+            format!("There is no floating IP {id} in this project."),
+        )),
+    }
+}
+
+async fn associate_fip(State(web): State<Arc<Web>>, ctx: Ctx, Form(f): Form<Fields>) -> Page {
+    f.check(&ctx)?;
+    let x = own_fip(&web, &ctx, &f.text("fip"))?;
+    let vm = super::instances::find(&web, &ctx, &f.text("instance"))?;
+    let port = vm.record.ports.first().cloned().ok_or_else(|| {
+        Failure(
+            StatusCode::BAD_REQUEST,
+            "Instance: it has no network port".into(),
+        )
+    })?;
+    let r = submit(
+        &web,
+        &ctx,
+        &f,
+        "floatingip.associate",
+        &x.ip,
+        format!("{} now reaches {}.", x.ip, vm.record.name),
+        web.control.associate_floating_ip(&x.id, Some(&port)),
+    )
+    .await;
+    match r {
+        Ok(_) => Ok(Redirect::to("/floating-ips").into_response()),
+        Err(e) => fip_view(&web, &ctx, Some((&f, &e))),
+    }
+}
+
+async fn disassociate_fip(
+    State(web): State<Arc<Web>>,
+    ctx: Ctx,
+    Path(id): Path<String>,
+    Form(f): Form<Fields>,
+) -> Page {
+    f.check(&ctx)?;
+    let x = own_fip(&web, &ctx, &id)?;
+    web.act(
+        &ctx,
+        "floatingip.disassociate",
+        &x.ip,
+        format!("{} disassociated.", x.ip),
+        web.control.associate_floating_ip(&x.id, None),
+    )
+    .await?;
+    Ok(Redirect::to("/floating-ips").into_response())
+}
+
+async fn release_fip(
+    State(web): State<Arc<Web>>,
+    ctx: Ctx,
+    Path(id): Path<String>,
+    Form(f): Form<Fields>,
+) -> Page {
+    f.check(&ctx)?;
+    let x = own_fip(&web, &ctx, &id)?;
+    web.act(
+        &ctx,
+        "floatingip.delete",
+        &x.ip,
+        format!("{} released.", x.ip),
+        web.control.delete_floating_ip(&x.id),
+    )
+    .await?;
+    Ok(Redirect::to("/floating-ips").into_response())
+}
+
+// ---- key pairs
+
+fn keypair_view(web: &Web, ctx: &Ctx, f: Option<(&Fields, &(StatusCode, String))>) -> Page {
+    let rows = web
+        .control
+        .keypairs(&ctx.user_id)?
+        .into_iter()
+        .map(|k| Row {
+            id: k.name.clone(),
+            cells: vec![
+                cell(k.name.clone()),
+                cell(k.fingerprint.clone()),
+                cell(when(k.created_at)),
+            ],
+            actions: vec![danger(
+                "Delete",
+                format!("/keypairs/{}/delete", forms_path(&k.name)),
+                format!("Delete key pair {}?", k.name),
+            )],
+        })
+        .collect();
+    let mut form = FormView::new(
+        "import-keypair",
+        "Import a public key",
+        "/keypairs",
+        "Import",
+    )
+    .with(field("name", "Name", "text").required())
+    .with(
+        field("public_key", "Public key", "textarea")
+            .required()
+            .help("An OpenSSH public key (ssh-ed25519 ... or ssh-rsa ...)."),
+    );
+    let err = f.map(|(fields, e)| {
+        form.refill(fields, &e.1);
+        e.clone()
+    });
+    page(
+        ctx,
+        web,
+        "keypairs",
+        "Key pairs",
+        "Your SSH public keys, given to instances you launch (they are yours, in every project).",
+        vec![form],
+        vec![tbl(
+            "keypairs",
+            "",
+            ctx,
+            vec!["Name", "Fingerprint", "Created"],
+            rows,
+            "No key pairs yet.",
+        )],
+        err,
+    )
+}
+
+fn forms_path(name: &str) -> String {
+    super::session::url_encode(name).replace('/', "%2F")
+}
+
+async fn keypairs(State(web): State<Arc<Web>>, ctx: Ctx) -> Page {
+    keypair_view(&web, &ctx, None)
+}
+
+async fn import_keypair(State(web): State<Arc<Web>>, ctx: Ctx, Form(f): Form<Fields>) -> Page {
+    f.check(&ctx)?;
+    let r = match forms::name("Name", &f.text("name")) {
+        Err(m) => Err((StatusCode::BAD_REQUEST, m)),
+        Ok(name) => submit(
+            &web,
+            &ctx,
+            &f,
+            "keypair.create",
+            &name,
+            format!("Key pair {name} imported."),
+            web.control
+                .create_keypair(&ctx.user_id, &name, &f.text("public_key")),
+        )
+        .await
+        .map(|_| ())
+        .map_err(|(c, m)| (c, format!("Public key: {m}"))),
+    };
+    match r {
+        Ok(()) => Ok(Redirect::to("/keypairs").into_response()),
+        Err(e) => keypair_view(&web, &ctx, Some((&f, &e))),
+    }
+}
+
+async fn delete_keypair(
+    State(web): State<Arc<Web>>,
+    ctx: Ctx,
+    Path(name): Path<String>,
+    Form(f): Form<Fields>,
+) -> Page {
+    f.check(&ctx)?;
+    web.act(
+        &ctx,
+        "keypair.delete",
+        &name,
+        format!("Key pair {name} deleted."),
+        web.control.delete_keypair(&ctx.user_id, &name),
+    )
+    .await?;
+    Ok(Redirect::to("/keypairs").into_response())
+}
