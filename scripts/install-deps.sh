@@ -4,7 +4,7 @@
 set -euo pipefail
 PKGS=(libclang-dev librocksdb-dev libsnappy-dev liblz4-dev libzstd-dev libbz2-dev zlib1g-dev
       iproute2 nftables iptables procps curl qemu-system-x86 qemu-utils busybox
-      python3 python3-venv)
+      python3 python3-venv chromium chromium-driver)
 case "${1:-}" in
   --bench) PKGS+=(etcd-server etcd-client fio iperf3 python3) ;;
   # What images/ needs: apt-get download, dpkg-deb, cpio, gzip, depmod (kmod), debootstrap,

@@ -33,8 +33,7 @@ fn admin_page(
     ctx: &Ctx,
     web: &Web,
     nav: &'static str,
-    heading: &str,
-    intro: &str,
+    (heading, intro): (&str, &str),
     forms: Vec<FormView>,
     tables: Vec<Table>,
     err: Option<Failure>,
@@ -100,8 +99,10 @@ fn projects_view(web: &Web, ctx: &Ctx, err: Option<(&Fields, Failure)>) -> Page 
         ctx,
         web,
         "projects",
-        "Projects",
-        "Tenants: every instance, volume and network belongs to one.",
+        (
+            "Projects",
+            "Tenants: every instance, volume and network belongs to one.",
+        ),
         vec![form],
         vec![table(
             "projects",
@@ -205,7 +206,7 @@ fn users_view(web: &Web, ctx: &Ctx, err: Option<(&Fields, Failure)>) -> Page {
         }
         e
     });
-    admin_page(ctx, web, "users", "Users", "People who sign in here and to the OpenStack API, and their roles: admin, member (changes its project), reader (only looks).",
+    admin_page(ctx, web, "users", ("Users", "People who sign in here and to the OpenStack API, and their roles: admin, member (changes its project), reader (only looks)."),
         vec![create, assign], vec![table("users", ctx, vec!["Name", "Id", "Roles", "Enabled"], rows)], err)
 }
 
@@ -346,7 +347,7 @@ fn quotas_view(
                 .collect(),
         ),
     );
-    admin_page(ctx, web, "quotas", &format!("Quotas of {}", p.name), "How much each project may use; -1 is unlimited. Creating beyond a limit is refused with the reason.",
+    admin_page(ctx, web, "quotas", (&format!("Quotas of {}", p.name), "How much each project may use; -1 is unlimited. Creating beyond a limit is refused with the reason."),
         vec![pick, form], vec![table("quota-table", ctx, vec!["Resource", "In use", "Limit"], rows)], err.map(|e| e.1))
 }
 

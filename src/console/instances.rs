@@ -367,7 +367,7 @@ fn overview(web: &Web, v: &VmView) -> Vec<Section> {
         items.push(("Reason".into(), cell(v.reason.clone())));
     }
     if v.status_updated_at > 0 {
-        items.push(("Status reported".into(), cell(when_ms(v.status_updated_at))));
+        items.push(("Status reported".into(), cell(when(v.status_updated_at))));
     }
     let addrs = addresses(web, v);
     vec![

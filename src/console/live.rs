@@ -52,17 +52,15 @@ async fn live(
         let web = web2.clone();
         let sid = sid.clone();
         async move {
-            loop {
-                match rx.recv().await {
-                    Ok(()) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
-                        // A session that ended (signed out or expired) gets no more ticks.
-                        if web.sessions.get(&sid, web.idle, false).is_err() {
-                            return Some((Ok(Event::default().event("expired").data("1")), rx));
-                        }
-                        return Some((Ok(Event::default().event("change").data("1")), rx));
+            match rx.recv().await {
+                Ok(()) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                    // A session that ended (signed out or expired) gets no more ticks.
+                    if web.sessions.get(&sid, web.idle, false).is_err() {
+                        return Some((Ok(Event::default().event("expired").data("1")), rx));
                     }
-                    Err(_) => return None,
+                    Some((Ok(Event::default().event("change").data("1")), rx))
                 }
+                Err(_) => None,
             }
         }
     });

@@ -42,8 +42,7 @@ fn page(
     ctx: &Ctx,
     web: &Web,
     nav: &'static str,
-    heading: &str,
-    intro: &str,
+    (heading, intro): (&str, &str),
     forms: Vec<FormView>,
     tables: Vec<Table>,
     err: Option<(StatusCode, String)>,
@@ -159,8 +158,10 @@ fn network_view(web: &Web, ctx: &Ctx, f: Option<(&Fields, &(StatusCode, String))
         ctx,
         web,
         "networks",
-        "Networks",
-        "Overlay networks of this project (VXLAN between nodes), with DHCP.",
+        (
+            "Networks",
+            "Overlay networks of this project (VXLAN between nodes), with DHCP.",
+        ),
         vec![form],
         vec![tbl(
             "networks",
@@ -384,8 +385,10 @@ fn secgroup_view(web: &Web, ctx: &Ctx, f: Option<(&Fields, &(StatusCode, String)
         ctx,
         web,
         "security-groups",
-        "Security groups",
-        "Firewall rules applied to instances' ports. Traffic not allowed by a rule is dropped.",
+        (
+            "Security groups",
+            "Firewall rules applied to instances' ports. Traffic not allowed by a rule is dropped.",
+        ),
         vec![create, rule],
         vec![
             tbl(
@@ -671,8 +674,10 @@ fn fip_view(web: &Web, ctx: &Ctx, f: Option<(&Fields, &(StatusCode, String))>) -
         ctx,
         web,
         "floating-ips",
-        "Floating IPs",
-        "Addresses on an external network that reach an instance through its router.",
+        (
+            "Floating IPs",
+            "Addresses on an external network that reach an instance through its router.",
+        ),
         vec![alloc, assoc],
         vec![tbl(
             "fips",
@@ -834,9 +839,7 @@ fn keypair_view(web: &Web, ctx: &Ctx, f: Option<(&Fields, &(StatusCode, String))
     page(
         ctx,
         web,
-        "keypairs",
-        "Key pairs",
-        "Your SSH public keys, given to instances you launch (they are yours, in every project).",
+        "keypairs", ("Key pairs", "Your SSH public keys, given to instances you launch (they are yours, in every project)."),
         vec![form],
         vec![tbl(
             "keypairs",

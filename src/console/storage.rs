@@ -87,7 +87,7 @@ fn volume_table(web: &Web, ctx: &Ctx) -> Result<Table, Failure> {
         ],
         rows,
         empty: "No volumes yet.".into(),
-        live: None,
+        live: Some("/volumes?part=rows".into()),
         writer: ctx.writer,
         csrf: ctx.csrf.clone(),
     })
@@ -126,7 +126,11 @@ async fn volumes_page(web: &Web, ctx: &Ctx, form: FormView, error: Option<String
     Ok(Html(page.render()?).into_response())
 }
 
-async fn volumes(State(web): State<Arc<Web>>, ctx: Ctx) -> Page {
+async fn volumes(State(web): State<Arc<Web>>, ctx: Ctx, q: axum::extract::Query<Part>) -> Page {
+    if q.part.as_deref() == Some("rows") {
+        let t = volume_table(&web, &ctx)?;
+        return Ok(Html(Rows { t: &t }.render()?).into_response());
+    }
     let form = volume_form(&web, &ctx)?;
     volumes_page(&web, &ctx, form, None).await
 }
@@ -276,7 +280,7 @@ fn image_form(web: &Web, ctx: &Ctx) -> Result<FormView, Failure> {
             .filter(|i| matches!(i.disk_format.as_deref(), Some("aki") | Some("ari")))
             .map(|i| (i.id, i.name)),
     );
-    let formats = ["raw", "qcow2", "aki", "ari", "iso"]
+    let formats = ["raw", "qcow2", "ami", "aki", "ari", "iso"]
         .iter()
         .map(|f| (f.to_string(), f.to_string()))
         .collect();

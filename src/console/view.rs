@@ -378,7 +378,7 @@ mod tests {
         };
         let html = Rows { t: &t }.render().unwrap();
         assert!(
-            html.contains("&lt;script&gt;alert(1)&lt;/script&gt;"),
+            html.contains("&#60;script&#62;alert(1)&#60;/script&#62;"),
             "{html}"
         );
         assert!(!html.contains("<script>"), "{html}");
