@@ -327,6 +327,53 @@ fn quotas_are_enforced_and_bad_input_is_refused_without_changes() {
     }
     let images = os.json(&demo, &["image", "list", "-f", "json"]);
     assert_eq!(images.as_array().map(|a| a.len()), Some(1), "{images}");
+
+    // The audit log (read in the web console) has the API's changes: who, from where,
+    // and what came of it.
+    let log = console_page(&c, "admin", &pw, "/audit?all=1&q=os-quota-sets");
+    let rows: Vec<&str> = log.split("<tr id=").skip(1).collect();
+    assert!(
+        rows.iter().any(|r| r.contains(">admin<")
+            && r.contains("PUT compute")
+            && r.contains(">ok<")
+            && r.contains("(api)")),
+        "the admin's quota set is not in the audit log: {log}"
+    );
+    assert!(
+        rows.iter()
+            .any(|r| r.contains(">demo<") && r.contains("refused: HTTP 403")),
+        "the member's refused quota set is not in the audit log: {log}"
+    );
+}
+
+/// Signs in to the web console inside node 0's namespace and fetches `path`.
+fn console_page(c: &Cluster, user: &str, password: &str, path: &str) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let jar = dir.path().join("cookies");
+    let base = format!("https://{}:5000", c.nodes[0].ip);
+    let curl = |extra: &[&str]| {
+        let o = std::process::Command::new("ip")
+            .args(["netns", "exec", &c.nodes[0].ns, "curl", "-s", "--cacert"])
+            .arg(c.nodes[0].dir.join("pki/ca.crt"))
+            .arg("-b")
+            .arg(&jar)
+            .arg("-c")
+            .arg(&jar)
+            .args(extra)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&o.stdout).to_string()
+    };
+    curl(&[
+        "--data-urlencode",
+        &format!("username={user}"),
+        "--data-urlencode",
+        &format!("password={password}"),
+        &format!("{base}/login"),
+    ]);
+    // The audit record is written just after the answer: give it a moment.
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    curl(&[&format!("{base}{path}")])
 }
 
 /// A token past its expiry gets 401 on every service (the node issues 3-second tokens).

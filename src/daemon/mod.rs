@@ -384,13 +384,11 @@ impl Node {
 
 /// The HTTP surface of a node: the OpenStack API and the web console on one listener.
 fn web_app(node: &Arc<Node>, secure: bool) -> axum::Router {
-    crate::api::openstack::routes()
-        .with_state(node.clone())
-        .merge(crate::console::router(
-            node.control.clone(),
-            secure,
-            node.config.console_idle,
-        ))
+    crate::api::openstack::routes_with_audit(node.clone()).merge(crate::console::router(
+        node.control.clone(),
+        secure,
+        node.config.console_idle,
+    ))
 }
 
 /// Runs a node until SIGINT/SIGTERM or until Raft stops on a fatal storage error.

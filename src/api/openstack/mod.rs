@@ -146,6 +146,67 @@ pub fn base_url(headers: &HeaderMap) -> String {
     format!("{}://{host}", SCHEME.get().copied().unwrap_or("http"))
 }
 
+/// Records every change asked through the API in the audit log (who, from where, what,
+/// the answer), after the answer is sent so that it adds no latency.
+async fn audit(
+    axum::extract::State(node): axum::extract::State<Arc<Node>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    use axum::http::Method;
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    if matches!(method, Method::GET | Method::HEAD | Method::OPTIONS)
+        || path.ends_with("/auth/tokens")
+    {
+        return next.run(req).await;
+    }
+    let source = req
+        .extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0.ip().to_string())
+        .unwrap_or_else(|| "unknown".into());
+    let who = req
+        .headers()
+        .get("x-auth-token")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|t| node.control.validate_token(t).ok());
+    let resp = next.run(req).await;
+    let status = resp.status();
+    let rec = crate::cluster::store::tables::AuditRecord {
+        user: who
+            .as_ref()
+            .map(|w| w.user.name.clone())
+            .unwrap_or_else(|| "(no valid token)".into()),
+        user_id: who.as_ref().map(|w| w.user.id.clone()).unwrap_or_default(),
+        project: who
+            .as_ref()
+            .and_then(|w| w.project.as_ref().map(|p| p.name.clone())),
+        project_id: who
+            .as_ref()
+            .and_then(|w| w.project.as_ref().map(|p| p.id.clone())),
+        action: format!("{method} {}", path.split('/').nth(1).unwrap_or("")),
+        target: path,
+        source,
+        via: "api".into(),
+        error: (status.is_client_error() || status.is_server_error())
+            .then(|| format!("HTTP {}", status.as_u16())),
+        ..Default::default()
+    };
+    tokio::spawn(async move {
+        if let Err(e) = node.control.audit(rec).await {
+            tracing::warn!(error = %error_chain(&e), "audit record failed");
+        }
+    });
+    resp
+}
+
+pub fn routes_with_audit(node: Arc<Node>) -> Router {
+    routes()
+        .layer(axum::middleware::from_fn_with_state(node.clone(), audit))
+        .with_state(node)
+}
+
 pub fn routes() -> Router<Arc<Node>> {
     Router::new()
         .merge(identity::routes())
