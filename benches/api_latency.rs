@@ -10,6 +10,8 @@
 //! as for running ones. The load generator runs inside node 0's namespace: this binary
 //! re-executes itself there with `STRATA_API_BENCH_CLIENT` set.
 
+#[path = "../tests/common/browser.rs"]
+mod browser;
 #[path = "../tests/common/mod.rs"]
 mod common;
 
@@ -35,12 +37,20 @@ struct Job {
     body: Option<String>,
     clients: usize,
     per_client: usize,
+    /// A console session cookie (`name=value`).
+    #[serde(default)]
+    cookie: Option<String>,
 }
 
 #[derive(Serialize, Deserialize, Debug)]
 struct Result {
     p50_ms: f64,
     p99_ms: f64,
+    /// Time to the response's first byte (its headers).
+    ttfb_p50_ms: f64,
+    ttfb_p99_ms: f64,
+    /// Body size of the last answer.
+    bytes: usize,
     rps: f64,
     errors: usize,
     /// The first error seen (status and body start, or the transport error).
@@ -66,10 +76,9 @@ fn tls(ca: &PathBuf) -> Arc<rustls::ClientConfig> {
 }
 
 /// One client: a keep-alive HTTPS connection, `n` requests; their latencies.
-async fn client(
-    job: Job,
-    cfg: Arc<rustls::ClientConfig>,
-) -> (Vec<Duration>, usize, Option<String>) {
+type Timings = (Vec<Duration>, Vec<Duration>, usize, Option<String>, usize);
+
+async fn client(job: Job, cfg: Arc<rustls::ClientConfig>) -> Timings {
     let addr: std::net::SocketAddr = job.addr.parse().expect("addr");
     let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
     let name = rustls_pki_types::ServerName::IpAddress(addr.ip().into());
@@ -83,6 +92,8 @@ async fn client(
             .expect("HTTP/1 handshake");
     tokio::spawn(conn);
     let mut lat = Vec::with_capacity(job.per_client);
+    let mut ttfb = Vec::with_capacity(job.per_client);
+    let mut bytes = 0;
     let mut errors = 0;
     let mut first: Option<String> = None;
     for _ in 0..job.per_client {
@@ -94,15 +105,20 @@ async fn client(
         if let Some(t) = &job.token {
             req = req.header("x-auth-token", t);
         }
+        if let Some(c) = &job.cookie {
+            req = req.header("cookie", c);
+        }
         let req = req
             .body(Full::new(Bytes::from(job.body.clone().unwrap_or_default())))
             .expect("request");
         let t0 = Instant::now();
         match send.send_request(req).await {
             Ok(resp) => {
+                ttfb.push(t0.elapsed());
                 let status = resp.status();
                 let body = resp.into_body().collect().await.map(|b| b.to_bytes());
                 lat.push(t0.elapsed());
+                bytes = body.as_ref().map(|b| b.len()).unwrap_or(0);
                 if !status.is_success() {
                     errors += 1;
                     first.get_or_insert_with(|| {
@@ -118,7 +134,7 @@ async fn client(
             }
         }
     }
-    (lat, errors, first)
+    (lat, ttfb, errors, first, bytes)
 }
 
 fn run_client(job: Job) -> Result {
@@ -130,26 +146,34 @@ fn run_client(job: Job) -> Result {
             .map(|_| tokio::spawn(client(job.clone(), cfg.clone())))
             .collect();
         let mut all = Vec::new();
+        let mut firsts = Vec::new();
         let mut errors = 0;
+        let mut bytes = 0;
         let mut first_error = None;
         for t in tasks {
-            let (l, e, f) = t.await.expect("client");
+            let (l, tf, e, f, b) = t.await.expect("client");
             all.extend(l);
+            firsts.extend(tf);
             errors += e;
+            bytes = b;
             if first_error.is_none() {
                 first_error = f;
             }
         }
         let secs = t0.elapsed().as_secs_f64();
         all.sort();
-        let pct = |p: f64| {
-            all.get(((all.len() as f64 * p) as usize).min(all.len().saturating_sub(1)))
+        firsts.sort();
+        let pct = |v: &[Duration], p: f64| {
+            v.get(((v.len() as f64 * p) as usize).min(v.len().saturating_sub(1)))
                 .map(|d| d.as_secs_f64() * 1000.0)
                 .unwrap_or(0.0)
         };
         Result {
-            p50_ms: pct(0.50),
-            p99_ms: pct(0.99),
+            p50_ms: pct(&all, 0.50),
+            p99_ms: pct(&all, 0.99),
+            ttfb_p50_ms: pct(&firsts, 0.50),
+            ttfb_p99_ms: pct(&firsts, 0.99),
+            bytes,
             rps: all.len() as f64 / secs,
             errors,
             first_error,
@@ -210,6 +234,7 @@ fn mk(
         body: body.map(String::from),
         clients,
         per_client,
+        cookie: None,
     }
 }
 
@@ -429,6 +454,7 @@ fn main() {
             );
         }
     }
+    md += &console(&c, &addr, &ca, &pw);
     for n in &notes {
         md += &format!("\nError seen: {n}\n");
     }
@@ -436,4 +462,127 @@ fn main() {
     let out = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench");
     let _ = std::fs::create_dir_all(&out);
     let _ = std::fs::write(out.join("api_latency.md"), &md);
+}
+
+/// The web console with the same 1,000 servers: time to first byte and whole answer of
+/// the dashboard and the instance list over HTTPS (the sign-in page, which reads no
+/// data, is the reference), then the full load in headless Chromium (navigation timing:
+/// first byte, DOM ready, load event with the page's scripts and styles).
+fn console(c: &Cluster, addr: &str, ca: &std::path::Path, pw: &str) -> String {
+    let o = std::process::Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &c.nodes[0].ns,
+            "curl",
+            "-s",
+            "-i",
+            "--cacert",
+        ])
+        .arg(ca)
+        .args(["--data-urlencode", "username=admin", "--data-urlencode"])
+        .arg(format!("password={pw}"))
+        .arg(format!("https://{addr}/login"))
+        .output()
+        .expect("curl");
+    let text = String::from_utf8_lossy(&o.stdout).to_string();
+    let cookie = text
+        .lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .starts_with("set-cookie:")
+                .then(|| l[11..].trim().split(';').next().unwrap_or("").to_string())
+        })
+        .expect("a session cookie");
+    let mut md = String::from(
+        "\nWeb console, same cluster and 1,000 servers, signed in as admin (HTTPS, keep-alive):\n\n\
+         | page | clients | first byte p50 ms | p99 ms | whole answer p50 ms | p99 ms | KiB | errors |\n|---|---|---|---|---|---|---|---|\n",
+    );
+    for (name, path) in [
+        ("reference: sign-in page (no data)", "/login"),
+        ("dashboard", "/"),
+        ("instance list (1,000 rows)", "/instances"),
+    ] {
+        for (clients, per) in [(1, 30), (8, 6)] {
+            let mut j = mk(addr, ca, "GET", path, None, None, clients, per);
+            j.cookie = Some(cookie.clone());
+            let r = measure(c, &j);
+            if let Some(e) = &r.first_error {
+                eprintln!("{name}: first error: {e}");
+            }
+            md += &format!(
+                "| {name} | {clients} | {:.2} | {:.2} | {:.2} | {:.2} | {} | {} |\n",
+                r.ttfb_p50_ms,
+                r.ttfb_p99_ms,
+                r.p50_ms,
+                r.p99_ms,
+                r.bytes / 1024,
+                r.errors
+            );
+        }
+    }
+    md += &browser_load(c, addr, pw);
+    md
+}
+
+/// Median navigation timings of each page over 10 loads in headless Chromium.
+fn browser_load(c: &Cluster, addr: &str, pw: &str) -> String {
+    use thirtyfour::prelude::*;
+    let client = browser::ClientNs::new(&c.hub, "10.77.0.200");
+    let ns = client.ns.clone();
+    let driver = browser::Driver::start(&ns, 9515);
+    let base = format!("https://{addr}");
+    let pw = pw.to_string();
+    let rows = browser::in_netns(&ns, move || {
+        let rt = tokio::runtime::Runtime::new().expect("runtime");
+        rt.block_on(async move {
+            let d = driver.session().await;
+            d.goto(format!("{base}/login")).await.expect("login page");
+            d.find(By::Id("username")).await.unwrap().send_keys("admin").await.unwrap();
+            d.find(By::Id("password")).await.unwrap().send_keys(&pw).await.unwrap();
+            d.find(By::Id("sign-in")).await.unwrap().click().await.unwrap();
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let mut out = String::new();
+            for (name, path) in [
+                ("reference: sign-in page", "/login"),
+                ("dashboard", "/"),
+                ("instance list (1,000 rows)", "/instances"),
+            ] {
+                let mut t: Vec<[f64; 3]> = Vec::new();
+                for _ in 0..10 {
+                    d.goto(format!("{base}{path}")).await.expect("page");
+                    let v = d
+                        .execute(
+                            "const n = performance.getEntriesByType('navigation')[0];\
+                             return [n.responseStart - n.requestStart, n.domContentLoadedEventEnd - n.startTime, n.loadEventEnd - n.startTime];",
+                            vec![],
+                        )
+                        .await
+                        .expect("timing")
+                        .json()
+                        .clone();
+                    let f = |i: usize| v[i].as_f64().unwrap_or(0.0);
+                    t.push([f(0), f(1), f(2)]);
+                }
+                let med = |i: usize| {
+                    let mut v: Vec<f64> = t.iter().map(|x| x[i]).collect();
+                    v.sort_by(|a, b| a.total_cmp(b));
+                    v[v.len() / 2]
+                };
+                out += &format!(
+                    "| {name} | {:.1} | {:.1} | {:.1} |\n",
+                    med(0),
+                    med(1),
+                    med(2)
+                );
+            }
+            d.quit().await.expect("quit");
+            out
+        })
+    })
+    .expect("browser thread");
+    drop(client);
+    format!(
+        "\nHeadless Chromium, median of 10 loads (navigation timing, ms):\n\n| page | first byte | DOM ready | load event |\n|---|---|---|---|\n{rows}"
+    )
 }

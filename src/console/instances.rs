@@ -44,8 +44,11 @@ pub fn find(web: &Web, ctx: &Ctx, id: &str) -> Result<VmView, Failure> {
     }
 }
 
-fn addresses(web: &Web, v: &VmView) -> Vec<String> {
-    let fips = web.control.floating_ips().unwrap_or_default();
+fn addresses(
+    web: &Web,
+    v: &VmView,
+    fips: &[crate::cluster::store::network_tables::FloatingIpRecord],
+) -> Vec<String> {
     let mut out = vec![];
     for p in &v.record.ports {
         if let Ok(port) = web.control.port(p) {
@@ -74,6 +77,7 @@ fn table(web: &Web, ctx: &Ctx) -> Result<Table, Failure> {
         .into_iter()
         .map(|i| (i.id, i.name))
         .collect();
+    let fips = web.control.floating_ips()?;
     let rows = web
         .control
         .vms()?
@@ -125,7 +129,7 @@ fn table(web: &Web, ctx: &Ctx) -> Result<Table, Failure> {
                         "{} ({} vCPU, {} MiB)",
                         v.record.flavor, v.record.vcpus, v.record.ram_mb
                     )),
-                    cell(addresses(web, &v).join("; ")),
+                    cell(addresses(web, &v, &fips).join("; ")),
                     cell(when(v.record.created_at)),
                 ],
                 actions,
@@ -369,7 +373,7 @@ fn overview(web: &Web, v: &VmView) -> Vec<Section> {
     if v.status_updated_at > 0 {
         items.push(("Status reported".into(), cell(when(v.status_updated_at))));
     }
-    let addrs = addresses(web, v);
+    let addrs = addresses(web, v, &web.control.floating_ips().unwrap_or_default());
     vec![
         Section {
             title: "Overview".into(),

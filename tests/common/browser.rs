@@ -158,6 +158,7 @@ impl Driver {
 }
 
 /// Where screenshots go (kept as test artefacts).
+#[allow(dead_code)]
 pub fn artefacts() -> PathBuf {
     let d = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/console-screenshots");
     std::fs::create_dir_all(&d).expect("artefact dir");
