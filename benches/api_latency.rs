@@ -501,7 +501,8 @@ fn console(c: &Cluster, addr: &str, ca: &std::path::Path, pw: &str) -> String {
     for (name, path) in [
         ("reference: sign-in page (no data)", "/login"),
         ("dashboard", "/"),
-        ("instance list (1,000 rows)", "/instances"),
+        ("instance list (1,000 instances, first page of 50)", "/instances"),
+        ("instance list, page 20", "/instances?page=20"),
     ] {
         for (clients, per) in [(1, 30), (8, 6)] {
             let mut j = mk(addr, ca, "GET", path, None, None, clients, per);
@@ -511,12 +512,12 @@ fn console(c: &Cluster, addr: &str, ca: &std::path::Path, pw: &str) -> String {
                 eprintln!("{name}: first error: {e}");
             }
             md += &format!(
-                "| {name} | {clients} | {:.2} | {:.2} | {:.2} | {:.2} | {} | {} |\n",
+                "| {name} | {clients} | {:.2} | {:.2} | {:.2} | {:.2} | {:.1} | {} |\n",
                 r.ttfb_p50_ms,
                 r.ttfb_p99_ms,
                 r.p50_ms,
                 r.p99_ms,
-                r.bytes / 1024,
+                r.bytes as f64 / 1024.0,
                 r.errors
             );
         }
@@ -546,7 +547,7 @@ fn browser_load(c: &Cluster, addr: &str, pw: &str) -> String {
             for (name, path) in [
                 ("reference: sign-in page", "/login"),
                 ("dashboard", "/"),
-                ("instance list (1,000 rows)", "/instances"),
+                ("instance list (1,000 instances, page 1 of 20)", "/instances"),
             ] {
                 let mut t: Vec<[f64; 3]> = Vec::new();
                 for _ in 0..10 {

@@ -466,8 +466,16 @@ async fn workflow(b: &B, admin_pw: &str) {
     assert!(!b.text().await.contains("onerror"));
     b.sign_out().await;
 
-    // A reader sees the instance but no buttons, and a post anyway is refused.
-    b.sign_in("bob", "pw-secret-1").await;
+    // A reader sees the instance but no buttons, and a post anyway is refused. Signing
+    // in with the keyboard alone: the user name has the focus, Tab, Enter.
+    b.go("/login").await;
+    let focused = b.d.active_element().await.unwrap();
+    assert_eq!(focused.id().await.unwrap().as_deref(), Some("username"));
+    focused
+        .send_keys("bob" + Key::Tab + "pw-secret-1" + Key::Enter)
+        .await
+        .unwrap();
+    b.wait_text("Sign out", 10).await;
     b.go("/instances").await;
     let t = b.wait_text("web1", 10).await;
     assert!(t.contains("reader"), "{t}");
@@ -491,8 +499,22 @@ async fn workflow(b: &B, admin_pw: &str) {
     );
     b.sign_out().await;
 
-    // Delete everything as the member.
+    // Delete everything as the member; first, the list on a phone's screen: nothing
+    // sticks out sideways and the instance is there.
     b.sign_in("alice", "pw-secret-1").await;
+    b.d.set_window_rect(0, 0, 390, 844).await.unwrap();
+    b.go("/instances").await;
+    b.wait_text("web1", 10).await;
+    let (scroll, inner) = (
+        b.js("return document.documentElement.scrollWidth").await,
+        b.js("return window.innerWidth").await,
+    );
+    assert!(
+        scroll.as_u64().unwrap() <= inner.as_u64().unwrap(),
+        "the page is wider than a phone: {scroll} > {inner}"
+    );
+    b.shot("instances-phone").await;
+    b.d.set_window_rect(0, 0, 1280, 900).await.unwrap();
     b.go(&vm_path).await;
     b.row_button("attached", evil, "Detach").await;
     b.wait_text("is being detached", 10).await;

@@ -24,6 +24,7 @@ pub fn routes() -> Router<Arc<Web>> {
         .route("/nodes", get(nodes))
         .route("/nodes/{id}", get(node))
         .route("/nodes/{id}/maintenance", post(maintenance))
+        .route("/nodes/{id}/drain", post(drain))
 }
 
 /// A health figure on the dashboard.
@@ -240,6 +241,7 @@ async fn dashboard(State(web): State<Arc<Web>>, ctx: Ctx) -> Page {
             live: None,
             writer: false,
             csrf: String::new(),
+            pager: None,
         }
     } else {
         let filter = AuditFilter {
@@ -295,14 +297,24 @@ async fn nodes(State(web): State<Arc<Web>>, ctx: Ctx) -> Page {
                         None => badge("in service", "ok"),
                     },
                 ],
-                actions: vec![if maint.is_some() {
-                    action("End maintenance", format!("/nodes/{}/maintenance", n.id))
-                } else {
-                    Action {
-                        hidden: vec![("reason".into(), "maintenance".into())],
-                        ..action("Maintenance", format!("/nodes/{}/maintenance", n.id))
-                    }
-                }],
+                actions: vec![
+                    if maint.is_some() {
+                        action("End maintenance", format!("/nodes/{}/maintenance", n.id))
+                    } else {
+                        Action {
+                            hidden: vec![("reason".into(), "maintenance".into())],
+                            ..action("Maintenance", format!("/nodes/{}/maintenance", n.id))
+                        }
+                    },
+                    danger(
+                        "Drain",
+                        format!("/nodes/{}/drain", n.id),
+                        format!(
+                            "Drain node {}? Its instances are stopped and started again on other nodes, one at a time.",
+                            n.hostname
+                        ),
+                    ),
+                ],
             }
         })
         .collect();
@@ -310,7 +322,9 @@ async fn nodes(State(web): State<Arc<Web>>, ctx: Ctx) -> Page {
         l: Layout::new(&ctx, &web, "Nodes", "nodes"),
         heading: "Nodes".into(),
         intro: "The servers of the cluster. A node in maintenance takes no new instances; \
-                the ones it runs keep running."
+                the ones it runs keep running. Draining a node puts it in maintenance and \
+                moves its instances to other nodes, one at a time (each shuts down and \
+                boots again there, with its volumes)."
             .into(),
         forms: vec![],
         tables: vec![Table {
@@ -330,6 +344,7 @@ async fn nodes(State(web): State<Arc<Web>>, ctx: Ctx) -> Page {
             live: None,
             writer: ctx.admin,
             csrf: ctx.csrf.clone(),
+            pager: None,
         }],
     };
     Ok(Html(page.render()?).into_response())
@@ -499,6 +514,38 @@ async fn maintenance(
         done,
         web.control.set_maintenance(id, reason, &ctx.user_name),
     )
+    .await?;
+    Ok(Redirect::to("/nodes").into_response())
+}
+
+async fn drain(
+    State(web): State<Arc<Web>>,
+    ctx: Ctx,
+    Path(id): Path<String>,
+    Form(f): Form<Fields>,
+) -> Page {
+    f.check(&ctx)?;
+    need_admin(&ctx)?;
+    let id = node_id(&id)?;
+    web.control
+        .store
+        .get::<crate::cluster::store::tables::Nodes>(&id.to_string())?
+        .ok_or_else(|| Failure(StatusCode::NOT_FOUND, format!("No node {id}.")))?;
+    // Moving instances takes minutes (each guest shuts down first): it runs on, and its
+    // progress and result go to the events.
+    let c = web.control.clone();
+    let by = ctx.user_name.clone();
+    let done = format!(
+        "Draining node {id}: no new instances go there, and its instances move one by one (see the events)."
+    );
+    web.act(&ctx, "node.drain", &id.to_string(), done, async move {
+        tokio::spawn(async move {
+            if let Err(e) = c.drain_node(id, &by).await {
+                tracing::warn!(node = %id, error = %crate::telemetry::error_chain(&e), "drain failed");
+            }
+        });
+        Ok(())
+    })
     .await?;
     Ok(Redirect::to("/nodes").into_response())
 }

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use askama::Template;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Redirect};
 use axum::routing::{get, post};
@@ -70,7 +70,14 @@ fn addresses(
     out
 }
 
-fn table(web: &Web, ctx: &Ctx) -> Result<Table, Failure> {
+/// Which page of the list (`?page=N`).
+#[derive(serde::Deserialize, Default)]
+pub struct PageQuery {
+    #[serde(default)]
+    page: Option<usize>,
+}
+
+fn table(web: &Web, ctx: &Ctx, page: usize) -> Result<Table, Failure> {
     let images: BTreeMap<String, String> = web
         .control
         .images()?
@@ -78,11 +85,20 @@ fn table(web: &Web, ctx: &Ctx) -> Result<Table, Failure> {
         .map(|i| (i.id, i.name))
         .collect();
     let fips = web.control.floating_ips()?;
-    let rows = web
+    let mut mine: Vec<VmView> = web
         .control
         .vms()?
         .into_iter()
         .filter(|v| ctx.owns(v.record.project.as_deref()))
+        .collect();
+    // Newest first, as OpenStack lists them.
+    mine.sort_by(|a, b| {
+        (b.record.created_at, &a.record.name).cmp(&(a.record.created_at, &b.record.name))
+    });
+    let (mine, pager) = paginate(mine, page, |n| format!("/instances?page={n}"));
+    let page = pager.as_ref().map(|p| p.page).unwrap_or(1);
+    let rows = mine
+        .into_iter()
         .map(|v| {
             let st = state(&v);
             let id = v.record.id.0.clone();
@@ -142,9 +158,10 @@ fn table(web: &Web, ctx: &Ctx) -> Result<Table, Failure> {
         columns: vec!["Name", "Status", "Image", "Flavor", "Addresses", "Created"],
         rows,
         empty: "No instances yet.".into(),
-        live: Some("/instances/rows".into()),
+        live: Some(format!("/instances/rows?page={page}")),
         writer: ctx.writer,
         csrf: ctx.csrf.clone(),
+        pager,
     })
 }
 
@@ -222,7 +239,13 @@ fn create_form(web: &Web, ctx: &Ctx) -> Result<FormView, Failure> {
     )
 }
 
-async fn list_page(web: &Web, ctx: &Ctx, form: FormView, error: Option<String>) -> Page {
+async fn list_page(
+    web: &Web,
+    ctx: &Ctx,
+    form: FormView,
+    error: Option<String>,
+    page: usize,
+) -> Page {
     let mut l = Layout::new(ctx, web, "Instances", "instances");
     l.error = error;
     let page = ListPage {
@@ -233,18 +256,18 @@ async fn list_page(web: &Web, ctx: &Ctx, form: FormView, error: Option<String>) 
             ctx.project_name
         ),
         forms: if ctx.writer { vec![form] } else { vec![] },
-        tables: vec![table(web, ctx)?],
+        tables: vec![table(web, ctx, page)?],
     };
     Ok(Html(page.render()?).into_response())
 }
 
-async fn list(State(web): State<Arc<Web>>, ctx: Ctx) -> Page {
+async fn list(State(web): State<Arc<Web>>, ctx: Ctx, Query(q): Query<PageQuery>) -> Page {
     let form = create_form(&web, &ctx)?;
-    list_page(&web, &ctx, form, None).await
+    list_page(&web, &ctx, form, None, q.page.unwrap_or(1)).await
 }
 
-async fn rows(State(web): State<Arc<Web>>, ctx: Ctx) -> Page {
-    let t = table(&web, &ctx)?;
+async fn rows(State(web): State<Arc<Web>>, ctx: Ctx, Query(q): Query<PageQuery>) -> Page {
+    let t = table(&web, &ctx, q.page.unwrap_or(1))?;
     Ok(Html(Rows { t: &t }.render()?).into_response())
 }
 
@@ -327,7 +350,7 @@ async fn create(State(web): State<Arc<Web>>, ctx: Ctx, Form(f): Form<Fields>) ->
         Err(e) => {
             let mut form = create_form(&web, &ctx)?;
             form.refill(&f, &e.1);
-            let mut r = list_page(&web, &ctx, form, Some(e.1)).await?;
+            let mut r = list_page(&web, &ctx, form, Some(e.1), 1).await?;
             *r.status_mut() = e.0;
             Ok(r)
         }
@@ -460,6 +483,7 @@ async fn detail(State(web): State<Arc<Web>>, ctx: Ctx, Path(id): Path<String>) -
         live: None,
         writer: ctx.writer,
         csrf: ctx.csrf.clone(),
+        pager: None,
     };
     let free: Vec<(String, String)> = vols
         .iter()
@@ -552,32 +576,7 @@ async fn attach(
     Path(id): Path<String>,
     Form(f): Form<Fields>,
 ) -> Page {
-    f.check(&ctx)?;
-    let v = find(&web, &ctx, &id)?;
-    let vol = f
-        .need("volume", "Volume")
-        .map_err(|m| Failure(StatusCode::BAD_REQUEST, m))?;
-    let rec = web.control.volume(&vol)?;
-    if !ctx.owns(rec.record.project.as_deref()) {
-        return Err(Failure(
-            StatusCode::NOT_FOUND,
-            format!("There is no volume {vol} in this project."),
-        ));
-    }
-    let target = format!("{} -> {}", rec.record.name, v.record.name);
-    web.act(
-        &ctx,
-        "volume.attach",
-        &target,
-        format!(
-            "Volume {} is being attached to {}.",
-            rec.record.name, v.record.name
-        ),
-        web.control
-            .attach_vm_volume(&id, &rec.record.id.to_string()),
-    )
-    .await?;
-    Ok(Redirect::to(&format!("/instances/{id}")).into_response())
+    volume_op(&web, &ctx, &id, &f, true).await
 }
 
 async fn detach(
@@ -586,21 +585,28 @@ async fn detach(
     Path(id): Path<String>,
     Form(f): Form<Fields>,
 ) -> Page {
-    f.check(&ctx)?;
-    let v = find(&web, &ctx, &id)?;
+    volume_op(&web, &ctx, &id, &f, false).await
+}
+
+/// Attaches (hot-plugs) or detaches one of the project's volumes.
+async fn volume_op(web: &Web, ctx: &Ctx, id: &str, f: &Fields, attach: bool) -> Page {
+    f.check(ctx)?;
+    let v = find(web, ctx, id)?;
     let vol = f
         .need("volume", "Volume")
         .map_err(|m| Failure(StatusCode::BAD_REQUEST, m))?;
     let rec = web.control.volume(&vol)?;
-    let target = format!("{} -> {}", rec.record.name, v.record.name);
-    web.act(
-        &ctx,
-        "volume.detach",
-        &target,
-        format!("Volume {} is being detached.", rec.record.name),
-        web.control
-            .detach_vm_volume(&id, &rec.record.id.to_string()),
-    )
-    .await?;
+    super::owned(ctx, rec.record.project.as_deref(), "volume", &vol)?;
+    let (name, vid) = (rec.record.name.clone(), rec.record.id.to_string());
+    let target = format!("{name} -> {}", v.record.name);
+    if attach {
+        let done = format!("Volume {name} is being attached to {}.", v.record.name);
+        let op = web.control.attach_vm_volume(id, &vid);
+        web.act(ctx, "volume.attach", &target, done, op).await?;
+    } else {
+        let done = format!("Volume {name} is being detached.");
+        let op = web.control.detach_vm_volume(id, &vid);
+        web.act(ctx, "volume.detach", &target, done, op).await?;
+    }
     Ok(Redirect::to(&format!("/instances/{id}")).into_response())
 }

@@ -135,6 +135,18 @@ pub fn need_writer(ctx: &Ctx) -> Result<(), Failure> {
     }
 }
 
+/// Refuses a resource of another project as if it did not exist.
+pub fn owned(ctx: &Ctx, project: Option<&str>, what: &str, id: &str) -> Result<(), Failure> {
+    if ctx.owns(project) {
+        Ok(())
+    } else {
+        Err(Failure(
+            StatusCode::NOT_FOUND,
+            format!("There is no {what} {id} in this project."),
+        ))
+    }
+}
+
 pub fn need_admin(ctx: &Ctx) -> Result<(), Failure> {
     if ctx.admin {
         Ok(())

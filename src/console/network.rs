@@ -80,6 +80,7 @@ fn tbl(
         live: None,
         writer: ctx.writer,
         csrf: ctx.csrf.clone(),
+        pager: None,
     }
 }
 
@@ -264,12 +265,7 @@ async fn delete_network(
 ) -> Page {
     f.check(&ctx)?;
     let n = web.control.find_network(&id)?;
-    if !ctx.owns(Some(&n.project)) {
-        return Err(Failure(
-            StatusCode::NOT_FOUND,
-            format!("There is no network {id} in this project."),
-        ));
-    }
+    super::owned(&ctx, Some(&n.project), "network", &id)?;
     web.act(
         &ctx,
         "network.delete",
@@ -530,12 +526,7 @@ async fn delete_secgroup(
 ) -> Page {
     f.check(&ctx)?;
     let g = web.control.find_secgroup(&id)?;
-    if !ctx.owns(Some(&g.project)) {
-        return Err(Failure(
-            StatusCode::NOT_FOUND,
-            format!("There is no security group {id} in this project."),
-        ));
-    }
+    super::owned(&ctx, Some(&g.project), "security group", &id)?;
     web.act(
         &ctx,
         "secgroup.delete",
@@ -555,12 +546,7 @@ async fn delete_rule(
 ) -> Page {
     f.check(&ctx)?;
     let g = web.control.find_secgroup(&id)?;
-    if !ctx.owns(Some(&g.project)) {
-        return Err(Failure(
-            StatusCode::NOT_FOUND,
-            format!("There is no security group {id} in this project."),
-        ));
-    }
+    super::owned(&ctx, Some(&g.project), "security group", &id)?;
     web.act(
         &ctx,
         "secgroup.rule.delete",

@@ -90,6 +90,7 @@ fn volume_table(web: &Web, ctx: &Ctx) -> Result<Table, Failure> {
         live: Some("/volumes?part=rows".into()),
         writer: ctx.writer,
         csrf: ctx.csrf.clone(),
+        pager: None,
     })
 }
 
@@ -267,6 +268,7 @@ fn image_table(web: &Web, ctx: &Ctx) -> Result<Table, Failure> {
         live: Some("/images?part=rows".into()),
         writer: ctx.writer,
         csrf: ctx.csrf.clone(),
+        pager: None,
     })
 }
 

@@ -152,6 +152,44 @@ pub struct Row {
     pub actions: Vec<Action>,
 }
 
+/// Which page of a long list is shown, with links to its neighbours.
+#[derive(Clone, Default)]
+pub struct Pager {
+    pub page: usize,
+    pub pages: usize,
+    pub total: usize,
+    pub prev: Option<String>,
+    pub next: Option<String>,
+}
+
+/// Rows shown per page of a long list.
+pub const PAGE: usize = 50;
+
+/// Page `page` (from 1) of `items`, and the pager when there is more than one page;
+/// `link(n)` is the URL of page n.
+pub fn paginate<T>(
+    items: Vec<T>,
+    page: usize,
+    link: impl Fn(usize) -> String,
+) -> (Vec<T>, Option<Pager>) {
+    let total = items.len();
+    let pages = total.div_ceil(PAGE).max(1);
+    let page = page.clamp(1, pages);
+    let shown = items
+        .into_iter()
+        .skip((page - 1) * PAGE)
+        .take(PAGE)
+        .collect();
+    let pager = (pages > 1).then(|| Pager {
+        page,
+        pages,
+        total,
+        prev: (page > 1).then(|| link(page - 1)),
+        next: (page < pages).then(|| link(page + 1)),
+    });
+    (shown, pager)
+}
+
 #[derive(Clone, Default)]
 pub struct Table {
     pub id: String,
@@ -165,6 +203,7 @@ pub struct Table {
     /// Readers get no action buttons.
     pub writer: bool,
     pub csrf: String,
+    pub pager: Option<Pager>,
 }
 
 impl Table {
@@ -382,6 +421,21 @@ mod tests {
             "{html}"
         );
         assert!(!html.contains("<script>"), "{html}");
+    }
+
+    #[test]
+    fn long_lists_are_paged() {
+        let (rows, pager) = paginate((0..120).collect::<Vec<_>>(), 2, |n| format!("?page={n}"));
+        assert_eq!(rows.first(), Some(&50));
+        assert_eq!(rows.len(), 50);
+        let p = pager.unwrap();
+        assert_eq!((p.page, p.pages, p.total), (2, 3, 120));
+        assert_eq!(p.prev.as_deref(), Some("?page=1"));
+        assert_eq!(p.next.as_deref(), Some("?page=3"));
+        // Out of range: the last page; one page: no pager.
+        let (rows, pager) = paginate((0..120).collect::<Vec<_>>(), 99, |n| n.to_string());
+        assert_eq!((rows.len(), pager.unwrap().page), (20, 3));
+        assert!(paginate(vec![1, 2], 1, |n| n.to_string()).1.is_none());
     }
 
     #[test]

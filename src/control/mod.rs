@@ -7,6 +7,7 @@ pub mod identity;
 pub mod images;
 pub mod join;
 pub mod keypairs;
+pub mod migrate;
 pub mod networks;
 pub mod placement;
 pub mod ports;

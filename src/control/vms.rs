@@ -381,7 +381,7 @@ impl Control {
     }
 
     /// What the scheduler knows: nodes, their liveness and what is already placed on them.
-    fn candidates(&self) -> Result<Vec<Candidate>, ControlError> {
+    pub(super) fn candidates(&self) -> Result<Vec<Candidate>, ControlError> {
         let gossip = self.membership.view();
         let mut c: BTreeMap<NodeId, Candidate> = BTreeMap::new();
         for n in self.store.list::<Nodes>()? {
@@ -652,15 +652,24 @@ impl Control {
         bytes: u64,
         offset: Option<u64>,
     ) -> Result<(Vec<u8>, u64), ControlError> {
+        let (rec, reader) = self.console_of(id_or_name)?;
+        reader
+            .tail(rec.node, &rec.id, bytes, offset)
+            .await
+            .map_err(ControlError::Unavailable)
+    }
+
+    /// A VM and the console reader that reaches its node.
+    fn console_of(
+        &self,
+        id_or_name: &str,
+    ) -> Result<(VmRecord, &std::sync::Arc<dyn super::ConsoleReader>), ControlError> {
         let rec = self.find_vm(id_or_name)?.value;
         let reader = self
             .consoles
             .get()
             .ok_or_else(|| ControlError::NotReady("the node agent is not running yet".into()))?;
-        reader
-            .tail(rec.node, &rec.id, bytes, offset)
-            .await
-            .map_err(ControlError::Unavailable)
+        Ok((rec, reader))
     }
 
     /// Types into a VM's serial console, on the node that runs it.
@@ -669,11 +678,7 @@ impl Control {
         id_or_name: &str,
         data: &[u8],
     ) -> Result<(), ControlError> {
-        let rec = self.find_vm(id_or_name)?.value;
-        let reader = self
-            .consoles
-            .get()
-            .ok_or_else(|| ControlError::NotReady("the node agent is not running yet".into()))?;
+        let (rec, reader) = self.console_of(id_or_name)?;
         reader
             .input(rec.node, &rec.id, data)
             .await
