@@ -501,7 +501,10 @@ fn console(c: &Cluster, addr: &str, ca: &std::path::Path, pw: &str) -> String {
     for (name, path) in [
         ("reference: sign-in page (no data)", "/login"),
         ("dashboard", "/"),
-        ("instance list (1,000 instances, first page of 50)", "/instances"),
+        (
+            "instance list (1,000 instances, first page of 50)",
+            "/instances",
+        ),
         ("instance list, page 20", "/instances?page=20"),
     ] {
         for (clients, per) in [(1, 30), (8, 6)] {

@@ -122,7 +122,12 @@ fn draining_a_node_moves_its_vm_with_its_disk() {
 
     // A drain without the form's token is refused and changes nothing.
     let s = Console::sign_in(&c);
-    let bad = s.curl(&["-i", "-d", "csrf=forged", &s.url(&format!("/nodes/{from}/drain"))]);
+    let bad = s.curl(&[
+        "-i",
+        "-d",
+        "csrf=forged",
+        &s.url(&format!("/nodes/{from}/drain")),
+    ]);
     assert!(bad.starts_with("HTTP/1.1 403"), "{bad}");
     let vm = json(&c.nodes[0].cli(&["vm", "show", "db", "--json"]));
     assert_eq!(vm["node"].as_str(), Some(from.as_str()));

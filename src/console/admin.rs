@@ -33,25 +33,12 @@ fn admin_page(
     ctx: &Ctx,
     web: &Web,
     nav: &'static str,
-    (heading, intro): (&str, &str),
+    text: (&str, &str),
     forms: Vec<FormView>,
     tables: Vec<Table>,
     err: Option<Failure>,
 ) -> Page {
-    let mut l = Layout::new(ctx, web, heading, nav);
-    l.error = err.as_ref().map(|e| e.1.clone());
-    let p = ListPage {
-        l,
-        heading: heading.into(),
-        intro: intro.into(),
-        forms,
-        tables,
-    };
-    let mut r = Html(p.render()?).into_response();
-    if let Some(e) = err {
-        *r.status_mut() = e.0;
-    }
-    Ok(r)
+    super::render_list(ctx, web, nav, text, forms, tables, err)
 }
 
 fn table(id: &str, ctx: &Ctx, columns: Vec<&'static str>, rows: Vec<Row>) -> Table {

@@ -7,6 +7,7 @@
 //! request and websocket, a strict Content-Security-Policy (scripts only from this
 //! origin), no caching of pages, and every change recorded in the audit log.
 
+mod access;
 mod admin;
 mod auth;
 mod dashboard;
@@ -62,6 +63,7 @@ pub fn router(control: Arc<Control>, secure: bool, idle: Duration) -> Router {
         .merge(instances::routes())
         .merge(storage::routes())
         .merge(network::routes())
+        .merge(access::routes())
         .merge(admin::routes())
         .merge(live::routes())
         .route("/static/{*file}", get(asset))
@@ -119,6 +121,33 @@ impl IntoResponse for Failure {
 }
 
 pub type Page = Result<Response, Failure>;
+
+/// Draws a list page; with `err`, the error above it and the answer's status is the
+/// error's. Readers get no forms.
+pub fn render_list(
+    ctx: &Ctx,
+    web: &Web,
+    nav: &'static str,
+    (heading, intro): (&str, &str),
+    forms: Vec<view::FormView>,
+    tables: Vec<view::Table>,
+    err: Option<Failure>,
+) -> Page {
+    let mut l = view::Layout::new(ctx, web, heading, nav);
+    l.error = err.as_ref().map(|e| e.1.clone());
+    let p = view::ListPage {
+        l,
+        heading: heading.into(),
+        intro: intro.into(),
+        forms: if ctx.writer { forms } else { vec![] },
+        tables,
+    };
+    let mut r = Html(askama::Template::render(&p)?).into_response();
+    if let Some(e) = err {
+        *r.status_mut() = e.0;
+    }
+    Ok(r)
+}
 
 /// Refuses what a reader may not do, in words.
 pub fn need_writer(ctx: &Ctx) -> Result<(), Failure> {

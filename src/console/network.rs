@@ -1,11 +1,10 @@
-//! Networks (with their subnet), security groups and rules, floating IPs, key pairs.
+//! Networks (with their subnet), security groups and rules.
 
 use std::sync::Arc;
 
-use askama::Template;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::response::{Html, IntoResponse, Redirect};
+use axum::response::{IntoResponse, Redirect};
 use axum::routing::{get, post};
 use axum::{Form, Router};
 
@@ -15,7 +14,6 @@ use super::view::*;
 use super::{Failure, Page, Web};
 use crate::cluster::store::network_tables::Direction;
 use crate::control::networks::{CreateNetwork, CreateSubnet};
-use crate::control::routers::CreateFloatingIp;
 use crate::control::secgroups::{CreateRule, CreateSecGroup};
 
 pub fn routes() -> Router<Arc<Web>> {
@@ -29,41 +27,23 @@ pub fn routes() -> Router<Arc<Web>> {
             "/security-groups/{id}/rules/{rule}/delete",
             post(delete_rule),
         )
-        .route("/floating-ips", get(fips).post(allocate_fip))
-        .route("/floating-ips/associate", post(associate_fip))
-        .route("/floating-ips/{id}/disassociate", post(disassociate_fip))
-        .route("/floating-ips/{id}/delete", post(release_fip))
-        .route("/keypairs", get(keypairs).post(import_keypair))
-        .route("/keypairs/{name}/delete", post(delete_keypair))
 }
 
 /// Renders a list page, with an error and the failed form refilled if there was one.
-fn page(
+pub(super) fn page(
     ctx: &Ctx,
     web: &Web,
     nav: &'static str,
-    (heading, intro): (&str, &str),
+    text: (&str, &str),
     forms: Vec<FormView>,
     tables: Vec<Table>,
     err: Option<(StatusCode, String)>,
 ) -> Page {
-    let mut l = Layout::new(ctx, web, heading, nav);
-    l.error = err.as_ref().map(|e| e.1.clone());
-    let p = ListPage {
-        l,
-        heading: heading.into(),
-        intro: intro.into(),
-        forms: if ctx.writer { forms } else { vec![] },
-        tables,
-    };
-    let mut r = Html(p.render()?).into_response();
-    if let Some((code, _)) = err {
-        *r.status_mut() = code;
-    }
-    Ok(r)
+    let err = err.map(|(code, msg)| Failure(code, msg));
+    super::render_list(ctx, web, nav, text, forms, tables, err)
 }
 
-fn tbl(
+pub(super) fn tbl(
     id: &str,
     title: &str,
     ctx: &Ctx,
@@ -85,7 +65,7 @@ fn tbl(
 }
 
 /// Runs a form's change; on failure the page is drawn again with the form refilled.
-async fn submit<T>(
+pub(super) async fn submit<T>(
     web: &Web,
     ctx: &Ctx,
     f: &Fields,
@@ -556,335 +536,4 @@ async fn delete_rule(
     )
     .await?;
     Ok(Redirect::to("/security-groups").into_response())
-}
-
-// ---- floating IPs
-
-fn fip_view(web: &Web, ctx: &Ctx, f: Option<(&Fields, &(StatusCode, String))>) -> Page {
-    let vms = web.control.vms()?;
-    let nets = web.control.networks()?;
-    let fips: Vec<_> = web
-        .control
-        .floating_ips()?
-        .into_iter()
-        .filter(|x| ctx.owns(Some(&x.project)))
-        .collect();
-    let rows = fips
-        .iter()
-        .map(|x| {
-            let vm = x
-                .port
-                .as_ref()
-                .and_then(|p| vms.iter().find(|v| v.record.ports.contains(p)))
-                .map(|v| v.record.name.clone());
-            let mut actions = vec![];
-            if x.port.is_some() {
-                actions.push(action(
-                    "Disassociate",
-                    format!("/floating-ips/{}/disassociate", x.id),
-                ));
-            }
-            actions.push(danger(
-                "Release",
-                format!("/floating-ips/{}/delete", x.id),
-                format!("Release {}?", x.ip),
-            ));
-            Row {
-                id: x.id.clone(),
-                cells: vec![
-                    cell(x.ip.clone()),
-                    cell(
-                        nets.iter()
-                            .find(|n| n.record.id == x.network)
-                            .map(|n| n.record.name.clone())
-                            .unwrap_or_default(),
-                    ),
-                    cell(vm.unwrap_or_default()),
-                    cell(x.fixed_ip.clone().unwrap_or_default()),
-                ],
-                actions,
-            }
-        })
-        .collect();
-    let external: Vec<(String, String)> = nets
-        .iter()
-        .filter(|n| n.record.external)
-        .map(|n| (n.record.id.clone(), n.record.name.clone()))
-        .collect();
-    let free: Vec<(String, String)> = fips
-        .iter()
-        .filter(|x| x.port.is_none())
-        .map(|x| (x.id.clone(), x.ip.clone()))
-        .collect();
-    let instances: Vec<(String, String)> = vms
-        .iter()
-        .filter(|v| ctx.owns(v.record.project.as_deref()) && !v.record.ports.is_empty())
-        .map(|v| (v.record.id.0.clone(), v.record.name.clone()))
-        .collect();
-    let mut alloc = FormView::new(
-        "allocate",
-        "Allocate a floating IP",
-        "/floating-ips",
-        "Allocate",
-    )
-    .with(
-        field("network", "External network", "select")
-            .options(external)
-            .required(),
-    );
-    let mut assoc = FormView::new(
-        "associate",
-        "Associate with an instance",
-        "/floating-ips/associate",
-        "Associate",
-    )
-    .with(
-        field("fip", "Floating IP", "select")
-            .options(free)
-            .required(),
-    )
-    .with(
-        field("instance", "Instance", "select")
-            .options(instances)
-            .required(),
-    );
-    let err = f.map(|(fields, e)| {
-        if fields.get("fip").is_some() {
-            assoc.refill(fields, &e.1);
-        } else {
-            alloc.refill(fields, &e.1);
-        }
-        e.clone()
-    });
-    page(
-        ctx,
-        web,
-        "floating-ips",
-        (
-            "Floating IPs",
-            "Addresses on an external network that reach an instance through its router.",
-        ),
-        vec![alloc, assoc],
-        vec![tbl(
-            "fips",
-            "",
-            ctx,
-            vec!["Address", "Network", "Instance", "Fixed IP"],
-            rows,
-            "No floating IPs.",
-        )],
-        err,
-    )
-}
-
-async fn fips(State(web): State<Arc<Web>>, ctx: Ctx) -> Page {
-    fip_view(&web, &ctx, None)
-}
-
-async fn allocate_fip(State(web): State<Arc<Web>>, ctx: Ctx, Form(f): Form<Fields>) -> Page {
-    f.check(&ctx)?;
-    let r = match f.need("network", "External network") {
-        Err(m) => Err((StatusCode::BAD_REQUEST, m)),
-        Ok(net) => submit(
-            &web,
-            &ctx,
-            &f,
-            "floatingip.create",
-            &net,
-            "Floating IP allocated.".into(),
-            web.control.create_floating_ip(CreateFloatingIp {
-                network: net.clone(),
-                project: Some(ctx.project_id.clone()),
-                port: None,
-            }),
-        )
-        .await
-        .map(|_| ()),
-    };
-    match r {
-        Ok(()) => Ok(Redirect::to("/floating-ips").into_response()),
-        Err(e) => fip_view(&web, &ctx, Some((&f, &e))),
-    }
-}
-
-fn own_fip(
-    web: &Web,
-    ctx: &Ctx,
-    id: &str,
-) -> Result<crate::cluster::store::network_tables::FloatingIpRecord, Failure> {
-    match web.control.find_floating_ip(id) {
-        Ok(x) if ctx.owns(Some(&x.project)) => Ok(x),
-        _ => Err(Failure(
-            StatusCode::NOT_FOUND,
-            format!("There is no floating IP {id} in this project."),
-        )),
-    }
-}
-
-async fn associate_fip(State(web): State<Arc<Web>>, ctx: Ctx, Form(f): Form<Fields>) -> Page {
-    f.check(&ctx)?;
-    let x = own_fip(&web, &ctx, &f.text("fip"))?;
-    let vm = super::instances::find(&web, &ctx, &f.text("instance"))?;
-    let port = vm.record.ports.first().cloned().ok_or_else(|| {
-        Failure(
-            StatusCode::BAD_REQUEST,
-            "Instance: it has no network port".into(),
-        )
-    })?;
-    let r = submit(
-        &web,
-        &ctx,
-        &f,
-        "floatingip.associate",
-        &x.ip,
-        format!("{} now reaches {}.", x.ip, vm.record.name),
-        web.control.associate_floating_ip(&x.id, Some(&port)),
-    )
-    .await;
-    match r {
-        Ok(_) => Ok(Redirect::to("/floating-ips").into_response()),
-        Err(e) => fip_view(&web, &ctx, Some((&f, &e))),
-    }
-}
-
-async fn disassociate_fip(
-    State(web): State<Arc<Web>>,
-    ctx: Ctx,
-    Path(id): Path<String>,
-    Form(f): Form<Fields>,
-) -> Page {
-    f.check(&ctx)?;
-    let x = own_fip(&web, &ctx, &id)?;
-    web.act(
-        &ctx,
-        "floatingip.disassociate",
-        &x.ip,
-        format!("{} disassociated.", x.ip),
-        web.control.associate_floating_ip(&x.id, None),
-    )
-    .await?;
-    Ok(Redirect::to("/floating-ips").into_response())
-}
-
-async fn release_fip(
-    State(web): State<Arc<Web>>,
-    ctx: Ctx,
-    Path(id): Path<String>,
-    Form(f): Form<Fields>,
-) -> Page {
-    f.check(&ctx)?;
-    let x = own_fip(&web, &ctx, &id)?;
-    web.act(
-        &ctx,
-        "floatingip.delete",
-        &x.ip,
-        format!("{} released.", x.ip),
-        web.control.delete_floating_ip(&x.id),
-    )
-    .await?;
-    Ok(Redirect::to("/floating-ips").into_response())
-}
-
-// ---- key pairs
-
-fn keypair_view(web: &Web, ctx: &Ctx, f: Option<(&Fields, &(StatusCode, String))>) -> Page {
-    let rows = web
-        .control
-        .keypairs(&ctx.user_id)?
-        .into_iter()
-        .map(|k| Row {
-            id: k.name.clone(),
-            cells: vec![
-                cell(k.name.clone()),
-                cell(k.fingerprint.clone()),
-                cell(when(k.created_at)),
-            ],
-            actions: vec![danger(
-                "Delete",
-                format!("/keypairs/{}/delete", forms_path(&k.name)),
-                format!("Delete key pair {}?", k.name),
-            )],
-        })
-        .collect();
-    let mut form = FormView::new(
-        "import-keypair",
-        "Import a public key",
-        "/keypairs",
-        "Import",
-    )
-    .with(field("name", "Name", "text").required())
-    .with(
-        field("public_key", "Public key", "textarea")
-            .required()
-            .help("An OpenSSH public key (ssh-ed25519 ... or ssh-rsa ...)."),
-    );
-    let err = f.map(|(fields, e)| {
-        form.refill(fields, &e.1);
-        e.clone()
-    });
-    page(
-        ctx,
-        web,
-        "keypairs", ("Key pairs", "Your SSH public keys, given to instances you launch (they are yours, in every project)."),
-        vec![form],
-        vec![tbl(
-            "keypairs",
-            "",
-            ctx,
-            vec!["Name", "Fingerprint", "Created"],
-            rows,
-            "No key pairs yet.",
-        )],
-        err,
-    )
-}
-
-fn forms_path(name: &str) -> String {
-    super::session::url_encode(name).replace('/', "%2F")
-}
-
-async fn keypairs(State(web): State<Arc<Web>>, ctx: Ctx) -> Page {
-    keypair_view(&web, &ctx, None)
-}
-
-async fn import_keypair(State(web): State<Arc<Web>>, ctx: Ctx, Form(f): Form<Fields>) -> Page {
-    f.check(&ctx)?;
-    let r = match forms::name("Name", &f.text("name")) {
-        Err(m) => Err((StatusCode::BAD_REQUEST, m)),
-        Ok(name) => submit(
-            &web,
-            &ctx,
-            &f,
-            "keypair.create",
-            &name,
-            format!("Key pair {name} imported."),
-            web.control
-                .create_keypair(&ctx.user_id, &name, &f.text("public_key")),
-        )
-        .await
-        .map(|_| ())
-        .map_err(|(c, m)| (c, format!("Public key: {m}"))),
-    };
-    match r {
-        Ok(()) => Ok(Redirect::to("/keypairs").into_response()),
-        Err(e) => keypair_view(&web, &ctx, Some((&f, &e))),
-    }
-}
-
-async fn delete_keypair(
-    State(web): State<Arc<Web>>,
-    ctx: Ctx,
-    Path(name): Path<String>,
-    Form(f): Form<Fields>,
-) -> Page {
-    f.check(&ctx)?;
-    web.act(
-        &ctx,
-        "keypair.delete",
-        &name,
-        format!("Key pair {name} deleted."),
-        web.control.delete_keypair(&ctx.user_id, &name),
-    )
-    .await?;
-    Ok(Redirect::to("/keypairs").into_response())
 }
