@@ -84,6 +84,23 @@ impl B {
         }
     }
 
+    /// The text of the row of table `table` whose first cell is `first` (read in the
+    /// page in one step: live tables replace their rows as the cluster changes).
+    async fn row_text(&self, table: &str, first: &str) -> String {
+        let v = self
+            .d
+            .execute(
+                "const [t, first] = arguments;\
+                 const row = [...document.querySelectorAll('#' + t + ' tbody tr')]\
+                   .find(r => r.cells[0] && r.cells[0].textContent.trim() === first);\
+                 return row ? row.innerText : '';",
+                vec![json!(table), json!(first)],
+            )
+            .await
+            .unwrap();
+        v.json().as_str().unwrap_or("").to_string()
+    }
+
     async fn js(&self, script: &str) -> serde_json::Value {
         self.d.execute(script, vec![]).await.unwrap().json().clone()
     }
@@ -230,14 +247,8 @@ async fn upload(
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let row =
-        b.d.find(By::XPath(format!(
-            "//table[@id='images']//tr[td[1][text()='{name}']]"
-        )))
-        .await
-        .unwrap_or_else(|_| panic!("no row for image {name}"));
-    let text = row.text().await.unwrap();
-    assert!(text.contains("active"), "image {name}: {text}");
+    let text = b.row_text("images", name).await;
+    assert!(text.contains("active"), "image {name}: {text:?}");
 }
 
 async fn console_text(b: &B) -> String {
@@ -381,14 +392,10 @@ async fn workflow(b: &B, admin_pw: &str) {
     b.fill("new-volume-size", "1").await;
     b.click("new-volume-submit").await;
     b.wait_text("is being created", 10).await;
-    let cell =
-        b.d.find(By::Css("#volumes tbody tr td"))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-    assert_eq!(cell, evil);
+    let cell = b
+        .js("return document.querySelector('#volumes tbody tr td').textContent.trim()")
+        .await;
+    assert_eq!(cell, json!(evil));
     assert_eq!(b.js("return typeof window.xss").await, json!("undefined"));
     b.wait_text("available", 30).await;
     b.shot("volumes").await;
@@ -416,14 +423,12 @@ async fn workflow(b: &B, admin_pw: &str) {
         "the page reloaded"
     );
     b.shot("instances").await;
-    let href =
-        b.d.find(By::LinkText("web1"))
-            .await
-            .unwrap()
-            .attr("href")
-            .await
-            .unwrap()
-            .unwrap();
+    let href = b
+        .js("return [...document.querySelectorAll('#instances a')].find(a => a.textContent === 'web1').getAttribute('href')")
+        .await
+        .as_str()
+        .unwrap()
+        .to_string();
     let vm_path = href.trim_start_matches(&b.base).to_string();
     let vm_id = vm_path.trim_start_matches("/instances/").to_string();
 
