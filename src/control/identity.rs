@@ -343,12 +343,19 @@ impl Control {
 
     /// The enabled projects a user holds a role on, by name.
     pub fn projects_of(&self, user: &str) -> Result<Vec<ProjectRecord>, ControlError> {
-        let mut out = Vec::new();
-        for p in self.projects()? {
-            if p.enabled && !self.roles_of(user, &p.id)?.is_empty() {
-                out.push(p);
-            }
-        }
+        // One pass over the assignments (keyed `project/user/role`), not one per project.
+        let with_role: std::collections::BTreeSet<String> = self
+            .store
+            .list::<RoleAssignments>()?
+            .into_iter()
+            .filter(|a| a.value.user == user)
+            .map(|a| a.value.project)
+            .collect();
+        let mut out: Vec<ProjectRecord> = self
+            .projects()?
+            .into_iter()
+            .filter(|p| p.enabled && with_role.contains(&p.id))
+            .collect();
         out.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(out)
     }
