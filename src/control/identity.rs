@@ -88,8 +88,9 @@ impl Control {
         if !self.store.list::<Users>()?.is_empty() {
             return Ok(None);
         }
-        let password =
-            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(rand::random::<[u8; 18]>());
+        // Hex (144 bits): never a leading '-', which clients would read as an option
+        // (`openstack --os-password -x...` fails).
+        let password = hex::encode(rand::random::<[u8; 18]>());
         let project = ProjectRecord {
             id: hex_id(),
             name: "admin".into(),
