@@ -9,7 +9,7 @@ use axum::routing::{get, post};
 use axum::{Form, Router};
 
 use super::forms::{self, Fields};
-use super::network::{page, submit, tbl};
+use super::network::{page, tbl};
 use super::session::Ctx;
 use super::view::*;
 use super::{Failure, Page, Web};
@@ -27,7 +27,7 @@ pub fn routes() -> Router<Arc<Web>> {
 
 // ---- floating IPs
 
-fn fip_view(web: &Web, ctx: &Ctx, f: Option<(&Fields, &(StatusCode, String))>) -> Page {
+fn fip_view(web: &Web, ctx: &Ctx, f: Option<(&Fields, &Failure)>) -> Page {
     let vms = web.control.vms()?;
     let nets = web.control.networks()?;
     let fips: Vec<_> = web
@@ -151,22 +151,21 @@ async fn fips(State(web): State<Arc<Web>>, ctx: Ctx) -> Page {
 async fn allocate_fip(State(web): State<Arc<Web>>, ctx: Ctx, Form(f): Form<Fields>) -> Page {
     f.check(&ctx)?;
     let r = match f.need("network", "External network") {
-        Err(m) => Err((StatusCode::BAD_REQUEST, m)),
-        Ok(net) => submit(
-            &web,
-            &ctx,
-            &f,
-            "floatingip.create",
-            &net,
-            "Floating IP allocated.".into(),
-            web.control.create_floating_ip(CreateFloatingIp {
-                network: net.clone(),
-                project: Some(ctx.project_id.clone()),
-                port: None,
-            }),
-        )
-        .await
-        .map(|_| ()),
+        Err(m) => Err(Failure(StatusCode::BAD_REQUEST, m)),
+        Ok(net) => web
+            .act(
+                &ctx,
+                "floatingip.create",
+                &net,
+                "Floating IP allocated.".into(),
+                web.control.create_floating_ip(CreateFloatingIp {
+                    network: net.clone(),
+                    project: Some(ctx.project_id.clone()),
+                    port: None,
+                }),
+            )
+            .await
+            .map(|_| ()),
     };
     match r {
         Ok(()) => Ok(Redirect::to("/floating-ips").into_response()),
@@ -198,16 +197,15 @@ async fn associate_fip(State(web): State<Arc<Web>>, ctx: Ctx, Form(f): Form<Fiel
             "Instance: it has no network port".into(),
         )
     })?;
-    let r = submit(
-        &web,
-        &ctx,
-        &f,
-        "floatingip.associate",
-        &x.ip,
-        format!("{} now reaches {}.", x.ip, vm.record.name),
-        web.control.associate_floating_ip(&x.id, Some(&port)),
-    )
-    .await;
+    let r = web
+        .act(
+            &ctx,
+            "floatingip.associate",
+            &x.ip,
+            format!("{} now reaches {}.", x.ip, vm.record.name),
+            web.control.associate_floating_ip(&x.id, Some(&port)),
+        )
+        .await;
     match r {
         Ok(_) => Ok(Redirect::to("/floating-ips").into_response()),
         Err(e) => fip_view(&web, &ctx, Some((&f, &e))),
@@ -254,7 +252,7 @@ async fn release_fip(
 
 // ---- key pairs
 
-fn keypair_view(web: &Web, ctx: &Ctx, f: Option<(&Fields, &(StatusCode, String))>) -> Page {
+fn keypair_view(web: &Web, ctx: &Ctx, f: Option<(&Fields, &Failure)>) -> Page {
     let rows = web
         .control
         .keypairs(&ctx.user_id)?
@@ -317,20 +315,19 @@ async fn keypairs(State(web): State<Arc<Web>>, ctx: Ctx) -> Page {
 async fn import_keypair(State(web): State<Arc<Web>>, ctx: Ctx, Form(f): Form<Fields>) -> Page {
     f.check(&ctx)?;
     let r = match forms::name("Name", &f.text("name")) {
-        Err(m) => Err((StatusCode::BAD_REQUEST, m)),
-        Ok(name) => submit(
-            &web,
-            &ctx,
-            &f,
-            "keypair.create",
-            &name,
-            format!("Key pair {name} imported."),
-            web.control
-                .create_keypair(&ctx.user_id, &name, &f.text("public_key")),
-        )
-        .await
-        .map(|_| ())
-        .map_err(|(c, m)| (c, format!("Public key: {m}"))),
+        Err(m) => Err(Failure(StatusCode::BAD_REQUEST, m)),
+        Ok(name) => web
+            .act(
+                &ctx,
+                "keypair.create",
+                &name,
+                format!("Key pair {name} imported."),
+                web.control
+                    .create_keypair(&ctx.user_id, &name, &f.text("public_key")),
+            )
+            .await
+            .map(|_| ())
+            .map_err(|e| Failure(e.0, format!("Public key: {}", e.1))),
     };
     match r {
         Ok(()) => Ok(Redirect::to("/keypairs").into_response()),

@@ -212,7 +212,7 @@ async fn dashboard(State(web): State<Arc<Web>>, ctx: Ctx) -> Page {
             detail: String::new(),
         },
     ];
-    let now = c.usage_now()?;
+    let now = c.usage_from(&status)?;
     let to = now_ms();
     let from = to.saturating_sub(6 * 3600 * 1000);
     let history = c.usage_history(from)?;

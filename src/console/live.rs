@@ -43,11 +43,11 @@ pub fn spawn_change_ticker(web: Arc<Web>) {
 
 async fn live(
     State(web): State<Arc<Web>>,
-    _ctx: Ctx,
+    ctx: Ctx,
 ) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
     let rx = web.changes.subscribe();
     let web2 = web.clone();
-    let sid = _ctx.sid.clone();
+    let sid = ctx.sid.clone();
     let stream = futures::stream::unfold(rx, move |mut rx| {
         let web = web2.clone();
         let sid = sid.clone();

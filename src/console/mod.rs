@@ -72,6 +72,7 @@ pub fn router(control: Arc<Control>, secure: bool, idle: Duration) -> Router {
 }
 
 /// A failure shown to a person: the status and the reason in words.
+#[derive(Clone, Debug)]
 pub struct Failure(pub StatusCode, pub String);
 
 impl From<ControlError> for Failure {

@@ -37,9 +37,8 @@ pub(super) fn page(
     text: (&str, &str),
     forms: Vec<FormView>,
     tables: Vec<Table>,
-    err: Option<(StatusCode, String)>,
+    err: Option<Failure>,
 ) -> Page {
-    let err = err.map(|(code, msg)| Failure(code, msg));
     super::render_list(ctx, web, nav, text, forms, tables, err)
 }
 
@@ -64,25 +63,9 @@ pub(super) fn tbl(
     }
 }
 
-/// Runs a form's change; on failure the page is drawn again with the form refilled.
-pub(super) async fn submit<T>(
-    web: &Web,
-    ctx: &Ctx,
-    f: &Fields,
-    action: &str,
-    target: &str,
-    done: String,
-    fut: impl std::future::Future<Output = Result<T, crate::control::ControlError>>,
-) -> Result<T, (StatusCode, String)> {
-    web.act(ctx, action, target, done, fut).await.map_err(|e| {
-        let _ = f;
-        (e.0, e.1)
-    })
-}
-
 // ---- networks
 
-fn network_view(web: &Web, ctx: &Ctx, f: Option<(&Fields, &(StatusCode, String))>) -> Page {
+fn network_view(web: &Web, ctx: &Ctx, f: Option<(&Fields, &Failure)>) -> Page {
     let rows = web
         .control
         .networks()?
@@ -163,19 +146,19 @@ async fn networks(State(web): State<Arc<Web>>, ctx: Ctx) -> Page {
 async fn create_network(State(web): State<Arc<Web>>, ctx: Ctx, Form(f): Form<Fields>) -> Page {
     f.check(&ctx)?;
     let r = async {
-        let name =
-            forms::name("Name", &f.text("name")).map_err(|m| (StatusCode::BAD_REQUEST, m))?;
+        let name = forms::name("Name", &f.text("name"))
+            .map_err(|m| Failure(StatusCode::BAD_REQUEST, m))?;
         let cidr = f
             .need("cidr", "Subnet CIDR")
-            .map_err(|m| (StatusCode::BAD_REQUEST, m))?;
+            .map_err(|m| Failure(StatusCode::BAD_REQUEST, m))?;
         let net: ipnet::IpNet = cidr.parse().map_err(|_| {
-            (
+            Failure(
                 StatusCode::BAD_REQUEST,
                 format!("Subnet CIDR: {cidr:?} is not a network like 10.0.0.0/24"),
             )
         })?;
         if net.trunc() != net {
-            return Err((
+            return Err(Failure(
                 StatusCode::BAD_REQUEST,
                 format!(
                     "Subnet CIDR: {cidr} has host bits set; did you mean {}?",
@@ -191,26 +174,25 @@ async fn create_network(State(web): State<Arc<Web>>, ctx: Ctx, Form(f): Form<Fie
             .collect();
         for d in &dns {
             if d.parse::<std::net::IpAddr>().is_err() {
-                return Err((
+                return Err(Failure(
                     StatusCode::BAD_REQUEST,
                     format!("DNS servers: {d:?} is not an IP address"),
                 ));
             }
         }
-        let n = submit(
-            &web,
-            &ctx,
-            &f,
-            "network.create",
-            &name,
-            format!("Network {name} created."),
-            web.control.create_network(CreateNetwork {
-                name: name.clone(),
-                project: Some(ctx.project_id.clone()),
-                ..Default::default()
-            }),
-        )
-        .await?;
+        let n = web
+            .act(
+                &ctx,
+                "network.create",
+                &name,
+                format!("Network {name} created."),
+                web.control.create_network(CreateNetwork {
+                    name: name.clone(),
+                    project: Some(ctx.project_id.clone()),
+                    ..Default::default()
+                }),
+            )
+            .await?;
         let sub = web.control.create_subnet(CreateSubnet {
             name: format!("{name}-subnet"),
             network: n.id.clone(),
@@ -226,7 +208,7 @@ async fn create_network(State(web): State<Arc<Web>>, ctx: Ctx, Form(f): Form<Fie
             let f = Failure::from(e);
             web.audit(&ctx, "subnet.create", &name, Some(f.1.clone()))
                 .await;
-            return Err((f.0, format!("Subnet CIDR: {}", f.1)));
+            return Err(Failure(f.0, format!("Subnet CIDR: {}", f.1)));
         }
         Ok(())
     }
@@ -259,7 +241,7 @@ async fn delete_network(
 
 // ---- security groups
 
-fn secgroup_view(web: &Web, ctx: &Ctx, f: Option<(&Fields, &(StatusCode, String))>) -> Page {
+fn secgroup_view(web: &Web, ctx: &Ctx, f: Option<(&Fields, &Failure)>) -> Page {
     let groups: Vec<_> = web
         .control
         .secgroups()?
@@ -400,22 +382,21 @@ async fn create_secgroup(State(web): State<Arc<Web>>, ctx: Ctx, Form(f): Form<Fi
     f.check(&ctx)?;
     let name = f.text("name");
     let r = match forms::name("Name", &name) {
-        Err(m) => Err((StatusCode::BAD_REQUEST, m)),
-        Ok(name) => submit(
-            &web,
-            &ctx,
-            &f,
-            "secgroup.create",
-            &name,
-            format!("Security group {name} created."),
-            web.control.create_secgroup(CreateSecGroup {
-                name: name.clone(),
-                project: Some(ctx.project_id.clone()),
-                description: f.text("description"),
-            }),
-        )
-        .await
-        .map(|_| ()),
+        Err(m) => Err(Failure(StatusCode::BAD_REQUEST, m)),
+        Ok(name) => web
+            .act(
+                &ctx,
+                "secgroup.create",
+                &name,
+                format!("Security group {name} created."),
+                web.control.create_secgroup(CreateSecGroup {
+                    name: name.clone(),
+                    project: Some(ctx.project_id.clone()),
+                    description: f.text("description"),
+                }),
+            )
+            .await
+            .map(|_| ()),
     };
     match r {
         Ok(()) => Ok(Redirect::to("/security-groups").into_response()),
@@ -473,20 +454,19 @@ fn parse_rule(f: &Fields) -> Result<(String, CreateRule), String> {
 async fn add_rule(State(web): State<Arc<Web>>, ctx: Ctx, Form(f): Form<Fields>) -> Page {
     f.check(&ctx)?;
     let r = match parse_rule(&f) {
-        Err(m) => Err((StatusCode::BAD_REQUEST, m)),
+        Err(m) => Err(Failure(StatusCode::BAD_REQUEST, m)),
         Ok((group, rule)) => match web.control.find_secgroup(&group) {
-            Ok(g) if ctx.owns(Some(&g.project)) => submit(
-                &web,
-                &ctx,
-                &f,
-                "secgroup.rule.add",
-                &g.name,
-                format!("Rule added to {}.", g.name),
-                web.control.add_rule(&g.id, rule),
-            )
-            .await
-            .map(|_| ()),
-            _ => Err((
+            Ok(g) if ctx.owns(Some(&g.project)) => web
+                .act(
+                    &ctx,
+                    "secgroup.rule.add",
+                    &g.name,
+                    format!("Rule added to {}.", g.name),
+                    web.control.add_rule(&g.id, rule),
+                )
+                .await
+                .map(|_| ()),
+            _ => Err(Failure(
                 StatusCode::BAD_REQUEST,
                 "Group: no such security group in this project".into(),
             )),

@@ -18,7 +18,11 @@ pub const SAMPLE_EVERY: Duration = Duration::from_secs(60);
 impl Control {
     /// The cluster's capacity and usage now.
     pub fn usage_now(&self) -> Result<UsageSample, ControlError> {
-        let status = self.status()?;
+        self.usage_from(&self.status()?)
+    }
+
+    /// Capacity and usage, given the cluster status the caller already has.
+    pub fn usage_from(&self, status: &super::ClusterStatus) -> Result<UsageSample, ControlError> {
         let mut s = UsageSample {
             at_ms: now_ms(),
             nodes_total: status.nodes.len() as u32,
