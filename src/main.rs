@@ -8,6 +8,10 @@ fn main() -> std::process::ExitCode {
     if args.get(1).is_some_and(|a| a == "vmm") {
         return vmm(&args[2..]);
     }
+    // An installed node's PID 1 runs without an async runtime (it only supervises).
+    if args.get(1).is_some_and(|a| a == "boot") && args.len() == 2 {
+        strata::installer::boot::run();
+    }
     let cli = cli::Cli::parse();
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

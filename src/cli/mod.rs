@@ -124,6 +124,21 @@ pub enum Cmd {
         #[arg(long, default_value = "openrc")]
         format: String,
     },
+    /// Install Strata on this server's disk (run from the installer image; reads the
+    /// layered install config, see docs/installer.md).
+    Install {
+        /// The mounted installer image.
+        #[arg(long)]
+        medium: Option<PathBuf>,
+        /// The disk the installer image is on (never a target).
+        #[arg(long)]
+        medium_disk: Option<String>,
+        /// The mounted STRATACFG volume.
+        #[arg(long)]
+        config_volume: Option<PathBuf>,
+    },
+    /// PID 1 of an installed node: network, first boot, `strata serve` under supervision.
+    Boot,
     /// Show the cluster's health: leader, Raft state, nodes and their liveness.
     Status {
         /// Machine-readable JSON.
@@ -275,6 +290,8 @@ pub enum CliError {
     Serve(#[from] crate::daemon::ServeError),
     #[error("{0}")]
     Usage(String),
+    #[error(transparent)]
+    Install(#[from] crate::installer::install::InstallError),
 }
 
 impl Cli {
@@ -397,6 +414,22 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             crate::daemon::serve(config).await?;
             Ok(())
         }
+        Cmd::Install {
+            medium,
+            medium_disk,
+            config_volume,
+        } => {
+            let paths = crate::installer::install::Paths {
+                medium: medium.clone(),
+                medium_disk: medium_disk.clone(),
+                config_volume: config_volume.clone(),
+                ..Default::default()
+            };
+            let after = crate::installer::install::run(&paths)?;
+            let _ = std::fs::write(paths.run.join("after"), after);
+            Ok(())
+        }
+        Cmd::Boot => crate::installer::boot::run(),
         Cmd::Token {
             cmd: TokenCmd::Create { ttl, json },
         } => {

@@ -85,12 +85,21 @@ impl Control {
     /// Creates the `admin` project and user (with the admin role) and the token key, once,
     /// when the cluster is created; returns the admin's generated password.
     pub async fn bootstrap_identity(&self) -> Result<Option<String>, ControlError> {
+        self.bootstrap_identity_with(None).await
+    }
+
+    /// As [`Self::bootstrap_identity`], with the admin password given (an installed
+    /// node's install config) instead of generated.
+    pub async fn bootstrap_identity_with(
+        &self,
+        preset: Option<String>,
+    ) -> Result<Option<String>, ControlError> {
         if !self.store.list::<Users>()?.is_empty() {
             return Ok(None);
         }
         // Hex (144 bits): never a leading '-', which clients would read as an option
         // (`openstack --os-password -x...` fails).
-        let password = hex::encode(rand::random::<[u8; 18]>());
+        let password = preset.unwrap_or_else(|| hex::encode(rand::random::<[u8; 18]>()));
         let project = ProjectRecord {
             id: hex_id(),
             name: "admin".into(),

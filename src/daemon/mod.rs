@@ -239,7 +239,12 @@ impl Node {
             datadir.finish_bootstrap()?;
             tracing::info!(cluster = %identity.node.cluster_name, "cluster bootstrapped");
             // The first credentials: written once, readable by root only, never logged.
-            match control.bootstrap_identity().await {
+            // An installed node's install config may set the first password
+            // (`strata boot` passes it in the environment, never on the command line).
+            let preset = std::env::var("STRATA_ADMIN_PASSWORD")
+                .ok()
+                .filter(|p| p.chars().count() >= 8);
+            match control.bootstrap_identity_with(preset).await {
                 Ok(Some(password)) => {
                     let path = datadir.admin_password();
                     let written = std::fs::write(&path, format!("{password}\n")).and_then(|_| {

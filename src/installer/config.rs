@@ -20,6 +20,9 @@ pub struct InstallFile {
     pub join: Option<String>,
     pub token: Option<String>,
     pub hostname: Option<String>,
+    /// The first admin's password (mode `create`; default: generated on the first start
+    /// and shown on the node's console).
+    pub admin_password: Option<String>,
     /// `reboot` (default) or `poweroff` when the install is done.
     pub after: Option<String>,
     #[serde(default)]
@@ -118,6 +121,12 @@ pub fn from_cmdline(cmdline: &str) -> Result<Layer, ConfigError> {
             "join" => f.join = v,
             "token" => f.token = v,
             "hostname" => f.hostname = v,
+            "admin_password" => {
+                return Err(ConfigError::Parse {
+                    from: "the kernel command line".into(),
+                    reason: "admin_password may not be given there (anyone on the node can read /proc/cmdline)".into(),
+                })
+            }
             "after" => f.after = v,
             "disk.serial" => f.disk.serial = v,
             "disk.wwn" => f.disk.wwn = v,
@@ -182,8 +191,14 @@ pub struct DiskSelector {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Mode {
-    Create { cluster_name: String },
-    Join { addr: Option<String>, token: String },
+    Create {
+        cluster_name: String,
+        admin_password: Option<String>,
+    },
+    Join {
+        addr: Option<String>,
+        token: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -253,6 +268,17 @@ pub fn merge(layers: &[Layer]) -> Result<InstallConfig, ConfigError> {
                 cluster_name: pick(layers, |f| &f.cluster_name)
                     .map(|(n, _)| n)
                     .unwrap_or_else(|| "strata".into()),
+                admin_password: match pick(layers, |f| &f.admin_password) {
+                    Some((p, psrc)) if p.chars().count() < 8 => {
+                        return Err(invalid(
+                            "admin_password",
+                            "(hidden)",
+                            psrc,
+                            "shorter than 8 characters",
+                        ))
+                    }
+                    other => other.map(|(p, _)| p),
+                },
             },
             "join" => {
                 let (token, tsrc) = pick(layers, |f| &f.token).ok_or_else(|| {

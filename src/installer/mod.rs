@@ -1,10 +1,14 @@
-//! `strata install` (in progress, installer issue): the unattended configuration read
-//! from layered sources (`config`), the choice of the target disk (`disks`) and the
-//! partition layout (`layout`). Writing the system, the boot loader and first boot come
-//! next; nothing here writes to a disk yet.
+//! `strata install` and an installed node's start: the unattended configuration read
+//! from layered sources (`config`), the choice of the target disk (`disks`), the
+//! partition layout (`layout`), writing the system and its boot loaders (`install`), the
+//! first-boot file (`firstboot`) and `strata boot`, PID 1 of an installed node (`boot`).
+//! The image itself is built by `installer/build.sh` (`make usb`).
 
+pub mod boot;
 pub mod config;
 pub mod disks;
+pub mod firstboot;
+pub mod install;
 pub mod layout;
 
 /// Bytes as a person reads them (`16.0 GiB`).
