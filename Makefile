@@ -2,7 +2,7 @@
 CARGO ?= cargo
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: up test deps build release lint bench clean images images-guest images-test
+.PHONY: up test deps build release lint bench clean images images-guest images-test usb
 
 deps:
 	@scripts/install-deps.sh
@@ -40,6 +40,11 @@ bench:
 
 clean:
 	$(CARGO) clean
+
+## The installer: one hybrid ISO/USB image (BIOS, UEFI, Secure Boot) from Debian packages,
+## with the release binary; installer/out/strata-installer.iso (write it with dd).
+usb: release
+	installer/build.sh $(if $(CONFIG),--config $(CONFIG))
 
 ## Guest images from Debian packages (root): test guest, Debian rootfs (into images/out/).
 images:

@@ -4,8 +4,11 @@
 set -euo pipefail
 PKGS=(libclang-dev librocksdb-dev libsnappy-dev liblz4-dev libzstd-dev libbz2-dev zlib1g-dev
       iproute2 nftables iptables procps curl qemu-system-x86 qemu-utils busybox
-      python3 python3-venv chromium chromium-driver)
+      python3 python3-venv chromium chromium-driver
+      grub-pc-bin grub-efi-amd64-bin grub-common xorriso mtools dosfstools ovmf efibootmgr
+      fdisk e2fsprogs cpio kmod)
 case "${1:-}" in
+  # What `make usb` (installer/build.sh) needs is in the default list above.
   --bench) PKGS+=(etcd-server etcd-client fio iperf3 python3) ;;
   # What images/ needs: apt-get download, dpkg-deb, cpio, gzip, depmod (kmod), debootstrap,
   # mkfs.ext4 -d (e2fsprogs), QEMU with SeaBIOS for the test host and smoke tests.

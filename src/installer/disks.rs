@@ -91,8 +91,12 @@ pub fn discover(sys: &Path) -> std::io::Result<Vec<Disk>> {
             .map(|e| e.file_name().to_string_lossy().to_string())
             .collect();
         partitions.sort();
+        // A disk behind USB counts as removable (sticks often say they are not).
+        let usb = std::fs::canonicalize(&d)
+            .map(|p| p.to_string_lossy().contains("/usb"))
+            .unwrap_or(false);
         out.push(Disk {
-            removable: read(&d.join("removable")) == "1",
+            removable: usb || read(&d.join("removable")) == "1",
             serial: first(&["serial", "device/serial"]),
             wwn: first(&["wwid", "device/wwid"]),
             model: first(&["device/model"]),

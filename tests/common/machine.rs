@@ -1,0 +1,246 @@
+//! Emulated servers for the installer's end-to-end tests: QEMU with software emulation
+//! (`-accel tcg -cpu max`, whose emulated AMD SVM gives the guest a real kvm-amd), legacy
+//! BIOS (SeaBIOS), UEFI or UEFI with Secure Boot (OVMF from Debian), USB sticks, virtio
+//! or NVMe disks, and user-mode networking restricted to a port forwarded on loopback.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Firmware {
+    Bios,
+    Uefi,
+    SecureBoot,
+}
+
+pub struct Spec<'a> {
+    pub firmware: Firmware,
+    /// The NVRAM file (UEFI), kept between the install and the boot from disk.
+    pub vars: Option<&'a Path>,
+    /// USB sticks (raw images), the first gets boot priority.
+    pub sticks: Vec<&'a Path>,
+    /// Disks: (image, `virtio` or `nvme`, serial).
+    pub disks: Vec<(&'a Path, &'a str, &'a str)>,
+    /// Host loopback port forwarded to the guest's port 5000.
+    pub api_port: Option<u16>,
+    pub mem_mb: u32,
+}
+
+pub struct Machine {
+    child: Child,
+    pub log: PathBuf,
+}
+
+const OVMF: &str = "/usr/share/OVMF";
+
+/// A fresh NVRAM file for `fw` (Secure Boot's has Microsoft's keys enrolled).
+pub fn new_vars(fw: Firmware, path: &Path) {
+    let src = match fw {
+        Firmware::SecureBoot => format!("{OVMF}/OVMF_VARS_4M.ms.fd"),
+        _ => format!("{OVMF}/OVMF_VARS_4M.fd"),
+    };
+    std::fs::copy(&src, path).unwrap_or_else(|e| panic!("copy {src}: {e} (install ovmf)"));
+}
+
+impl Machine {
+    pub fn start(spec: &Spec, log: &Path) -> Machine {
+        let _ = std::fs::remove_file(log);
+        let mut a: Vec<String> = [
+            "-accel",
+            "tcg",
+            "-cpu",
+            "max",
+            "-nodefaults",
+            "-display",
+            "none",
+            "-no-reboot",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        a.push("-m".into());
+        a.push(spec.mem_mb.to_string());
+        a.push("-serial".into());
+        a.push(format!("file:{}", log.display()));
+        match spec.firmware {
+            Firmware::Bios => {}
+            Firmware::Uefi | Firmware::SecureBoot => {
+                let code = if spec.firmware == Firmware::SecureBoot {
+                    "OVMF_CODE_4M.ms.fd"
+                } else {
+                    "OVMF_CODE_4M.fd"
+                };
+                a.extend([
+                    "-machine".into(),
+                    "q35,smm=on".into(),
+                    "-global".into(),
+                    "driver=cfi.pflash01,property=secure,value=on".into(),
+                    "-drive".into(),
+                    format!("if=pflash,format=raw,unit=0,readonly=on,file={OVMF}/{code}"),
+                    "-drive".into(),
+                    format!(
+                        "if=pflash,format=raw,unit=1,file={}",
+                        spec.vars.expect("UEFI needs a vars file").display()
+                    ),
+                ]);
+            }
+        }
+        if !spec.sticks.is_empty() {
+            a.extend(["-device".into(), "qemu-xhci,id=xhci".into()]);
+        }
+        for (i, s) in spec.sticks.iter().enumerate() {
+            a.extend([
+                "-drive".into(),
+                format!(
+                    "if=none,id=stick{i},format=raw,readonly=on,file={}",
+                    s.display()
+                ),
+                "-device".into(),
+                format!(
+                    "usb-storage,bus=xhci.0,drive=stick{i}{}",
+                    if i == 0 { ",bootindex=1" } else { "" }
+                ),
+            ]);
+        }
+        for (i, (img, kind, serial)) in spec.disks.iter().enumerate() {
+            let fmt = if img.extension().is_some_and(|e| e == "qcow2") {
+                "qcow2"
+            } else {
+                "raw"
+            };
+            a.extend([
+                "-drive".into(),
+                format!("if=none,id=disk{i},format={fmt},file={}", img.display()),
+                "-device".into(),
+                match *kind {
+                    "nvme" => format!("nvme,drive=disk{i},serial={serial},bootindex={}", i + 2),
+                    _ => format!(
+                        "virtio-blk-pci,drive=disk{i},serial={serial},bootindex={}",
+                        i + 2
+                    ),
+                },
+            ]);
+        }
+        match spec.api_port {
+            Some(p) => a.extend([
+                "-nic".into(),
+                format!("user,model=virtio-net-pci,restrict=on,hostfwd=tcp:127.0.0.1:{p}-:5000"),
+            ]),
+            None => a.extend(["-nic".into(), "none".into()]),
+        }
+        let child = Command::new("qemu-system-x86_64")
+            .args(&a)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start qemu-system-x86_64");
+        Machine {
+            child,
+            log: log.to_path_buf(),
+        }
+    }
+
+    pub fn console(&self) -> String {
+        String::from_utf8_lossy(&std::fs::read(&self.log).unwrap_or_default()).to_string()
+    }
+
+    /// Waits until the console shows `marker`; fails (with the console's tail) on timeout
+    /// or when QEMU exits first.
+    pub fn wait_for(&mut self, marker: &str, timeout: Duration) -> String {
+        let end = Instant::now() + timeout;
+        loop {
+            let text = self.console();
+            if text.contains(marker) {
+                return text;
+            }
+            if let Ok(Some(st)) = self.child.try_wait() {
+                panic!(
+                    "QEMU exited ({st}) before {marker:?}; console tail:\n{}",
+                    tail(&self.console(), 40)
+                );
+            }
+            if Instant::now() > end {
+                panic!(
+                    "no {marker:?} within {} s; console tail:\n{}",
+                    timeout.as_secs(),
+                    tail(&text, 40)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+
+    /// Waits for QEMU to exit by itself (a reboot under `-no-reboot`, or a power-off).
+    pub fn wait_exit(&mut self, timeout: Duration) -> String {
+        let end = Instant::now() + timeout;
+        loop {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return self.console();
+            }
+            if Instant::now() > end {
+                let _ = self.child.kill();
+                panic!(
+                    "QEMU still running after {} s; console tail:\n{}",
+                    timeout.as_secs(),
+                    tail(&self.console(), 40)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+}
+
+impl Drop for Machine {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn tail(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// A FAT volume labelled STRATACFG holding `install.toml` (the config stick).
+pub fn config_stick(dir: &Path, name: &str, toml: &str) -> PathBuf {
+    let img = dir.join(format!("{name}.img"));
+    let cfg = dir.join(format!("{name}.toml"));
+    std::fs::write(&cfg, toml).unwrap();
+    let _ = std::fs::remove_file(&img);
+    run(
+        "mkfs.fat",
+        &["-C", "-n", "STRATACFG", img.to_str().unwrap(), "2048"],
+    );
+    run(
+        "mcopy",
+        &[
+            "-i",
+            img.to_str().unwrap(),
+            cfg.to_str().unwrap(),
+            "::/install.toml",
+        ],
+    );
+    img
+}
+
+pub fn run(cmd: &str, args: &[&str]) -> String {
+    let o = Command::new(cmd)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("{cmd}: {e}"));
+    assert!(
+        o.status.success(),
+        "{cmd} {args:?}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).to_string()
+}
+
+/// A sparse raw disk image of `gib` GiB.
+pub fn blank_disk(path: &Path, gib: u64) {
+    let f = std::fs::File::create(path).unwrap();
+    f.set_len(gib << 30).unwrap();
+}

@@ -1,0 +1,557 @@
+//! The installer end to end, in emulated servers (QEMU TCG, `-cpu max`): `installer/build.sh`
+//! builds the hybrid image with this build's `strata`; it is attached as a USB stick to a
+//! server with a blank disk, next to a second stick labelled STRATACFG with the install
+//! config; the unattended install runs and the server restarts; booted from its disk (the
+//! stick left in: its menu boots the installed system, not a reinstall) the node forms its
+//! cluster and answers `strata status` on its console; through its OpenStack API
+//! (forwarded to a loopback port) Strata's own VMM boots the test guest under the emulated
+//! server's real kvm-amd, and the guest's marker is read back from its console log. The
+//! same on UEFI (NVMe disk chosen by serial, a UEFI boot entry written) and on UEFI with
+//! Secure Boot (Debian's signed shim, GRUB and kernel; an unsigned image is refused). Bad
+//! cases leave the disk as it was: no disk, a disk too small, a disk with partitions, a
+//! malformed join token.
+//!
+//! Needs root, qemu-system-x86, ovmf, the packages `make usb` uses and the test guest
+//! (`make images-guest`).
+
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+#[path = "common/machine.rs"]
+#[allow(dead_code)]
+mod machine;
+
+use machine::{blank_disk, config_stick, new_vars, Firmware, Machine, Spec};
+
+const INSTALL: Duration = Duration::from_secs(420);
+const BOOT: Duration = Duration::from_secs(480);
+const PASSWORD: &str = "installer-test-pass";
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn work() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let d = std::env::temp_dir().join(format!("strata-installer-{}", std::process::id()));
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    })
+}
+
+/// Builds an image (once per flavour) and reports its size and build time.
+fn image(unsigned: bool) -> PathBuf {
+    static SIGNED: OnceLock<PathBuf> = OnceLock::new();
+    static UNSIGNED: OnceLock<PathBuf> = OnceLock::new();
+    let cell = if unsigned { &UNSIGNED } else { &SIGNED };
+    cell.get_or_init(|| {
+        let out = work().join(if unsigned {
+            "unsigned.iso"
+        } else {
+            "strata.iso"
+        });
+        let t = Instant::now();
+        let mut cmd = std::process::Command::new(root().join("installer/build.sh"));
+        cmd.arg("--bin")
+            .arg(env!("CARGO_BIN_EXE_strata"))
+            .arg("--out")
+            .arg(&out);
+        if unsigned {
+            cmd.args(["--unsigned-efi", "--drivers", "minimal"]);
+        }
+        let o = cmd.output().expect("run installer/build.sh");
+        assert!(
+            o.status.success(),
+            "installer/build.sh failed: {}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        eprintln!(
+            "STRATA-INSTALLER-IMAGE {} bytes={} build_s={:.0}",
+            out.display(),
+            std::fs::metadata(&out).unwrap().len(),
+            t.elapsed().as_secs_f64()
+        );
+        out
+    })
+    .clone()
+}
+
+fn create_config(extra: &str) -> String {
+    format!(
+        "schema = 1\nmode = \"create\"\ncluster_name = \"lab\"\nadmin_password = \"{PASSWORD}\"\nhostname = \"node1\"\n{extra}"
+    )
+}
+
+/// Installs with `spec`'s machine, then checks what the console said.
+fn install(spec: &Spec, log: &Path) -> (String, f64) {
+    let t = Instant::now();
+    let mut m = Machine::start(spec, log);
+    let console = m.wait_exit(INSTALL);
+    assert!(
+        console.contains("STRATA-INSTALL-OK"),
+        "the install did not finish:\n{}",
+        machine::tail(&console, 40)
+    );
+    (console, t.elapsed().as_secs_f64())
+}
+
+/// Boots an installed node and waits until its console shows it ready (`strata status`).
+fn boot_ready(spec: &Spec, log: &Path) -> (Machine, String, f64) {
+    let t = Instant::now();
+    let mut m = Machine::start(spec, log);
+    let console = m.wait_for("Web console and OpenStack API", BOOT);
+    let secs = t.elapsed().as_secs_f64();
+    assert!(
+        console.contains("STRATA-INIT version="),
+        "{}",
+        machine::tail(&console, 30)
+    );
+    assert!(
+        console.contains("mode=run"),
+        "not the installed system:\n{}",
+        machine::tail(&console, 30)
+    );
+    assert!(
+        !console.contains("STRATA-INSTALL-START"),
+        "the stick reinstalled"
+    );
+    assert!(
+        console.contains("STRATA-NODE-READY"),
+        "{}",
+        machine::tail(&console, 30)
+    );
+    assert!(
+        console.contains("cluster:  lab"),
+        "{}",
+        machine::tail(&console, 30)
+    );
+    assert!(
+        console.contains("nodes:    1 of 1 alive"),
+        "{}",
+        machine::tail(&console, 30)
+    );
+    assert!(
+        console.contains(" node1 "),
+        "host name not set:\n{}",
+        machine::tail(&console, 30)
+    );
+    (m, console, secs)
+}
+
+/// One call to the node's OpenStack API over the forwarded loopback port.
+fn api(
+    port: u16,
+    token: Option<&str>,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+) -> (u16, String, String) {
+    let url = format!("https://127.0.0.1:{port}{path}");
+    let mut a: Vec<String> = vec![
+        "-sk".into(),
+        "-D".into(),
+        "-".into(),
+        "-X".into(),
+        method.into(),
+        url,
+        "--max-time".into(),
+        "120".into(),
+    ];
+    if let Some(t) = token {
+        a.extend(["-H".into(), format!("X-Auth-Token: {t}")]);
+    }
+    match body {
+        Some(b) if b.starts_with('@') => a.extend([
+            "-H".into(),
+            "Content-Type: application/octet-stream".into(),
+            "--data-binary".into(),
+            b.into(),
+        ]),
+        Some(b) => a.extend([
+            "-H".into(),
+            "Content-Type: application/json".into(),
+            "-d".into(),
+            b.into(),
+        ]),
+        None => {}
+    }
+    let o = std::process::Command::new("curl")
+        .args(&a)
+        .output()
+        .expect("curl");
+    let text = String::from_utf8_lossy(&o.stdout).to_string();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    // A 100 Continue comes first on uploads.
+    let (head, body) = if head.starts_with("HTTP/1.1 100") || head.starts_with("HTTP/2 100") {
+        body.split_once("\r\n\r\n").unwrap_or((body, ""))
+    } else {
+        (head, body)
+    };
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    (status, head.to_string(), body.to_string())
+}
+
+fn json(s: &str) -> serde_json::Value {
+    serde_json::from_str(s).unwrap_or_else(|e| panic!("not JSON ({e}): {s}"))
+}
+
+/// Boots the test guest through the node's API with Strata's own VMM (KVM) and reads
+/// its marker back from the console log.
+fn vm_through_the_api(port: u16) {
+    let auth = format!(
+        r#"{{"auth":{{"identity":{{"methods":["password"],"password":{{"user":{{"name":"admin","domain":{{"id":"default"}},"password":"{PASSWORD}"}}}}}},"scope":{{"project":{{"name":"admin","domain":{{"id":"default"}}}}}}}}}}"#
+    );
+    let (st, head, body) = api(port, None, "POST", "/identity/v3/auth/tokens", Some(&auth));
+    assert_eq!(
+        st, 201,
+        "the install config's admin password does not sign in: {body}"
+    );
+    let token = head
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("x-subject-token: ")
+                .or_else(|| l.strip_prefix("X-Subject-Token: "))
+        })
+        .expect("token header")
+        .trim()
+        .to_string();
+    let t = Some(token.as_str());
+    let guest = root().join("images/out/guest");
+    let upload = |name: &str, fmt: &str, file: &Path, extra: &str| -> String {
+        let (st, _, b) = api(
+            port,
+            t,
+            "POST",
+            "/image/v2/images",
+            Some(&format!(
+                r#"{{"name":"{name}","disk_format":"{fmt}","container_format":"{fmt}"{extra}}}"#
+            )),
+        );
+        assert_eq!(st, 201, "image create: {b}");
+        let id = json(&b)["id"].as_str().unwrap().to_string();
+        let (st, _, b) = api(
+            port,
+            t,
+            "PUT",
+            &format!("/image/v2/images/{id}/file"),
+            Some(&format!("@{}", file.display())),
+        );
+        assert_eq!(st, 204, "image upload: {b}");
+        id
+    };
+    let kid = upload("guest-kernel", "aki", &guest.join("vmlinuz"), "");
+    let rid = upload("guest-initrd", "ari", &guest.join("initramfs.cpio.gz"), "");
+    let disk = work().join("guest-disk.raw");
+    std::fs::write(&disk, vec![0u8; 1 << 20]).unwrap();
+    let img = upload(
+        "guest",
+        "ami",
+        &disk,
+        &format!(r#","kernel_id":"{kid}","ramdisk_id":"{rid}","os_command_line":"console=ttyS0""#),
+    );
+    let (st, _, b) = api(port, t, "GET", "/compute/v2.1/flavors", None);
+    assert_eq!(st, 200, "{b}");
+    let flavors = json(&b);
+    let flavor = flavors["flavors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["name"] == "m1.tiny")
+        .map(|f| f["id"].as_str().unwrap().to_string())
+        .unwrap_or_else(|| panic!("no m1.tiny: {flavors}"));
+    let (st, _, b) = api(
+        port,
+        t,
+        "POST",
+        "/compute/v2.1/servers",
+        Some(&format!(
+            r#"{{"server":{{"name":"g1","imageRef":"{img}","flavorRef":"{flavor}","networks":"none"}}}}"#
+        )),
+    );
+    assert_eq!(st, 202, "server create: {b}");
+    let sid = json(&b)["server"]["id"].as_str().unwrap().to_string();
+    let end = Instant::now() + Duration::from_secs(300);
+    loop {
+        let (_, _, b) = api(
+            port,
+            t,
+            "GET",
+            &format!("/compute/v2.1/servers/{sid}"),
+            None,
+        );
+        let s = json(&b);
+        assert_ne!(s["server"]["status"], "ERROR", "the server failed: {s}");
+        let (_, _, out) = api(
+            port,
+            t,
+            "POST",
+            &format!("/compute/v2.1/servers/{sid}/action"),
+            Some(r#"{"os-getConsoleOutput":{}}"#),
+        );
+        let last = out;
+        if s["server"]["status"] == "ACTIVE" && last.contains("STRATA-GUEST-USERSPACE") {
+            break;
+        }
+        assert!(
+            Instant::now() < end,
+            "no guest marker within 300 s: server {s}\nconsole {last}"
+        );
+        std::thread::sleep(Duration::from_secs(3));
+    }
+    // The guest ran under KVM, with Strata's VMM (not QEMU): the node says so.
+    let (_, _, b) = api(
+        port,
+        t,
+        "GET",
+        &format!("/compute/v2.1/servers/{sid}"),
+        None,
+    );
+    eprintln!("guest server: {b}");
+}
+
+#[test]
+fn bios_install_then_boot_from_disk_with_the_stick_left_in_and_run_a_vm() {
+    let iso = image(false);
+    let d = work().join("bios");
+    std::fs::create_dir_all(&d).unwrap();
+    let disk = d.join("disk.raw");
+    blank_disk(&disk, 20);
+    let cfg = config_stick(&d, "cfg", &create_config(""));
+    let spec = Spec {
+        firmware: Firmware::Bios,
+        vars: None,
+        sticks: vec![&iso, &cfg],
+        disks: vec![(&disk, "virtio", "STRATA-VIRTIO-1")],
+        api_port: None,
+        mem_mb: 2048,
+    };
+    let (console, install_s) = install(&spec, &d.join("install.log"));
+    assert!(
+        console.contains("config: read the STRATACFG volume"),
+        "{console}"
+    );
+    assert!(console.contains("[the installer medium]"), "{console}");
+    assert!(!console.contains("UEFI boot entry"), "BIOS has no NVRAM");
+    // Stick left in, first in the boot order; the node's API on a loopback port.
+    let port = 25000 + (std::process::id() % 1000) as u16;
+    let spec = Spec {
+        sticks: vec![&iso],
+        api_port: Some(port),
+        mem_mb: 3072,
+        ..spec
+    };
+    let (m, console, ready_s) = boot_ready(&spec, &d.join("boot.log"));
+    assert!(
+        console.contains("STRATA-INIT kvm ok"),
+        "no /dev/kvm in the emulated server"
+    );
+    assert!(
+        console
+            .lines()
+            .any(|l| l.contains(" node1 ") && l.contains(" kvm ")),
+        "the node does not use KVM:\n{}",
+        machine::tail(&console, 20)
+    );
+    eprintln!("STRATA-INSTALLER-TIMES bios install_s={install_s:.0} boot_to_ready_s={ready_s:.0}");
+    vm_through_the_api(port);
+    drop(m);
+}
+
+#[test]
+fn uefi_and_secure_boot_install_on_the_disk_named_by_serial_and_boot_from_it() {
+    let iso = image(false);
+    for fw in [Firmware::Uefi, Firmware::SecureBoot] {
+        let d = work().join(format!("{fw:?}"));
+        std::fs::create_dir_all(&d).unwrap();
+        let vars = d.join("vars.fd");
+        new_vars(fw, &vars);
+        let (a, b) = (d.join("a.raw"), d.join("b.raw"));
+        blank_disk(&a, 20);
+        blank_disk(&b, 20);
+        let cfg = config_stick(
+            &d,
+            "cfg",
+            &create_config("[disk]\nserial = \"STRATA-NVME-B\"\n"),
+        );
+        let spec = Spec {
+            firmware: fw,
+            vars: Some(&vars),
+            sticks: vec![&iso, &cfg],
+            disks: vec![(&a, "nvme", "STRATA-NVME-A"), (&b, "nvme", "STRATA-NVME-B")],
+            api_port: None,
+            mem_mb: 2048,
+        };
+        let (console, install_s) = install(&spec, &d.join("install.log"));
+        assert!(
+            console.contains("install on nvme1n1") || console.contains("serial STRATA-NVME-B"),
+            "{console}"
+        );
+        assert!(
+            console.contains("UEFI boot entry \"Strata\" written"),
+            "no UEFI boot entry:\n{}",
+            machine::tail(&console, 30)
+        );
+        if fw == Firmware::SecureBoot {
+            assert!(
+                console.contains("Secure boot enabled"),
+                "Secure Boot was off:\n{}",
+                machine::tail(&console, 60)
+            );
+        }
+        // Only the named disk was written.
+        let untouched = std::fs::read(&a).unwrap_or_default();
+        assert!(
+            untouched.is_empty() || untouched.iter().all(|x| *x == 0),
+            "the other disk was written"
+        );
+        // The disk alone, with the NVRAM the install wrote.
+        let spec = Spec {
+            sticks: vec![],
+            ..spec
+        };
+        let (m, console, ready_s) = boot_ready(&spec, &d.join("boot.log"));
+        if fw == Firmware::SecureBoot {
+            assert!(
+                console.contains("Secure boot enabled"),
+                "{}",
+                machine::tail(&console, 60)
+            );
+        }
+        eprintln!(
+            "STRATA-INSTALLER-TIMES {fw:?} install_s={install_s:.0} boot_to_ready_s={ready_s:.0}"
+        );
+        drop(m);
+    }
+}
+
+#[test]
+fn secure_boot_refuses_an_unsigned_image() {
+    let iso = image(true);
+    let d = work().join("unsigned");
+    std::fs::create_dir_all(&d).unwrap();
+    let vars = d.join("vars.fd");
+    new_vars(Firmware::SecureBoot, &vars);
+    let disk = d.join("disk.raw");
+    blank_disk(&disk, 20);
+    let spec = Spec {
+        firmware: Firmware::SecureBoot,
+        vars: Some(&vars),
+        sticks: vec![&iso],
+        disks: vec![(&disk, "nvme", "STRATA-NVME-A")],
+        api_port: None,
+        mem_mb: 2048,
+    };
+    let mut m = Machine::start(&spec, &d.join("boot.log"));
+    let console = m.wait_for("Access Denied", Duration::from_secs(240));
+    assert!(
+        !console.contains("STRATA-INIT"),
+        "an unsigned image booted under Secure Boot"
+    );
+    // Without Secure Boot the same image boots (the refusal is the signature's).
+    drop(m);
+    new_vars(Firmware::Uefi, &vars);
+    let spec = Spec {
+        firmware: Firmware::Uefi,
+        ..spec
+    };
+    let mut m = Machine::start(&spec, &d.join("boot-nosb.log"));
+    m.wait_for("STRATA-INIT version=", Duration::from_secs(300));
+}
+
+/// Boots the installer with `disks` and `cfg`; it must refuse with `msg` and write nothing.
+fn refused(name: &str, disks: &[(PathBuf, &str)], cfg: &str, msg: &str) {
+    let iso = image(false);
+    let d = work().join(name);
+    std::fs::create_dir_all(&d).unwrap();
+    let stick = config_stick(&d, "cfg", cfg);
+    let before: Vec<Vec<u8>> = disks.iter().map(|(p, _)| head_and_tail(p)).collect();
+    let serials: Vec<String> = (0..disks.len())
+        .map(|i| format!("STRATA-BAD-{i}"))
+        .collect();
+    let spec = Spec {
+        firmware: Firmware::Bios,
+        vars: None,
+        sticks: vec![&iso, &stick],
+        disks: disks
+            .iter()
+            .zip(&serials)
+            .map(|((p, k), s)| (p.as_path(), *k, s.as_str()))
+            .collect(),
+        api_port: None,
+        mem_mb: 2048,
+    };
+    let mut m = Machine::start(&spec, &d.join("install.log"));
+    let console = m.wait_for("STRATA-INSTALL-FAILED", INSTALL);
+    assert!(
+        console.contains(msg),
+        "{name}: expected {msg:?}:\n{}",
+        machine::tail(&console, 30)
+    );
+    assert!(
+        !console.contains("writing the partition table"),
+        "{name}: it started writing"
+    );
+    drop(m);
+    for ((p, _), b) in disks.iter().zip(before) {
+        assert!(head_and_tail(p) == b, "{name}: {} changed", p.display());
+    }
+}
+
+/// The first 4 MiB and the last MiB of a disk image (both GPT copies).
+fn head_and_tail(p: &Path) -> Vec<u8> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut f = std::fs::File::open(p).unwrap();
+    let len = f.metadata().unwrap().len();
+    let mut a = vec![0u8; 4 << 20];
+    f.read_exact(&mut a).unwrap();
+    let mut b = vec![0u8; 1 << 20];
+    f.seek(SeekFrom::Start(len - (1 << 20))).unwrap();
+    f.read_exact(&mut b).unwrap();
+    a.extend(b);
+    a
+}
+
+#[test]
+fn bad_cases_are_refused_on_the_console_and_nothing_is_written() {
+    let d = work().join("bad");
+    std::fs::create_dir_all(&d).unwrap();
+    refused("nodisk", &[], &create_config(""), "no disk to install on");
+    let small = d.join("small.raw");
+    blank_disk(&small, 8);
+    refused(
+        "small",
+        &[(small, "virtio")],
+        &create_config(""),
+        "is too small",
+    );
+    let used = d.join("used.raw");
+    blank_disk(&used, 20);
+    let script = "label: gpt\nsize=100MiB, type=L\n";
+    let o = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!("printf '{script}' | sfdisk -q {}", used.display()))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    refused(
+        "used",
+        &[(used, "virtio")],
+        &create_config(""),
+        "holds partitions",
+    );
+    let blank = d.join("blank.raw");
+    blank_disk(&blank, 20);
+    refused(
+        "badtoken",
+        &[(blank, "virtio")],
+        "schema = 1\nmode = \"join\"\njoin = \"10.0.2.2:7440\"\ntoken = \"SJ1.not-a-token\"\n",
+        "malformed join token",
+    );
+}
