@@ -323,22 +323,45 @@ fn bios_install_then_boot_from_disk_with_the_stick_left_in_and_run_a_vm() {
     std::fs::create_dir_all(&d).unwrap();
     let disk = d.join("disk.raw");
     blank_disk(&disk, 20);
-    let cfg = config_stick(&d, "cfg", &create_config(""));
+    // No config anywhere: the installer asks on the console, and a person answers.
     let spec = Spec {
         firmware: Firmware::Bios,
         vars: None,
-        sticks: vec![&iso, &cfg],
+        sticks: vec![&iso],
         disks: vec![(&disk, "virtio", "STRATA-VIRTIO-1")],
         api_port: None,
         mem_mb: 2048,
+        keyboard: true,
     };
-    let (console, install_s) = install(&spec, &d.join("install.log"));
+    let t = Instant::now();
+    let mut m = Machine::start(&spec, &d.join("install.log"));
+    m.answer("Install on disk number", "1");
+    m.answer("Create a new cluster or join one", "create");
+    m.answer("Cluster name", "lab");
+    m.answer("Password for the user admin", PASSWORD);
+    m.answer("The same password again", PASSWORD);
+    m.answer("Host name", "node1");
+    m.answer("Network: dhcp or static", "");
+    m.answer("Type install to erase vda and install", "install");
+    let console = m.wait_exit(INSTALL);
+    let install_s = t.elapsed().as_secs_f64();
+    drop(m);
     assert!(
-        console.contains("config: read the STRATACFG volume"),
-        "{console}"
+        console.contains("STRATA-INSTALL-OK"),
+        "{}",
+        machine::tail(&console, 40)
+    );
+    assert!(console.contains("No install config was found"), "{console}");
+    assert!(
+        !console.contains(PASSWORD),
+        "the password was echoed on the console"
     );
     assert!(console.contains("[the installer medium]"), "{console}");
     assert!(!console.contains("UEFI boot entry"), "BIOS has no NVRAM");
+    let spec = Spec {
+        keyboard: false,
+        ..spec
+    };
     // Stick left in, first in the boot order; the node's API on a loopback port.
     let port = 25000 + (std::process::id() % 1000) as u16;
     let spec = Spec {
@@ -387,6 +410,7 @@ fn uefi_and_secure_boot_install_on_the_disk_named_by_serial_and_boot_from_it() {
             disks: vec![(&a, "nvme", "STRATA-NVME-A"), (&b, "nvme", "STRATA-NVME-B")],
             api_port: None,
             mem_mb: 2048,
+            keyboard: false,
         };
         let (console, install_s) = install(&spec, &d.join("install.log"));
         assert!(
@@ -406,14 +430,14 @@ fn uefi_and_secure_boot_install_on_the_disk_named_by_serial_and_boot_from_it() {
             );
         }
         // Only the named disk was written.
-        let untouched = std::fs::read(&a).unwrap_or_default();
         assert!(
-            untouched.is_empty() || untouched.iter().all(|x| *x == 0),
+            head_and_tail(&a).iter().all(|x| *x == 0),
             "the other disk was written"
         );
         // The disk alone, with the NVRAM the install wrote.
         let spec = Spec {
             sticks: vec![],
+            api_port: Some(26000 + (std::process::id() % 1000) as u16),
             ..spec
         };
         let (m, console, ready_s) = boot_ready(&spec, &d.join("boot.log"));
@@ -424,6 +448,12 @@ fn uefi_and_secure_boot_install_on_the_disk_named_by_serial_and_boot_from_it() {
                 machine::tail(&console, 60)
             );
         }
+        // The firmware followed the boot entry the installer wrote.
+        assert!(
+            console.contains("BdsDxe: starting Boot0") && console.contains("\"Strata\""),
+            "the UEFI entry \"Strata\" was not used:\n{}",
+            machine::tail(&console, 60)
+        );
         eprintln!(
             "STRATA-INSTALLER-TIMES {fw:?} install_s={install_s:.0} boot_to_ready_s={ready_s:.0}"
         );
@@ -447,6 +477,7 @@ fn secure_boot_refuses_an_unsigned_image() {
         disks: vec![(&disk, "nvme", "STRATA-NVME-A")],
         api_port: None,
         mem_mb: 2048,
+        keyboard: false,
     };
     let mut m = Machine::start(&spec, &d.join("boot.log"));
     let console = m.wait_for("Access Denied", Duration::from_secs(240));
@@ -486,6 +517,7 @@ fn refused(name: &str, disks: &[(PathBuf, &str)], cfg: &str, msg: &str) {
             .collect(),
         api_port: None,
         mem_mb: 2048,
+        keyboard: false,
     };
     let mut m = Machine::start(&spec, &d.join("install.log"));
     let console = m.wait_for("STRATA-INSTALL-FAILED", INSTALL);
@@ -522,36 +554,57 @@ fn head_and_tail(p: &Path) -> Vec<u8> {
 fn bad_cases_are_refused_on_the_console_and_nothing_is_written() {
     let d = work().join("bad");
     std::fs::create_dir_all(&d).unwrap();
-    refused("nodisk", &[], &create_config(""), "no disk to install on");
+    image(false);
     let small = d.join("small.raw");
     blank_disk(&small, 8);
-    refused(
-        "small",
-        &[(small, "virtio")],
-        &create_config(""),
-        "is too small",
-    );
     let used = d.join("used.raw");
     blank_disk(&used, 20);
-    let script = "label: gpt\nsize=100MiB, type=L\n";
     let o = std::process::Command::new("sh")
         .arg("-c")
-        .arg(format!("printf '{script}' | sfdisk -q {}", used.display()))
+        .arg(format!(
+            "printf 'label: gpt\\nsize=100MiB, type=L\\n' | sfdisk -q {}",
+            used.display()
+        ))
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    refused(
-        "used",
-        &[(used, "virtio")],
-        &create_config(""),
-        "holds partitions",
-    );
     let blank = d.join("blank.raw");
     blank_disk(&blank, 20);
-    refused(
-        "badtoken",
-        &[(blank, "virtio")],
-        "schema = 1\nmode = \"join\"\njoin = \"10.0.2.2:7440\"\ntoken = \"SJ1.not-a-token\"\n",
-        "malformed join token",
-    );
+    let create = create_config("");
+    let bad_token =
+        "schema = 1\nmode = \"join\"\njoin = \"10.0.2.2:7440\"\ntoken = \"SJ1.not-a-token\"\n";
+    // Four emulated servers at once (each is one emulated CPU; the machine has two cores).
+    std::thread::scope(|sc| {
+        let runs = [
+            ("nodisk", vec![], create.as_str(), "no disk to install on"),
+            (
+                "small",
+                vec![(small, "virtio")],
+                create.as_str(),
+                "is too small",
+            ),
+            (
+                "used",
+                vec![(used, "virtio")],
+                create.as_str(),
+                "holds partitions",
+            ),
+            (
+                "badtoken",
+                vec![(blank, "virtio")],
+                bad_token,
+                "malformed join token",
+            ),
+        ];
+        let handles: Vec<_> = runs
+            .into_iter()
+            .map(|(name, disks, cfg, msg)| sc.spawn(move || refused(name, &disks, cfg, msg)))
+            .collect();
+        for h in handles {
+            if let Err(e) = h.join() {
+                std::panic::resume_unwind(e);
+            }
+        }
+    });
+    let _ = std::fs::remove_dir_all(&d);
 }

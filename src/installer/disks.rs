@@ -244,6 +244,12 @@ pub fn choose<'a>(
             })
         }
     };
+    check(chosen, wipe)?;
+    Ok(chosen)
+}
+
+/// The safety gate for a chosen disk: big enough, and empty unless told to wipe.
+pub fn check(chosen: &Disk, wipe: Wipe) -> Result<(), Refusal> {
     if chosen.size < MIN_DISK {
         return Err(Refusal::TooSmall {
             disk: chosen.describe(),
@@ -256,7 +262,7 @@ pub fn choose<'a>(
             parts: chosen.partitions.join(", "),
         });
     }
-    Ok(chosen)
+    Ok(())
 }
 
 #[cfg(test)]

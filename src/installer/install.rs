@@ -11,7 +11,9 @@ use std::process::Command;
 use sha2::{Digest, Sha256};
 
 use super::config::{self, Layer, Mode};
-use super::{disks, firstboot, layout};
+use std::io::IsTerminal;
+
+use super::{disks, firstboot, layout, tui};
 
 /// Where `strata install` finds things; defaults are those of the installer image.
 #[derive(Debug, Clone)]
@@ -259,19 +261,9 @@ fn erase_table(disk: &Path) -> std::io::Result<()> {
 /// `poweroff`).
 pub fn run(p: &Paths) -> Result<&'static str, InstallError> {
     println!("STRATA-INSTALL-START version={}", env!("CARGO_PKG_VERSION"));
-    let layers = layers(p)?;
+    let mut layers = layers(p)?;
     for l in &layers {
         println!("config: read {}", l.source);
-    }
-    let cfg = config::merge(&layers)?;
-    match &cfg.mode {
-        Mode::Create { cluster_name, .. } => {
-            println!("config: create a new cluster named {cluster_name}")
-        }
-        Mode::Join { addr, .. } => println!(
-            "config: join the cluster at {} with a join token",
-            addr.as_deref().unwrap_or("(found on the local network)")
-        ),
     }
     let all = disks::discover(&p.sys).map_err(io("reading the disks from sysfs"))?;
     println!("disks found:");
@@ -284,7 +276,44 @@ pub fn run(p: &Paths) -> Result<&'static str, InstallError> {
         println!("  {}{tag}", d.describe());
     }
     let boot: Vec<String> = p.medium_disk.iter().cloned().collect();
-    let disk = disks::choose(&all, &cfg.disk, cfg.wipe, &boot)?;
+    let (cfg, disk) = match config::merge(&layers) {
+        Ok(cfg) => {
+            let disk = disks::choose(&all, &cfg.disk, cfg.wipe, &boot)?;
+            (cfg, disk)
+        }
+        // No config at all and a person at the console: ask.
+        Err(config::ConfigError::Missing(m))
+            if m.starts_with("no mode") && std::io::stdin().is_terminal() =>
+        {
+            let stdin = std::io::stdin();
+            let mut input = stdin.lock();
+            let mut out = std::io::stdout();
+            let mut c = tui::Console {
+                input: &mut input,
+                out: &mut out,
+                secret: tui::read_secret_tty,
+            };
+            let a = tui::ask(&mut c, &all, &boot).map_err(InstallError::Other)?;
+            layers.push(a.layer);
+            let cfg = config::merge(&layers)?;
+            let disk = all
+                .iter()
+                .find(|d| d.name == a.disk)
+                .ok_or_else(|| InstallError::Other(format!("disk {} is gone", a.disk)))?;
+            disks::check(disk, cfg.wipe)?;
+            (cfg, disk)
+        }
+        Err(e) => return Err(e.into()),
+    };
+    match &cfg.mode {
+        Mode::Create { cluster_name, .. } => {
+            println!("config: create a new cluster named {cluster_name}")
+        }
+        Mode::Join { addr, .. } => println!(
+            "config: join the cluster at {} with a join token",
+            addr.as_deref().unwrap_or("(found on the local network)")
+        ),
+    }
     let medium = p.medium.as_ref().ok_or_else(|| {
         InstallError::Other(
             "the installer medium (the ISO 9660 volume STRATA) was not found, so there is no system to copy".into(),

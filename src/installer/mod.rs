@@ -1,7 +1,8 @@
 //! `strata install` and an installed node's start: the unattended configuration read
 //! from layered sources (`config`), the choice of the target disk (`disks`), the
 //! partition layout (`layout`), writing the system and its boot loaders (`install`), the
-//! first-boot file (`firstboot`) and `strata boot`, PID 1 of an installed node (`boot`).
+//! first-boot file (`firstboot`), the questions asked when there is no config (`tui`)
+//! and `strata boot`, PID 1 of an installed node (`boot`).
 //! The image itself is built by `installer/build.sh` (`make usb`).
 
 pub mod boot;
@@ -10,6 +11,7 @@ pub mod disks;
 pub mod firstboot;
 pub mod install;
 pub mod layout;
+pub mod tui;
 
 /// Bytes as a person reads them (`16.0 GiB`).
 pub fn human(bytes: u64) -> String {

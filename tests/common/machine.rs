@@ -25,11 +25,14 @@ pub struct Spec<'a> {
     /// Host loopback port forwarded to the guest's port 5000.
     pub api_port: Option<u16>,
     pub mem_mb: u32,
+    /// The serial console also on a Unix socket, to type on.
+    pub keyboard: bool,
 }
 
 pub struct Machine {
     child: Child,
     pub log: PathBuf,
+    keys: Option<std::os::unix::net::UnixStream>,
 }
 
 const OVMF: &str = "/usr/share/OVMF";
@@ -61,8 +64,21 @@ impl Machine {
         .collect();
         a.push("-m".into());
         a.push(spec.mem_mb.to_string());
-        a.push("-serial".into());
-        a.push(format!("file:{}", log.display()));
+        let sock = log.with_extension("sock");
+        if spec.keyboard {
+            let _ = std::fs::remove_file(&sock);
+            a.push("-chardev".into());
+            a.push(format!(
+                "socket,id=ser0,path={},server=on,wait=off,logfile={}",
+                sock.display(),
+                log.display()
+            ));
+            a.push("-serial".into());
+            a.push("chardev:ser0".into());
+        } else {
+            a.push("-serial".into());
+            a.push(format!("file:{}", log.display()));
+        }
         match spec.firmware {
             Firmware::Bios => {}
             Firmware::Uefi | Firmware::SecureBoot => {
@@ -71,11 +87,18 @@ impl Machine {
                 } else {
                     "OVMF_CODE_4M.fd"
                 };
+                if spec.firmware == Firmware::SecureBoot {
+                    // The Secure Boot build keeps its variables in SMM-only flash.
+                    a.extend([
+                        "-machine".into(),
+                        "q35,smm=on".into(),
+                        "-global".into(),
+                        "driver=cfi.pflash01,property=secure,value=on".into(),
+                    ]);
+                } else {
+                    a.extend(["-machine".into(), "q35".into()]);
+                }
                 a.extend([
-                    "-machine".into(),
-                    "q35,smm=on".into(),
-                    "-global".into(),
-                    "driver=cfi.pflash01,property=secure,value=on".into(),
                     "-drive".into(),
                     format!("if=pflash,format=raw,unit=0,readonly=on,file={OVMF}/{code}"),
                     "-drive".into(),
@@ -113,12 +136,11 @@ impl Machine {
                 "-drive".into(),
                 format!("if=none,id=disk{i},format={fmt},file={}", img.display()),
                 "-device".into(),
+                // No bootindex: UEFI must follow the NVRAM's boot order (the entry the
+                // installer wrote), which QEMU's bootindex would override.
                 match *kind {
-                    "nvme" => format!("nvme,drive=disk{i},serial={serial},bootindex={}", i + 2),
-                    _ => format!(
-                        "virtio-blk-pci,drive=disk{i},serial={serial},bootindex={}",
-                        i + 2
-                    ),
+                    "nvme" => format!("nvme,drive=disk{i},serial={serial}"),
+                    _ => format!("virtio-blk-pci,drive=disk{i},serial={serial}"),
                 },
             ]);
         }
@@ -136,10 +158,42 @@ impl Machine {
             .stderr(Stdio::piped())
             .spawn()
             .expect("start qemu-system-x86_64");
+        let mut keys = None;
+        if spec.keyboard {
+            for _ in 0..100 {
+                if let Ok(k) = std::os::unix::net::UnixStream::connect(&sock) {
+                    // Drain what QEMU sends (the log file has it), so it never blocks.
+                    let mut r = k.try_clone().unwrap();
+                    std::thread::spawn(move || {
+                        let _ = std::io::copy(&mut r, &mut std::io::sink());
+                    });
+                    keys = Some(k);
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            assert!(keys.is_some(), "cannot connect to the serial socket");
+        }
         Machine {
             child,
             log: log.to_path_buf(),
+            keys,
         }
+    }
+
+    /// Types `line` and Enter on the serial console.
+    pub fn type_line(&mut self, line: &str) {
+        use std::io::Write;
+        let k = self.keys.as_mut().expect("started with keyboard: true");
+        k.write_all(format!("{line}\r").as_bytes())
+            .expect("type on the console");
+    }
+
+    /// Waits for `prompt`, then types `line`.
+    pub fn answer(&mut self, prompt: &str, line: &str) {
+        self.wait_for(prompt, Duration::from_secs(240));
+        std::thread::sleep(Duration::from_millis(300));
+        self.type_line(line);
     }
 
     pub fn console(&self) -> String {
