@@ -244,7 +244,12 @@ impl Node {
             let preset = std::env::var("STRATA_ADMIN_PASSWORD")
                 .ok()
                 .filter(|p| p.chars().count() >= 8);
+            let preset_given = preset.is_some();
             match control.bootstrap_identity_with(preset).await {
+                // The person who chose the password knows it: no copy on disk.
+                Ok(Some(_)) if preset_given => {
+                    tracing::info!("admin password set from the install config")
+                }
                 Ok(Some(password)) => {
                     let path = datadir.admin_password();
                     let written = std::fs::write(&path, format!("{password}\n")).and_then(|_| {

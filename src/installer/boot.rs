@@ -68,6 +68,12 @@ pub fn run() -> ! {
     let listen = format!("0.0.0.0:{PORT}");
     let advertise = format!("{addr}:{PORT}");
     if !dir.join("node.toml").exists() {
+        if let Mode::Join { addr: None, .. } = &cfg.mode {
+            rescue(
+                "STRATA-BOOT-FAILED: mode is join but no node address (`join`) is configured; \
+                 finding the cluster on the local network is not built yet",
+            );
+        }
         if let Mode::Create { cluster_name, .. } = &cfg.mode {
             let st = Command::new(exe())
                 .arg("--data-dir")
@@ -178,16 +184,19 @@ fn supervise(
         if !announced && child.is_some() {
             if let Some(text) = status_text(dir) {
                 announced = true;
+                if let Err(e) = firstboot::scrub(Path::new(firstboot::DATA_MOUNT)) {
+                    say(&format!(
+                        "cannot remove the admin password from the first-boot file: {e}"
+                    ));
+                }
                 println!("STRATA-NODE-READY address={addr}");
                 println!("{text}");
                 println!(
                     "Web console and OpenStack API: https://{addr}:5000/  (user admin; password {})",
-                    match &cfg.mode {
-                        Mode::Create {
-                            admin_password: Some(_),
-                            ..
-                        } => "as set in the install config".to_string(),
-                        _ => format!("in {}/admin-password on the first node", dir.display()),
+                    if dir.join("admin-password").exists() {
+                        format!("in {}/admin-password", dir.display())
+                    } else {
+                        "as chosen at install, or on the cluster's first node".to_string()
                     }
                 );
             }

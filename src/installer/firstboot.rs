@@ -97,6 +97,21 @@ pub fn write(data_root: &Path, cfg: &InstallConfig) -> std::io::Result<()> {
     f.sync_all()
 }
 
+/// Rewrites the file without the first admin password once the cluster has been created
+/// with it: it is not needed again. (A join token stays: it is single-use and expires, so
+/// once the node has joined it opens nothing.)
+pub fn scrub(data_root: &Path) -> Result<(), String> {
+    let mut cfg = read(data_root)?;
+    let had = match &mut cfg.mode {
+        Mode::Create { admin_password, .. } => admin_password.take().is_some(),
+        Mode::Join { .. } => false,
+    };
+    if !had {
+        return Ok(());
+    }
+    write(data_root, &cfg).map_err(|e| format!("rewriting {FILE}: {e}"))
+}
+
 /// Reads and validates the file.
 pub fn read(data_root: &Path) -> Result<InstallConfig, String> {
     let path = data_root.join(FILE);
@@ -146,6 +161,26 @@ mod tests {
             "mode = \"join\"\ntoken = \"{tok}\"\njoin = \"10.0.0.1:7440\"\n"
         ));
         assert!(matches!(b.mode, Mode::Join { addr: Some(_), .. }));
+    }
+
+    #[test]
+    fn the_admin_password_is_scrubbed_once_used() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = config::merge(&[config::parse(
+            "t",
+            "mode = \"create\"\ncluster_name = \"lab\"\nadmin_password = \"s3cret-pass\"\n",
+        )
+        .unwrap()])
+        .unwrap();
+        write(dir.path(), &cfg).unwrap();
+        scrub(dir.path()).unwrap();
+        let text = std::fs::read_to_string(dir.path().join(FILE)).unwrap();
+        assert!(!text.contains("s3cret-pass"), "{text}");
+        let back = read(dir.path()).unwrap();
+        assert!(
+            matches!(back.mode, Mode::Create { ref cluster_name, admin_password: None } if cluster_name == "lab")
+        );
+        scrub(dir.path()).unwrap();
     }
 
     #[test]
