@@ -105,39 +105,23 @@ fn boot_ready(spec: &Spec, log: &Path) -> (Machine, String, f64) {
     let console = m.wait_for("Web console and OpenStack API", BOOT);
     let secs = t.elapsed().as_secs_f64();
     assert!(
-        console.contains("STRATA-INIT version="),
-        "{}",
-        machine::tail(&console, 30)
-    );
-    assert!(
-        console.contains("mode=run"),
-        "not the installed system:\n{}",
-        machine::tail(&console, 30)
-    );
-    assert!(
         !console.contains("STRATA-INSTALL-START"),
         "the stick reinstalled"
     );
-    assert!(
-        console.contains("STRATA-NODE-READY"),
-        "{}",
-        machine::tail(&console, 30)
-    );
-    assert!(
-        console.contains("cluster:  lab"),
-        "{}",
-        machine::tail(&console, 30)
-    );
-    assert!(
-        console.contains("nodes:    1 of 1 alive"),
-        "{}",
-        machine::tail(&console, 30)
-    );
-    assert!(
-        console.contains(" node1 "),
-        "host name not set:\n{}",
-        machine::tail(&console, 30)
-    );
+    for (want, what) in [
+        ("STRATA-INIT version=", "no init"),
+        ("mode=run", "not the installed system"),
+        ("STRATA-NODE-READY", "the node is not ready"),
+        ("cluster:  lab", "not the configured cluster"),
+        ("nodes:    1 of 1 alive", "the node is not alive"),
+        (" node1 ", "host name not set"),
+    ] {
+        assert!(
+            console.contains(want),
+            "{what} ({want:?} missing):\n{}",
+            machine::tail(&console, 30)
+        );
+    }
     (m, console, secs)
 }
 

@@ -366,8 +366,10 @@ fn write_disk(
     let devs = dev.to_string_lossy().to_string();
     let parts = layout::layout();
     let part = |label: &str| -> PathBuf {
-        let i = parts.iter().position(|x| x.label == label).unwrap_or(0);
-        p.dev.join(layout::partition_name(&disk.name, i + 1))
+        p.dev.join(layout::partition_name(
+            &disk.name,
+            layout::number(&parts, label),
+        ))
     };
     println!("writing the partition table");
     tool(
@@ -471,12 +473,7 @@ fn write_disk(
     umount(&me)?;
 
     if p.sys.join("firmware/efi").exists() {
-        let esp_no = (parts
-            .iter()
-            .position(|x| x.label == "STRATA-ESP")
-            .unwrap_or(1)
-            + 1)
-        .to_string();
+        let esp_no = layout::number(&parts, "STRATA-ESP").to_string();
         // A full or read-only NVRAM must not fail the install: the fallback path
         // \EFI\BOOT\BOOTX64.EFI still boots.
         match tool(

@@ -75,6 +75,11 @@ pub fn partition_name(disk: &str, n: usize) -> String {
     }
 }
 
+/// The partition number (from 1) of the partition labelled `label`.
+pub fn number(parts: &[Part], label: &str) -> usize {
+    parts.iter().position(|x| x.label == label).unwrap_or(0) + 1
+}
+
 /// MiB the fixed partitions take (the data partition gets the rest).
 pub fn fixed_mib(parts: &[Part]) -> u64 {
     1 + parts.iter().filter_map(|p| p.size_mib).sum::<u64>()
@@ -103,6 +108,8 @@ mod tests {
         );
         assert!(s.trim_end().ends_with("name=\"data\""), "{s}");
         assert_eq!(s.lines().count(), 6);
+        assert_eq!(number(&l, "STRATA-ESP"), 2);
+        assert_eq!(number(&l, "STRATA-DATA"), 5);
     }
 
     #[test]
