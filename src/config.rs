@@ -47,6 +47,8 @@ pub struct Config {
     pub metrics_listen: Option<SocketAddr>,
     /// TCP address of the OpenStack-compatible API; `None` disables it.
     pub api_listen: Option<SocketAddr>,
+    /// Answer discovery probes of joining servers on UDP port 7446 (installed nodes).
+    pub discovery: bool,
     /// Serve the API over plain HTTP instead of HTTPS (local use only).
     pub api_plain: bool,
     /// How long an API token is valid (Keystone's `[token] expiration`).
@@ -106,6 +108,7 @@ pub struct ConfigFile {
     pub metrics_listen: Option<String>,
     pub api_listen: Option<String>,
     pub api_plain: Option<bool>,
+    pub discovery: Option<bool>,
     pub token_ttl_s: Option<u64>,
     pub console_idle_s: Option<u64>,
     pub cpu_allocation_ratio: Option<u32>,
@@ -166,6 +169,7 @@ impl ConfigFile {
         take!(metrics_listen);
         take!(api_listen);
         take!(api_plain);
+        take!(discovery);
         take!(token_ttl_s);
         take!(console_idle_s);
         take!(cpu_allocation_ratio);
@@ -315,6 +319,7 @@ impl ConfigFile {
             listen,
             advertise,
             metrics_listen,
+            discovery: self.discovery.unwrap_or(false),
             api_listen,
             api_plain: self.api_plain.unwrap_or(false),
             token_ttl,

@@ -119,8 +119,8 @@ fn add(via: &Proc, dir: &Path, snapshot_every: Option<u64>) -> Proc {
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(strata::daemon::join::join(
         &DataDir::new(dir),
-        addr,
-        &token.to_string(),
+        &strata::daemon::join::Target::Addr(addr),
+        Some(&token.to_string()),
         listen.parse().unwrap(),
         Duration::from_secs(10),
     ))

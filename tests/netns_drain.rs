@@ -7,6 +7,7 @@ mod common;
 
 use std::time::Duration;
 
+use common::console::Console;
 use common::{json, replicated_volume, stderr, wait_for, Cluster};
 
 fn guest() -> (String, String) {
@@ -15,74 +16,6 @@ fn guest() -> (String, String) {
     let i = dir.join("initramfs.cpio.gz");
     assert!(k.exists() && i.exists(), "run `make images-guest` first");
     (k.display().to_string(), i.display().to_string())
-}
-
-/// A signed-in console session on node 0 (curl with a cookie jar in its namespace).
-struct Console<'a> {
-    c: &'a Cluster,
-    jar: tempfile::TempDir,
-    csrf: String,
-}
-
-impl<'a> Console<'a> {
-    fn curl(&self, args: &[&str]) -> String {
-        let jar = self.jar.path().join("cookies");
-        let o = std::process::Command::new("ip")
-            .args([
-                "netns",
-                "exec",
-                &self.c.nodes[0].ns,
-                "curl",
-                "-s",
-                "--cacert",
-            ])
-            .arg(self.c.nodes[0].dir.join("pki/ca.crt"))
-            .arg("-b")
-            .arg(&jar)
-            .arg("-c")
-            .arg(&jar)
-            .args(args)
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&o.stdout).to_string()
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("https://{}:5000{path}", self.c.nodes[0].ip)
-    }
-
-    fn sign_in(c: &'a Cluster) -> Console<'a> {
-        let mut s = Console {
-            c,
-            jar: tempfile::tempdir().unwrap(),
-            csrf: String::new(),
-        };
-        let pw = common::admin_password(c);
-        s.curl(&[
-            "--data-urlencode",
-            "username=admin",
-            "--data-urlencode",
-            &format!("password={pw}"),
-            &s.url("/login"),
-        ]);
-        let page = s.curl(&[&s.url("/nodes")]);
-        s.csrf = page
-            .split("data-csrf=\"")
-            .nth(1)
-            .and_then(|r| r.split('"').next())
-            .unwrap_or_else(|| panic!("not signed in: {page}"))
-            .to_string();
-        s
-    }
-
-    fn post(&self, path: &str) -> String {
-        self.curl(&[
-            "-i",
-            "--data-urlencode",
-            &format!("csrf={}", self.csrf),
-            &self.url(path),
-        ])
-    }
 }
 
 #[test]

@@ -47,6 +47,8 @@ pub async fn serve(listener: tokio::net::UnixListener, node: Arc<Node>) {
         .route("/v1/status", get(status))
         .route("/v1/nodes", get(nodes))
         .route("/v1/tokens", post(create_token))
+        .route("/v1/join-requests", get(join_requests))
+        .route("/v1/join-requests/{id}/{decision}", post(decide_join))
         .route("/v1/events", get(events))
         .route("/v1/openstack", get(openstack_endpoint))
         .route("/v1/debug/raft", get(debug_raft))
@@ -187,6 +189,41 @@ async fn create_token(
         expires_at,
         join_address: node.config.advertise.to_string(),
     }))
+}
+
+async fn join_requests(State(node): State<Arc<Node>>) -> Result<Json<serde_json::Value>, ApiError> {
+    Ok(Json(json!(node.control.join_requests()?)))
+}
+
+/// Accepts or rejects a join request named by node id or by its join code.
+async fn decide_join(
+    State(node): State<Arc<Node>>,
+    axum::extract::Path((id, decision)): axum::extract::Path<(String, String)>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let accept = match decision.as_str() {
+        "accept" => true,
+        "reject" => false,
+        other => {
+            return Err(ControlError::Invalid(format!(
+                "unknown decision {other:?}: expected accept or reject"
+            ))
+            .into())
+        }
+    };
+    let wanted = id.trim().to_ascii_uppercase();
+    let target = node
+        .control
+        .join_requests()?
+        .into_iter()
+        .find(|r| r.node.to_string() == id.trim() || r.code == wanted)
+        .ok_or_else(|| {
+            ControlError::NotFound(format!("no join request with node id or join code {id:?}"))
+        })?;
+    let rec = node
+        .control
+        .decide_join(target.node, accept, "admin (local CLI)")
+        .await?;
+    Ok(Json(json!(rec)))
 }
 
 #[derive(Deserialize)]

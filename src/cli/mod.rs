@@ -7,7 +7,6 @@ mod output;
 mod vm;
 mod volume;
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -45,6 +44,9 @@ pub struct NodeFlags {
     /// Address other nodes reach this one at (default: the listen address).
     #[arg(long, env = "STRATA_ADVERTISE")]
     pub advertise: Option<String>,
+    /// Answer discovery probes from servers joining on the local network (UDP 7446).
+    #[arg(long, env = "STRATA_DISCOVERY")]
+    pub discovery: bool,
     /// TCP address for Prometheus metrics, or `off` (default: listen IP, port 7441).
     #[arg(long, env = "STRATA_METRICS_LISTEN")]
     pub metrics_listen: Option<String>,
@@ -81,12 +83,22 @@ pub enum Cmd {
     Serve {
         #[command(flatten)]
         flags: NodeFlags,
-        /// Join this cluster address first if the data directory is empty.
-        #[arg(long, requires = "token")]
-        join: Option<SocketAddr>,
-        /// Join token for --join.
-        #[arg(long, env = "STRATA_JOIN_TOKEN", hide_env_values = true)]
+        /// Join first if the data directory is empty: a node's QUIC address (IP:port), or
+        /// `discover` to find the cluster on the local network.
+        #[arg(long)]
+        join: Option<crate::daemon::join::Target>,
+        /// Join token for --join; without one the node shows a join code and waits until
+        /// an administrator accepts it in the cluster's web console.
+        #[arg(
+            long,
+            env = "STRATA_JOIN_TOKEN",
+            hide_env_values = true,
+            requires = "join"
+        )]
         token: Option<String>,
+        /// With `--join discover`: join only the cluster of this name.
+        #[arg(long, requires = "join")]
+        join_cluster: Option<String>,
     },
     /// Create a new cluster on this node: cluster CA, node identity, first Raft voter.
     Init {
@@ -98,11 +110,16 @@ pub enum Cmd {
     },
     /// Join an existing cluster (then run `strata serve`).
     Join {
-        /// QUIC address of any node of the cluster (IP:port).
-        addr: SocketAddr,
-        /// Join token from `strata token create`.
+        /// QUIC address of any node of the cluster (IP:port), or `discover` to find the
+        /// cluster on the local network.
+        addr: crate::daemon::join::Target,
+        /// Join token from `strata token create`; without one this shows a join code and
+        /// waits until an administrator accepts it in the cluster's web console.
         #[arg(long, env = "STRATA_JOIN_TOKEN", hide_env_values = true)]
-        token: String,
+        token: Option<String>,
+        /// With `discover`: join only the cluster of this name.
+        #[arg(long)]
+        cluster_name: Option<String>,
         #[command(flatten)]
         flags: NodeFlags,
     },
@@ -241,6 +258,16 @@ pub enum NodeCmd {
         #[arg(long)]
         json: bool,
     },
+    /// List the servers asking to join without a token (and their join codes).
+    Requests {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Accept a server's join request, named by its join code (as its console shows it)
+    /// or node id.
+    Accept { code: String },
+    /// Reject a server's join request (join code or node id).
+    Reject { code: String },
 }
 
 #[derive(Subcommand, Debug)]
@@ -319,6 +346,7 @@ impl Cli {
             metrics_listen: flags.metrics_listen.clone(),
             api_listen: flags.api_listen.clone(),
             api_plain: flags.api_plain.then_some(true),
+            discovery: flags.discovery.then_some(true),
             token_ttl_s: flags.token_ttl_s,
             console_idle_s: flags.console_idle_s,
             cpu_allocation_ratio: flags.cpu_allocation_ratio,
@@ -330,6 +358,21 @@ impl Cli {
             ..Default::default()
         };
         Ok(file.merge(overrides).validate()?)
+    }
+}
+
+/// A join target with the cluster name filter applied to discovery.
+fn with_name(
+    target: &crate::daemon::join::Target,
+    name: &Option<String>,
+) -> crate::daemon::join::Target {
+    match (target, name) {
+        (crate::daemon::join::Target::Discover { .. }, Some(n)) => {
+            crate::daemon::join::Target::Discover {
+                cluster_name: Some(n.clone()),
+            }
+        }
+        (t, _) => t.clone(),
     }
 }
 
@@ -377,12 +420,17 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             );
             Ok(())
         }
-        Cmd::Join { addr, token, flags } => {
+        Cmd::Join {
+            addr,
+            token,
+            cluster_name,
+            flags,
+        } => {
             let config = cli.node_config(flags)?;
             let node = crate::daemon::join::join(
                 &DataDir::new(&config.data_dir),
-                *addr,
-                token,
+                &with_name(addr, cluster_name),
+                token.as_deref(),
                 config.advertise,
                 Duration::from_secs(15),
             )
@@ -395,16 +443,21 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             );
             Ok(())
         }
-        Cmd::Serve { flags, join, token } => {
+        Cmd::Serve {
+            flags,
+            join,
+            token,
+            join_cluster,
+        } => {
             let config = cli.node_config(flags)?;
             crate::telemetry::init_logging(config.log_format);
             let dir = DataDir::new(&config.data_dir);
-            if let (Some(addr), Some(token)) = (join, token) {
+            if let Some(target) = join {
                 if !dir.is_initialised() {
                     crate::daemon::join::join(
                         &dir,
-                        *addr,
-                        token,
+                        &with_name(target, join_cluster),
+                        token.as_deref(),
                         config.advertise,
                         Duration::from_secs(15),
                     )
@@ -502,6 +555,41 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             } else {
                 print!("{}", output::nodes(&v));
             }
+            Ok(())
+        }
+        Cmd::Node {
+            cmd: NodeCmd::Requests { json },
+        } => {
+            let v = client::call(&cli.socket(), "GET", "/v1/join-requests", None).await?;
+            if *json {
+                println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+            } else {
+                print!("{}", output::join_requests(&v));
+            }
+            Ok(())
+        }
+        Cmd::Node {
+            cmd: NodeCmd::Accept { code } | NodeCmd::Reject { code },
+        } => {
+            let accept = matches!(
+                cli.cmd,
+                Cmd::Node {
+                    cmd: NodeCmd::Accept { .. }
+                }
+            );
+            let path = format!(
+                "/v1/join-requests/{}/{}",
+                code.trim(),
+                if accept { "accept" } else { "reject" }
+            );
+            let v = client::call(&cli.socket(), "POST", &path, None).await?;
+            println!(
+                "{} the join request of {} ({}, code {})",
+                if accept { "accepted" } else { "rejected" },
+                v["hostname"].as_str().unwrap_or("?"),
+                v["addr"].as_str().unwrap_or("?"),
+                v["code"].as_str().unwrap_or("?")
+            );
             Ok(())
         }
         Cmd::Vm { cmd } => vm::run(&cli.socket(), cmd).await,

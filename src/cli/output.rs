@@ -31,6 +31,39 @@ pub(super) fn table(headers: &[&str], rows: Vec<Vec<String>>) -> String {
     out
 }
 
+/// `strata node requests`: servers asking to join without a token.
+pub fn join_requests(v: &Value) -> String {
+    let rows: Vec<Vec<String>> = v
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|r| {
+            vec![
+                r["code"].as_str().unwrap_or("?").to_string(),
+                r["hostname"].as_str().unwrap_or("").to_string(),
+                r["addr"].as_str().unwrap_or("").to_string(),
+                r["node"].as_str().unwrap_or("").to_string(),
+                match r["decision"]["accepted"].as_bool() {
+                    None => "waiting".to_string(),
+                    Some(true) => format!(
+                        "accepted by {}",
+                        r["decision"]["by"].as_str().unwrap_or("?")
+                    ),
+                    Some(false) => format!(
+                        "rejected by {}",
+                        r["decision"]["by"].as_str().unwrap_or("?")
+                    ),
+                },
+            ]
+        })
+        .collect();
+    if rows.is_empty() {
+        return "no server is asking to join\n".into();
+    }
+    table(&["CODE", "HOST", "ADDRESS", "NODE", "STATE"], rows)
+}
+
 pub fn nodes(v: &Value) -> String {
     let rows = v
         .as_array()

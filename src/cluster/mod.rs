@@ -1,5 +1,6 @@
 //! The cluster: Raft-replicated store, gossip membership and the `ctl` protocol router.
 
+pub mod discovery;
 pub mod membership;
 pub mod raft;
 pub mod rpc;

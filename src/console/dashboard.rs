@@ -25,6 +25,8 @@ pub fn routes() -> Router<Arc<Web>> {
         .route("/nodes/{id}", get(node))
         .route("/nodes/{id}/maintenance", post(maintenance))
         .route("/nodes/{id}/drain", post(drain))
+        .route("/nodes/requests/{id}/accept", post(accept_join))
+        .route("/nodes/requests/{id}/reject", post(reject_join))
 }
 
 /// A health figure on the dashboard.
@@ -327,27 +329,128 @@ async fn nodes(State(web): State<Arc<Web>>, ctx: Ctx) -> Page {
                 boots again there, with its volumes)."
             .into(),
         forms: vec![],
-        tables: vec![Table {
-            id: "nodes".into(),
-            title: String::new(),
-            columns: vec![
-                "Host",
-                "Id",
-                "State",
-                "Raft",
-                "Hardware",
-                "Instances",
-                "Service",
-            ],
-            rows,
-            empty: "No nodes.".into(),
-            live: None,
-            writer: ctx.admin,
-            csrf: ctx.csrf.clone(),
-            pager: None,
-        }],
+        tables: vec![
+            join_requests_table(&web, &ctx)?,
+            Table {
+                id: "nodes".into(),
+                title: String::new(),
+                columns: vec![
+                    "Host",
+                    "Id",
+                    "State",
+                    "Raft",
+                    "Hardware",
+                    "Instances",
+                    "Service",
+                ],
+                rows,
+                empty: "No nodes.".into(),
+                live: None,
+                writer: ctx.admin,
+                csrf: ctx.csrf.clone(),
+                pager: None,
+            },
+        ],
     };
     Ok(Html(page.render()?).into_response())
+}
+
+/// Servers waiting to join without a token. Shown only while there are some.
+fn join_requests_table(web: &Web, ctx: &Ctx) -> Result<Table, Failure> {
+    let now = crate::control::now_secs();
+    let rows: Vec<Row> = web
+        .control
+        .join_requests()?
+        .into_iter()
+        .filter(|r| r.decision.as_ref().is_none_or(|d| !d.accepted))
+        .map(|r| Row {
+            id: r.node.to_string(),
+            cells: vec![
+                cell(r.hostname.clone()),
+                cell(r.addr.to_string()),
+                badge(r.code.clone(), "info"),
+                cell(format!("{} cores, {}", r.cores, gib(r.memory_bytes))),
+                cell(format!("{} s ago", now.saturating_sub(r.requested_at))),
+                match &r.decision {
+                    Some(d) => badge(format!("rejected by {}", d.by), "bad"),
+                    None => badge("waiting", "warn"),
+                },
+            ],
+            actions: if r.decision.is_some() {
+                vec![]
+            } else {
+                vec![
+                    action("Accept", format!("/nodes/requests/{}/accept", r.node)),
+                    danger(
+                        "Reject",
+                        format!("/nodes/requests/{}/reject", r.node),
+                        format!("Reject the join request of {} ({})?", r.hostname, r.addr),
+                    ),
+                ]
+            },
+        })
+        .collect();
+    Ok(Table {
+        id: "join-requests".into(),
+        title: "Servers asking to join".into(),
+        columns: vec!["Host", "Address", "Join code", "Hardware", "Asked", "State"],
+        empty: "No server is asking to join. A server installed with mode = \"join\" and \
+                no token finds this cluster on its network and shows a join code on its \
+                console; it appears here, and you accept it when the codes match."
+            .into(),
+        rows,
+        live: None,
+        writer: ctx.admin,
+        csrf: ctx.csrf.clone(),
+        pager: None,
+    })
+}
+
+async fn decide(web: Arc<Web>, ctx: Ctx, id: String, f: Fields, accept: bool) -> Page {
+    f.check(&ctx)?;
+    need_admin(&ctx)?;
+    let id = node_id(&id)?;
+    let (what, verb) = if accept {
+        ("node.join.accept", "accepted")
+    } else {
+        ("node.join.reject", "rejected")
+    };
+    let rec = web
+        .act(
+            &ctx,
+            what,
+            &id.to_string(),
+            format!("Join request of node {id} {verb}."),
+            web.control.decide_join(id, accept, &ctx.user_name),
+        )
+        .await?;
+    if accept {
+        web.sessions.update(&ctx.sid, |s| {
+            s.flash = Some(format!(
+                "{} ({}, code {}) is accepted; it joins the next time it asks (within seconds).",
+                rec.hostname, rec.addr, rec.code
+            ))
+        });
+    }
+    Ok(Redirect::to("/nodes").into_response())
+}
+
+async fn accept_join(
+    State(web): State<Arc<Web>>,
+    ctx: Ctx,
+    Path(id): Path<String>,
+    Form(f): Form<Fields>,
+) -> Page {
+    decide(web, ctx, id, f, true).await
+}
+
+async fn reject_join(
+    State(web): State<Arc<Web>>,
+    ctx: Ctx,
+    Path(id): Path<String>,
+    Form(f): Form<Fields>,
+) -> Page {
+    decide(web, ctx, id, f, false).await
 }
 
 fn node_id(id: &str) -> Result<NodeId, Failure> {

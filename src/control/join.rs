@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 
 use super::tokens::JoinToken;
 use super::{now_ms, now_secs, Control, ControlError};
@@ -20,10 +21,17 @@ use crate::ids::{ClusterId, NodeId, TokenId};
 use crate::transport::pki::ClusterCa;
 use crate::transport::{read_frame, write_frame, Peer, Service};
 
+/// How a joiner proves it may join: a token from `strata token create`, or nothing (it
+/// waits until an administrator compares its join code and accepts it).
+#[derive(Serialize, Deserialize, Debug, Clone)]
+pub enum JoinProof {
+    Token { id: TokenId, secret: String },
+    Code,
+}
+
 #[derive(Serialize, Deserialize, Debug)]
 pub struct JoinRequest {
-    pub token_id: TokenId,
-    pub secret: String,
+    pub proof: JoinProof,
     pub node: NodeId,
     pub csr_der: Vec<u8>,
     pub addr: SocketAddr,
@@ -42,6 +50,10 @@ pub enum JoinResponse {
         cluster_id: ClusterId,
         cluster_name: String,
         peers: Vec<(NodeId, SocketAddr)>,
+    },
+    /// Recorded; ask again later. `code` is what the cluster's web console shows.
+    Pending {
+        code: String,
     },
     Refused(String),
 }
@@ -62,6 +74,36 @@ pub enum JoinRefusal {
     NotReady(String),
     #[error("cannot sign the certificate request: {0}")]
     BadCsr(String),
+    #[error("an administrator ({by}) rejected the join request of node {node}")]
+    Rejected { node: NodeId, by: String },
+    #[error("node {0} already asked to join with a different key; start the join again")]
+    KeyChanged(NodeId),
+    #[error("{0} join requests are already waiting; accept or reject them in the web console (Nodes) first")]
+    TooManyPending(usize),
+}
+
+/// Join requests waiting longer than this are dropped when a new one arrives.
+pub const PENDING_JOIN_TTL_S: u64 = 3600;
+/// At most this many requests wait at once (they are written by unauthenticated peers).
+pub const MAX_PENDING_JOINS: usize = 16;
+
+/// The short code a joiner without a token shows, and the cluster's web console shows
+/// for its request: 40 bits of SHA-256 over the CA fingerprint the joiner pinned and its
+/// certificate request, in eight characters without look-alikes (e.g. `K7QM-4T2X`). A
+/// machine in the middle would have to present another CA or another key, and so
+/// another code.
+pub fn join_code(ca_fingerprint: &str, csr_der: &[u8]) -> String {
+    const ALPHABET: &[u8; 32] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
+    let mut h = Sha256::new();
+    h.update(b"strata join code v1\0");
+    h.update(ca_fingerprint.to_ascii_lowercase().as_bytes());
+    h.update(csr_der);
+    let d = h.finalize();
+    let bits = d[..5].iter().fold(0u64, |a, b| (a << 8) | u64::from(*b));
+    let chars: String = (0..8)
+        .map(|i| ALPHABET[((bits >> (35 - 5 * i)) & 31) as usize] as char)
+        .collect();
+    format!("{}-{}", &chars[..4], &chars[4..])
 }
 
 pub struct JoinService {
@@ -92,8 +134,15 @@ impl Service for JoinService {
     }
 }
 
+/// What the proof contributes to the admitting transaction.
+pub(super) struct Admission {
+    pub(super) txn: TxnBuilder,
+    pub(super) how: String,
+}
+
 impl Control {
-    /// Admits a joining node if its token is valid and unused.
+    /// Admits a joining node if its token is valid and unused, or if an administrator
+    /// accepted its join request; records the request otherwise.
     pub async fn admit(&self, req: JoinRequest) -> Result<JoinResponse, JoinRefusal> {
         let store = &self.store;
         store
@@ -101,26 +150,6 @@ impl Control {
             .await
             .map_err(|e| JoinRefusal::NotReady(e.to_string()))?;
         let not_ready = |e: StoreError| JoinRefusal::NotReady(e.to_string());
-        let tok = store
-            .get::<JoinTokens>(&req.token_id.0)
-            .map_err(not_ready)?
-            .ok_or_else(|| JoinRefusal::Unknown(req.token_id.clone()))?;
-        if tok.value.secret_sha256 != JoinToken::secret_hash(&req.secret) {
-            return Err(JoinRefusal::WrongSecret(req.token_id));
-        }
-        if let Some(by) = tok.value.used_by {
-            return Err(JoinRefusal::Used {
-                id: req.token_id,
-                by,
-            });
-        }
-        let now = now_secs();
-        if now >= tok.value.expires_at {
-            return Err(JoinRefusal::Expired {
-                id: req.token_id,
-                ago: now - tok.value.expires_at,
-            });
-        }
         if store
             .get::<Nodes>(&req.node.to_string())
             .map_err(not_ready)?
@@ -133,6 +162,18 @@ impl Control {
             .map_err(not_ready)?
             .ok_or_else(|| JoinRefusal::NotReady("cluster settings are not written yet".into()))?
             .value;
+        let admission = match &req.proof {
+            JoinProof::Token { id, secret } => self.check_token(id, secret, req.node)?,
+            JoinProof::Code => {
+                let fp = crate::transport::pki::pem_to_cert_der(&settings.ca_cert_pem)
+                    .map(|d| crate::transport::pki::fingerprint(&d))
+                    .map_err(|e| JoinRefusal::NotReady(format!("stored CA certificate: {e}")))?;
+                match self.join_request(&req, &fp).await? {
+                    Ok(a) => a,
+                    Err(code) => return Ok(JoinResponse::Pending { code }),
+                }
+            }
+        };
         let ca_key = store
             .get::<Secrets>("ca")
             .map_err(not_ready)?
@@ -145,12 +186,6 @@ impl Control {
         let cert_pem = ca
             .sign_csr(req.node, &req.csr_der)
             .map_err(|e| JoinRefusal::BadCsr(crate::telemetry::error_chain(&e)))?;
-
-        let used = JoinTokenRecord {
-            used_by: Some(req.node),
-            used_at: Some(now),
-            ..tok.value.clone()
-        };
         let record = NodeRecord {
             id: req.node,
             hostname: req.hostname.clone(),
@@ -160,7 +195,7 @@ impl Control {
             disks: req.disks.clone(),
             version: req.version.clone(),
             role: "server".into(),
-            joined_at: now,
+            joined_at: now_secs(),
             // Filled in by the node itself when it starts serving.
             hypervisor: String::new(),
             hypervisor_reason: String::new(),
@@ -172,30 +207,34 @@ impl Control {
             node: self.node,
             kind: "node.joined".into(),
             message: format!(
-                "node {} ({}, {}) joined with token {}",
-                req.node, req.hostname, req.addr, req.token_id
+                "node {} ({}, {}) joined {}",
+                req.node, req.hostname, req.addr, admission.how
             ),
         };
-        let txn = TxnBuilder::new()
-            .require_revision::<JoinTokens>(req.token_id.0.clone(), tok.revision)
+        let txn = admission
+            .txn
             .require_revision::<Nodes>(req.node.to_string(), 0)
-            .put::<JoinTokens>(req.token_id.0.clone(), &used)
             .put::<Nodes>(req.node.to_string(), &record)
             .append::<Events>(&event)
             .trim::<Events>(EVENTS_KEPT);
         match store.commit(txn).await {
             Ok(_) => {}
             Err(StoreError::Conflict { table, .. }) if table == "join_tokens" => {
+                let JoinProof::Token { id, .. } = req.proof else {
+                    return Err(JoinRefusal::NotReady("join token conflict".into()));
+                };
                 let by = store
-                    .get::<JoinTokens>(&req.token_id.0)
+                    .get::<JoinTokens>(&id.0)
                     .ok()
                     .flatten()
                     .and_then(|t| t.value.used_by)
                     .unwrap_or_default();
-                return Err(JoinRefusal::Used {
-                    id: req.token_id,
-                    by,
-                });
+                return Err(JoinRefusal::Used { id, by });
+            }
+            Err(StoreError::Conflict { table, .. }) if table == "pending_joins" => {
+                return Err(JoinRefusal::NotReady(
+                    "the join request changed meanwhile; ask again".into(),
+                ))
             }
             Err(StoreError::Conflict { .. }) => return Err(JoinRefusal::DuplicateNode(req.node)),
             Err(e) => return Err(not_ready(e)),
@@ -213,6 +252,43 @@ impl Control {
             cluster_id: settings.cluster_id,
             cluster_name: settings.name,
             peers,
+        })
+    }
+
+    fn check_token(
+        &self,
+        id: &TokenId,
+        secret: &str,
+        node: NodeId,
+    ) -> Result<Admission, JoinRefusal> {
+        let tok = self
+            .store
+            .get::<JoinTokens>(&id.0)
+            .map_err(|e| JoinRefusal::NotReady(e.to_string()))?
+            .ok_or_else(|| JoinRefusal::Unknown(id.clone()))?;
+        if tok.value.secret_sha256 != JoinToken::secret_hash(secret) {
+            return Err(JoinRefusal::WrongSecret(id.clone()));
+        }
+        if let Some(by) = tok.value.used_by {
+            return Err(JoinRefusal::Used { id: id.clone(), by });
+        }
+        let now = now_secs();
+        if now >= tok.value.expires_at {
+            return Err(JoinRefusal::Expired {
+                id: id.clone(),
+                ago: now - tok.value.expires_at,
+            });
+        }
+        let used = JoinTokenRecord {
+            used_by: Some(node),
+            used_at: Some(now),
+            ..tok.value.clone()
+        };
+        Ok(Admission {
+            txn: TxnBuilder::new()
+                .require_revision::<JoinTokens>(id.0.clone(), tok.revision)
+                .put::<JoinTokens>(id.0.clone(), &used),
+            how: format!("with token {id}"),
         })
     }
 

@@ -6,6 +6,7 @@ pub mod audit;
 pub mod identity;
 pub mod images;
 pub mod join;
+pub mod join_requests;
 pub mod keypairs;
 pub mod migrate;
 pub mod networks;

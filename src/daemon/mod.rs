@@ -50,6 +50,8 @@ pub enum ServeError {
         #[source]
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Discovery(#[from] crate::cluster::discovery::DiscoveryError),
     #[error("cannot set up the hypervisor driver")]
     Compute(#[source] crate::compute::ComputeError),
     #[error("cannot listen on the NBD socket {path}")]
@@ -410,6 +412,14 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
         source,
     })?;
     tokio::spawn(admin::serve(admin, node.clone()));
+    if node.config.discovery {
+        let socket = crate::cluster::discovery::bind(crate::cluster::discovery::PORT).await?;
+        let control = node.control.clone();
+        let (addr, host) = (node.config.advertise, crate::agent::host::detect().hostname);
+        tokio::spawn(crate::cluster::discovery::respond(socket, move || {
+            control.announce(addr, &host)
+        }));
+    }
     if let Some(addr) = node.config.metrics_listen {
         let listener = tokio::net::TcpListener::bind(addr)
             .await

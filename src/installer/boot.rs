@@ -68,12 +68,6 @@ pub fn run() -> ! {
     let listen = format!("0.0.0.0:{PORT}");
     let advertise = format!("{addr}:{PORT}");
     if !dir.join("node.toml").exists() {
-        if let Mode::Join { addr: None, .. } = &cfg.mode {
-            rescue(
-                "STRATA-BOOT-FAILED: mode is join but no node address (`join`) is configured; \
-                 finding the cluster on the local network is not built yet",
-            );
-        }
         if let Mode::Create { cluster_name, .. } = &cfg.mode {
             let st = Command::new(exe())
                 .arg("--data-dir")
@@ -97,7 +91,8 @@ fn serve(cfg: &InstallConfig, dir: &Path, listen: &str, advertise: &str) -> std:
     let mut c = Command::new(exe());
     c.arg("--data-dir")
         .arg(dir)
-        .args(["serve", "--listen", listen, "--advertise", advertise]);
+        .args(["serve", "--listen", listen, "--advertise", advertise])
+        .arg("--discovery");
     match &cfg.mode {
         Mode::Create {
             admin_password: Some(p),
@@ -106,10 +101,18 @@ fn serve(cfg: &InstallConfig, dir: &Path, listen: &str, advertise: &str) -> std:
             c.env("STRATA_ADMIN_PASSWORD", p);
         }
         Mode::Join {
-            addr: Some(a),
+            addr,
             token,
+            cluster_name,
         } => {
-            c.args(["--join", a]).env("STRATA_JOIN_TOKEN", token);
+            // Only until the node has joined (serve ignores --join afterwards).
+            c.args(["--join", addr.as_deref().unwrap_or("discover")]);
+            if let Some(t) = token {
+                c.env("STRATA_JOIN_TOKEN", t);
+            }
+            if let (None, Some(n)) = (addr, cluster_name) {
+                c.args(["--join-cluster", n]);
+            }
         }
         _ => {}
     }
@@ -433,7 +436,16 @@ fn network_up(net: &Network, dhcp: &mut Option<Child>) -> Result<(String, IpAddr
             ..
         } => {
             let _ = ip(&["addr", "flush", "dev", &ifname]);
-            ip(&["addr", "add", &address.to_string(), "dev", &ifname])?;
+            // With its broadcast address: discovery probes go to it.
+            ip(&[
+                "addr",
+                "add",
+                &address.to_string(),
+                "broadcast",
+                "+",
+                "dev",
+                &ifname,
+            ])?;
             if let Some(g) = gateway {
                 ip(&[
                     "route",

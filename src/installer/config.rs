@@ -195,9 +195,12 @@ pub enum Mode {
         cluster_name: String,
         admin_password: Option<String>,
     },
+    /// Join with a token, or without one (a join code an administrator accepts); at
+    /// `addr`, or the cluster found on the local network (named `cluster_name`, if set).
     Join {
         addr: Option<String>,
-        token: String,
+        token: Option<String>,
+        cluster_name: Option<String>,
     },
 }
 
@@ -260,7 +263,7 @@ pub fn merge(layers: &[Layer]) -> Result<InstallConfig, ConfigError> {
     let mode = match pick(layers, |f| &f.mode) {
         None => {
             return Err(ConfigError::Missing(
-                "no mode: set mode = \"create\" (a new cluster) or \"join\" (with a token)".into(),
+                "no mode: set mode = \"create\" (a new cluster) or \"join\"".into(),
             ))
         }
         Some((m, src)) => match m.as_str() {
@@ -281,14 +284,26 @@ pub fn merge(layers: &[Layer]) -> Result<InstallConfig, ConfigError> {
                 },
             },
             "join" => {
-                let (token, tsrc) = pick(layers, |f| &f.token).ok_or_else(|| {
-                    ConfigError::Missing("mode is join but no token is given".into())
-                })?;
-                JoinToken::parse(&token)
-                    .map_err(|e| invalid("token", "(hidden)", tsrc, &e.to_string()))?;
+                let token = pick(layers, |f| &f.token);
+                if let Some((token, tsrc)) = &token {
+                    JoinToken::parse(token)
+                        .map_err(|e| invalid("token", "(hidden)", tsrc, &e.to_string()))?;
+                }
+                let addr = pick(layers, |f| &f.join);
+                if let Some((a, asrc)) = &addr {
+                    a.parse::<std::net::SocketAddr>().map_err(|_| {
+                        invalid(
+                            "join",
+                            a,
+                            asrc,
+                            "expected a node's IP:port, e.g. 10.0.0.1:7440",
+                        )
+                    })?;
+                }
                 Mode::Join {
-                    addr: pick(layers, |f| &f.join).map(|(a, _)| a),
-                    token,
+                    addr: addr.map(|(a, _)| a),
+                    token: token.map(|(t, _)| t),
+                    cluster_name: pick(layers, |f| &f.cluster_name).map(|(n, _)| n),
                 }
             }
             _ => return Err(invalid("mode", &m, src, "must be \"create\" or \"join\"")),

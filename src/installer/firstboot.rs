@@ -31,11 +31,20 @@ pub fn render(cfg: &InstallConfig) -> String {
                 put("admin_password", p);
             }
         }
-        Mode::Join { addr, token } => {
+        Mode::Join {
+            addr,
+            token,
+            cluster_name,
+        } => {
             put("mode", "join");
-            put("token", token);
-            if let Some(a) = addr {
-                put("join", a);
+            for (k, v) in [
+                ("token", token),
+                ("join", addr),
+                ("cluster_name", cluster_name),
+            ] {
+                if let Some(v) = v {
+                    put(k, v);
+                }
             }
         }
     }

@@ -309,9 +309,14 @@ pub fn run(p: &Paths) -> Result<&'static str, InstallError> {
         Mode::Create { cluster_name, .. } => {
             println!("config: create a new cluster named {cluster_name}")
         }
-        Mode::Join { addr, .. } => println!(
-            "config: join the cluster at {} with a join token",
-            addr.as_deref().unwrap_or("(found on the local network)")
+        Mode::Join { addr, token, .. } => println!(
+            "config: join the cluster at {} {}",
+            addr.as_deref().unwrap_or("found on the local network"),
+            if token.is_some() {
+                "with a join token"
+            } else {
+                "with a join code an administrator accepts"
+            }
         ),
     }
     let medium = p.medium.as_ref().ok_or_else(|| {

@@ -128,20 +128,32 @@ pub fn ask<R: BufRead, W: Write>(
             }
             "join" => {
                 f.mode = Some("join".into());
-                f.join = Some(loop {
-                    let a = c.ask("Address of a node of the cluster (IP:port)", "")?;
+                f.join = loop {
+                    let a = c.ask(
+                        "Address of a node of the cluster (IP:port; empty: find it on this network)",
+                        "",
+                    )?;
+                    if a.is_empty() {
+                        break None;
+                    }
                     if a.parse::<std::net::SocketAddr>().is_ok() {
-                        break a;
+                        break Some(a);
                     }
                     c.say("  not an address like 10.0.0.1:7440");
-                });
-                f.token = Some(loop {
-                    let t = c.ask("Join token (from `strata token create` on that node)", "")?;
+                };
+                f.token = loop {
+                    let t = c.ask(
+                        "Join token (from `strata token create`; empty: show a join code to accept in the web console)",
+                        "",
+                    )?;
+                    if t.is_empty() {
+                        break None;
+                    }
                     match JoinToken::parse(&t) {
-                        Ok(_) => break t,
+                        Ok(_) => break Some(t),
                         Err(e) => c.say(&format!("  {e}")),
                     }
-                });
+                };
                 break;
             }
             _ => c.say("  answer create or join"),

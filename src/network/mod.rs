@@ -8,6 +8,7 @@ pub mod dataplane;
 pub mod dhcp;
 pub mod dhcpd;
 pub mod firewall;
+pub mod ifaddrs;
 pub mod ipam;
 pub mod metadata;
 pub mod netns;

@@ -3,6 +3,7 @@
 //! named after the test process and removed on drop. Needs root (CI runs as root).
 #![allow(dead_code)]
 
+pub mod console;
 pub mod vmnic;
 
 use std::path::{Path, PathBuf};
@@ -226,6 +227,8 @@ impl Cluster {
                 "addr",
                 "add",
                 &format!("{ip}/24"),
+                "broadcast",
+                "+",
                 "dev",
                 "eth0",
             ]);

@@ -174,6 +174,38 @@ pub struct JoinTokenRecord {
     pub used_at: Option<u64>,
 }
 
+/// Servers that asked to join without a token, waiting for an administrator to compare
+/// their join code and accept or reject them (keyed by the would-be node id).
+pub struct PendingJoins;
+impl Table for PendingJoins {
+    const NAME: &'static str = "pending_joins";
+    type Value = PendingJoinRecord;
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct PendingJoinRecord {
+    pub node: NodeId,
+    pub hostname: String,
+    pub addr: SocketAddr,
+    pub cores: u32,
+    pub memory_bytes: u64,
+    pub version: String,
+    /// The code both consoles show (over the CA fingerprint and the request's key).
+    pub code: String,
+    /// SHA-256 of the certificate request, so a later poll must carry the same key.
+    pub csr_sha256: String,
+    pub requested_at: u64,
+    /// `None` while waiting; then who decided, when, and whether it was accepted.
+    pub decision: Option<JoinDecision>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct JoinDecision {
+    pub accepted: bool,
+    pub by: String,
+    pub at: u64,
+}
+
 /// The append-only event log (who did what, when), trimmed to the newest entries.
 pub struct Events;
 impl Table for Events {
