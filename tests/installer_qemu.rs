@@ -7,7 +7,11 @@
 //! (forwarded to a loopback port) Strata's own VMM boots the test guest under the emulated
 //! server's real kvm-amd, and the guest's marker is read back from its console log. The
 //! same on UEFI (NVMe disk chosen by serial, a UEFI boot entry written) and on UEFI with
-//! Secure Boot (Debian's signed shim, GRUB and kernel; an unsigned image is refused). Bad
+//! Secure Boot (Debian's signed shim, GRUB and kernel; an unsigned image is refused). A
+//! second server, installed to join without an address or a token, boots on the same
+//! emulated Ethernet segment (QEMU's socket network over loopback), finds the cluster by
+//! broadcast and shows a join code; the test accepts that code in the first node's web
+//! console and the cluster shows two nodes alive. Bad
 //! cases leave the disk as it was: no disk, a disk too small, a disk with partitions, a
 //! malformed join token.
 //!
@@ -22,7 +26,7 @@ use std::time::{Duration, Instant};
 #[allow(dead_code)]
 mod machine;
 
-use machine::{blank_disk, config_stick, new_vars, Firmware, Machine, Spec};
+use machine::{blank_disk, config_stick, new_vars, Firmware, Lan, Machine, Spec};
 
 const INSTALL: Duration = Duration::from_secs(420);
 const BOOT: Duration = Duration::from_secs(480);
@@ -307,6 +311,7 @@ fn bios_install_then_boot_from_disk_with_the_stick_left_in_and_run_a_vm() {
         api_port: None,
         mem_mb: 2048,
         keyboard: true,
+        lan: Lan::None,
     };
     let t = Instant::now();
     let mut m = Machine::start(&spec, &d.join("install.log"));
@@ -337,12 +342,45 @@ fn bios_install_then_boot_from_disk_with_the_stick_left_in_and_run_a_vm() {
         keyboard: false,
         ..spec
     };
-    // Stick left in, first in the boot order; the node's API on a loopback port.
+    // Meanwhile a second server installs, configured to join without an address or a
+    // token (it finds the cluster on the network and shows a join code).
+    let second = {
+        let (iso, d) = (iso.clone(), d.clone());
+        std::thread::spawn(move || {
+            let disk = d.join("disk2.raw");
+            blank_disk(&disk, 20);
+            let cfg = config_stick(
+                &d,
+                "join",
+                "schema = 1\nmode = \"join\"\nhostname = \"node2\"\n",
+            );
+            let spec = Spec {
+                firmware: Firmware::Bios,
+                vars: None,
+                sticks: vec![&iso, &cfg],
+                disks: vec![(&disk, "virtio", "STRATA-VIRTIO-2")],
+                api_port: None,
+                mem_mb: 2048,
+                keyboard: false,
+                lan: Lan::None,
+            };
+            let (console, _) = install(&spec, &d.join("install2.log"));
+            assert!(
+                console.contains("with a join code an administrator accepts"),
+                "{console}"
+            );
+            disk
+        })
+    };
+    // Stick left in, first in the boot order; the node's API on a loopback port, and a
+    // link for the second server.
     let port = 25000 + (std::process::id() % 1000) as u16;
+    let lan = 27000 + (std::process::id() % 1000) as u16;
     let spec = Spec {
         sticks: vec![&iso],
         api_port: Some(port),
         mem_mb: 3072,
+        lan: Lan::Listen(lan),
         ..spec
     };
     let (m, console, ready_s) = boot_ready(&spec, &d.join("boot.log"));
@@ -368,8 +406,139 @@ fn bios_install_then_boot_from_disk_with_the_stick_left_in_and_run_a_vm() {
         "the VM did not start with the KVM driver:\n{}",
         machine::tail(&console, 20)
     );
+
+    // The second server boots from its disk on the same segment, finds the cluster, and
+    // shows a join code; an administrator accepts it in the first node's web console.
+    let disk2 = second.join().expect("the second install failed");
+    let spec2 = Spec {
+        firmware: Firmware::Bios,
+        vars: None,
+        sticks: vec![],
+        disks: vec![(&disk2, "virtio", "STRATA-VIRTIO-2")],
+        api_port: None,
+        mem_mb: 2048,
+        keyboard: false,
+        lan: Lan::Connect(lan),
+    };
+    let t = Instant::now();
+    let mut m2 = Machine::start(&spec2, &d.join("boot2.log"));
+    let console2 = m2.wait_for("STRATA-JOIN-CODE ", BOOT);
+    assert!(
+        console2.contains("found cluster lab at 10.0.2.15:7440"),
+        "{}",
+        machine::tail(&console2, 30)
+    );
+    let code = console2
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("STRATA-JOIN-CODE "))
+        .unwrap()
+        .trim()
+        .to_string();
+    let web = WebConsole::sign_in(port);
+    let page = web.get("/nodes");
+    assert!(
+        page.contains(&code) && page.contains("node2"),
+        "the web console does not list node2 with code {code}"
+    );
+    let accept = page
+        .split("action=\"/nodes/requests/")
+        .nth(1)
+        .and_then(|r| r.split('"').next())
+        .expect("an Accept button")
+        .to_string();
+    assert!(accept.ends_with("/accept"), "{accept}");
+    let r = web.post(&format!("/nodes/requests/{accept}"));
+    assert!(r.starts_with("HTTP/1.1 303"), "{r}");
+    let console2 = m2.wait_for("Web console and OpenStack API", BOOT);
+    let join_s = t.elapsed().as_secs_f64();
+    assert!(console2.contains("STRATA-NODE-READY"), "{console2}");
+    assert!(!console2.contains("STRATA-BOOT-FAILED"), "{console2}");
+    // The cluster shows two nodes, both alive.
+    let page = wait_until(Duration::from_secs(120), || {
+        let p = web.get("/nodes");
+        let alive = p.matches(">alive<").count();
+        (p.contains("node2") && alive == 2).then_some(p)
+    })
+    .unwrap_or_else(|| panic!("two alive nodes not shown:\n{}", web.get("/nodes")));
+    assert!(!page.contains(&code), "the accepted request is still listed");
+    eprintln!("STRATA-INSTALLER-TIMES second-node boot_to_joined_s={join_s:.0}");
+    drop(m2);
     drop(m);
     let _ = std::fs::remove_dir_all(&d);
+}
+
+fn wait_until<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+    let end = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return Some(v);
+        }
+        if Instant::now() > end {
+            return None;
+        }
+        std::thread::sleep(Duration::from_secs(2));
+    }
+}
+
+/// A signed-in web console session on the node's forwarded port (curl, cookie jar).
+struct WebConsole {
+    port: u16,
+    jar: PathBuf,
+    csrf: String,
+}
+
+impl WebConsole {
+    fn curl(&self, args: &[&str]) -> String {
+        let o = std::process::Command::new("curl")
+            .args(["-sk", "--max-time", "60", "-b"])
+            .arg(&self.jar)
+            .arg("-c")
+            .arg(&self.jar)
+            .args(args)
+            .output()
+            .expect("curl");
+        String::from_utf8_lossy(&o.stdout).to_string()
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("https://127.0.0.1:{}{path}", self.port)
+    }
+
+    fn sign_in(port: u16) -> WebConsole {
+        let mut w = WebConsole {
+            port,
+            jar: work().join(format!("cookies-{port}")),
+            csrf: String::new(),
+        };
+        w.curl(&[
+            "--data-urlencode",
+            "username=admin",
+            "--data-urlencode",
+            &format!("password={PASSWORD}"),
+            &w.url("/login"),
+        ]);
+        let page = w.get("/nodes");
+        w.csrf = page
+            .split("data-csrf=\"")
+            .nth(1)
+            .and_then(|r| r.split('"').next())
+            .unwrap_or_else(|| panic!("not signed in: {page}"))
+            .to_string();
+        w
+    }
+
+    fn get(&self, path: &str) -> String {
+        self.curl(&[&self.url(path)])
+    }
+
+    fn post(&self, path: &str) -> String {
+        self.curl(&[
+            "-i",
+            "--data-urlencode",
+            &format!("csrf={}", self.csrf),
+            &self.url(path),
+        ])
+    }
 }
 
 #[test]
@@ -396,6 +565,7 @@ fn uefi_and_secure_boot_install_on_the_disk_named_by_serial_and_boot_from_it() {
             api_port: None,
             mem_mb: 2048,
             keyboard: false,
+            lan: Lan::None,
         };
         let (console, install_s) = install(&spec, &d.join("install.log"));
         assert!(
@@ -464,6 +634,7 @@ fn secure_boot_refuses_an_unsigned_image() {
         api_port: None,
         mem_mb: 2048,
         keyboard: false,
+        lan: Lan::None,
     };
     let mut m = Machine::start(&spec, &d.join("boot.log"));
     let console = m.wait_for("Access Denied", Duration::from_secs(240));
@@ -506,6 +677,7 @@ fn refused(name: &str, disks: &[(PathBuf, &str)], cfg: &str, msg: &str) {
         api_port: None,
         mem_mb: 2048,
         keyboard: false,
+        lan: Lan::None,
     };
     let mut m = Machine::start(&spec, &d.join("install.log"));
     let console = m.wait_for("STRATA-INSTALL-FAILED", INSTALL);

@@ -27,6 +27,19 @@ pub struct Spec<'a> {
     pub mem_mb: u32,
     /// The serial console also on a Unix socket, to type on.
     pub keyboard: bool,
+    /// A link to another emulated server (QEMU's socket network over loopback).
+    pub lan: Lan,
+}
+
+/// An Ethernet segment between two emulated servers: the first listens on a loopback
+/// port, the second connects. The first also has the user-mode network (its DHCP server
+/// and the forwarded API port) on the same segment, through QEMU's hub, so the second
+/// gets its address from there too.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Lan {
+    None,
+    Listen(u16),
+    Connect(u16),
 }
 
 pub struct Machine {
@@ -144,12 +157,34 @@ impl Machine {
                 },
             ]);
         }
-        match spec.api_port {
-            Some(p) => a.extend([
+        let user = |p: u16| format!("user,restrict=on,hostfwd=tcp:127.0.0.1:{p}-:5000");
+        match (spec.api_port, spec.lan) {
+            (Some(p), Lan::None) => a.extend([
                 "-nic".into(),
-                format!("user,model=virtio-net-pci,restrict=on,hostfwd=tcp:127.0.0.1:{p}-:5000"),
+                format!("{},model=virtio-net-pci", user(p)),
             ]),
-            None => a.extend(["-nic".into(), "none".into()]),
+            (Some(p), Lan::Listen(l)) => a.extend([
+                "-netdev".into(),
+                format!("{},id=u0", user(p)),
+                "-netdev".into(),
+                format!("socket,id=s0,listen=127.0.0.1:{l}"),
+                "-netdev".into(),
+                "hubport,id=h0,hubid=0,netdev=u0".into(),
+                "-netdev".into(),
+                "hubport,id=h1,hubid=0,netdev=s0".into(),
+                "-netdev".into(),
+                "hubport,id=h2,hubid=0".into(),
+                "-device".into(),
+                "virtio-net-pci,netdev=h2,mac=52:54:00:12:34:56".into(),
+            ]),
+            (None, Lan::Connect(l)) => a.extend([
+                "-netdev".into(),
+                format!("socket,id=s0,connect=127.0.0.1:{l}"),
+                "-device".into(),
+                "virtio-net-pci,netdev=s0,mac=52:54:00:12:34:57".into(),
+            ]),
+            (None, Lan::None) => a.extend(["-nic".into(), "none".into()]),
+            other => panic!("unsupported network {other:?}"),
         }
         let child = Command::new("qemu-system-x86_64")
             .args(&a)
