@@ -145,6 +145,11 @@ else
   install -m 0644 "$sgrub/usr/lib/grub/x86_64-efi-signed/grubx64.efi.signed" "$bdir/efi/grubx64.efi"
 fi
 
+# iPXE for network installs served by a node to PXE firmware that is not iPXE itself.
+ipxe=$(fetch_unpack ipxe)
+install -D -m 0644 "$ipxe/usr/lib/ipxe/undionly.kpxe" "$root/usr/lib/strata/pxe/undionly.kpxe"
+install -D -m 0644 "$ipxe/usr/lib/ipxe/snponly.efi" "$root/usr/lib/strata/pxe/snponly.efi"
+
 sed "s/@VERSION@/$(sed -n 's/^version = "\(.*\)"/\1/p' "$REPO/Cargo.toml" | head -n1)/" \
   "$HERE/init" >"$root/init"
 chmod 0755 "$root/init"

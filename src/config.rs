@@ -49,6 +49,11 @@ pub struct Config {
     pub api_listen: Option<SocketAddr>,
     /// Answer discovery probes of joining servers on UDP port 7446 (installed nodes).
     pub discovery: bool,
+    /// Serve network installs (proxy DHCP, HTTP 7447) with the installer kernel and
+    /// initramfs in this directory (`vmlinuz`, `initrd.img`); off when unset.
+    pub pxe_dir: Option<PathBuf>,
+    /// Answer network boot clients on this interface only.
+    pub pxe_interface: Option<String>,
     /// Serve the API over plain HTTP instead of HTTPS (local use only).
     pub api_plain: bool,
     /// How long an API token is valid (Keystone's `[token] expiration`).
@@ -109,6 +114,8 @@ pub struct ConfigFile {
     pub api_listen: Option<String>,
     pub api_plain: Option<bool>,
     pub discovery: Option<bool>,
+    pub pxe_dir: Option<PathBuf>,
+    pub pxe_interface: Option<String>,
     pub token_ttl_s: Option<u64>,
     pub console_idle_s: Option<u64>,
     pub cpu_allocation_ratio: Option<u32>,
@@ -170,6 +177,8 @@ impl ConfigFile {
         take!(api_listen);
         take!(api_plain);
         take!(discovery);
+        take!(pxe_dir);
+        take!(pxe_interface);
         take!(token_ttl_s);
         take!(console_idle_s);
         take!(cpu_allocation_ratio);
@@ -320,6 +329,8 @@ impl ConfigFile {
             advertise,
             metrics_listen,
             discovery: self.discovery.unwrap_or(false),
+            pxe_dir: self.pxe_dir,
+            pxe_interface: self.pxe_interface,
             api_listen,
             api_plain: self.api_plain.unwrap_or(false),
             token_ttl,

@@ -47,6 +47,13 @@ pub struct NodeFlags {
     /// Answer discovery probes from servers joining on the local network (UDP 7446).
     #[arg(long, env = "STRATA_DISCOVERY")]
     pub discovery: bool,
+    /// Serve network installs (PXE: proxy DHCP on UDP 67/4011, files over HTTP on 7447)
+    /// with the installer's `vmlinuz` and `initrd.img` from this directory.
+    #[arg(long, env = "STRATA_PXE_DIR")]
+    pub pxe_dir: Option<std::path::PathBuf>,
+    /// With --pxe-dir: answer network boot clients on this interface only.
+    #[arg(long, env = "STRATA_PXE_INTERFACE", requires = "pxe_dir")]
+    pub pxe_interface: Option<String>,
     /// TCP address for Prometheus metrics, or `off` (default: listen IP, port 7441).
     #[arg(long, env = "STRATA_METRICS_LISTEN")]
     pub metrics_listen: Option<String>,
@@ -153,6 +160,12 @@ pub enum Cmd {
         /// The mounted STRATACFG volume.
         #[arg(long)]
         config_volume: Option<PathBuf>,
+        /// A network install's config file (downloaded by the init)...
+        #[arg(long, requires = "net_config_source")]
+        net_config: Option<PathBuf>,
+        /// ...and the URL it came from (named in messages).
+        #[arg(long, requires = "net_config")]
+        net_config_source: Option<String>,
     },
     /// PID 1 of an installed node: network, first boot, `strata serve` under supervision.
     Boot,
@@ -347,6 +360,8 @@ impl Cli {
             api_listen: flags.api_listen.clone(),
             api_plain: flags.api_plain.then_some(true),
             discovery: flags.discovery.then_some(true),
+            pxe_dir: flags.pxe_dir.clone(),
+            pxe_interface: flags.pxe_interface.clone(),
             token_ttl_s: flags.token_ttl_s,
             console_idle_s: flags.console_idle_s,
             cpu_allocation_ratio: flags.cpu_allocation_ratio,
@@ -471,11 +486,14 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             medium,
             medium_disk,
             config_volume,
+            net_config,
+            net_config_source,
         } => {
             let paths = crate::installer::install::Paths {
                 medium: medium.clone(),
                 medium_disk: medium_disk.clone(),
                 config_volume: config_volume.clone(),
+                net_config: net_config.clone().zip(net_config_source.clone()),
                 ..Default::default()
             };
             let after = crate::installer::install::run(&paths)?;

@@ -51,6 +51,10 @@ pub enum ServeError {
         source: std::io::Error,
     },
     #[error(transparent)]
+    Pxe(#[from] crate::network::pxe::PxeError),
+    #[error("network install needs an IPv4 advertise address, not {0}")]
+    PxeAddress(std::net::SocketAddr),
+    #[error(transparent)]
     Discovery(#[from] crate::cluster::discovery::DiscoveryError),
     #[error("cannot set up the hypervisor driver")]
     Compute(#[source] crate::compute::ComputeError),
@@ -403,6 +407,56 @@ fn web_app(node: &Arc<Node>, secure: bool) -> axum::Router {
     ))
 }
 
+/// Network install of further servers: proxy DHCP, TFTP and the installer's files over
+/// HTTP; the install config it hands out joins this cluster at this node with a join
+/// code. Loaded and checksummed in the background: the rest of the node does not wait.
+fn serve_pxe(node: &Arc<Node>, dir: &std::path::Path) -> Result<(), ServeError> {
+    use crate::network::pxe::{self, PxeFiles};
+    let std::net::IpAddr::V4(ip) = node.config.advertise.ip() else {
+        return Err(ServeError::PxeAddress(node.config.advertise));
+    };
+    let control = node.control.clone();
+    let join = node.config.advertise;
+    let config = Box::new(move || {
+        let name = control
+            .announce(join, "")
+            .map(|a| a.cluster_name)
+            .unwrap_or_default();
+        format!(
+            "# Served by a node of cluster {name:?} to servers installed over the network.\n\
+             schema = 1\nmode = \"join\"\njoin = \"{join}\"\ncluster_name = {name:?}\n"
+        )
+    });
+    let (dir, iface) = (dir.to_path_buf(), node.config.pxe_interface.clone());
+    tokio::spawn(async move {
+        let run = async move {
+            let files = tokio::task::spawn_blocking(move || PxeFiles::load(&dir, ip, config))
+                .await
+                .map_err(|e| pxe::PxeError::Task(e.to_string()))??;
+            let files = Arc::new(files);
+            let addr =
+                std::net::SocketAddr::from((std::net::Ipv4Addr::UNSPECIFIED, pxe::HTTP_PORT));
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|source| pxe::PxeError::Listen {
+                    what: format!("TCP {addr} (network install files)"),
+                    source,
+                })?;
+            let app = pxe::routes(files.clone());
+            tokio::spawn(async move {
+                if let Err(e) = axum::serve(listener, app).await {
+                    tracing::error!(error = %e, "network install HTTP server stopped");
+                }
+            });
+            pxe::serve_proxy_dhcp(files, iface).await
+        };
+        if let Err(e) = run.await {
+            tracing::error!(error = %crate::telemetry::error_chain(&e), "network installs are not served");
+        }
+    });
+    Ok(())
+}
+
 /// Runs a node until SIGINT/SIGTERM or until Raft stops on a fatal storage error.
 pub async fn serve(config: Config) -> Result<(), ServeError> {
     let node = Node::start(config).await?;
@@ -419,6 +473,9 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
         tokio::spawn(crate::cluster::discovery::respond(socket, move || {
             control.announce(addr, &host)
         }));
+    }
+    if let Some(dir) = &node.config.pxe_dir {
+        serve_pxe(&node, dir)?;
     }
     if let Some(addr) = node.config.metrics_listen {
         let listener = tokio::net::TcpListener::bind(addr)

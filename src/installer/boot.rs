@@ -63,6 +63,18 @@ pub fn run() -> ! {
         }
     };
     say(&format!("network: {ifname} has {addr}"));
+    if cfg.hostname.is_none() {
+        // Named after the management interface's MAC, so servers installed alike differ.
+        let mac = std::fs::read_to_string(format!("/sys/class/net/{ifname}/address"))
+            .unwrap_or_default()
+            .trim()
+            .replace(':', "");
+        let h = format!("strata-{}", &mac[mac.len().saturating_sub(6)..]);
+        // SAFETY: a valid buffer and its length.
+        unsafe { libc::sethostname(h.as_ptr().cast(), h.len()) };
+        say(&format!("host name {h} (none configured)"));
+    }
+    let pxe = cfg.pxe.then(|| system_slot(&ifname)).flatten();
     let dir = root.join(firstboot::NODE_DIR);
     let _ = std::fs::create_dir_all(&dir);
     let listen = format!("0.0.0.0:{PORT}");
@@ -80,19 +92,60 @@ pub fn run() -> ! {
             }
         }
     }
-    supervise(&cfg, &dir, &listen, &advertise, &addr, dhcp)
+    supervise(&cfg, &dir, &listen, &advertise, &addr, dhcp, pxe)
+}
+
+/// Mounts the system slot read-only for the network install server; the directory with
+/// its kernel and initramfs and the interface to serve on, or None (said why).
+fn system_slot(ifname: &str) -> Option<(PathBuf, String)> {
+    let mnt = Path::new("/run/strata/system");
+    let _ = std::fs::create_dir_all(mnt);
+    let dev = Command::new("/usr/libexec/strata/blkid")
+        .args(["-l", "-t", "LABEL=STRATA-A", "-o", "device"])
+        .output()
+        .ok()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .filter(|d| !d.is_empty());
+    let Some(dev) = dev else {
+        say("network installs: no partition labelled STRATA-A; not serving them");
+        return None;
+    };
+    let ok = Command::new("mount")
+        .args(["-t", "ext4", "-o", "ro", &dev])
+        .arg(mnt)
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ok {
+        say(&format!(
+            "network installs: cannot mount {dev}; not serving them"
+        ));
+        return None;
+    }
+    say(&format!("network installs (PXE) served on {ifname}"));
+    Some((mnt.join("boot"), ifname.to_string()))
 }
 
 fn exe() -> PathBuf {
     std::env::current_exe().unwrap_or_else(|_| "/usr/bin/strata".into())
 }
 
-fn serve(cfg: &InstallConfig, dir: &Path, listen: &str, advertise: &str) -> std::io::Result<Child> {
+fn serve(
+    cfg: &InstallConfig,
+    dir: &Path,
+    listen: &str,
+    advertise: &str,
+    pxe: &Option<(PathBuf, String)>,
+) -> std::io::Result<Child> {
     let mut c = Command::new(exe());
     c.arg("--data-dir")
         .arg(dir)
         .args(["serve", "--listen", listen, "--advertise", advertise])
         .arg("--discovery");
+    if let Some((files, ifname)) = pxe {
+        c.arg("--pxe-dir")
+            .arg(files)
+            .args(["--pxe-interface", ifname]);
+    }
     match &cfg.mode {
         Mode::Create {
             admin_password: Some(p),
@@ -126,6 +179,7 @@ fn supervise(
     advertise: &str,
     addr: &IpAddr,
     mut dhcp: Option<Child>,
+    pxe: Option<(PathBuf, String)>,
 ) -> ! {
     let mut backoff = 1u64;
     let mut child: Option<(Child, Instant)> = None;
@@ -137,7 +191,7 @@ fn supervise(
             shutdown(child.map(|c| c.0), dhcp, sig);
         }
         if child.is_none() && Instant::now() >= next_try {
-            match serve(cfg, dir, listen, advertise) {
+            match serve(cfg, dir, listen, advertise, &pxe) {
                 Ok(c) => {
                     say(&format!("strata serve started (pid {})", c.id()));
                     child = Some((c, Instant::now()));

@@ -1,7 +1,8 @@
 //! The unattended-install configuration: a TOML document (`schema = 1`) read from layered
 //! sources, each later one overriding the keys it sets: built-in defaults, a config
-//! embedded in the image, `install.toml` on a FAT volume labelled `STRATACFG`, then
-//! `strata.install.*` kernel arguments. The merged result is validated once, with
+//! embedded in the image, `install.toml` on a FAT volume labelled `STRATACFG`,
+//! `strata.install.*` kernel arguments, then (network installs) the config served by the
+//! node the server booted from. The merged result is validated once, with
 //! errors that name the source of the bad value.
 
 use serde::Deserialize;
@@ -25,6 +26,8 @@ pub struct InstallFile {
     pub admin_password: Option<String>,
     /// `reboot` (default) or `poweroff` when the install is done.
     pub after: Option<String>,
+    /// Serve network installs (PXE) to further servers from this node (default false).
+    pub pxe: Option<bool>,
     #[serde(default)]
     pub disk: DiskFile,
     #[serde(default)]
@@ -128,6 +131,18 @@ pub fn from_cmdline(cmdline: &str) -> Result<Layer, ConfigError> {
                 })
             }
             "after" => f.after = v,
+            "pxe" => {
+                f.pxe = Some(match value {
+                    "true" | "1" | "yes" => true,
+                    "false" | "0" | "no" => false,
+                    _ => {
+                        return Err(ConfigError::Parse {
+                            from: "the kernel command line".into(),
+                            reason: format!("strata.install.pxe={value:?}: expected true or false"),
+                        })
+                    }
+                })
+            }
             "disk.serial" => f.disk.serial = v,
             "disk.wwn" => f.disk.wwn = v,
             "disk.model" => f.disk.model = v,
@@ -226,6 +241,8 @@ pub struct InstallConfig {
     pub wipe: Wipe,
     pub network: Network,
     pub poweroff: bool,
+    /// Serve network installs from this node once it runs.
+    pub pxe: bool,
 }
 
 /// Parses `100G`, `1T`, `512M`, `4096` (bytes); powers of 1024.
@@ -410,6 +427,7 @@ pub fn merge(layers: &[Layer]) -> Result<InstallConfig, ConfigError> {
         wipe,
         network,
         poweroff,
+        pxe: pick(layers, |f| &f.pxe).is_some_and(|x| x.0),
     })
 }
 

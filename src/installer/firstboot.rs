@@ -51,6 +51,9 @@ pub fn render(cfg: &InstallConfig) -> String {
     if let Some(h) = &cfg.hostname {
         put("hostname", h);
     }
+    if cfg.pxe {
+        t.insert("pxe".into(), toml::Value::Boolean(true));
+    }
     let mut net = toml::Table::new();
     let mut nput = |k: &str, v: toml::Value| {
         net.insert(k.into(), v);

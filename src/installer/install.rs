@@ -24,6 +24,8 @@ pub struct Paths {
     pub medium_disk: Option<String>,
     /// The mounted `STRATACFG` volume.
     pub config_volume: Option<PathBuf>,
+    /// A network install's config, downloaded to a file, and the URL it came from.
+    pub net_config: Option<(PathBuf, String)>,
     pub sys: PathBuf,
     pub dev: PathBuf,
     pub cmdline: PathBuf,
@@ -41,6 +43,7 @@ impl Default for Paths {
             medium: None,
             medium_disk: None,
             config_volume: None,
+            net_config: None,
             sys: "/sys".into(),
             dev: "/dev".into(),
             cmdline: "/proc/cmdline".into(),
@@ -79,7 +82,7 @@ fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> InstallError {
 }
 
 /// The config layers in precedence order (later wins): the image's, the STRATACFG
-/// volume's, the kernel command line's.
+/// volume's, the kernel command line's, the network install server's.
 pub fn layers(p: &Paths) -> Result<Vec<Layer>, InstallError> {
     let mut out = vec![];
     let mut file = |path: PathBuf, source: &str| -> Result<(), InstallError> {
@@ -99,7 +102,15 @@ pub fn layers(p: &Paths) -> Result<Vec<Layer>, InstallError> {
         file(v.join("install.toml"), "the STRATACFG volume")?;
     }
     let cmdline = std::fs::read_to_string(&p.cmdline).unwrap_or_default();
-    out.push(config::from_cmdline(&cmdline)?);
+    let from_cmdline = config::from_cmdline(&cmdline)?;
+    if let Some((path, url)) = &p.net_config {
+        let text =
+            std::fs::read_to_string(path).map_err(io(format!("reading {}", path.display())))?;
+        out.push(from_cmdline);
+        out.push(config::parse(url, &text)?);
+    } else {
+        out.push(from_cmdline);
+    }
     Ok(out)
 }
 
@@ -430,6 +441,13 @@ fn write_disk(
         &ma.join("boot/initrd.img"),
         sum_initrd,
     )?;
+    // The sums the copies were checked against: a node serving network installs hands
+    // them out without hashing its system again.
+    std::fs::write(
+        ma.join("boot/SHA256SUMS"),
+        format!("{sum_kernel}  boot/vmlinuz\n{sum_initrd}  boot/initrd.img\n"),
+    )
+    .map_err(io("writing boot/SHA256SUMS"))?;
     std::fs::write(grub.join("grub.cfg"), grub_cfg("A")).map_err(io("writing grub.cfg"))?;
     for f in ["boot.img", "core.img"] {
         std::fs::copy(

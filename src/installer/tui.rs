@@ -184,6 +184,22 @@ pub fn ask<R: BufRead, W: Write>(
             _ => c.say("  answer dhcp or static"),
         }
     }
+    loop {
+        match c
+            .ask(
+                "Serve network installs (PXE) to further servers on this network (yes/no)",
+                "no",
+            )?
+            .as_str()
+        {
+            "yes" => {
+                f.pxe = Some(true);
+                break;
+            }
+            "no" => break,
+            _ => c.say("  answer yes or no"),
+        }
+    }
     f.disk.wipe = Some("never".into());
     if !disk.partitions.is_empty() {
         c.say(&format!(
@@ -280,7 +296,7 @@ mod tests {
         // 3 is not a disk, 1 (vda) is too small, 2 (vdb) has a partition: erased only
         // after "install"; a short password, then two that differ, then good.
         let (r, out) = run(
-            "3\n1\n2\n\nlab\nshort\nlongenough1\nlongenough2\nlongenough1\nlongenough1\nnode7\nstatic\n10.0.0.9/24\n10.0.0.1\ninstall\n",
+            "3\n1\n2\n\nlab\nshort\nlongenough1\nlongenough2\nlongenough1\nlongenough1\nnode7\nstatic\n10.0.0.9/24\n10.0.0.1\nmaybe\nyes\ninstall\n",
             &disks,
         );
         let a = r.unwrap_or_else(|e| panic!("{e}\n{out}"));
@@ -307,6 +323,8 @@ mod tests {
         assert_eq!(cfg.wipe, config::Wipe::Always);
         assert_eq!(cfg.hostname.as_deref(), Some("node7"));
         assert!(matches!(cfg.network, Network::Static { .. }));
+        assert!(cfg.pxe);
+        assert!(out.contains("answer yes or no"), "{out}");
     }
 
     #[test]
@@ -319,7 +337,7 @@ mod tests {
             "c".repeat(32)
         );
         let (r, out) = run(
-            &format!("1\njoin\nnowhere\n10.0.0.1:7440\nSJ1.bad\n{tok}\n\ndhcp\nno\n"),
+            &format!("1\njoin\nnowhere\n10.0.0.1:7440\nSJ1.bad\n{tok}\n\ndhcp\nno\nno\n"),
             &disks,
         );
         let e = r.err().unwrap();
@@ -327,12 +345,13 @@ mod tests {
         assert!(out.contains("not an address"), "{out}");
         assert!(out.contains("malformed join token"), "{out}");
         let (r, _) = run(
-            &format!("1\njoin\n10.0.0.1:7440\n{tok}\n\n\ninstall\n"),
+            &format!("1\njoin\n10.0.0.1:7440\n{tok}\n\n\n\ninstall\n"),
             &disks,
         );
         let cfg = config::merge(&[r.unwrap().layer]).unwrap();
         assert!(matches!(cfg.mode, Mode::Join { addr: Some(_), .. }));
         assert_eq!(cfg.wipe, config::Wipe::Never);
+        assert!(!cfg.pxe, "network installs are off unless asked for");
         let (r, _) = run("", &[disk("sda", 20, &[])]);
         assert!(r.err().unwrap().contains("no disk to install on"));
         let (r, _) = run("1\n", &disks);

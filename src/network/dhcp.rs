@@ -9,9 +9,9 @@
 use std::net::Ipv4Addr;
 
 const OP_REQUEST: u8 = 1;
-const OP_REPLY: u8 = 2;
-const MAGIC: [u8; 4] = [99, 130, 83, 99];
-const FIXED: usize = 236;
+pub(crate) const OP_REPLY: u8 = 2;
+pub(crate) const MAGIC: [u8; 4] = [99, 130, 83, 99];
+pub(crate) const FIXED: usize = 236;
 
 pub const DISCOVER: u8 = 1;
 pub const OFFER: u8 = 2;
@@ -34,6 +34,14 @@ pub struct ClientMessage {
     pub requested_ip: Option<Ipv4Addr>,
     /// Option 54: the server the client chose (REQUEST after an OFFER).
     pub server_id: Option<Ipv4Addr>,
+    /// Option 60 (`PXEClient:Arch:...` from network boot firmware).
+    pub vendor_class: Vec<u8>,
+    /// Option 77 (`iPXE` from iPXE).
+    pub user_class: Vec<u8>,
+    /// Option 93: the client's architecture (0 BIOS, 7 and 9 x86-64 UEFI).
+    pub client_arch: Option<u16>,
+    /// Option 97: the client machine's UUID, echoed to PXE clients.
+    pub client_uuid: Vec<u8>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -86,6 +94,8 @@ pub fn parse(buf: &[u8]) -> Result<ClientMessage, DhcpError> {
     let mut chaddr = [0u8; 6];
     chaddr.copy_from_slice(&buf[28..34]);
     let (mut kind, mut requested_ip, mut server_id) = (None, None, None);
+    let (mut vendor_class, mut user_class, mut client_arch, mut client_uuid) =
+        (Vec::new(), Vec::new(), None, Vec::new());
     let mut i = FIXED + 4;
     while i < buf.len() {
         let code = buf[i];
@@ -110,6 +120,10 @@ pub fn parse(buf: &[u8]) -> Result<ClientMessage, DhcpError> {
             53 => kind = Some(*val.first().ok_or(DhcpError::BadOption(code))?),
             50 => requested_ip = Some(ip()?),
             54 => server_id = Some(ip()?),
+            60 => vendor_class = val.to_vec(),
+            77 => user_class = val.to_vec(),
+            93 if val.len() >= 2 => client_arch = Some(u16::from_be_bytes([val[0], val[1]])),
+            97 => client_uuid = val.to_vec(),
             _ => {}
         }
         i += 2 + len;
@@ -122,6 +136,10 @@ pub fn parse(buf: &[u8]) -> Result<ClientMessage, DhcpError> {
         chaddr,
         requested_ip,
         server_id,
+        vendor_class,
+        user_class,
+        client_arch,
+        client_uuid,
     })
 }
 
@@ -147,7 +165,7 @@ pub fn answer_kind(m: &ClientMessage, lease: &Lease) -> Option<u8> {
     }
 }
 
-fn put(out: &mut Vec<u8>, code: u8, val: &[u8]) {
+pub(crate) fn put(out: &mut Vec<u8>, code: u8, val: &[u8]) {
     // Long values (routes) are split into several options of the same code (RFC 3396).
     for chunk in val.chunks(255) {
         out.push(code);

@@ -12,4 +12,6 @@ pub mod ifaddrs;
 pub mod ipam;
 pub mod metadata;
 pub mod netns;
+pub mod pxe;
 pub mod tap;
+pub mod tftp;

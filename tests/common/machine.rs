@@ -28,18 +28,26 @@ pub struct Spec<'a> {
     /// The serial console also on a Unix socket, to type on.
     pub keyboard: bool,
     /// A link to another emulated server (QEMU's socket network over loopback).
-    pub lan: Lan,
+    pub lan: Lan<'a>,
 }
 
-/// An Ethernet segment between two emulated servers: the first listens on a loopback
-/// port, the second connects. The first also has the user-mode network (its DHCP server
-/// and the forwarded API port) on the same segment, through QEMU's hub, so the second
-/// gets its address from there too.
+/// An Ethernet segment between emulated servers: the first listens on two loopback ports
+/// (`Listen(p)`: p and p + 1), up to two others connect to one each. The first also has
+/// the user-mode network (its DHCP server and the forwarded API port) on the same
+/// segment, through QEMU's hub, so the others get their addresses from there too.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Lan {
+pub enum Lan<'a> {
     None,
     Listen(u16),
-    Connect(u16),
+    /// The port, and the last byte of the NIC's MAC (52:54:00:12:34:xx).
+    Connect(u16, u8),
+    /// A TAP device `tap` attached to the bridge `br0` of the network namespace `ns`
+    /// (QEMU runs in that namespace), NIC MAC 52:54:00:12:34:`mac`.
+    Tap {
+        ns: &'a str,
+        tap: &'a str,
+        mac: u8,
+    },
 }
 
 pub struct Machine {
@@ -159,10 +167,9 @@ impl Machine {
         }
         let user = |p: u16| format!("user,restrict=on,hostfwd=tcp:127.0.0.1:{p}-:5000");
         match (spec.api_port, spec.lan) {
-            (Some(p), Lan::None) => a.extend([
-                "-nic".into(),
-                format!("{},model=virtio-net-pci", user(p)),
-            ]),
+            (Some(p), Lan::None) => {
+                a.extend(["-nic".into(), format!("{},model=virtio-net-pci", user(p))])
+            }
             (Some(p), Lan::Listen(l)) => a.extend([
                 "-netdev".into(),
                 format!("{},id=u0", user(p)),
@@ -173,26 +180,67 @@ impl Machine {
                 "-netdev".into(),
                 "hubport,id=h1,hubid=0,netdev=s0".into(),
                 "-netdev".into(),
+                format!("socket,id=s1,listen=127.0.0.1:{}", l + 1),
+                "-netdev".into(),
+                "hubport,id=h3,hubid=0,netdev=s1".into(),
+                "-netdev".into(),
                 "hubport,id=h2,hubid=0".into(),
                 "-device".into(),
                 "virtio-net-pci,netdev=h2,mac=52:54:00:12:34:56".into(),
             ]),
-            (None, Lan::Connect(l)) => a.extend([
+            (None, Lan::Connect(l, mac)) => a.extend([
                 "-netdev".into(),
                 format!("socket,id=s0,connect=127.0.0.1:{l}"),
                 "-device".into(),
-                "virtio-net-pci,netdev=s0,mac=52:54:00:12:34:57".into(),
+                format!("virtio-net-pci,netdev=s0,mac=52:54:00:12:34:{mac:02x}"),
+                // The firmware's and iPXE's screen text on the serial console too.
+                "-device".into(),
+                "sga".into(),
+                "-vga".into(),
+                "std".into(),
             ]),
             (None, Lan::None) => a.extend(["-nic".into(), "none".into()]),
+            (None, Lan::Tap { tap, mac, .. }) => a.extend([
+                "-netdev".into(),
+                format!("tap,id=n0,ifname={tap},script=no,downscript=no"),
+                "-device".into(),
+                format!("virtio-net-pci,netdev=n0,mac=52:54:00:12:34:{mac:02x}"),
+                "-device".into(),
+                "sga".into(),
+                "-vga".into(),
+                "std".into(),
+            ]),
             other => panic!("unsupported network {other:?}"),
         }
-        let child = Command::new("qemu-system-x86_64")
+        let mut cmd = match spec.lan {
+            Lan::Tap { ns, .. } => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns, "qemu-system-x86_64"]);
+                c
+            }
+            _ => Command::new("qemu-system-x86_64"),
+        };
+        let child = cmd
             .args(&a)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
             .expect("start qemu-system-x86_64");
+        if let Lan::Tap { ns, tap, .. } = spec.lan {
+            let up = (0..100).any(|_| {
+                let ok = Command::new("ip")
+                    .args(["-n", ns, "link", "set", tap, "master", "br0", "up"])
+                    .stderr(Stdio::null())
+                    .status()
+                    .is_ok_and(|s| s.success());
+                if !ok {
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                ok
+            });
+            assert!(up, "the TAP device {tap} did not appear in {ns}");
+        }
         let mut keys = None;
         if spec.keyboard {
             for _ in 0..100 {
@@ -231,8 +279,12 @@ impl Machine {
         self.type_line(line);
     }
 
+    /// The serial console so far, without terminal control sequences (the firmware's
+    /// screen text, copied to serial by sgabios, places every character with one).
     pub fn console(&self) -> String {
-        String::from_utf8_lossy(&std::fs::read(&self.log).unwrap_or_default()).to_string()
+        plain(&String::from_utf8_lossy(
+            &std::fs::read(&self.log).unwrap_or_default(),
+        ))
     }
 
     /// Waits until the console shows `marker`; fails (with the console's tail) on timeout
@@ -288,9 +340,81 @@ impl Drop for Machine {
     }
 }
 
+/// `text` without ANSI control sequences (ESC [ ... final byte) and carriage returns.
+pub fn plain(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut it = text.chars().peekable();
+    while let Some(c) = it.next() {
+        match c {
+            '\x1b' if it.peek() == Some(&'[') => {
+                it.next();
+                for f in it.by_ref() {
+                    if ('@'..='~').contains(&f) {
+                        break;
+                    }
+                }
+            }
+            '\r' => {}
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 pub fn tail(text: &str, n: usize) -> String {
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// An Ethernet segment for emulated servers: a network namespace with a bridge
+/// (10.77.0.1/24) their TAP devices join and a DHCP server (busybox udhcpd) that gives
+/// 52:54:00:12:34:61 the address 10.77.0.50 and others 10.77.0.100 on. Removed on drop.
+pub struct Segment {
+    pub ns: String,
+    dhcpd: Child,
+}
+
+impl Segment {
+    pub fn new(ns: &str, dir: &Path) -> Segment {
+        let ip = |args: &[&str]| run("ip", args);
+        let _ = Command::new("ip").args(["netns", "del", ns]).status();
+        ip(&["netns", "add", ns]);
+        ip(&["-n", ns, "link", "add", "br0", "type", "bridge"]);
+        ip(&["-n", ns, "addr", "add", "10.77.0.1/24", "dev", "br0"]);
+        ip(&["-n", ns, "link", "set", "br0", "up"]);
+        ip(&["-n", ns, "link", "set", "lo", "up"]);
+        let conf = dir.join("udhcpd.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "start 10.77.0.100\nend 10.77.0.150\ninterface br0\nlease_file {}\n\
+                 static_lease 52:54:00:12:34:61 10.77.0.50\noption subnet 255.255.255.0\n\
+                 option lease 3600\n",
+                dir.join("udhcpd.leases").display()
+            ),
+        )
+        .unwrap();
+        std::fs::write(dir.join("udhcpd.leases"), b"").unwrap();
+        let dhcpd = Command::new("ip")
+            .args(["netns", "exec", ns, "busybox", "udhcpd", "-f"])
+            .arg(&conf)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("busybox udhcpd");
+        Segment {
+            ns: ns.to_string(),
+            dhcpd,
+        }
+    }
+}
+
+impl Drop for Segment {
+    fn drop(&mut self) {
+        let _ = self.dhcpd.kill();
+        let _ = self.dhcpd.wait();
+        let _ = Command::new("ip").args(["netns", "del", &self.ns]).status();
+    }
 }
 
 /// A FAT volume labelled STRATACFG holding `install.toml` (the config stick).
