@@ -377,7 +377,11 @@ pub struct Segment {
 impl Segment {
     pub fn new(ns: &str, dir: &Path) -> Segment {
         let ip = |args: &[&str]| run("ip", args);
-        let _ = Command::new("ip").args(["netns", "del", ns]).status();
+        // A namespace left by an interrupted run.
+        let _ = Command::new("ip")
+            .args(["netns", "del", ns])
+            .stderr(Stdio::null())
+            .status();
         ip(&["netns", "add", ns]);
         ip(&["-n", ns, "link", "add", "br0", "type", "bridge"]);
         ip(&["-n", ns, "addr", "add", "10.77.0.1/24", "dev", "br0"]);
