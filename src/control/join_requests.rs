@@ -162,6 +162,11 @@ impl Control {
         Ok(rec)
     }
 
+    /// The cluster's name, once this node has the cluster's settings.
+    pub fn cluster_name(&self) -> Option<String> {
+        Some(self.store.get::<Settings>("cluster").ok()??.value.name)
+    }
+
     /// What this node answers to discovery probes, once it knows its cluster.
     pub fn announce(&self, join_addr: std::net::SocketAddr, hostname: &str) -> Option<Announce> {
         let settings = self.store.get::<Settings>("cluster").ok()??.value;

@@ -418,10 +418,7 @@ fn serve_pxe(node: &Arc<Node>, dir: &std::path::Path) -> Result<(), ServeError> 
     let control = node.control.clone();
     let join = node.config.advertise;
     let config = Box::new(move || {
-        let name = control
-            .announce(join, "")
-            .map(|a| a.cluster_name)
-            .unwrap_or_default();
+        let name = control.cluster_name().unwrap_or_default();
         format!(
             "# Served by a node of cluster {name:?} to servers installed over the network.\n\
              schema = 1\nmode = \"join\"\njoin = \"{join}\"\ncluster_name = {name:?}\n"

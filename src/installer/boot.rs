@@ -44,13 +44,7 @@ pub fn run() -> ! {
         Err(e) => rescue(&format!("STRATA-BOOT-FAILED: {e}")),
     };
     if let Some(h) = &cfg.hostname {
-        // SAFETY: a valid buffer and its length.
-        if unsafe { libc::sethostname(h.as_ptr().cast(), h.len()) } != 0 {
-            say(&format!(
-                "cannot set the host name {h}: {}",
-                std::io::Error::last_os_error()
-            ));
-        }
+        set_hostname(h);
     }
     let mut dhcp: Option<Child> = None;
     let (ifname, addr) = loop {
@@ -70,8 +64,7 @@ pub fn run() -> ! {
             .trim()
             .replace(':', "");
         let h = format!("strata-{}", &mac[mac.len().saturating_sub(6)..]);
-        // SAFETY: a valid buffer and its length.
-        unsafe { libc::sethostname(h.as_ptr().cast(), h.len()) };
+        set_hostname(&h);
         say(&format!("host name {h} (none configured)"));
     }
     let pxe = cfg.pxe.then(|| system_slot(&ifname)).flatten();
@@ -123,6 +116,16 @@ fn system_slot(ifname: &str) -> Option<(PathBuf, String)> {
     }
     say(&format!("network installs (PXE) served on {ifname}"));
     Some((mnt.join("boot"), ifname.to_string()))
+}
+
+fn set_hostname(h: &str) {
+    // SAFETY: a valid buffer and its length.
+    if unsafe { libc::sethostname(h.as_ptr().cast(), h.len()) } != 0 {
+        say(&format!(
+            "cannot set the host name {h}: {}",
+            std::io::Error::last_os_error()
+        ));
+    }
 }
 
 fn exe() -> PathBuf {

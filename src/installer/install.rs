@@ -102,14 +102,11 @@ pub fn layers(p: &Paths) -> Result<Vec<Layer>, InstallError> {
         file(v.join("install.toml"), "the STRATACFG volume")?;
     }
     let cmdline = std::fs::read_to_string(&p.cmdline).unwrap_or_default();
-    let from_cmdline = config::from_cmdline(&cmdline)?;
+    out.push(config::from_cmdline(&cmdline)?);
     if let Some((path, url)) = &p.net_config {
         let text =
             std::fs::read_to_string(path).map_err(io(format!("reading {}", path.display())))?;
-        out.push(from_cmdline);
         out.push(config::parse(url, &text)?);
-    } else {
-        out.push(from_cmdline);
     }
     Ok(out)
 }
