@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use super::{Volume, VolumeError, SECTOR};
+use super::{Volume, VolumeError, WriteDone, SECTOR};
 
 /// Size of the volumes the suite asks for: several extents of any reasonable test extent size.
 pub const SUITE_SIZE: u64 = 8 << 20;
@@ -35,6 +35,7 @@ pub fn run(make: &dyn Fn(u64) -> Box<dyn Volume>) {
     discard_reads_zeros(make(SUITE_SIZE).as_ref());
     large_io_across_the_volume(make(SUITE_SIZE).as_ref());
     concurrent_writers(Arc::from(make(SUITE_SIZE)));
+    started_writes_complete_once(Arc::from(make(SUITE_SIZE)));
     random_ops_match_a_model(make(SUITE_SIZE).as_ref());
 }
 
@@ -165,6 +166,62 @@ fn concurrent_writers(v: Arc<dyn Volume>) {
             "slot {slot}"
         );
     }
+}
+
+/// Starts a write the way the NBD server does: the volume's own asynchronous path, or
+/// `write_at` when it hands the write back.
+fn start(v: &dyn Volume, offset: u64, data: Vec<u8>, done: WriteDone) {
+    if let Err((data, done)) = v.start_write(offset, data, done) {
+        done(v.write_at(offset, &data));
+    }
+}
+
+fn started_writes_complete_once(v: Arc<dyn Volume>) {
+    let (tx, rx) = std::sync::mpsc::channel();
+    // 256 writes of 4-16 KiB, all started before any is waited for; none overlap.
+    for i in 0..256u64 {
+        let off = i * (32 << 10) + (i % 3) * 512;
+        let len = 4096 * (1 + (i as usize % 4));
+        let tx = tx.clone();
+        let done: WriteDone = Box::new(move |r| {
+            let _ = tx.send((i, r));
+        });
+        start(v.as_ref(), off, pattern(off, len, 300 + i), done);
+    }
+    // Refused ones are answered too, with the reason.
+    let tx2 = tx.clone();
+    start(
+        v.as_ref(),
+        SUITE_SIZE,
+        vec![1u8; 512],
+        Box::new(move |r| {
+            let _ = tx2.send((u64::MAX, r));
+        }),
+    );
+    drop(tx);
+    let mut seen = vec![0u32; 256];
+    let mut refused = 0;
+    for (i, r) in rx.iter() {
+        if i == u64::MAX {
+            assert!(matches!(r, Err(VolumeError::OutOfRange { .. })), "{r:?}");
+            refused += 1;
+            continue;
+        }
+        r.unwrap_or_else(|e| panic!("write {i}: {e}"));
+        seen[i as usize] += 1;
+    }
+    assert_eq!(refused, 1);
+    assert!(seen.iter().all(|n| *n == 1), "every write answered once");
+    for i in 0..256u64 {
+        let off = i * (32 << 10) + (i % 3) * 512;
+        let len = 4096 * (1 + (i as usize % 4));
+        assert_eq!(
+            read(v.as_ref(), off, len),
+            pattern(off, len, 300 + i),
+            "write {i}"
+        );
+    }
+    v.flush().unwrap();
 }
 
 fn random_ops_match_a_model(v: &dyn Volume) {

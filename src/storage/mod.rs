@@ -95,6 +95,75 @@ impl VolumeError {
         VolumeError::Io { op, path, source }
     }
 
+    /// The same error again (one failed batch answers each of its writes).
+    pub fn duplicate(&self) -> Self {
+        match self {
+            VolumeError::OutOfRange {
+                op,
+                offset,
+                len,
+                size,
+            } => VolumeError::OutOfRange {
+                op,
+                offset: *offset,
+                len: *len,
+                size: *size,
+            },
+            VolumeError::Unaligned {
+                op,
+                offset,
+                len,
+                align,
+            } => VolumeError::Unaligned {
+                op,
+                offset: *offset,
+                len: *len,
+                align: *align,
+            },
+            VolumeError::ReadOnly => VolumeError::ReadOnly,
+            VolumeError::Corrupt {
+                what,
+                block,
+                detail,
+            } => VolumeError::Corrupt {
+                what: what.clone(),
+                block: *block,
+                detail: detail.clone(),
+            },
+            VolumeError::NoSpace { what, detail } => VolumeError::NoSpace {
+                what: what.clone(),
+                detail: detail.clone(),
+            },
+            VolumeError::Io { op, path, source } => VolumeError::Io {
+                op,
+                path: path.clone(),
+                source: match source.raw_os_error() {
+                    Some(code) => std::io::Error::from_raw_os_error(code),
+                    None => std::io::Error::new(source.kind(), source.to_string()),
+                },
+            },
+            VolumeError::Invalid(s) => VolumeError::Invalid(s.clone()),
+            VolumeError::Fenced {
+                volume,
+                generation,
+                current,
+            } => VolumeError::Fenced {
+                volume: volume.clone(),
+                generation: *generation,
+                current: *current,
+            },
+            VolumeError::Unavailable { volume, detail } => VolumeError::Unavailable {
+                volume: volume.clone(),
+                detail: detail.clone(),
+            },
+            VolumeError::Remote { op, errno, detail } => VolumeError::Remote {
+                op,
+                errno: *errno,
+                detail: detail.clone(),
+            },
+        }
+    }
+
     /// The errno a block protocol (NBD, virtio-blk) should report for this error.
     pub fn errno(&self) -> i32 {
         match self {
@@ -111,6 +180,9 @@ impl VolumeError {
     }
 }
 
+/// Called once with a write's result, from whichever thread completes it.
+pub type WriteDone = Box<dyn FnOnce(Result<(), VolumeError>) + Send>;
+
 /// A virtual disk. Implementations synchronise internally: every method takes `&self` and
 /// may be called from several threads at once. Writes are visible to later reads at once;
 /// they are durable only after a [`Volume::flush`] (the virtio-blk and NBD contract).
@@ -123,6 +195,19 @@ pub trait Volume: Send + Sync {
     fn flush(&self) -> Result<(), VolumeError>;
     /// Declares a range unused: it reads as zeros afterwards and its space may be freed.
     fn discard(&self, offset: u64, len: u64) -> Result<(), VolumeError>;
+    /// Starts a write without blocking the caller; `done` gets its result. Volumes that
+    /// can only write by blocking (the default) hand the arguments back, and the caller
+    /// runs [`Volume::write_at`] where it may block. Like `write_at`, the write is durable
+    /// only after a later flush.
+    fn start_write(
+        &self,
+        offset: u64,
+        data: Vec<u8>,
+        done: WriteDone,
+    ) -> Result<(), (Vec<u8>, WriteDone)> {
+        let _ = offset;
+        Err((data, done))
+    }
     fn read_only(&self) -> bool {
         false
     }

@@ -21,6 +21,8 @@ use crate::transport::{Peer, Service};
 
 /// Largest data payload of one request (bigger guest I/O is split by the client).
 pub const MAX_IO: usize = 4 << 20;
+/// Most changes in one [`BlkRequest::Batch`] (their data together at most [`MAX_IO`]).
+pub const MAX_BATCH_OPS: usize = 128;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum BlkRequest {
@@ -85,6 +87,12 @@ pub enum BlkRequest {
         first: u64,
         count: u32,
     },
+    /// Writes and discards applied in order (a writer's batch of guest requests).
+    Batch {
+        volume: String,
+        generation: u64,
+        ops: Vec<BlkOp>,
+    },
     /// Sets whole blocks of one layer exactly (states as [`BlockState`] codes).
     WriteRaw {
         volume: String,
@@ -96,6 +104,36 @@ pub enum BlkRequest {
         #[serde(with = "serde_bytes")]
         data: Vec<u8>,
     },
+}
+
+/// One change in a [`BlkRequest::Batch`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum BlkOp {
+    Write {
+        offset: u64,
+        #[serde(with = "serde_bytes")]
+        data: Vec<u8>,
+    },
+    /// A discard; `mask` as in [`BlkRequest::Discard`].
+    Discard { offset: u64, len: u64, mask: bool },
+}
+
+impl BlkOp {
+    /// The byte range it changes.
+    pub fn range(&self) -> (u64, u64) {
+        match self {
+            BlkOp::Write { offset, data } => (*offset, data.len() as u64),
+            BlkOp::Discard { offset, len, .. } => (*offset, *len),
+        }
+    }
+
+    /// Payload bytes it carries.
+    pub fn payload(&self) -> usize {
+        match self {
+            BlkOp::Write { data, .. } => data.len(),
+            BlkOp::Discard { .. } => 0,
+        }
+    }
 }
 
 impl BlkRequest {
@@ -111,6 +149,7 @@ impl BlkRequest {
             | BlkRequest::DropSnapshot { volume, .. }
             | BlkRequest::SetSnapshots { volume, .. }
             | BlkRequest::ReadRaw { volume, .. }
+            | BlkRequest::Batch { volume, .. }
             | BlkRequest::WriteRaw { volume, .. } => volume,
         }
     }
@@ -127,6 +166,7 @@ impl BlkRequest {
             | BlkRequest::Snapshot { generation, .. }
             | BlkRequest::DropSnapshot { generation, .. }
             | BlkRequest::SetSnapshots { generation, .. }
+            | BlkRequest::Batch { generation, .. }
             | BlkRequest::WriteRaw { generation, .. } => Some(*generation),
             BlkRequest::Status { .. } | BlkRequest::ReadRaw { .. } => None,
         }
@@ -341,6 +381,22 @@ impl ReplicaServer {
                         }
                     })
             }
+            BlkRequest::Batch { ref ops, .. } => {
+                if ops.len() > MAX_BATCH_OPS {
+                    return BlkResponse::failed(&VolumeError::Invalid(format!(
+                        "a batch of {} changes is larger than {MAX_BATCH_OPS}",
+                        ops.len()
+                    )));
+                }
+                ops.iter()
+                    .try_for_each(|op| match op {
+                        BlkOp::Write { offset, data } => region.write_at(*offset, data),
+                        BlkOp::Discard { offset, len, mask } => {
+                            region.discard_masking(*offset, *len, *mask)
+                        }
+                    })
+                    .map(|_| BlkResponse::Done)
+            }
             BlkRequest::Flush { .. } => region.flush().map(|_| BlkResponse::Done),
             BlkRequest::Discard {
                 offset, len, mask, ..
@@ -433,10 +489,15 @@ fn expand(codes: &[u8], data: &[u8]) -> Result<(Vec<BlockState>, Vec<u8>), Volum
     Ok((states, full))
 }
 
-/// Whether a request is cheap enough to serve on the async runtime's thread.
+/// Whether a request is cheap enough to serve on the async runtime's thread (writes and
+/// reads of the page cache: tens of microseconds).
 pub fn is_quick(req: &BlkRequest) -> bool {
     match req {
         BlkRequest::Write { data, .. } => data.len() <= 64 << 10,
+        BlkRequest::Batch { ops, .. } => {
+            ops.iter().map(BlkOp::payload).sum::<usize>() <= 256 << 10
+                && ops.iter().all(|op| matches!(op, BlkOp::Write { .. }))
+        }
         BlkRequest::Read { len, .. } => *len <= 64 << 10,
         BlkRequest::Status { .. } => true,
         _ => false,

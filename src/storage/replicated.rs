@@ -17,12 +17,12 @@
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::Duration;
 
 use super::extent::BLOCK;
-use super::replica::{BlkRequest, BlkResponse, FailKind, ReplicaServer, MAX_IO};
-use super::{check_range, Volume, VolumeError};
+use super::replica::{BlkOp, BlkRequest, BlkResponse, FailKind, ReplicaServer, MAX_IO};
+use super::{check_range, Volume, VolumeError, WriteDone};
 use crate::ids::NodeId;
 use crate::transport::{Class, Transport};
 
@@ -54,7 +54,22 @@ struct Replica {
     stale: BTreeSet<u64>,
 }
 
+/// The replica client: see the module documentation. Writes and discards go through
+/// its [`pipeline`], started with the first one.
 pub struct ReplicatedVolume {
+    core: Arc<Core>,
+    pipeline: OnceLock<pipeline::Pipeline>,
+}
+
+impl std::ops::Deref for ReplicatedVolume {
+    type Target = Core;
+    fn deref(&self) -> &Core {
+        &self.core
+    }
+}
+
+/// What a replicated volume's callers and its write pipeline share.
+pub struct Core {
     volume: String,
     /// Bytes; only grows ([`ReplicatedVolume::grow`]).
     size: AtomicU64,
@@ -78,7 +93,7 @@ pub struct ReplicatedVolume {
     layer: Option<String>,
     /// Where blocks below every layer of the regions come from: the snapshot a clone was
     /// made from (None: zeros).
-    parent: Option<Arc<dyn Volume>>,
+    parent: OnceLock<Arc<dyn Volume>>,
     /// Serializes the read-modify-write of partial blocks of a clone.
     rmw: Mutex<()>,
 }
@@ -120,7 +135,7 @@ impl ReplicatedVolume {
         targets: &[ReplicaTarget],
         local_server: Option<Arc<ReplicaServer>>,
     ) -> Result<Self, VolumeError> {
-        let v = Self::client(
+        let v = Core::client(
             Parts {
                 transport,
                 rt,
@@ -165,7 +180,7 @@ impl ReplicatedVolume {
             }
         }
         v.live_targets()?;
-        Ok(v)
+        Ok(Self::new(v))
     }
 
     /// A read-only client of snapshot `layer` of a volume: no activation (snapshots never
@@ -182,7 +197,7 @@ impl ReplicatedVolume {
         targets: &[ReplicaTarget],
         local_server: Option<Arc<ReplicaServer>>,
     ) -> Self {
-        Self::client(
+        Self::new(Core::client(
             Parts {
                 transport,
                 rt,
@@ -196,9 +211,40 @@ impl ReplicatedVolume {
             Some(layer.to_string()),
             targets,
             "it is being rebuilt",
-        )
+        ))
     }
 
+    fn new(core: Core) -> Self {
+        ReplicatedVolume {
+            core: Arc::new(core),
+            pipeline: OnceLock::new(),
+        }
+    }
+
+    /// Sets where blocks below the regions are read from (a clone's parent snapshot).
+    pub fn with_parent(self, parent: Option<Arc<dyn Volume>>) -> Self {
+        if let Some(p) = parent {
+            let _ = self.core.parent.set(p);
+        }
+        self
+    }
+
+    /// Sets the per-request timeout (tests: a dead replica is noticed sooner).
+    #[cfg(test)]
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        if let Some(core) = Arc::get_mut(&mut self.core) {
+            core.timeout = timeout;
+        }
+        self
+    }
+
+    fn pipeline(&self) -> &pipeline::Pipeline {
+        self.pipeline
+            .get_or_init(|| pipeline::Pipeline::start(self.core.clone()))
+    }
+}
+
+impl Core {
     /// A client; replicas not in sync start faulted (`why`), with every extent stale
     /// for a writer (a reader of a snapshot never copies).
     fn client(
@@ -210,7 +256,7 @@ impl ReplicatedVolume {
     ) -> Self {
         let extents = p.size.div_ceil(p.extent_size);
         let writer = layer.is_none();
-        ReplicatedVolume {
+        Core {
             volume: p.volume.to_string(),
             size: AtomicU64::new(p.size),
             extent_size: p.extent_size,
@@ -240,15 +286,9 @@ impl ReplicatedVolume {
             resynced_bytes: AtomicU64::new(0),
             repaired_blocks: AtomicU64::new(0),
             layer,
-            parent: None,
+            parent: OnceLock::new(),
             rmw: Mutex::new(()),
         }
-    }
-
-    /// Sets where blocks below the regions are read from (a clone's parent snapshot).
-    pub fn with_parent(mut self, parent: Option<Arc<dyn Volume>>) -> Self {
-        self.parent = parent;
-        self
     }
 
     pub fn health(&self) -> Vec<ReplicaHealth> {
@@ -312,17 +352,21 @@ impl ReplicatedVolume {
         }
     }
 
-    /// Remembers extents written while faulted replicas were away.
-    fn note_stale(&self, offset: u64, len: u64) {
-        if len == 0 {
-            return;
-        }
-        let (first, last) = (
-            offset / self.extent_size,
-            (offset + len - 1) / self.extent_size,
-        );
-        for r in self.lock().iter_mut().filter(|r| !r.live) {
-            r.stale.extend(first..=last);
+    /// Remembers the extents of `ranges` (offset, length) as written while a replica was
+    /// away: on `node`, or on every replica that is not live.
+    fn note_stale_on(&self, node: Option<NodeId>, ranges: &[(u64, u64)]) {
+        let mut reps = self.lock();
+        for r in reps
+            .iter_mut()
+            .filter(|r| node.map_or(!r.live, |n| r.target.node == n))
+        {
+            for &(offset, len) in ranges.iter().filter(|(_, len)| *len > 0) {
+                let (first, last) = (
+                    offset / self.extent_size,
+                    (offset + len - 1) / self.extent_size,
+                );
+                r.stale.extend(first..=last);
+            }
         }
     }
 
@@ -370,11 +414,10 @@ impl ReplicatedVolume {
         req: Arc<BlkRequest>,
         timeout: Duration,
     ) -> Outcome {
+        // Every caller runs the calls on its own thread (a blocking thread or the write
+        // pipeline's), never on a runtime worker: the local replica is served in place.
         let answer = match local {
-            Some(server) if super::replica::is_quick(&req) => Ok(server.handle(&req)),
-            Some(server) => tokio::task::spawn_blocking(move || server.handle(&req))
-                .await
-                .map_err(|e| format!("local replica request failed: {e}")),
+            Some(server) => Ok(server.handle(&req)),
             None => transport
                 .call::<_, BlkResponse>(t.node, t.addr, Class::Blk, "blk", &*req, timeout)
                 .await
@@ -388,15 +431,32 @@ impl ReplicatedVolume {
         }
     }
 
-    fn call_many(&self, targets: &[ReplicaTarget], req: BlkRequest) -> Vec<Outcome> {
-        // One copy of the request, shared by every replica's call. The calls run together
-        // on this (blocking) thread: no task per replica, no hand-off to a worker.
+    /// Calls every target with one shared copy of the request; the outcomes in the order
+    /// of `targets`. The calls run together on the calling thread (no task per replica),
+    /// the remote ones first, so their requests are on the way while the local replica
+    /// is served in place.
+    async fn call_all(&self, targets: &[ReplicaTarget], req: BlkRequest) -> Vec<Outcome> {
         let req = Arc::new(req);
-        let futs = targets.iter().map(|t| {
-            let local = self.local_server.clone().filter(|_| t.node == self.local);
-            Self::call_one(self.transport.clone(), local, *t, req.clone(), self.timeout)
+        let is_local = |t: &ReplicaTarget| t.node == self.local && self.local_server.is_some();
+        let mut order: Vec<usize> = (0..targets.len()).collect();
+        order.sort_by_key(|&i| is_local(&targets[i]));
+        let futs = order.iter().map(|&i| {
+            let t = targets[i];
+            let local = self.local_server.clone().filter(|_| is_local(&t));
+            Self::call_one(self.transport.clone(), local, t, req.clone(), self.timeout)
         });
-        self.rt.block_on(futures::future::join_all(futs))
+        let got = futures::future::join_all(futs).await;
+        let mut out: Vec<Option<Outcome>> = (0..targets.len()).map(|_| None).collect();
+        for (i, o) in order.into_iter().zip(got) {
+            out[i] = Some(o);
+        }
+        out.into_iter()
+            .map(|o| o.unwrap_or(Outcome::Lost("no answer".into())))
+            .collect()
+    }
+
+    fn call_many(&self, targets: &[ReplicaTarget], req: BlkRequest) -> Vec<Outcome> {
+        self.rt.block_on(self.call_all(targets, req))
     }
 
     fn call(&self, t: ReplicaTarget, req: BlkRequest) -> Outcome {
@@ -407,9 +467,18 @@ impl ReplicatedVolume {
 
     /// Sends a mutating request to every live replica; completes when all answered.
     fn mutate(&self, req: BlkRequest, offset: u64, len: u64) -> Result<(), VolumeError> {
+        self.rt.block_on(self.mutate_async(req, &[(offset, len)]))
+    }
+
+    /// [`Core::mutate`] for a request that changes the byte `ranges` (offset, length).
+    async fn mutate_async(
+        &self,
+        req: BlkRequest,
+        ranges: &[(u64, u64)],
+    ) -> Result<(), VolumeError> {
         self.check_fenced()?;
         let targets = self.live_targets()?;
-        let results = self.call_many(&targets, req);
+        let results = self.call_all(&targets, req).await;
         let mut ok = 0;
         let mut first_err = None;
         for (t, r) in targets.iter().zip(results) {
@@ -417,13 +486,8 @@ impl ReplicatedVolume {
                 Outcome::Ok(_) => ok += 1,
                 Outcome::Fenced(current) => return Err(self.fence(current)),
                 Outcome::Lost(why) => {
-                    let ext = (len > 0).then(|| {
-                        (
-                            offset / self.extent_size,
-                            (offset + len - 1) / self.extent_size,
-                        )
-                    });
-                    self.fault(t.node, &why, ext);
+                    self.fault(t.node, &why, None);
+                    self.note_stale_on(Some(t.node), ranges);
                 }
                 Outcome::Failed(kind, message) => {
                     // The request itself is wrong or the replica's disk refused it: the
@@ -444,7 +508,7 @@ impl ReplicatedVolume {
         let quorum = self.write_quorum();
         if ok < quorum {
             // Some replicas may hold it: the absent ones must get those extents back.
-            self.note_stale(offset, len);
+            self.note_stale_on(None, ranges);
             let why = self
                 .lock()
                 .iter()
@@ -460,7 +524,7 @@ impl ReplicatedVolume {
                 ),
             });
         }
-        self.note_stale(offset, len);
+        self.note_stale_on(None, ranges);
         Ok(())
     }
 
@@ -522,7 +586,7 @@ impl ReplicatedVolume {
     /// Reads the blocks of `[offset, offset + data.len())` that lie below the regions
     /// (`below`: absolute block numbers) from the parent; zeros without one.
     fn fill_below(&self, offset: u64, data: &mut [u8], below: &[u64]) -> Result<(), VolumeError> {
-        let Some(parent) = &self.parent else {
+        let Some(parent) = self.parent.get() else {
             return Ok(());
         };
         let end = offset + data.len() as u64;
@@ -851,6 +915,11 @@ impl ReplicatedVolume {
         ready
     }
 
+    /// Bytes (only grows).
+    fn size(&self) -> u64 {
+        self.size.load(Ordering::SeqCst)
+    }
+
     /// Extents in the volume (for progress figures).
     pub fn extent_count(&self) -> u64 {
         self.size().div_ceil(self.extent_size)
@@ -888,7 +957,7 @@ impl Volume for ReplicatedVolume {
         self.writable()?;
         check_range("write", offset, data.len() as u64, self.size())?;
         let end = offset + data.len() as u64;
-        if self.parent.is_some()
+        if self.parent.get().is_some()
             && !data.is_empty()
             && (!offset.is_multiple_of(BLOCK) || !end.is_multiple_of(BLOCK))
         {
@@ -921,7 +990,7 @@ impl Volume for ReplicatedVolume {
     fn discard(&self, offset: u64, len: u64) -> Result<(), VolumeError> {
         self.writable()?;
         check_range("discard", offset, len, self.size())?;
-        let (offset, len) = if self.parent.is_some() {
+        let (offset, len) = if self.parent.get().is_some() {
             // A clone zeroes partial blocks here (merging with the parent's content);
             // the region discards the whole ones.
             let from = offset.div_ceil(BLOCK) * BLOCK;
@@ -941,15 +1010,31 @@ impl Volume for ReplicatedVolume {
         if len == 0 {
             return Ok(());
         }
-        let _o = self.order.read().unwrap_or_else(|p| p.into_inner());
-        let req = BlkRequest::Discard {
-            volume: self.volume.clone(),
-            generation: self.generation,
+        self.pipeline().wait(BlkOp::Discard {
             offset,
             len,
-            mask: self.parent.is_some(),
-        };
-        self.mutate(req, offset, len)
+            mask: self.parent.get().is_some(),
+        })
+    }
+
+    fn start_write(
+        &self,
+        offset: u64,
+        data: Vec<u8>,
+        done: WriteDone,
+    ) -> Result<(), (Vec<u8>, WriteDone)> {
+        let len = data.len() as u64;
+        let partial = !offset.is_multiple_of(BLOCK) || !len.is_multiple_of(BLOCK);
+        // The simple case only: whole payloads, in range, not merged with a parent.
+        if self.writable().is_err()
+            || data.len() > MAX_IO
+            || check_range("write", offset, len, self.size()).is_err()
+            || (self.parent.get().is_some() && partial)
+        {
+            return Err((data, done));
+        }
+        self.pipeline().submit(BlkOp::Write { offset, data }, done);
+        Ok(())
     }
 
     fn read_only(&self) -> bool {
@@ -958,21 +1043,20 @@ impl Volume for ReplicatedVolume {
 }
 
 impl ReplicatedVolume {
+    /// Writes through the pipeline (no lock held while waiting: the pipeline takes the
+    /// order lock itself).
     fn write_whole(&self, offset: u64, data: &[u8]) -> Result<(), VolumeError> {
-        let _o = self.order.read().unwrap_or_else(|p| p.into_inner());
         for (i, chunk) in data.chunks(MAX_IO).enumerate() {
-            let off = offset + (i * MAX_IO) as u64;
-            let req = BlkRequest::Write {
-                volume: self.volume.clone(),
-                generation: self.generation,
-                offset: off,
+            let op = BlkOp::Write {
+                offset: offset + (i * MAX_IO) as u64,
                 data: chunk.to_vec(),
             };
-            self.mutate(req, off, chunk.len() as u64)?;
+            self.pipeline().wait(op)?;
         }
         Ok(())
     }
 }
 
+mod pipeline;
 #[cfg(test)]
 mod tests;

@@ -13,7 +13,7 @@ use tracing::{debug, error, warn, Instrument};
 
 use super::proto::*;
 use super::NbdError;
-use crate::storage::{check_range, Volume, VolumeError};
+use crate::storage::{check_range, Volume, VolumeError, WriteDone};
 
 /// The volumes a server exports, by name. Removing an export refuses new connections to
 /// it; connections already using it keep their volume until they end.
@@ -489,7 +489,8 @@ fn validate(request: &Request, volume: &dyn Volume) -> Result<(), (u32, String)>
     }
 }
 
-/// Runs a validated request on the blocking pool and queues its reply.
+/// Runs a validated request and queues its reply: a plain write through the volume's own
+/// asynchronous path when it has one, everything else on the blocking pool.
 fn spawn_request(
     request: Request,
     data: Vec<u8>,
@@ -497,28 +498,45 @@ fn spawn_request(
     tx: UnboundedSender<Reply>,
     permit: OwnedSemaphorePermit,
 ) {
-    tokio::spawn(async move {
-        let volume = export.volume.clone();
-        let name = command_name(request.command);
-        let done = tokio::task::spawn_blocking(move || execute(volume.as_ref(), &request, data));
-        let (error, data) = match done.await {
-            Ok(Ok(data)) => (0, data),
-            Ok(Err(e)) => {
-                warn!(export = %export.name, cookie = request.cookie, "{name} failed: {e}");
-                (error_from_errno(e.errno()), Vec::new())
-            }
+    let volume = export.volume.clone();
+    let cookie = request.cookie;
+    let name = command_name(request.command);
+    let reply = move |result: Result<Vec<u8>, VolumeError>| {
+        let (error, data) = match result {
+            Ok(data) => (0, data),
             Err(e) => {
-                error!(export = %export.name, cookie = request.cookie, "{name} did not complete: {e}");
-                (NBD_EIO, Vec::new())
+                warn!(export = %export.name, cookie, "{name} failed: {e}");
+                (error_from_errno(e.errno()), Vec::new())
             }
         };
         let _ = tx.send(Reply {
-            cookie: request.cookie,
+            cookie,
             error,
             data,
             _permit: permit,
         });
+    };
+    if request.command == CMD_WRITE && request.flags & CMD_FLAG_FUA == 0 {
+        let done: WriteDone = Box::new(move |r| reply(r.map(|()| Vec::new())));
+        if let Err((data, done)) = volume.start_write(request.offset, data, done) {
+            let offset = request.offset;
+            tokio::task::spawn_blocking(move || {
+                done(guarded(name, || volume.write_at(offset, &data)));
+            });
+        }
+        return;
+    }
+    tokio::task::spawn_blocking(move || {
+        reply(guarded(name, || execute(volume.as_ref(), &request, data)));
     });
+}
+
+/// Runs `f`; a panic becomes an error (the client gets EIO, not silence).
+fn guarded<T>(name: &str, f: impl FnOnce() -> Result<T, VolumeError>) -> Result<T, VolumeError> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|_| {
+        error!("{name} did not complete (a bug: it panicked)");
+        Err(VolumeError::Invalid(format!("{name} did not complete")))
+    })
 }
 
 /// Zeroes written at a time for `WRITE_ZEROES` with `NO_HOLE`.
