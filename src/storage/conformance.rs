@@ -14,7 +14,9 @@ pub const SUITE_SIZE: u64 = 8 << 20;
 pub fn pattern(offset: u64, len: usize, round: u64) -> Vec<u8> {
     (0..len as u64)
         .map(|i| {
-            let x = (offset + i).wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ round.wrapping_mul(31);
+            // The round's multiplier reaches the bits kept below, so rounds differ.
+            let x = (offset + i).wrapping_mul(0x9e37_79b9_7f4a_7c15)
+                ^ round.wrapping_mul(0x2545_f491_4f6c_dd1d);
             (x >> 29) as u8 | 1
         })
         .collect()

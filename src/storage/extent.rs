@@ -312,6 +312,35 @@ impl ExtentVolume {
             .generation
     }
 
+    /// Extents written since the last flush (their dirty flag is set): after a writer
+    /// stopped without flushing, where replicas may differ.
+    pub fn dirty_extents(&self) -> Result<Vec<u64>, VolumeError> {
+        let mut out = Vec::new();
+        for n in 0..self.extent_count() {
+            let loaded = self
+                .extents
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(&n)
+                .cloned();
+            let dirty = match loaded {
+                Some(e) => e.read().unwrap_or_else(|p| p.into_inner()).dirty,
+                None => {
+                    let path = extent_path(&self.dir, n);
+                    match File::open(&path) {
+                        Ok(f) => read_trailer(&f, self.extent_size())?.1,
+                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
+                        Err(e) => return Err(VolumeError::io("open", &path, e)),
+                    }
+                }
+            };
+            if dirty {
+                out.push(n);
+            }
+        }
+        Ok(out)
+    }
+
     fn extent_count(&self) -> u64 {
         let m = self.meta.lock().unwrap_or_else(|p| p.into_inner());
         m.size.div_ceil(m.extent_size)
@@ -516,20 +545,29 @@ impl ExtentVolume {
         let first = within / BLOCK;
         let last = (within + data.len() as u64).div_ceil(BLOCK);
         let count = (last - first) as usize;
-        let mut blocks = vec![0u8; count * BLOCK as usize];
         let skip = (within - first * BLOCK) as usize;
-        // Read-modify-write of partly covered blocks at either end, under the extent lock.
-        if skip != 0 {
-            let old = self.read_blocks(n, &e, first, 1)?;
-            blocks[..BLOCK as usize].copy_from_slice(&old);
-        }
         let end = skip + data.len();
-        if !end.is_multiple_of(BLOCK as usize) && (last - 1 > first || skip == 0) {
-            let old = self.read_blocks(n, &e, last - 1, 1)?;
-            let at = blocks.len() - BLOCK as usize;
-            blocks[at..].copy_from_slice(&old);
-        }
-        blocks[skip..skip + data.len()].copy_from_slice(data);
+        let merged;
+        let blocks: &[u8] = if skip == 0 && end.is_multiple_of(BLOCK as usize) {
+            // Whole blocks (the common case): written as they came.
+            data
+        } else {
+            // Read-modify-write of partly covered blocks at either end, under the extent
+            // lock.
+            let mut b = vec![0u8; count * BLOCK as usize];
+            if skip != 0 {
+                let old = self.read_blocks(n, &e, first, 1)?;
+                b[..BLOCK as usize].copy_from_slice(&old);
+            }
+            if !end.is_multiple_of(BLOCK as usize) && (last - 1 > first || skip == 0) {
+                let old = self.read_blocks(n, &e, last - 1, 1)?;
+                let at = b.len() - BLOCK as usize;
+                b[at..].copy_from_slice(&old);
+            }
+            b[skip..end].copy_from_slice(data);
+            merged = b;
+            &merged
+        };
         // Which slot describes each block on disk now: known, a never-written hole, or
         // (once per block after open) found by reading the range once.
         let mut current: Vec<u8> = (first as usize..last as usize)
@@ -571,7 +609,7 @@ impl ExtentVolume {
             .write_all_at(&table, es + first * SLOT_BYTES)
             .map_err(|x| VolumeError::io("write checksums of", &path, x))?;
         e.file
-            .write_all_at(&blocks, first * BLOCK)
+            .write_all_at(blocks, first * BLOCK)
             .map_err(|x| VolumeError::io("write", &path, x))?;
         for (i, a) in chosen.into_iter().enumerate() {
             e.active[first as usize + i].store(a, Ordering::Relaxed);

@@ -87,6 +87,10 @@ pub enum BlkRequest {
         first: u64,
         count: u32,
     },
+    /// The extents written since the last flush (see [`BlkResponse::Extents`]).
+    Dirty {
+        volume: String,
+    },
     /// Writes and discards applied in order (a writer's batch of guest requests).
     Batch {
         volume: String,
@@ -150,6 +154,7 @@ impl BlkRequest {
             | BlkRequest::SetSnapshots { volume, .. }
             | BlkRequest::ReadRaw { volume, .. }
             | BlkRequest::Batch { volume, .. }
+            | BlkRequest::Dirty { volume }
             | BlkRequest::WriteRaw { volume, .. } => volume,
         }
     }
@@ -168,7 +173,9 @@ impl BlkRequest {
             | BlkRequest::SetSnapshots { generation, .. }
             | BlkRequest::Batch { generation, .. }
             | BlkRequest::WriteRaw { generation, .. } => Some(*generation),
-            BlkRequest::Status { .. } | BlkRequest::ReadRaw { .. } => None,
+            BlkRequest::Status { .. } | BlkRequest::ReadRaw { .. } | BlkRequest::Dirty { .. } => {
+                None
+            }
         }
     }
 }
@@ -203,6 +210,8 @@ pub enum BlkResponse {
         #[serde(with = "serde_bytes")]
         data: Vec<u8>,
     },
+    /// Extent numbers.
+    Extents(Vec<u64>),
     Status {
         generation: u64,
         size: u64,
@@ -398,6 +407,7 @@ impl ReplicaServer {
                     .map(|_| BlkResponse::Done)
             }
             BlkRequest::Flush { .. } => region.flush().map(|_| BlkResponse::Done),
+            BlkRequest::Dirty { .. } => region.live().dirty_extents().map(BlkResponse::Extents),
             BlkRequest::Discard {
                 offset, len, mask, ..
             } => region

@@ -20,6 +20,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::Duration;
 
+use bytes::Bytes;
+
 use super::extent::BLOCK;
 use super::replica::{BlkOp, BlkRequest, BlkResponse, FailKind, ReplicaServer, MAX_IO};
 use super::{check_range, Volume, VolumeError, WriteDone};
@@ -180,6 +182,7 @@ impl ReplicatedVolume {
             }
         }
         v.live_targets()?;
+        v.reconcile()?;
         Ok(Self::new(v))
     }
 
@@ -408,20 +411,22 @@ impl Core {
     }
 
     async fn call_one(
-        transport: Arc<Transport>,
-        local: Option<Arc<ReplicaServer>>,
+        &self,
+        local: Option<&ReplicaServer>,
         t: ReplicaTarget,
-        req: Arc<BlkRequest>,
-        timeout: Duration,
+        req: &BlkRequest,
+        frame: Option<Bytes>,
     ) -> Outcome {
         // Every caller runs the calls on its own thread (a blocking thread or the write
         // pipeline's), never on a runtime worker: the local replica is served in place.
-        let answer = match local {
-            Some(server) => Ok(server.handle(&req)),
-            None => transport
-                .call::<_, BlkResponse>(t.node, t.addr, Class::Blk, "blk", &*req, timeout)
+        let answer = match (local, frame) {
+            (Some(server), _) => Ok(server.handle(req)),
+            (None, Some(frame)) => self
+                .transport
+                .call_encoded::<BlkResponse>(t.node, t.addr, Class::Blk, "blk", frame, self.timeout)
                 .await
                 .map_err(|e| crate::telemetry::error_chain(&e)),
+            (None, None) => Err("the request could not be encoded".to_string()),
         };
         match answer {
             Ok(BlkResponse::Fenced { generation }) => Outcome::Fenced(generation),
@@ -436,14 +441,26 @@ impl Core {
     /// the remote ones first, so their requests are on the way while the local replica
     /// is served in place.
     async fn call_all(&self, targets: &[ReplicaTarget], req: BlkRequest) -> Vec<Outcome> {
-        let req = Arc::new(req);
         let is_local = |t: &ReplicaTarget| t.node == self.local && self.local_server.is_some();
         let mut order: Vec<usize> = (0..targets.len()).collect();
         order.sort_by_key(|&i| is_local(&targets[i]));
+        // Encoded once for every remote replica.
+        let frame = if targets.iter().all(is_local) {
+            None
+        } else {
+            match crate::transport::frame::encode(&req) {
+                Ok(f) => Some(f),
+                Err(e) => {
+                    tracing::error!(volume = %self.volume, error = %e, "cannot encode a block request");
+                    None
+                }
+            }
+        };
+        let req = &req;
         let futs = order.iter().map(|&i| {
             let t = targets[i];
-            let local = self.local_server.clone().filter(|_| is_local(&t));
-            Self::call_one(self.transport.clone(), local, t, req.clone(), self.timeout)
+            let local = self.local_server.as_deref().filter(|_| is_local(&t));
+            self.call_one(local, t, req, frame.clone())
         });
         let got = futures::future::join_all(futs).await;
         let mut out: Vec<Option<Outcome>> = (0..targets.len()).map(|_| None).collect();
@@ -648,273 +665,6 @@ impl Core {
         Ok(())
     }
 
-    /// Rewrites a range on replicas whose copy was bad, from a good copy read under the
-    /// exclusive order lock (block by block as stored, so a clone's blocks that lie below
-    /// it stay below).
-    fn repair(&self, bad: &[ReplicaTarget], offset: u64, len: usize) {
-        if self.layer.is_some() {
-            tracing::warn!(volume = %self.volume, offset, len, "a snapshot block failed its checksum on a replica; read from another (snapshots are repaired by the volume's writer)");
-            return;
-        }
-        let _x = self.order.write().unwrap_or_else(|p| p.into_inner());
-        let good: Vec<ReplicaTarget> = self
-            .live_targets()
-            .unwrap_or_default()
-            .into_iter()
-            .filter(|t| !bad.contains(t))
-            .collect();
-        let first = offset / BLOCK;
-        let count = (offset + len as u64).div_ceil(BLOCK) - first;
-        let Some((states, data)) = good
-            .iter()
-            .find_map(|t| self.read_raw(*t, None, first, count))
-        else {
-            return;
-        };
-        for t in bad {
-            let w = BlkRequest::WriteRaw {
-                volume: self.volume.clone(),
-                generation: self.generation,
-                layer: None,
-                first,
-                states: states.clone(),
-                data: data.clone(),
-            };
-            if let Outcome::Ok(_) = self.call(*t, w) {
-                self.repaired_blocks.fetch_add(count, Ordering::Relaxed);
-                tracing::info!(volume = %self.volume, node = %t.node, offset, len, "repaired a bad copy");
-            }
-        }
-    }
-
-    fn read_raw(
-        &self,
-        t: ReplicaTarget,
-        layer: Option<&str>,
-        first: u64,
-        count: u64,
-    ) -> Option<(Vec<u8>, Vec<u8>)> {
-        let req = BlkRequest::ReadRaw {
-            volume: self.volume.clone(),
-            layer: layer.map(str::to_string),
-            first,
-            count: count as u32,
-        };
-        match self.call(t, req) {
-            Outcome::Ok(BlkResponse::Raw { states, data }) if states.len() as u64 == count => {
-                Some((states, data))
-            }
-            _ => None,
-        }
-    }
-
-    /// The snapshot stack of the live replicas (the first that answers).
-    fn snapshot_names(&self) -> Option<Vec<String>> {
-        let req = BlkRequest::Status {
-            volume: self.volume.clone(),
-        };
-        self.live_targets()
-            .ok()?
-            .into_iter()
-            .find_map(|t| match self.call(t, req.clone()) {
-                Outcome::Ok(BlkResponse::Status { snapshots, .. }) => Some(snapshots),
-                _ => None,
-            })
-    }
-
-    /// Brings faulted replicas that answer again up to date by copying only the extents
-    /// written while they were away (all of them for a new or stale replica), one extent
-    /// at a time: guest writes wait only while an extent is copied. Returns the bytes
-    /// copied by this call.
-    pub fn resync(&self) -> Result<u64, VolumeError> {
-        self.check_fenced()?;
-        let faulted: Vec<ReplicaTarget> = self
-            .lock()
-            .iter()
-            .filter(|r| !r.live)
-            .map(|r| r.target)
-            .collect();
-        let mut copied = 0;
-        for t in faulted {
-            let act = BlkRequest::Activate {
-                volume: self.volume.clone(),
-                generation: self.generation,
-            };
-            match self.call(t, act) {
-                // It had not seen this writer's generation: it was away across a take-over,
-                // and the previous writer may have changed any extent of it. Copy it all.
-                Outcome::Ok(BlkResponse::Activated { previous }) if previous < self.generation => {
-                    let all: BTreeSet<u64> = (0..self.extent_count()).collect();
-                    if let Some(r) = self.lock().iter_mut().find(|r| r.target.node == t.node) {
-                        if r.stale.len() as u64 != self.extent_count() {
-                            tracing::info!(volume = %self.volume, node = %t.node, previous, "replica missed a take-over; copying all of it");
-                        }
-                        r.stale = all;
-                    }
-                }
-                Outcome::Ok(_) => {}
-                Outcome::Fenced(current) => return Err(self.fence(current)),
-                _ => continue,
-            }
-            // Snapshots taken or deleted while it was away.
-            let Some(names) = self.snapshot_names() else {
-                continue;
-            };
-            let set = BlkRequest::SetSnapshots {
-                volume: self.volume.clone(),
-                generation: self.generation,
-                names,
-            };
-            match self.call(t, set) {
-                Outcome::Ok(_) => {}
-                Outcome::Fenced(current) => return Err(self.fence(current)),
-                _ => continue,
-            }
-            let mut extents = 0;
-            loop {
-                // Writes wait while this extent is copied, so the replica cannot miss one;
-                // writes between extents mark theirs stale again.
-                let _x = self.order.write().unwrap_or_else(|p| p.into_inner());
-                let next = self
-                    .lock()
-                    .iter()
-                    .find(|r| r.target.node == t.node)
-                    .map(|r| r.stale.iter().next().copied());
-                let Some(next) = next else { break };
-                let Some(e) = next else {
-                    // Nothing left to copy: flush it, and it is a full member again.
-                    let flush = BlkRequest::Flush {
-                        volume: self.volume.clone(),
-                        generation: self.generation,
-                    };
-                    if matches!(self.call(t, flush), Outcome::Ok(_)) {
-                        if let Some(r) = self.lock().iter_mut().find(|r| r.target.node == t.node) {
-                            r.live = true;
-                            r.reason.clear();
-                        }
-                        tracing::info!(volume = %self.volume, node = %t.node, extents, "replica resynced");
-                    }
-                    break;
-                };
-                match self.copy_extent(t, e) {
-                    Ok(n) => {
-                        copied += n;
-                        extents += 1;
-                        if let Some(r) = self.lock().iter_mut().find(|r| r.target.node == t.node) {
-                            r.stale.remove(&e);
-                        }
-                    }
-                    Err(()) => break,
-                }
-            }
-        }
-        self.resynced_bytes.fetch_add(copied, Ordering::Relaxed);
-        Ok(copied)
-    }
-
-    /// Copies one extent from a live replica to `t` (caller holds the order lock): first
-    /// the snapshot stack, then every layer's blocks exactly as stored.
-    fn copy_extent(&self, t: ReplicaTarget, e: u64) -> Result<u64, ()> {
-        let names = self.snapshot_names().ok_or(())?;
-        let set = BlkRequest::SetSnapshots {
-            volume: self.volume.clone(),
-            generation: self.generation,
-            names: names.clone(),
-        };
-        if !matches!(self.call(t, set), Outcome::Ok(_)) {
-            return Err(());
-        }
-        let source = self.live_targets().map_err(|_| ())?;
-        let per = self.extent_size / BLOCK;
-        let blocks = self.size().div_ceil(BLOCK);
-        let (start, end) = (e * per, ((e + 1) * per).min(blocks));
-        let step = MAX_IO as u64 / BLOCK;
-        let layers = names
-            .iter()
-            .map(|n| Some(n.as_str()))
-            .chain(std::iter::once(None));
-        let mut copied = 0;
-        for layer in layers {
-            let mut b = start;
-            while b < end {
-                let n = step.min(end - b);
-                let (states, data) = source
-                    .iter()
-                    .find_map(|s| self.read_raw(*s, layer, b, n))
-                    .ok_or(())?;
-                // Nothing to copy where neither side ever held anything.
-                let w = BlkRequest::WriteRaw {
-                    volume: self.volume.clone(),
-                    generation: self.generation,
-                    layer: layer.map(str::to_string),
-                    first: b,
-                    states,
-                    data,
-                };
-                if !matches!(self.call(t, w), Outcome::Ok(_)) {
-                    return Err(());
-                }
-                copied += n * BLOCK;
-                b += n;
-            }
-        }
-        Ok(copied)
-    }
-
-    /// Changes the replica set (the control plane replaced a lost replica): replicas no
-    /// longer listed are dropped; new ones start faulted with every extent to copy.
-    pub fn set_targets(&self, targets: &[ReplicaTarget]) {
-        let _x = self.order.write().unwrap_or_else(|p| p.into_inner());
-        let all: BTreeSet<u64> = (0..self.extent_count()).collect();
-        let mut reps = self.lock();
-        reps.retain(|r| targets.iter().any(|t| t.node == r.target.node));
-        for t in targets {
-            if let Some(r) = reps.iter_mut().find(|r| r.target.node == t.node) {
-                r.target.addr = t.addr;
-                continue;
-            }
-            tracing::info!(volume = %self.volume, node = %t.node, "new replica; copying the volume to it");
-            reps.push(Replica {
-                target: *t,
-                live: false,
-                reason: "new replica, being rebuilt".into(),
-                stale: all.clone(),
-            });
-        }
-    }
-
-    /// Grows the volume to `size` once every live replica's region has grown to it (their
-    /// nodes grow them from the cluster state); returns whether it did.
-    pub fn grow(&self, size: u64) -> bool {
-        if size <= self.size() {
-            return true;
-        }
-        let Ok(targets) = self.live_targets() else {
-            return false;
-        };
-        let results = self.call_many(
-            &targets,
-            BlkRequest::Status {
-                volume: self.volume.clone(),
-            },
-        );
-        let ready = results
-            .iter()
-            .all(|r| matches!(r, Outcome::Ok(BlkResponse::Status { size: s, .. }) if *s >= size));
-        if ready {
-            let _x = self.order.write().unwrap_or_else(|p| p.into_inner());
-            let old = self.size.swap(size, Ordering::SeqCst);
-            // Replicas that are away miss the new extents too.
-            let new_extents: Vec<u64> =
-                (old.div_ceil(self.extent_size)..size.div_ceil(self.extent_size)).collect();
-            for r in self.lock().iter_mut().filter(|r| !r.live) {
-                r.stale.extend(new_extents.iter().copied());
-            }
-            tracing::info!(volume = %self.volume, from = old, to = size, "volume grown");
-        }
-        ready
-    }
-
     /// Bytes (only grows).
     fn size(&self) -> u64 {
         self.size.load(Ordering::SeqCst)
@@ -1058,5 +808,6 @@ impl ReplicatedVolume {
 }
 
 mod pipeline;
+mod recovery;
 #[cfg(test)]
 mod tests;

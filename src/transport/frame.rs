@@ -12,21 +12,33 @@ pub async fn write_frame<T: Serialize>(
     send: &mut quinn::SendStream,
     value: &T,
 ) -> Result<(), TransportError> {
-    let body = postcard::to_stdvec(value).map_err(|e| TransportError::Decode(e.to_string()))?;
-    if body.len() > MAX_FRAME {
+    write_encoded(send, encode(value)?).await
+}
+
+/// A whole frame (length and body) in one buffer: encoded once, it can be sent on any
+/// number of streams without copying.
+pub fn encode<T: Serialize>(value: &T) -> Result<bytes::Bytes, TransportError> {
+    let mut buf = postcard::to_extend(value, vec![0u8; 4])
+        .map_err(|e| TransportError::Decode(e.to_string()))?;
+    let body = buf.len() - 4;
+    if body > MAX_FRAME {
         return Err(TransportError::FrameTooLarge {
-            size: body.len(),
+            size: body,
             max: MAX_FRAME,
         });
     }
-    let len = (body.len() as u32).to_be_bytes();
-    send.write_all(&len)
+    buf[..4].copy_from_slice(&(body as u32).to_be_bytes());
+    Ok(buf.into())
+}
+
+/// Sends a frame made by [`encode`].
+pub async fn write_encoded(
+    send: &mut quinn::SendStream,
+    frame: bytes::Bytes,
+) -> Result<(), TransportError> {
+    send.write_chunk(frame)
         .await
-        .map_err(|e| stream_err(send.id(), e))?;
-    send.write_all(&body)
-        .await
-        .map_err(|e| stream_err(send.id(), e))?;
-    Ok(())
+        .map_err(|e| stream_err(send.id(), e))
 }
 
 pub async fn read_frame<T: DeserializeOwned>(

@@ -227,10 +227,26 @@ impl Transport {
         req: &Req,
         timeout: Duration,
     ) -> Result<Resp, TransportError> {
+        let frame = frame::encode(req)?;
+        self.call_encoded(peer, addr, class, rpc, frame, timeout)
+            .await
+    }
+
+    /// [`Transport::call`] with the request already encoded by [`frame::encode`] (one
+    /// encoding sent to several peers).
+    pub async fn call_encoded<Resp: DeserializeOwned>(
+        &self,
+        peer: NodeId,
+        addr: SocketAddr,
+        class: Class,
+        rpc: &'static str,
+        frame: Bytes,
+        timeout: Duration,
+    ) -> Result<Resp, TransportError> {
         let start = Instant::now();
         let res = tokio::time::timeout(timeout, async {
             let conn = self.connection(peer, addr, class).await?;
-            exchange(&conn, addr, req).await
+            exchange_encoded(&conn, addr, frame).await
         })
         .await
         .unwrap_or(Err(TransportError::Timeout {
@@ -295,6 +311,24 @@ pub async fn exchange<Req: Serialize, Resp: DeserializeOwned>(
         .await
         .map_err(|source| TransportError::Connection { addr, source })?;
     write_frame(&mut send, req).await?;
+    send.finish().map_err(|e| TransportError::Stream {
+        addr,
+        reason: e.to_string(),
+    })?;
+    read_frame(&mut recv, MAX_FRAME).await
+}
+
+/// [`exchange`] with a request encoded by [`frame::encode`].
+pub async fn exchange_encoded<Resp: DeserializeOwned>(
+    conn: &quinn::Connection,
+    addr: SocketAddr,
+    frame: Bytes,
+) -> Result<Resp, TransportError> {
+    let (mut send, mut recv) = conn
+        .open_bi()
+        .await
+        .map_err(|source| TransportError::Connection { addr, source })?;
+    frame::write_encoded(&mut send, frame).await?;
     send.finish().map_err(|e| TransportError::Stream {
         addr,
         reason: e.to_string(),

@@ -28,7 +28,11 @@ impl Service for Switch {
         if self.jitter.load(Ordering::SeqCst) {
             // One node serves later streams sooner, the next later ones later.
             let step = recv.id().index() % 5;
-            let ms = if self.salt.is_multiple_of(2) { 4 - step } else { step };
+            let ms = if self.salt.is_multiple_of(2) {
+                4 - step
+            } else {
+                step
+            };
             tokio::time::sleep(Duration::from_millis(ms)).await;
         }
         self.inner.handle_stream(peer, send, recv).await;
@@ -212,6 +216,48 @@ fn overlapping_writes_in_flight_together_leave_every_replica_the_same() {
 }
 
 #[test]
+fn a_new_writer_makes_replicas_agree_where_a_crashed_writer_left_unflushed_writes() {
+    let c = cluster(3);
+    let size = 4 * ES;
+    c.create("rc", size);
+    let v = c.attach(0, "rc", size, 1);
+    v.write_at(0, &pattern(0, (2 * ES) as usize, 1)).unwrap();
+    v.flush().unwrap();
+    drop(v);
+    // A clean hand-over copies nothing.
+    let v = c.attach(0, "rc", size, 2);
+    assert_eq!(v.resynced_bytes(), 0);
+    drop(v);
+    // The writer "crashes" after a write only replica 1 took (never acknowledged, never
+    // flushed): replica 1 now differs in extent 1.
+    let r1 = c.nodes[1].server.region("rc").unwrap().unwrap();
+    r1.write_at(ES + 8192, &pattern(ES + 8192, 4096, 99))
+        .unwrap();
+    assert_ne!(
+        c.region_bytes(1, "rc", ES, ES as usize),
+        c.region_bytes(0, "rc", ES, ES as usize)
+    );
+    let v = c.attach(0, "rc", size, 3);
+    // Only that extent was copied, to the two other replicas, and all three agree.
+    assert!(
+        v.resynced_bytes() > 0 && v.resynced_bytes() <= 2 * ES,
+        "{}",
+        v.resynced_bytes()
+    );
+    let want = pattern(0, (2 * ES) as usize, 1);
+    for node in 0..3 {
+        assert!(
+            c.region_bytes(node, "rc", 0, (2 * ES) as usize) == want,
+            "replica on node {node}"
+        );
+    }
+    assert!(v.health().iter().all(|h| h.live));
+    let mut got = vec![0u8; 4096];
+    v.read_at(ES + 8192, &mut got).unwrap();
+    assert_eq!(got, pattern(ES + 8192, 4096, 1));
+}
+
+#[test]
 fn a_partitioned_replica_is_faulted_then_resynced_with_only_the_extents_it_missed() {
     let c = cluster(3);
     let size = 16 * ES;
@@ -271,7 +317,9 @@ fn a_corrupt_copy_is_served_from_another_replica_and_repaired() {
         .write(true)
         .open(dir.join("extent-000000.dat"))
         .unwrap();
-    f.write_all_at(&[0xff], 8192 + 17).unwrap();
+    let mut byte = [0u8; 1];
+    f.read_exact_at(&mut byte, 8192 + 17).unwrap();
+    f.write_all_at(&[!byte[0]], 8192 + 17).unwrap();
     let mut b = vec![0u8; 65536];
     v.read_at(0, &mut b).unwrap();
     assert_eq!(b, p);
