@@ -157,10 +157,15 @@ fn main() {
     let uri = String::from_utf8_lossy(&o.stdout).trim().to_string();
     let strata_target = vec!["--ioengine=nbd".to_string(), format!("--uri={uri}")];
 
+    // VOLUME_BENCH_ONLY=strata skips the references (profiling Strata alone; no ratios).
+    let only_strata = std::env::var("VOLUME_BENCH_ONLY").as_deref() == Ok("strata");
     let mut rows = Vec::new();
     for job in &JOBS {
-        let r = fio(job, &raw_target);
-        let q = fio(job, &qemu_target);
+        let (r, q) = if only_strata {
+            (Result::default(), Result::default())
+        } else {
+            (fio(job, &raw_target), fio(job, &qemu_target))
+        };
         let s = fio(job, &strata_target);
         rows.push((job.name, r, q, s));
     }
