@@ -8,8 +8,10 @@
 //! ```
 //!
 //! Each 4 KiB block has two checksum slots (A/B, CRC-32 tagged valid). A write puts the new
-//! checksum in the slot that does not describe the data on disk, then writes the data, so
-//! a block torn by a crash still matches one slot or is found in a dirty extent. A read
+//! checksum in the slot that does not describe the data on disk and writes the data; the
+//! changed slots reach the file at the next flush, before its sync (one write per extent,
+//! not one per guest write), so a block torn by a crash still matches one slot or is found
+//! in a dirty extent. A read
 //! verifies every block against its slots: data matching neither (and not an unwritten
 //! hole) is reported as [`VolumeError::Corrupt`], never returned.
 //!
@@ -127,6 +129,34 @@ struct Extent {
     slots: Vec<[u64; 2]>,
     active: Vec<AtomicU8>,
     dirty: bool,
+    /// Blocks `[from, to)` whose slots changed in memory since they were last written to
+    /// the file (written at the next flush).
+    unsaved: Option<(usize, usize)>,
+}
+
+impl Extent {
+    fn note_unsaved(&mut self, from: usize, to: usize) {
+        self.unsaved = Some(match self.unsaved {
+            Some((a, b)) => (a.min(from), b.max(to)),
+            None => (from, to),
+        });
+    }
+
+    /// Writes the slots changed since the last save (before the flush's sync).
+    fn save_slots(&mut self, extent_size: u64) -> std::io::Result<()> {
+        let Some((from, to)) = self.unsaved else {
+            return Ok(());
+        };
+        let mut table = Vec::with_capacity((to - from) * SLOT_BYTES as usize);
+        for s in &self.slots[from..to] {
+            table.extend_from_slice(&s[0].to_le_bytes());
+            table.extend_from_slice(&s[1].to_le_bytes());
+        }
+        self.file
+            .write_all_at(&table, extent_size + from as u64 * SLOT_BYTES)?;
+        self.unsaved = None;
+        Ok(())
+    }
 }
 
 /// A region on local disk, usable directly as a single-copy [`Volume`].
@@ -379,6 +409,7 @@ impl ExtentVolume {
             slots,
             active: (0..blocks).map(|_| AtomicU8::new(UNKNOWN)).collect(),
             dirty,
+            unsaved: None,
         })
     }
 
@@ -429,6 +460,7 @@ impl ExtentVolume {
             slots: vec![[0, 0]; blocks as usize],
             active: (0..blocks).map(|_| AtomicU8::new(UNKNOWN)).collect(),
             dirty: true,
+            unsaved: None,
         }));
         map.insert(n, ext.clone());
         Ok(Some(ext))
@@ -539,7 +571,6 @@ impl ExtentVolume {
             .extent(n, true)?
             .ok_or_else(|| VolumeError::Invalid("extent vanished".into()))?;
         let path = extent_path(&self.dir, n);
-        let es = self.extent_size();
         let mut e = ext.write().unwrap_or_else(|p| p.into_inner());
         self.mark_dirty(&mut e, &path)?;
         let first = within / BLOCK;
@@ -590,9 +621,10 @@ impl ExtentVolume {
                 }
             }
         }
-        // The new checksum goes into the slot that does not describe the data on disk;
-        // all of the range's slots are written at once, before the data.
-        let mut table = Vec::with_capacity(count * SLOT_BYTES as usize);
+        // The new checksum goes into the slot that does not describe the data on disk.
+        // The slots reach the file at the next flush, before its sync: until then the
+        // extent is marked dirty on disk, and after a crash the blocks of a dirty extent
+        // that match neither stored slot get their checksums recomputed at open.
         let mut chosen = Vec::with_capacity(count);
         for (i, block) in blocks.chunks(BLOCK as usize).enumerate() {
             let b = first as usize + i;
@@ -601,13 +633,9 @@ impl ExtentVolume {
                 e.slots[b] = [0, 0];
             }
             e.slots[b][slot] = crc(block);
-            table.extend_from_slice(&e.slots[b][0].to_le_bytes());
-            table.extend_from_slice(&e.slots[b][1].to_le_bytes());
             chosen.push(if slot == 0 { SLOT_A } else { SLOT_B });
         }
-        e.file
-            .write_all_at(&table, es + first * SLOT_BYTES)
-            .map_err(|x| VolumeError::io("write checksums of", &path, x))?;
+        e.note_unsaved(first as usize, last as usize);
         e.file
             .write_all_at(blocks, first * BLOCK)
             .map_err(|x| VolumeError::io("write", &path, x))?;
@@ -849,8 +877,8 @@ impl Volume for ExtentVolume {
                 continue;
             }
             let path = extent_path(&self.dir, n);
-            e.file
-                .sync_data()
+            e.save_slots(es)
+                .and_then(|_| e.file.sync_data())
                 .and_then(|_| write_trailer(&e.file, es, false, generation, flush_no))
                 .and_then(|_| e.file.sync_data())
                 .map_err(|x| VolumeError::io("flush", &path, x))?;

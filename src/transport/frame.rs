@@ -53,10 +53,20 @@ pub async fn read_frame<T: DeserializeOwned>(
     if len > max {
         return Err(TransportError::FrameTooLarge { size: len, max });
     }
-    let mut body = vec![0u8; len];
-    recv.read_exact(&mut body)
-        .await
-        .map_err(|e| TransportError::Decode(format!("reading frame body: {}", describe(&e))))?;
+    // Read into uninitialised capacity: large frames are not zeroed first.
+    let mut body = Vec::with_capacity(len);
+    while body.len() < len {
+        let want = len - body.len();
+        let n = tokio::io::AsyncReadExt::read_buf(recv, &mut bytes::BufMut::limit(&mut body, want))
+            .await
+            .map_err(|e| TransportError::Decode(format!("reading frame body: {e}")))?;
+        if n == 0 {
+            return Err(TransportError::Decode(format!(
+                "reading frame body: the stream ended {} bytes early",
+                len - body.len()
+            )));
+        }
+    }
     decode(&body)
 }
 

@@ -181,6 +181,29 @@ async fn read_message<R: AsyncRead + Unpin>(
     Ok(true)
 }
 
+/// Reads a write payload of `len` bytes into `data` (uninitialised capacity: a
+/// large payload is not zeroed first).
+async fn read_payload<R: AsyncRead + Unpin>(
+    r: &mut R,
+    data: &mut Vec<u8>,
+    len: usize,
+) -> Result<(), NbdError> {
+    data.reserve_exact(len);
+    while data.len() < len {
+        let want = len - data.len();
+        let n = r
+            .read_buf(&mut bytes::BufMut::limit(&mut *data, want))
+            .await
+            .map_err(|e| NbdError::io("a write payload", e))?;
+        if n == 0 {
+            return Err(NbdError::Truncated {
+                during: "a write payload",
+            });
+        }
+    }
+    Ok(())
+}
+
 async fn read_exact<R: AsyncRead + Unpin>(
     r: &mut R,
     buf: &mut [u8],
@@ -420,8 +443,7 @@ async fn read_requests<R: AsyncRead + Unpin>(
         }
         let mut data = Vec::new();
         if request.command == CMD_WRITE {
-            data = vec![0u8; request.length as usize];
-            read_exact(&mut r, &mut data, "a write payload").await?;
+            read_payload(&mut r, &mut data, request.length as usize).await?;
         }
         if let Err((error, why)) = validate(&request, export.volume.as_ref()) {
             debug!(
