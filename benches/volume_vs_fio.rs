@@ -43,7 +43,7 @@ const JOBS: [Job; 3] = [
     },
 ];
 
-#[derive(Clone, Copy, Default)]
+#[derive(Clone, Copy, Default, Debug)]
 struct Result {
     iops: f64,
     mib_s: f64,
@@ -91,6 +91,23 @@ fn fio(job: &Job, target: &[String]) -> Result {
             .as_f64()
             .unwrap_or(0.0)
             / 1e6,
+    }
+}
+
+/// The median of each figure on its own.
+fn median(mut v: Vec<Result>) -> Result {
+    let mid = |xs: &mut Vec<f64>| {
+        xs.sort_by(|a, b| a.total_cmp(b));
+        xs.get(xs.len() / 2).copied().unwrap_or(0.0)
+    };
+    let mut iops: Vec<f64> = v.iter().map(|r| r.iops).collect();
+    let mut mib: Vec<f64> = v.iter().map(|r| r.mib_s).collect();
+    let mut p99: Vec<f64> = v.iter().map(|r| r.p99_ms).collect();
+    v.clear();
+    Result {
+        iops: mid(&mut iops),
+        mib_s: mid(&mut mib),
+        p99_ms: mid(&mut p99),
     }
 }
 
@@ -157,22 +174,7 @@ fn main() {
     let uri = String::from_utf8_lossy(&o.stdout).trim().to_string();
     let strata_target = vec!["--ioengine=nbd".to_string(), format!("--uri={uri}")];
 
-    // VOLUME_BENCH_ONLY=strata skips the references (profiling Strata alone; no ratios).
-    let only_strata = std::env::var("VOLUME_BENCH_ONLY").as_deref() == Ok("strata");
-    let mut rows = Vec::new();
-    for job in &JOBS {
-        let (r, q) = if only_strata {
-            (Result::default(), Result::default())
-        } else {
-            (fio(job, &raw_target), fio(job, &qemu_target))
-        };
-        let s = fio(job, &strata_target);
-        rows.push((job.name, r, q, s));
-    }
-    let _ = qemu_nbd.kill();
-    let _ = qemu_nbd.wait();
-
-    // The transport's own bulk throughput, node 0 to node 1 (median of 3).
+    // The transport's own bulk throughput, node 0 to node 1, measured in every round.
     let status = c.nodes[0].status().expect("status");
     let peer = status["nodes"]
         .as_array()
@@ -180,11 +182,55 @@ fn main() {
         .and_then(|n| n["id"].as_str())
         .expect("node 1's id")
         .to_string();
-    let mut bulk: Vec<f64> = (0..3)
-        .filter_map(|_| {
-            let o = c.nodes[0].cli(&["debug", "transport-bench", &peer, "--mib", "512"]);
-            let v: Value = serde_json::from_slice(&o.stdout).ok()?;
-            v["mib_per_s"].as_f64()
+    let transport = || {
+        let o = c.nodes[0].cli(&["debug", "transport-bench", &peer, "--mib", "512"]);
+        let v: Value = serde_json::from_slice(&o.stdout).ok()?;
+        v["mib_per_s"].as_f64()
+    };
+
+    // VOLUME_BENCH_ONLY=strata skips the references (profiling Strata alone; no ratios).
+    // Throughput varies from run to run on shared cores: every cell is the median of
+    // VOLUME_BENCH_ROUNDS rounds (default 3), each running every job on all three targets
+    // and the transport bench.
+    let only_strata = std::env::var("VOLUME_BENCH_ONLY").as_deref() == Ok("strata");
+    let rounds: usize = std::env::var("VOLUME_BENCH_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3)
+        .max(1);
+    let mut runs: Vec<Vec<(Result, Result, Result)>> = vec![Vec::new(); JOBS.len()];
+    let mut bulk: Vec<f64> = Vec::new();
+    for round in 0..rounds {
+        for (i, job) in JOBS.iter().enumerate() {
+            let (r, q) = if only_strata {
+                (Result::default(), Result::default())
+            } else {
+                (fio(job, &raw_target), fio(job, &qemu_target))
+            };
+            let s = fio(job, &strata_target);
+            eprintln!(
+                "round {round}: {}: raw {:.0}/{:.0}, qemu-nbd {:.0}/{:.0}, strata {:.0}/{:.0} (IOPS/MiB/s)",
+                job.name, r.iops, r.mib_s, q.iops, q.mib_s, s.iops, s.mib_s
+            );
+            runs[i].push((r, q, s));
+        }
+        if let Some(b) = transport() {
+            eprintln!("round {round}: transport {b:.0} MiB/s");
+            bulk.push(b);
+        }
+    }
+    let _ = qemu_nbd.kill();
+    let _ = qemu_nbd.wait();
+    let rows: Vec<(&str, Result, Result, Result)> = JOBS
+        .iter()
+        .zip(&runs)
+        .map(|(job, rs)| {
+            (
+                job.name,
+                median(rs.iter().map(|x| x.0).collect()),
+                median(rs.iter().map(|x| x.1).collect()),
+                median(rs.iter().map(|x| x.2).collect()),
+            )
         })
         .collect();
     bulk.sort_by(|a, b| a.total_cmp(b));
@@ -218,8 +264,9 @@ fn main() {
         );
     }
     md += &format!(
-        "\nNode-to-node transport (QUIC + TLS 1.3, one stream, node 0 to node 1, median of 3 × 512 MiB): {bulk_mib_s:.0} MiB/s. \
+        "\nNode-to-node transport (QUIC + TLS 1.3, one stream, node 0 to node 1, median of {} × 512 MiB, one per round): {bulk_mib_s:.0} MiB/s. \
          A 3-replica write sends each block to the two remote replicas, so replication alone can carry at most about {:.0} MiB/s of writes.\n",
+        bulk.len(),
         bulk_mib_s / 2.0
     );
     println!("{md}");
