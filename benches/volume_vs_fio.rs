@@ -254,13 +254,20 @@ fn main() {
                 a.mib_s / b.mib_s.max(1e-9)
             }
         };
+        let ratio_of = |b: &Result| {
+            if b.iops > 0.0 || b.mib_s > 0.0 {
+                format!("{:.2}", ratio(s, b))
+            } else {
+                "-".to_string()
+            }
+        };
         md += &format!(
-            "| {name} | {} | {} | {} | {:.2} | {:.2} |\n",
+            "| {name} | {} | {} | {} | {} | {} |\n",
             fmt(r),
             fmt(q),
             fmt(s),
-            ratio(s, r),
-            ratio(s, q)
+            ratio_of(r),
+            ratio_of(q)
         );
     }
     md += &format!(
