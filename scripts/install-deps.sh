@@ -14,20 +14,33 @@ case "${1:-}" in
   # mkfs.ext4 -d (e2fsprogs), QEMU with SeaBIOS for the test host and smoke tests.
   --images) PKGS=(qemu-system-x86 seabios cpio gzip kmod debootstrap e2fsprogs coreutils findutils) ;;
 esac
-missing=()
-for p in "${PKGS[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-done
+find_missing() {
+  missing=()
+  for p in "${PKGS[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  done
+}
+find_missing
 if [ ${#missing[@]} -eq 0 ]; then exit 0; fi
 if [ "$(id -u)" -ne 0 ]; then
   echo "missing Debian packages: ${missing[*]}" >&2
   echo "install them with: sudo apt-get install -y ${missing[*]}" >&2
   exit 1
 fi
-echo "installing: ${missing[*]}"
 export DEBIAN_FRONTEND=noninteractive
 apt-get -o DPkg::Lock::Timeout=900 update -q >/dev/null
-apt-get -o DPkg::Lock::Timeout=900 install -y -q --no-install-recommends "${missing[@]}" >/dev/null
+# A second pass installs what the first removed to resolve a conflict (a machine with a
+# newer qemu-utils loses it when the distribution's qemu-system-x86 comes in).
+for pass in 1 2; do
+  echo "installing: ${missing[*]}"
+  apt-get -o DPkg::Lock::Timeout=900 install -y -q --no-install-recommends "${missing[@]}" >/dev/null
+  find_missing
+  if [ ${#missing[@]} -eq 0 ]; then break; fi
+  if [ "$pass" = 2 ]; then
+    echo "still missing after installing: ${missing[*]}" >&2
+    exit 1
+  fi
+done
 if [ "${1:-}" != "--images" ] && ! command -v cargo >/dev/null; then
   echo "cargo (the Rust toolchain) is not installed; install Rust stable first" >&2
   exit 1
