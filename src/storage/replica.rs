@@ -11,12 +11,13 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
+use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use super::extent::{BlockState, BLOCK};
 use super::region::{valid_name, Region};
 use super::{Volume, VolumeError};
-use crate::transport::frame::{read_frame, write_frame};
+use crate::transport::frame::{read_frame_with_tail, write_frame};
 use crate::transport::{Peer, Service};
 
 /// Largest data payload of one request (bigger guest I/O is split by the client).
@@ -113,20 +114,34 @@ pub enum BlkRequest {
 /// One change in a [`BlkRequest::Batch`].
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum BlkOp {
+    /// Made by [`BlkOp::write`]. On the wire only the length is encoded; the data follows
+    /// the encoded request in the same frame ([`BlkRequest::tail`], [`BlkRequest::attach`]),
+    /// so it is neither copied into the encoding nor out of the received frame.
     Write {
         offset: u64,
-        #[serde(with = "serde_bytes")]
-        data: Vec<u8>,
+        len: u32,
+        #[serde(skip)]
+        data: Bytes,
     },
     /// A discard; `mask` as in [`BlkRequest::Discard`].
     Discard { offset: u64, len: u64, mask: bool },
 }
 
 impl BlkOp {
+    pub fn write(offset: u64, data: impl Into<Bytes>) -> BlkOp {
+        let data = data.into();
+        BlkOp::Write {
+            offset,
+            // A change carries at most MAX_IO bytes (checked where it is made and served).
+            len: data.len() as u32,
+            data,
+        }
+    }
+
     /// The byte range it changes.
     pub fn range(&self) -> (u64, u64) {
         match self {
-            BlkOp::Write { offset, data } => (*offset, data.len() as u64),
+            BlkOp::Write { offset, data, .. } => (*offset, data.len() as u64),
             BlkOp::Discard { offset, len, .. } => (*offset, *len),
         }
     }
@@ -141,6 +156,49 @@ impl BlkOp {
 }
 
 impl BlkRequest {
+    /// The data sent after the encoded request (`transport::frame::encode_with`): a
+    /// batch's writes' data, in order. Shares the buffers.
+    pub fn tail(&self) -> Vec<Bytes> {
+        match self {
+            BlkRequest::Batch { ops, .. } => ops
+                .iter()
+                .filter_map(|op| match op {
+                    BlkOp::Write { data, .. } => Some(data.clone()),
+                    BlkOp::Discard { .. } => None,
+                })
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// Gives a decoded request the data that followed it in its frame (the inverse of
+    /// [`BlkRequest::tail`], without copying); refuses a tail that is not exactly as long
+    /// as the writes announce.
+    pub fn attach(&mut self, mut tail: Bytes) -> Result<(), String> {
+        if let BlkRequest::Batch { ops, .. } = self {
+            for op in ops.iter_mut() {
+                if let BlkOp::Write { offset, len, data } = op {
+                    let len = *len as usize;
+                    if len > tail.len() {
+                        return Err(format!(
+                            "the write at offset {offset} announces {len} bytes but only {} follow",
+                            tail.len()
+                        ));
+                    }
+                    *data = tail.split_to(len);
+                }
+            }
+        }
+        if tail.is_empty() {
+            Ok(())
+        } else {
+            Err(format!(
+                "{} bytes follow the request that no write announces",
+                tail.len()
+            ))
+        }
+    }
+
     pub fn volume(&self) -> &str {
         match self {
             BlkRequest::Activate { volume, .. }
@@ -399,7 +457,7 @@ impl ReplicaServer {
                 }
                 ops.iter()
                     .try_for_each(|op| match op {
-                        BlkOp::Write { offset, data } => region.write_at(*offset, data),
+                        BlkOp::Write { offset, data, .. } => region.write_at(*offset, data),
                         BlkOp::Discard { offset, len, mask } => {
                             region.discard_masking(*offset, *len, *mask)
                         }
@@ -525,7 +583,11 @@ impl Service for BlkService {
         mut send: quinn::SendStream,
         mut recv: quinn::RecvStream,
     ) {
-        let resp = match read_frame::<BlkRequest>(&mut recv, MAX_IO + 4096).await {
+        let req = read_frame_with_tail::<BlkRequest>(&mut recv, MAX_IO + 4096)
+            .await
+            .map_err(|e| e.to_string())
+            .and_then(|(mut req, tail)| req.attach(tail).map(|_| req));
+        let resp = match req {
             // Small reads and writes go to the page cache in microseconds: done in place.
             // Flushes, activations and big requests wait on the disk: a blocking thread.
             Ok(req) if is_quick(&req) => self.0.handle(&req),
@@ -569,6 +631,53 @@ mod tests {
             offset,
             data: vec![byte; 4096],
         }
+    }
+
+    #[test]
+    fn a_batch_s_data_travels_after_the_request_and_is_given_back_in_order() {
+        let req = BlkRequest::Batch {
+            volume: "v1".into(),
+            generation: 1,
+            ops: vec![
+                BlkOp::write(0, vec![1; 4096]),
+                BlkOp::Discard {
+                    offset: 4096,
+                    len: 4096,
+                    mask: false,
+                },
+                BlkOp::write(8192, vec![2; 512]),
+            ],
+        };
+        let head = postcard::to_stdvec(&req).unwrap();
+        assert!(head.len() < 64, "the data is not in the encoding");
+        let tail = req.tail().concat();
+        assert_eq!(tail.len(), 4096 + 512);
+        let decode = || postcard::from_bytes::<BlkRequest>(&head).unwrap();
+        let mut back = decode();
+        back.attach(Bytes::from(tail.clone())).unwrap();
+        let BlkRequest::Batch { ops, .. } = back else {
+            panic!("not a batch")
+        };
+        let writes: Vec<(u64, Vec<u8>)> = ops
+            .iter()
+            .filter_map(|op| match op {
+                BlkOp::Write { offset, data, .. } => Some((*offset, data.to_vec())),
+                BlkOp::Discard { .. } => None,
+            })
+            .collect();
+        assert_eq!(writes, vec![(0, vec![1; 4096]), (8192, vec![2; 512])]);
+        // A tail too short or too long is refused, naming what is wrong.
+        let e = decode()
+            .attach(Bytes::from(tail[..4000].to_vec()))
+            .unwrap_err();
+        assert!(
+            e.contains("announces 4096 bytes but only 4000 follow"),
+            "{e}"
+        );
+        let mut long = tail.clone();
+        long.push(0);
+        let e = decode().attach(Bytes::from(long)).unwrap_err();
+        assert!(e.contains("1 bytes follow the request"), "{e}");
     }
 
     #[test]

@@ -20,12 +20,11 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::Duration;
 
-use bytes::Bytes;
-
 use super::extent::BLOCK;
 use super::replica::{BlkOp, BlkRequest, BlkResponse, FailKind, ReplicaServer, MAX_IO};
 use super::{check_range, Volume, VolumeError, WriteDone};
 use crate::ids::NodeId;
+use crate::transport::frame::{encode_with, Encoded};
 use crate::transport::{Class, Transport};
 
 /// Where one replica lives.
@@ -415,7 +414,7 @@ impl Core {
         local: Option<&ReplicaServer>,
         t: ReplicaTarget,
         req: &BlkRequest,
-        frame: Option<Bytes>,
+        frame: Option<Encoded>,
     ) -> Outcome {
         // Every caller runs the calls on its own thread (a blocking thread or the write
         // pipeline's), never on a runtime worker: the local replica is served in place.
@@ -448,7 +447,7 @@ impl Core {
         let frame = if targets.iter().all(is_local) {
             None
         } else {
-            match crate::transport::frame::encode(&req) {
+            match encode_with(&req, req.tail()) {
                 Ok(f) => Some(f),
                 Err(e) => {
                     tracing::error!(volume = %self.volume, error = %e, "cannot encode a block request");
@@ -783,7 +782,7 @@ impl Volume for ReplicatedVolume {
         {
             return Err((data, done));
         }
-        self.pipeline().submit(BlkOp::Write { offset, data }, done);
+        self.pipeline().submit(BlkOp::write(offset, data), done);
         Ok(())
     }
 
@@ -797,10 +796,7 @@ impl ReplicatedVolume {
     /// order lock itself).
     fn write_whole(&self, offset: u64, data: &[u8]) -> Result<(), VolumeError> {
         for (i, chunk) in data.chunks(MAX_IO).enumerate() {
-            let op = BlkOp::Write {
-                offset: offset + (i * MAX_IO) as u64,
-                data: chunk.to_vec(),
-            };
+            let op = BlkOp::write(offset + (i * MAX_IO) as u64, chunk.to_vec());
             self.pipeline().wait(op)?;
         }
         Ok(())

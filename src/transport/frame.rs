@@ -15,28 +15,45 @@ pub async fn write_frame<T: Serialize>(
     write_encoded(send, encode(value)?).await
 }
 
-/// A whole frame (length and body) in one buffer: encoded once, it can be sent on any
-/// number of streams without copying.
-pub fn encode<T: Serialize>(value: &T) -> Result<bytes::Bytes, TransportError> {
-    let mut buf = postcard::to_extend(value, vec![0u8; 4])
+/// A frame ready to send, as chunks: the length and the encoded value, then any bytes
+/// attached after it by [`encode_with`]. Cloning shares the chunks: one encoding can be
+/// sent on any number of streams without copying.
+#[derive(Clone, Debug)]
+pub struct Encoded(Vec<bytes::Bytes>);
+
+pub fn encode<T: Serialize>(value: &T) -> Result<Encoded, TransportError> {
+    encode_with(value, Vec::new())
+}
+
+/// Encodes `value` with `tail` appended to the frame's body as it is: bulk data travels
+/// without being copied into the encoding, and [`read_frame_with_tail`] hands it back
+/// without copying either.
+pub fn encode_with<T: Serialize>(
+    value: &T,
+    tail: Vec<bytes::Bytes>,
+) -> Result<Encoded, TransportError> {
+    let mut head = postcard::to_extend(value, vec![0u8; 4])
         .map_err(|e| TransportError::Decode(e.to_string()))?;
-    let body = buf.len() - 4;
+    let body = head.len() - 4 + tail.iter().map(|t| t.len()).sum::<usize>();
     if body > MAX_FRAME {
         return Err(TransportError::FrameTooLarge {
             size: body,
             max: MAX_FRAME,
         });
     }
-    buf[..4].copy_from_slice(&(body as u32).to_be_bytes());
-    Ok(buf.into())
+    head[..4].copy_from_slice(&(body as u32).to_be_bytes());
+    let mut chunks = Vec::with_capacity(1 + tail.len());
+    chunks.push(head.into());
+    chunks.extend(tail.into_iter().filter(|t| !t.is_empty()));
+    Ok(Encoded(chunks))
 }
 
-/// Sends a frame made by [`encode`].
+/// Sends a frame made by [`encode`] or [`encode_with`].
 pub async fn write_encoded(
     send: &mut quinn::SendStream,
-    frame: bytes::Bytes,
+    mut frame: Encoded,
 ) -> Result<(), TransportError> {
-    send.write_chunk(frame)
+    send.write_all_chunks(&mut frame.0)
         .await
         .map_err(|e| stream_err(send.id(), e))
 }
@@ -45,6 +62,23 @@ pub async fn read_frame<T: DeserializeOwned>(
     recv: &mut quinn::RecvStream,
     max: usize,
 ) -> Result<T, TransportError> {
+    decode(&read_body(recv, max).await?)
+}
+
+/// Reads a frame made by [`encode_with`]: the value, and the bytes attached after it
+/// (a view of the received body, not a copy).
+pub async fn read_frame_with_tail<T: DeserializeOwned>(
+    recv: &mut quinn::RecvStream,
+    max: usize,
+) -> Result<(T, bytes::Bytes), TransportError> {
+    let body = bytes::Bytes::from(read_body(recv, max).await?);
+    let (value, rest) =
+        postcard::take_from_bytes(&body).map_err(|e| TransportError::Decode(e.to_string()))?;
+    let tail = body.slice(body.len() - rest.len()..);
+    Ok((value, tail))
+}
+
+async fn read_body(recv: &mut quinn::RecvStream, max: usize) -> Result<Vec<u8>, TransportError> {
     let mut len = [0u8; 4];
     recv.read_exact(&mut len)
         .await
@@ -67,7 +101,7 @@ pub async fn read_frame<T: DeserializeOwned>(
             )));
         }
     }
-    decode(&body)
+    Ok(body)
 }
 
 pub fn decode<T: DeserializeOwned>(body: &[u8]) -> Result<T, TransportError> {

@@ -240,7 +240,7 @@ impl Transport {
         addr: SocketAddr,
         class: Class,
         rpc: &'static str,
-        frame: Bytes,
+        frame: frame::Encoded,
         timeout: Duration,
     ) -> Result<Resp, TransportError> {
         let start = Instant::now();
@@ -322,7 +322,7 @@ pub async fn exchange<Req: Serialize, Resp: DeserializeOwned>(
 pub async fn exchange_encoded<Resp: DeserializeOwned>(
     conn: &quinn::Connection,
     addr: SocketAddr,
-    frame: Bytes,
+    frame: frame::Encoded,
 ) -> Result<Resp, TransportError> {
     let (mut send, mut recv) = conn
         .open_bi()

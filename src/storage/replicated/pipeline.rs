@@ -202,10 +202,7 @@ mod tests {
 
     fn job(offset: u64, len: usize) -> Job {
         Job {
-            op: BlkOp::Write {
-                offset,
-                data: vec![0; len],
-            },
+            op: BlkOp::write(offset, vec![0; len]),
             done: Box::new(|_| {}),
         }
     }
