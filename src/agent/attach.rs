@@ -131,7 +131,14 @@ impl Attachments {
             .collect();
         for id in stale {
             self.exports.remove(&id.0);
-            self.map().remove(&id);
+            let gone = self.map().remove(&id);
+            if let Some((_, v)) = gone {
+                // Flushed on the way out (refused if a newer writer took the volume over).
+                let flushed = tokio::task::spawn_blocking(move || v.detach()).await;
+                if let Ok(Err(e)) = flushed {
+                    tracing::debug!(volume = %id, error = %error_chain(&e), "no flush at detach");
+                }
+            }
             tracing::info!(volume = %id, "volume detached from this node");
         }
         for (id, rec) in &wanted {

@@ -792,6 +792,15 @@ impl Volume for ReplicatedVolume {
 }
 
 impl ReplicatedVolume {
+    /// Called when this node lets the volume go: flushes, so the replicas' extents are
+    /// clean and the next writer has nothing to reconcile (without it, every extent
+    /// written since the last flush is copied between replicas at the next attach).
+    /// A volume already taken over by a newer writer is refused by the replicas: nothing
+    /// is lost either way, only the next attach's work differs.
+    pub fn detach(&self) -> Result<(), VolumeError> {
+        Volume::flush(self)
+    }
+
     /// Writes through the pipeline (no lock held while waiting: the pipeline takes the
     /// order lock itself).
     fn write_whole(&self, offset: u64, data: &[u8]) -> Result<(), VolumeError> {

@@ -258,6 +258,28 @@ fn a_new_writer_makes_replicas_agree_where_a_crashed_writer_left_unflushed_write
 }
 
 #[test]
+fn a_writer_that_detaches_leaves_the_next_one_nothing_to_copy() {
+    let c = cluster(3);
+    let size = 4 * ES;
+    c.create("dt", size);
+    // Unflushed writes and no detach: the next writer copies the written extent.
+    let v = c.attach(0, "dt", size, 1);
+    v.write_at(4096, &pattern(4096, 8192, 1)).unwrap();
+    drop(v);
+    let v = c.attach(0, "dt", size, 2);
+    assert!(v.resynced_bytes() > 0);
+    // Unflushed writes, then detach: nothing to copy.
+    v.write_at(ES + 4096, &pattern(ES + 4096, 8192, 2)).unwrap();
+    v.detach().unwrap();
+    drop(v);
+    let v = c.attach(0, "dt", size, 3);
+    assert_eq!(v.resynced_bytes(), 0);
+    let mut got = vec![0u8; 8192];
+    v.read_at(ES + 4096, &mut got).unwrap();
+    assert_eq!(got, pattern(ES + 4096, 8192, 2));
+}
+
+#[test]
 fn a_partitioned_replica_is_faulted_then_resynced_with_only_the_extents_it_missed() {
     let c = cluster(3);
     let size = 16 * ES;
