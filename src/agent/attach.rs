@@ -132,14 +132,16 @@ impl Attachments {
         for id in stale {
             self.exports.remove(&id.0);
             let gone = self.map().remove(&id);
-            if let Some((_, v)) = gone {
-                // Flushed on the way out (refused if a newer writer took the volume over).
-                let flushed = tokio::task::spawn_blocking(move || v.detach()).await;
-                if let Ok(Err(e)) = flushed {
-                    tracing::debug!(volume = %id, error = %error_chain(&e), "no flush at detach");
-                }
-            }
             tracing::info!(volume = %id, "volume detached from this node");
+            if let Some((_, v)) = gone {
+                // Flushed on the way out (refused if a newer writer took the volume over),
+                // in the background: a replica that does not answer delays nothing else.
+                tokio::task::spawn_blocking(move || {
+                    if let Err(e) = v.detach() {
+                        tracing::debug!(volume = %id, error = %error_chain(&e), "no flush at detach");
+                    }
+                });
+            }
         }
         for (id, rec) in &wanted {
             let targets: Vec<ReplicaTarget> = super::snapshots::targets(rec, &addrs);
