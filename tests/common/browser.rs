@@ -72,6 +72,23 @@ impl ClientNs {
             "ip", "netns", "exec", &ns, "ip", "link", "set", "eth0", "up",
         ]);
         run(&["ip", "netns", "exec", &ns, "ip", "link", "set", "lo", "up"]);
+        // The link carries traffic only once both ends report it up (the kernel may take
+        // a moment after `set up`); a browser visit before that meets an error page.
+        let up = |netns: &str, dev: &str| {
+            Command::new("ip")
+                .args(["netns", "exec", netns, "cat"])
+                .arg(format!("/sys/class/net/{dev}/operstate"))
+                .output()
+                .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "up")
+        };
+        let start = Instant::now();
+        while !(up(&ns, "eth0") && up(hub, "vc")) {
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "the client namespace's link did not come up"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
         ClientNs { ns }
     }
 }
