@@ -35,9 +35,15 @@
         if (window.htmx) window.htmx.trigger(el, "live");
       });
     });
+    // Signing out ends the session too, and the stream says so before the sign-out's
+    // own page arrives: that is not an expiry, so the stream closes as the form goes.
+    var leaving = false;
+    document.querySelectorAll("form[action='/logout']").forEach(function (f) {
+      f.addEventListener("submit", function () { leaving = true; es.close(); });
+    });
     es.addEventListener("expired", function () {
       es.close();
-      window.location.href = "/login?expired=1";
+      if (!leaving) window.location.href = "/login?expired=1";
     });
   }
 
