@@ -198,10 +198,16 @@ fn main() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(3)
         .max(1);
-    let mut runs: Vec<Vec<(Result, Result, Result)>> = vec![Vec::new(); JOBS.len()];
+    // VOLUME_BENCH_JOB=<words> runs only the jobs whose name contains them (profiling).
+    let only_job = std::env::var("VOLUME_BENCH_JOB").ok();
+    let jobs: Vec<&Job> = JOBS
+        .iter()
+        .filter(|j| only_job.as_deref().is_none_or(|w| j.name.contains(w)))
+        .collect();
+    let mut runs: Vec<Vec<(Result, Result, Result)>> = vec![Vec::new(); jobs.len()];
     let mut bulk: Vec<f64> = Vec::new();
     for round in 0..rounds {
-        for (i, job) in JOBS.iter().enumerate() {
+        for (i, job) in jobs.iter().enumerate() {
             let (r, q) = if only_strata {
                 (Result::default(), Result::default())
             } else {
@@ -221,7 +227,7 @@ fn main() {
     }
     let _ = qemu_nbd.kill();
     let _ = qemu_nbd.wait();
-    let rows: Vec<(&str, Result, Result, Result)> = JOBS
+    let rows: Vec<(&str, Result, Result, Result)> = jobs
         .iter()
         .zip(&runs)
         .map(|(job, rs)| {
