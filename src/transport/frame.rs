@@ -104,8 +104,19 @@ async fn read_body(recv: &mut quinn::RecvStream, max: usize) -> Result<Vec<u8>, 
     Ok(body)
 }
 
+/// Decodes a frame's body; bytes left over after the value mean the two ends disagree on
+/// what the frame holds (a frame with data after its value is read with
+/// [`read_frame_with_tail`]), and are refused.
 pub fn decode<T: DeserializeOwned>(body: &[u8]) -> Result<T, TransportError> {
-    postcard::from_bytes(body).map_err(|e| TransportError::Decode(e.to_string()))
+    let (value, rest) =
+        postcard::take_from_bytes(body).map_err(|e| TransportError::Decode(e.to_string()))?;
+    if !rest.is_empty() {
+        return Err(TransportError::Decode(format!(
+            "{} bytes left over after the frame's value (sender and receiver disagree on the message)",
+            rest.len()
+        )));
+    }
+    Ok(value)
 }
 
 fn stream_err(id: quinn::StreamId, e: impl std::fmt::Display) -> TransportError {
@@ -125,5 +136,27 @@ fn describe(e: &quinn::ReadExactError) -> String {
             )
         }
         other => other.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn body(e: &Encoded) -> Vec<u8> {
+        e.0.concat()[4..].to_vec()
+    }
+
+    #[test]
+    fn a_frame_decodes_whole_and_leftover_bytes_are_refused() {
+        let v = (7u32, "seven".to_string());
+        let plain = body(&encode(&v).unwrap());
+        assert_eq!(decode::<(u32, String)>(&plain).unwrap(), v);
+        // The same value with data after it: the generic decoder refuses, naming the count.
+        let tailed = body(&encode_with(&v, vec![bytes::Bytes::from_static(b"abc")]).unwrap());
+        let e = decode::<(u32, String)>(&tailed).unwrap_err().to_string();
+        assert!(e.contains("3 bytes left over"), "{e}");
+        // A truncated body is refused too.
+        assert!(decode::<(u32, String)>(&plain[..plain.len() - 1]).is_err());
     }
 }
