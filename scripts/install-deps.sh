@@ -6,7 +6,7 @@ PKGS=(libclang-dev librocksdb-dev libsnappy-dev liblz4-dev libzstd-dev libbz2-de
       iproute2 nftables iptables procps curl qemu-system-x86 qemu-utils busybox
       python3 python3-venv chromium chromium-driver
       grub-pc-bin grub-efi-amd64-bin grub-common xorriso mtools dosfstools ovmf efibootmgr
-      fdisk e2fsprogs cpio kmod)
+      fdisk e2fsprogs cpio kmod openssh-client)
 case "${1:-}" in
   # What `make usb` (installer/build.sh) needs is in the default list above.
   --bench) PKGS+=(etcd-server etcd-client fio iperf3 python3) ;;

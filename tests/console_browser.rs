@@ -6,7 +6,8 @@
 //! becomes ACTIVE without a reload, its serial console showing the guest's boot marker
 //! and running what is typed, a volume attached to it (the guest sees the disk), another
 //! project's member who sees none of it, a reader with no buttons whose posts are
-//! refused, deleting everything, signing out, and an expired session. Screenshots of the
+//! refused, a key pair Strata generates (private key shown once), deleting everything,
+//! signing out, and an expired session. Screenshots of the
 //! main pages go to target/console-screenshots.
 
 mod common;
@@ -504,9 +505,48 @@ async fn workflow(b: &B, admin_pw: &str) {
     );
     b.sign_out().await;
 
+    // A key pair Strata makes: the private key is shown once, with a download link,
+    // and the list shows the pair afterwards (its public half only).
+    b.sign_in("alice", "pw-secret-1").await;
+    b.go("/keypairs").await;
+    b.fill("create-keypair-name", "laptop").await;
+    b.click("create-keypair-submit").await;
+    let t = b.wait_text("Key pair laptop created", 10).await;
+    assert!(t.contains("cannot show this again"), "{t}");
+    let private = b.el("private-key").await.text().await.unwrap();
+    assert!(
+        private.starts_with("-----BEGIN OPENSSH PRIVATE KEY-----")
+            && private
+                .trim_end()
+                .ends_with("-----END OPENSSH PRIVATE KEY-----"),
+        "{private}"
+    );
+    let href = b
+        .el("download-key")
+        .await
+        .attr("href")
+        .await
+        .unwrap()
+        .unwrap_or_default();
+    assert!(
+        href.starts_with("data:") && href.contains("BEGIN%20OPENSSH%20PRIVATE%20KEY"),
+        "{href}"
+    );
+    b.shot("keypair-created").await;
+    b.click("back").await;
+    let t = b.wait_text("SHA256:", 10).await;
+    assert!(t.contains("laptop"), "the new pair is not listed: {t}");
+    assert!(
+        !t.contains("PRIVATE KEY"),
+        "the private key is shown again: {t}"
+    );
+    // The same name again is refused by name, on the form that was sent.
+    b.fill("create-keypair-name", "laptop").await;
+    b.click("create-keypair-submit").await;
+    b.wait_text("already exists", 10).await;
+
     // Delete everything as the member; first, the list on a phone's screen: nothing
     // sticks out sideways and the instance is there.
-    b.sign_in("alice", "pw-secret-1").await;
     b.d.set_window_rect(0, 0, 390, 844).await.unwrap();
     b.go("/instances").await;
     b.wait_text("web1", 10).await;

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::response::{IntoResponse, Redirect};
+use axum::response::{Html, IntoResponse, Redirect};
 use axum::routing::{get, post};
 use axum::{Form, Router};
 
@@ -22,6 +22,7 @@ pub fn routes() -> Router<Arc<Web>> {
         .route("/floating-ips/{id}/disassociate", post(disassociate_fip))
         .route("/floating-ips/{id}/delete", post(release_fip))
         .route("/keypairs", get(keypairs).post(import_keypair))
+        .route("/keypairs/generate", post(generate_keypair))
         .route("/keypairs/{name}/delete", post(delete_keypair))
 }
 
@@ -252,7 +253,8 @@ async fn release_fip(
 
 // ---- key pairs
 
-fn keypair_view(web: &Web, ctx: &Ctx, f: Option<(&Fields, &Failure)>) -> Page {
+/// The key pairs page; `f` is a refused form (which one, what was sent) and why.
+fn keypair_view(web: &Web, ctx: &Ctx, f: Option<((&str, &Fields), &Failure)>) -> Page {
     let rows = web
         .control
         .keypairs(&ctx.user_id)?
@@ -283,15 +285,30 @@ fn keypair_view(web: &Web, ctx: &Ctx, f: Option<(&Fields, &Failure)>) -> Page {
             .required()
             .help("An OpenSSH public key (ssh-ed25519 ... or ssh-rsa ...)."),
     );
-    let err = f.map(|(fields, e)| {
-        form.refill(fields, &e.1);
+    let mut create = FormView::new(
+        "create-keypair",
+        "Create a key pair",
+        "/keypairs/generate",
+        "Create",
+    )
+    .with(
+        field("name", "Name", "text")
+            .required()
+            .help("Strata makes an Ed25519 key and shows its private key once, to save."),
+    );
+    let err = f.map(|((which, fields), e)| {
+        if which == "create-keypair" {
+            create.refill(fields, &e.1);
+        } else {
+            form.refill(fields, &e.1);
+        }
         e.clone()
     });
     page(
         ctx,
         web,
         "keypairs", ("Key pairs", "Your SSH public keys, given to instances you launch (they are yours, in every project)."),
-        vec![form],
+        vec![create, form],
         vec![tbl(
             "keypairs",
             "",
@@ -331,7 +348,42 @@ async fn import_keypair(State(web): State<Arc<Web>>, ctx: Ctx, Form(f): Form<Fie
     };
     match r {
         Ok(()) => Ok(Redirect::to("/keypairs").into_response()),
-        Err(e) => keypair_view(&web, &ctx, Some((&f, &e))),
+        Err(e) => keypair_view(&web, &ctx, Some((("import-keypair", &f), &e))),
+    }
+}
+
+async fn generate_keypair(State(web): State<Arc<Web>>, ctx: Ctx, Form(f): Form<Fields>) -> Page {
+    f.check(&ctx)?;
+    let name = match forms::name("Name", &f.text("name")) {
+        Ok(n) => n,
+        Err(m) => {
+            let e = Failure(StatusCode::BAD_REQUEST, m);
+            return keypair_view(&web, &ctx, Some((("create-keypair", &f), &e)));
+        }
+    };
+    let made = web
+        .act(
+            &ctx,
+            "keypair.create",
+            &name,
+            format!("Key pair {name} created."),
+            web.control.generate_keypair(&ctx.user_id, &name),
+        )
+        .await;
+    match made {
+        Ok((rec, private)) => {
+            let page = KeypairCreated {
+                l: Layout::new(&ctx, &web, "Key pair created", "keypairs"),
+                name: rec.name,
+                public_key: rec.public_key,
+                private_key_url: super::session::url_encode(&private),
+                private_key: private,
+            };
+            // Like every console page it is sent with `Cache-Control: no-store`, so this
+            // only copy of the private key is kept by no cache.
+            Ok(Html(askama::Template::render(&page)?).into_response())
+        }
+        Err(e) => keypair_view(&web, &ctx, Some((("create-keypair", &f), &e))),
     }
 }
 

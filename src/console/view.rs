@@ -339,6 +339,18 @@ pub struct ListPage {
     pub tables: Vec<Table>,
 }
 
+/// The one page that shows a generated key pair's private key.
+#[derive(Template)]
+#[template(path = "keypair_created.html")]
+pub struct KeypairCreated {
+    pub l: Layout,
+    pub name: String,
+    pub public_key: String,
+    pub private_key: String,
+    /// The private key percent-encoded for the download link.
+    pub private_key_url: String,
+}
+
 #[derive(Template)]
 #[template(path = "rows.html")]
 pub struct Rows<'a> {

@@ -1,6 +1,8 @@
 //! Keypairs (OpenSSH public keys a user registers by name, served to VMs through the
 //! metadata service; each user has their own names).
 
+mod generate;
+
 use base64::Engine;
 use sha2::{Digest, Sha256};
 
@@ -81,6 +83,18 @@ impl Control {
             .put::<Keypairs>(key, &rec);
         self.store.commit(txn).await?;
         Ok(rec)
+    }
+
+    /// Makes a key pair for `user` (an Ed25519 key; the comment is the pair's name) and
+    /// registers its public half; the private key is returned, once, and kept nowhere.
+    pub async fn generate_keypair(
+        &self,
+        user: &str,
+        name: &str,
+    ) -> Result<(KeypairRecord, String), ControlError> {
+        let g = generate::ed25519(name.trim())?;
+        let rec = self.create_keypair(user, name, &g.public_key).await?;
+        Ok((rec, g.private_key))
     }
 
     pub fn keypairs(&self, user: &str) -> Result<Vec<KeypairRecord>, ControlError> {

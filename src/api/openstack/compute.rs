@@ -335,19 +335,37 @@ async fn create_keypair(
     })?;
     let k = &v["keypair"];
     let name = k["name"].as_str().unwrap_or("");
-    let public = k["public_key"].as_str().ok_or_else(|| {
-        nova(
-            StatusCode::BAD_REQUEST,
-            "Give a public key to import (generating key pairs is not supported).",
-        )
-    })?;
-    let rec = node
-        .control
-        .create_keypair(&t.user.id, name, public)
-        .await
-        .map_err(cerr)?;
+    // Without a public key the pair is generated here and its private key returned in
+    // this one answer (as Nova does at 2.1; only the public half is stored).
+    let (rec, private) = match k.get("public_key") {
+        None | Some(Value::Null) => {
+            let (rec, private) = node
+                .control
+                .generate_keypair(&t.user.id, name)
+                .await
+                .map_err(cerr)?;
+            (rec, Some(private))
+        }
+        Some(p) => {
+            let public = p.as_str().ok_or_else(|| {
+                nova(
+                    StatusCode::BAD_REQUEST,
+                    "Invalid input for field/attribute public_key: not a string.",
+                )
+            })?;
+            let rec = node
+                .control
+                .create_keypair(&t.user.id, name, public)
+                .await
+                .map_err(cerr)?;
+            (rec, None)
+        }
+    };
     let mut v = keypair_json(&rec);
     v["user_id"] = json!(rec.user);
+    if let Some(private) = private {
+        v["private_key"] = json!(private);
+    }
     Ok(Json(json!({"keypair": v})).into_response())
 }
 
