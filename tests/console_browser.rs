@@ -6,8 +6,8 @@
 //! becomes ACTIVE without a reload, its serial console showing the guest's boot marker
 //! and running what is typed, a volume attached to it (the guest sees the disk), another
 //! project's member who sees none of it, a reader with no buttons whose posts are
-//! refused, a key pair Strata generates (private key shown once), deleting everything,
-//! signing out, and an expired session. Screenshots of the
+//! refused, a key pair Strata generates (private key shown once), deleting everything
+//! (the node's image cache empties itself), signing out, and an expired session. Screenshots of the
 //! main pages go to target/console-screenshots.
 
 mod common;
@@ -660,7 +660,28 @@ fn a_person_runs_the_cloud_from_the_browser() {
     });
     drop(client);
     match r {
-        Ok(Ok(())) => {}
+        Ok(Ok(())) => {
+            // The instance booted from cached kernel and initramfs images; with it and
+            // the images deleted, the node's cache empties itself.
+            let cache = common::data_dir_of(&c.nodes[0]).join("image-cache");
+            assert!(cache.is_dir(), "no image cache at {}", cache.display());
+            let deadline = Instant::now() + Duration::from_secs(30);
+            loop {
+                let left: Vec<_> = std::fs::read_dir(&cache)
+                    .unwrap()
+                    .flatten()
+                    .map(|e| e.file_name())
+                    .collect();
+                if left.is_empty() {
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "deleted images stay in the node's cache: {left:?}"
+                );
+                std::thread::sleep(Duration::from_millis(500));
+            }
+        }
         Ok(Err(e)) => panic!(
             "the browser workflow failed: {e}; node log:\n{}",
             c.nodes[0].log()

@@ -165,3 +165,85 @@ pub async fn cached(att: &Arc<Attachments>, dir: &Path, f: &ImageFile) -> Result
     tracing::info!(image = %f.image, bytes = f.size, "image fetched into the cache");
     Ok(path)
 }
+
+/// A fetch's temporary file older than this is left over from a crash (a fetch of the
+/// largest image takes seconds).
+const STALE_PART: Duration = Duration::from_secs(3600);
+
+/// Removes from the image cache `dir` every image not in `keep` (the cluster's images,
+/// and those any VM boots from, even once the image itself is deleted) and fetches left
+/// over from a crash. Returns how many files went and their bytes.
+pub fn prune(dir: &Path, keep: &std::collections::HashSet<String>) -> (u64, u64) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return (0, 0);
+    };
+    let (mut files, mut bytes) = (0, 0);
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().to_string();
+        let Ok(meta) = e.metadata() else { continue };
+        if !meta.is_file() {
+            continue;
+        }
+        let unused = if name.starts_with('.') && name.ends_with(".part") {
+            meta.modified()
+                .ok()
+                .and_then(|m| m.elapsed().ok())
+                .is_some_and(|age| age > STALE_PART)
+        } else {
+            !keep.contains(&name)
+        };
+        if unused {
+            match std::fs::remove_file(e.path()) {
+                Ok(()) => {
+                    files += 1;
+                    bytes += meta.len();
+                }
+                Err(err) => {
+                    tracing::warn!(file = %e.path().display(), error = %err, "cannot remove an unused cached image")
+                }
+            }
+        }
+    }
+    if files > 0 {
+        tracing::info!(files, bytes, "unused images removed from the cache");
+    }
+    (files, bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pruning_keeps_what_is_used_and_removes_deleted_images_and_stale_fetches() {
+        let d = tempfile::tempdir().unwrap();
+        let put =
+            |name: &str, len: usize| std::fs::write(d.path().join(name), vec![1u8; len]).unwrap();
+        put("img-live", 10);
+        put("img-booted", 20);
+        put("img-deleted", 30);
+        put(".img-new.1f.part", 40);
+        put(".img-old.2e.part", 50);
+        let old = std::time::SystemTime::now() - STALE_PART - Duration::from_secs(60);
+        std::fs::File::options()
+            .write(true)
+            .open(d.path().join(".img-old.2e.part"))
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
+        let keep: std::collections::HashSet<String> = ["img-live", "img-booted"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        assert_eq!(prune(d.path(), &keep), (2, 80));
+        let mut left: Vec<String> = std::fs::read_dir(d.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+            .collect();
+        left.sort();
+        assert_eq!(left, [".img-new.1f.part", "img-booted", "img-live"]);
+        // Nothing more to do the second time; a missing directory is no error.
+        assert_eq!(prune(d.path(), &keep), (0, 0));
+        assert_eq!(prune(&d.path().join("absent"), &keep), (0, 0));
+    }
+}

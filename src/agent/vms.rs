@@ -15,6 +15,7 @@ use super::attach::Attachments;
 use crate::cluster::store::compute_tables::{
     PowerIntent, VmRecord, VmState, VmStatus, VmStatuses, Vms,
 };
+use crate::cluster::store::image_tables::Images;
 use crate::cluster::store::network_tables::{PortStatuses, Ports};
 use crate::compute::{Hypervisor, NbdDisk, Nic, RunState, VmSpec};
 use crate::control::{now_secs, Control};
@@ -46,7 +47,12 @@ struct AgentState {
     failed: HashMap<VmId, (u64, String)>,
     /// Statuses written, to write only changes.
     reported: HashMap<VmId, VmStatus>,
+    /// When the image cache was last pruned.
+    pruned: Option<std::time::Instant>,
 }
+
+/// How often unused images are removed from this node's cache.
+const PRUNE_EVERY: Duration = Duration::from_secs(10);
 
 fn spec(rec: &VmRecord) -> VmSpec {
     VmSpec {
@@ -245,6 +251,7 @@ impl VmAgent {
         if !synced {
             return Ok(());
         }
+        self.prune_image_cache()?;
         // VMs of this node without a record: deleted. Destroy them and drop their status.
         let mut gone: HashSet<VmId> = self
             .control
@@ -284,6 +291,34 @@ impl VmAgent {
                 agent.st().busy.remove(&id);
             });
         }
+        Ok(())
+    }
+
+    /// Removes cached kernels and initramfs images nothing can boot from any more (their
+    /// image deleted, and no VM anywhere in the cluster naming them), every 10 s.
+    fn prune_image_cache(&self) -> Result<(), crate::control::ControlError> {
+        if self.st().pruned.is_some_and(|t| t.elapsed() < PRUNE_EVERY) {
+            return Ok(());
+        }
+        let mut keep: HashSet<String> = self
+            .control
+            .store
+            .list::<Images>()?
+            .into_iter()
+            .map(|r| r.value.id)
+            .collect();
+        for vm in self.control.store.list::<Vms>()? {
+            let b = &vm.value.boot;
+            keep.extend(
+                [&b.kernel_image, &b.initrd_image]
+                    .into_iter()
+                    .flatten()
+                    .map(|f| f.image.clone()),
+            );
+        }
+        let dir = self.nbd_socket.with_file_name("image-cache");
+        self.st().pruned = Some(std::time::Instant::now());
+        super::images::prune(&dir, &keep);
         Ok(())
     }
 
