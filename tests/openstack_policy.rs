@@ -236,6 +236,9 @@ fn quotas_are_enforced_and_bad_input_is_refused_without_changes() {
             404,
             "itemNotFound",
         ),
+        ("POST", "/compute/v2.1/os-keypairs".into(), Some(br#"{"keypair": {"name": "k9", "public_key": 5}}"#), 400, "public_key"),
+        // No public key (Strata generates the pair): a bad name is still refused.
+        ("POST", "/compute/v2.1/os-keypairs".into(), Some(br#"{"keypair": {"name": "a/b"}}"#), 400, "keypair name"),
         ("POST", "/networking/v2.0/networks".into(), Some(br#"{"network": {"name": 5}}"#), 400, "NeutronError"),
         ("POST", "/networking/v2.0/networks".into(), Some(b"[]" as &[u8]), 400, "NeutronError"),
         ("GET", "/networking/v2.0/networks/nope".into(), None, 404, "NeutronError"),
