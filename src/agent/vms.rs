@@ -251,7 +251,9 @@ impl VmAgent {
         if !synced {
             return Ok(());
         }
-        self.prune_image_cache()?;
+        if let Err(e) = self.prune_image_cache() {
+            tracing::debug!(error = %error_chain(&e), "image cache not pruned this time");
+        }
         // VMs of this node without a record: deleted. Destroy them and drop their status.
         let mut gone: HashSet<VmId> = self
             .control
