@@ -229,14 +229,23 @@ async fn upload(
     // list again.
     let deadline = Instant::now() + Duration::from_secs(90);
     loop {
-        if b.js("return window.__upload_page === undefined").await == json!(true) {
+        // One script, so the check and the status are read from the same page; while the
+        // page is being replaced the script may fail, and is tried again.
+        let got =
+            b.d.execute(
+                "if (window.__upload_page === undefined) return null;\
+                 const s = document.getElementById('new-image-status');\
+                 return s ? s.textContent : '';",
+                vec![],
+            )
+            .await
+            .map(|v| v.json().clone());
+        if got.as_ref().is_ok_and(|v| v.is_null()) {
             break;
         }
-        let status = b
-            .el("new-image-status")
-            .await
-            .text()
-            .await
+        let status = got
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
             .unwrap_or_default();
         assert!(
             !status.contains("failed") && !status.contains("Could not"),
