@@ -128,7 +128,7 @@ pub async fn cached(att: &Arc<Attachments>, dir: &Path, f: &ImageFile) -> Result
         .value;
     let reader = att.snapshot_volume(&vol, &f.snapshot)?;
     let (tmp, size, want, img) = (
-        dir.join(format!(".{}.{:x}.part", f.image, rand::random::<u64>())),
+        dir.join(part_name(&f.image)),
         f.size,
         f.sha512.clone(),
         f.image.clone(),
@@ -166,6 +166,15 @@ pub async fn cached(att: &Arc<Attachments>, dir: &Path, f: &ImageFile) -> Result
     Ok(path)
 }
 
+/// The temporary file a fetch of `image` writes before renaming it into place.
+fn part_name(image: &str) -> String {
+    format!(".{image}.{:x}.part", rand::random::<u64>())
+}
+
+fn is_part(name: &str) -> bool {
+    name.starts_with('.') && name.ends_with(".part")
+}
+
 /// A fetch's temporary file older than this is left over from a crash (a fetch of the
 /// largest image takes seconds).
 const STALE_PART: Duration = Duration::from_secs(3600);
@@ -184,7 +193,7 @@ pub fn prune(dir: &Path, keep: &std::collections::HashSet<String>) -> (u64, u64)
         if !meta.is_file() {
             continue;
         }
-        let unused = if name.starts_with('.') && name.ends_with(".part") {
+        let unused = if is_part(&name) {
             meta.modified()
                 .ok()
                 .and_then(|m| m.elapsed().ok())

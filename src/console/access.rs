@@ -253,6 +253,10 @@ async fn release_fip(
 
 // ---- key pairs
 
+/// The key pairs page's two forms: a key pair Strata makes, and an imported public key.
+const CREATE_FORM: &str = "create-keypair";
+const IMPORT_FORM: &str = "import-keypair";
+
 /// The key pairs page; `f` is a refused form (which one, what was sent) and why.
 fn keypair_view(web: &Web, ctx: &Ctx, f: Option<((&str, &Fields), &Failure)>) -> Page {
     let rows = web
@@ -273,20 +277,15 @@ fn keypair_view(web: &Web, ctx: &Ctx, f: Option<((&str, &Fields), &Failure)>) ->
             )],
         })
         .collect();
-    let mut form = FormView::new(
-        "import-keypair",
-        "Import a public key",
-        "/keypairs",
-        "Import",
-    )
-    .with(field("name", "Name", "text").required())
-    .with(
-        field("public_key", "Public key", "textarea")
-            .required()
-            .help("An OpenSSH public key (ssh-ed25519 ... or ssh-rsa ...)."),
-    );
+    let mut form = FormView::new(IMPORT_FORM, "Import a public key", "/keypairs", "Import")
+        .with(field("name", "Name", "text").required())
+        .with(
+            field("public_key", "Public key", "textarea")
+                .required()
+                .help("An OpenSSH public key (ssh-ed25519 ... or ssh-rsa ...)."),
+        );
     let mut create = FormView::new(
-        "create-keypair",
+        CREATE_FORM,
         "Create a key pair",
         "/keypairs/generate",
         "Create",
@@ -297,7 +296,7 @@ fn keypair_view(web: &Web, ctx: &Ctx, f: Option<((&str, &Fields), &Failure)>) ->
             .help("Strata makes an Ed25519 key and shows its private key once, to save."),
     );
     let err = f.map(|((which, fields), e)| {
-        if which == "create-keypair" {
+        if which == CREATE_FORM {
             create.refill(fields, &e.1);
         } else {
             form.refill(fields, &e.1);
@@ -348,7 +347,7 @@ async fn import_keypair(State(web): State<Arc<Web>>, ctx: Ctx, Form(f): Form<Fie
     };
     match r {
         Ok(()) => Ok(Redirect::to("/keypairs").into_response()),
-        Err(e) => keypair_view(&web, &ctx, Some((("import-keypair", &f), &e))),
+        Err(e) => keypair_view(&web, &ctx, Some(((IMPORT_FORM, &f), &e))),
     }
 }
 
@@ -358,7 +357,7 @@ async fn generate_keypair(State(web): State<Arc<Web>>, ctx: Ctx, Form(f): Form<F
         Ok(n) => n,
         Err(m) => {
             let e = Failure(StatusCode::BAD_REQUEST, m);
-            return keypair_view(&web, &ctx, Some((("create-keypair", &f), &e)));
+            return keypair_view(&web, &ctx, Some(((CREATE_FORM, &f), &e)));
         }
     };
     let made = web
@@ -383,7 +382,7 @@ async fn generate_keypair(State(web): State<Arc<Web>>, ctx: Ctx, Form(f): Form<F
             // only copy of the private key is kept by no cache.
             Ok(Html(askama::Template::render(&page)?).into_response())
         }
-        Err(e) => keypair_view(&web, &ctx, Some((("create-keypair", &f), &e))),
+        Err(e) => keypair_view(&web, &ctx, Some(((CREATE_FORM, &f), &e))),
     }
 }
 
