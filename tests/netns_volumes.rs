@@ -1,7 +1,7 @@
 //! Volumes on a 3-node namespace cluster: replicas placed on distinct nodes, each node
 //! creating its region; replication lowered visibly when fewer nodes can hold it; bad
 //! sizes and volumes larger than any node's free space refused with the cause; delete
-//! frees every region.
+//! frees every region; the first attach waits for a node slow to create its region.
 
 mod common;
 
@@ -112,6 +112,45 @@ fn volumes_are_replicated_on_distinct_nodes_and_deleted_everywhere() {
     let o = c.nodes[1].cli(&["volume", "show", "data"]);
     assert!(!o.status.success());
     assert!(stderr(&o).contains("no volume"), "{}", stderr(&o));
+
+    // A node slow to create its region (here it cannot: its regions directory is made
+    // immutable, which stops even root) holds up the first attach, rather than the writer
+    // finding the region missing, marking that replica faulted and copying it again.
+    let dir = data_dir_of(&c.nodes[2]).join("regions");
+    let chattr = |flag: &str| {
+        let o = std::process::Command::new("chattr")
+            .arg(flag)
+            .arg(&dir)
+            .output()
+            .expect("chattr");
+        assert!(o.status.success(), "chattr {flag}: {}", stderr(&o));
+    };
+    chattr("+i");
+    let o = c.nodes[0].cli(&["volume", "create", "late", "--size", "16M"]);
+    let created = o.status.success();
+    let (waited, uri) = std::thread::scope(|s| {
+        let attach = s.spawn(|| created.then(|| export(&c, 0, "late")));
+        std::thread::sleep(Duration::from_secs(4));
+        let waited = !attach.is_finished();
+        chattr("-i");
+        (waited, attach.join())
+    });
+    assert!(created, "create: {}", stderr(&o));
+    assert!(waited, "the attach did not wait for node 2's region");
+    let uri = uri.expect("export").expect("created");
+    let (ok, out) = qemu_io(&uri, &["write -P 0x5a 0 1M", "flush", "read -P 0x5a 0 1M"]);
+    assert!(ok, "{out}");
+    assert_eq!(
+        replica_states(&c, 0, "late"),
+        ["insync"; 3],
+        "replicas of late"
+    );
+    let events =
+        String::from_utf8_lossy(&c.nodes[0].cli(&["events", "--limit", "50"]).stdout).to_string();
+    assert!(
+        !events.contains("volume late: replica"),
+        "a replica of late changed state: {events}"
+    );
 }
 
 #[test]

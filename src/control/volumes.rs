@@ -6,6 +6,7 @@
 //! of the volumes already there), so a node is never promised more than its disk holds.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
@@ -27,6 +28,8 @@ pub const DEFAULT_REPLICATION: u32 = 3;
 pub const MAX_REPLICATION: u32 = 5;
 /// Largest volume (64 TiB).
 pub const MAX_VOLUME_BYTES: u64 = 64 << 40;
+/// How long an attach waits for live replica nodes to create a new volume's regions.
+const REGIONS_WAIT: Duration = Duration::from_secs(30);
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct CreateVolume {
@@ -419,6 +422,7 @@ impl Control {
         id_or_name: &str,
         node: NodeId,
     ) -> Result<VolumeRecord, ControlError> {
+        self.wait_for_regions(id_or_name).await?;
         self.update_volume(id_or_name, |rec| {
             if rec.attached_to == Some(node) {
                 return Ok(Edit::Unchanged);
@@ -439,6 +443,32 @@ impl Control {
             ))
         })
         .await
+    }
+
+    /// Waits, at most [`REGIONS_WAIT`], until every live node placed to hold a replica of
+    /// the volume reports its region. A writer attached before would find a region missing,
+    /// mark that replica faulted and copy all of it again; a node that is down is not
+    /// waited for (its replica is rebuilt when it returns or is replaced).
+    async fn wait_for_regions(&self, id_or_name: &str) -> Result<(), ControlError> {
+        let deadline = tokio::time::Instant::now() + REGIONS_WAIT;
+        let mut changes = self.store.watch();
+        loop {
+            let v = self.volume(id_or_name)?;
+            let missing: Vec<NodeId> = v
+                .replica_nodes
+                .iter()
+                .filter(|r| !r.present && self.membership.is_alive(r.node))
+                .map(|r| r.node)
+                .collect();
+            if missing.is_empty() || v.record.attached_to.is_some() {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() >= deadline {
+                tracing::warn!(volume = %v.record.id, nodes = ?missing, "attaching before every replica node reported the volume's region");
+                return Ok(());
+            }
+            let _ = tokio::time::timeout(Duration::from_millis(500), changes.recv()).await;
+        }
     }
 
     /// Grows a volume (never shrinks it), if every replica node has room for the growth.
