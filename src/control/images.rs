@@ -44,6 +44,8 @@ pub const VISIBILITIES: &[&str] = &["public", "private", "shared", "community"];
 pub const MAX_IMAGE_BYTES: u64 = 1 << 40;
 /// Name of the snapshot that freezes an image's volume.
 const IMAGE_SNAPSHOT: &str = "image";
+/// How long an upload waits for its volume's replicas to be in sync before its snapshot.
+const SYNC_WAIT: Duration = Duration::from_secs(60);
 /// Bytes written to the volume at a time.
 const CHUNK: usize = 4 << 20;
 
@@ -296,10 +298,13 @@ impl Control {
                 return Err(e);
             }
         };
-        match self.write_image(&data, &vol, len, body).await {
+        let result = match self.write_image(&data, &vol, len, body).await {
             Ok((size, md5, sha512)) => {
                 let snap = async {
                     self.detach_volume(&vol.0, None).await?;
+                    // A replica that missed writes (its node restarted) is rebuilt now
+                    // that the volume is attached nowhere; the snapshot needs it in sync.
+                    self.wait_in_sync(&vol).await?;
                     self.snapshot_volume(&vol.0, IMAGE_SNAPSHOT).await
                 }
                 .await;
@@ -329,6 +334,30 @@ impl Control {
                 self.kill_image(id, Some(&vol)).await;
                 Err(e)
             }
+        };
+        if let Err(e) = &result {
+            tracing::warn!(image = %id, error = %crate::telemetry::error_chain(e), "image upload failed");
+        }
+        result
+    }
+
+    /// Waits, at most [`SYNC_WAIT`], until every replica of an image's volume on a live
+    /// node is in sync.
+    async fn wait_in_sync(&self, vol: &VolumeId) -> Result<(), ControlError> {
+        use crate::cluster::store::storage_tables::ReplicaState;
+        let deadline = tokio::time::Instant::now() + SYNC_WAIT;
+        let mut changes = self.store.watch();
+        loop {
+            let v = self.volume(&vol.0)?;
+            let behind = v
+                .replica_nodes
+                .iter()
+                .any(|r| r.state != ReplicaState::InSync && self.membership.is_alive(r.node));
+            if !behind || tokio::time::Instant::now() >= deadline {
+                // Past the deadline the snapshot's refusal names the replica.
+                return Ok(());
+            }
+            let _ = tokio::time::timeout(Duration::from_millis(500), changes.recv()).await;
         }
     }
 
