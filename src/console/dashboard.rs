@@ -25,6 +25,7 @@ pub fn routes() -> Router<Arc<Web>> {
         .route("/nodes/{id}", get(node))
         .route("/nodes/{id}/maintenance", post(maintenance))
         .route("/nodes/{id}/drain", post(drain))
+        .route("/nodes/{id}/remove", post(remove))
         .route("/nodes/requests/{id}/accept", post(accept_join))
         .route("/nodes/requests/{id}/reject", post(reject_join))
 }
@@ -299,7 +300,7 @@ async fn nodes(State(web): State<Arc<Web>>, ctx: Ctx) -> Page {
                         None => badge("in service", "ok"),
                     },
                 ],
-                actions: vec![
+                actions: [
                     if maint.is_some() {
                         action("End maintenance", format!("/nodes/{}/maintenance", n.id))
                     } else {
@@ -316,7 +317,20 @@ async fn nodes(State(web): State<Arc<Web>>, ctx: Ctx) -> Page {
                             n.hostname
                         ),
                     ),
-                ],
+                ]
+                .into_iter()
+                // Only a node that is off can be removed (the control plane checks again).
+                .chain((matches!(n.liveness, "down" | "unknown")).then(|| {
+                    danger(
+                        "Remove",
+                        format!("/nodes/{}/remove", n.id),
+                        format!(
+                            "Remove node {} from the cluster for good? Its replicas are rebuilt on other nodes; to come back it must be reinstalled.",
+                            n.hostname
+                        ),
+                    )
+                }))
+                .collect(),
             }
         })
         .collect();
@@ -326,7 +340,8 @@ async fn nodes(State(web): State<Arc<Web>>, ctx: Ctx) -> Page {
         intro: "The servers of the cluster. A node in maintenance takes no new instances; \
                 the ones it runs keep running. Draining a node puts it in maintenance and \
                 moves its instances to other nodes, one at a time (each shuts down and \
-                boots again there, with its volumes)."
+                boots again there, with its volumes). A node that is powered off and runs \
+                no instances can be removed from the cluster for good."
             .into(),
         forms: vec![],
         tables: vec![
@@ -649,6 +664,28 @@ async fn drain(
         });
         Ok(())
     })
+    .await?;
+    Ok(Redirect::to("/nodes").into_response())
+}
+
+async fn remove(
+    State(web): State<Arc<Web>>,
+    ctx: Ctx,
+    Path(id): Path<String>,
+    Form(f): Form<Fields>,
+) -> Page {
+    f.check(&ctx)?;
+    need_admin(&ctx)?;
+    let id = node_id(&id)?;
+    let done =
+        format!("Node {id} is removed from the cluster; its replicas are rebuilt on other nodes.");
+    web.act(
+        &ctx,
+        "node.remove",
+        &id.to_string(),
+        done,
+        web.control.remove_node(id, &ctx.user_name),
+    )
     .await?;
     Ok(Redirect::to("/nodes").into_response())
 }

@@ -13,8 +13,8 @@ use sha2::{Digest, Sha256};
 use super::tokens::JoinToken;
 use super::{now_ms, now_secs, Control, ControlError};
 use crate::cluster::store::tables::{
-    DiskInfo, Event, Events, JoinTokenRecord, JoinTokens, NodeRecord, Nodes, Secrets, Settings,
-    EVENTS_KEPT,
+    DiskInfo, Event, Events, JoinTokenRecord, JoinTokens, NodeRecord, Nodes, RemovedNodes, Secrets,
+    Settings, EVENTS_KEPT,
 };
 use crate::cluster::store::{StoreError, TxnBuilder};
 use crate::ids::{ClusterId, NodeId, TokenId};
@@ -70,6 +70,10 @@ pub enum JoinRefusal {
     Used { id: TokenId, by: NodeId },
     #[error("node id {0} is already a member of this cluster")]
     DuplicateNode(NodeId),
+    #[error(
+        "node {node} was removed from this cluster (by {by}); reinstall it to join as a new node"
+    )]
+    Removed { node: NodeId, by: String },
     #[error("the cluster is not ready to admit nodes: {0}")]
     NotReady(String),
     #[error("cannot sign the certificate request: {0}")]
@@ -156,6 +160,15 @@ impl Control {
             .is_some()
         {
             return Err(JoinRefusal::DuplicateNode(req.node));
+        }
+        if let Some(r) = store
+            .get::<RemovedNodes>(&req.node.to_string())
+            .map_err(not_ready)?
+        {
+            return Err(JoinRefusal::Removed {
+                node: req.node,
+                by: r.value.by,
+            });
         }
         let settings = store
             .get::<Settings>("cluster")

@@ -2,6 +2,11 @@
 //! after a grace period), placed again on another node with room for it, its NICs' ports
 //! bound there, and started there if it was running. Its disks are replicated volumes,
 //! so nothing is copied: the new node attaches them, fencing the old one.
+//!
+//! A VM on a node that is down is not stopped first (nothing there answers): it is
+//! evacuated, started on another node at once, as Nova's `evacuate`. Should the old node
+//! only be cut off and its guest still run, the new writer's generation fences that guest
+//! from its volumes, and the old node destroys it when it sees the VM placed elsewhere.
 
 use std::time::Duration;
 
@@ -51,7 +56,8 @@ impl Control {
             )));
         }
         let was = rec.power;
-        if was != PowerIntent::Stopped {
+        let evacuated = !self.membership.is_alive(rec.node);
+        if was != PowerIntent::Stopped && !evacuated {
             self.vm_action(&id, VmAction::Stop).await?;
             if !self.wait_stopped(&id, STOP_GRACE).await? {
                 self.vm_action(&id, VmAction::ForceStop).await?;
@@ -65,7 +71,7 @@ impl Control {
         }
         let volume_nodes: Vec<NodeId> = match &rec.volume {
             Some(v) => self
-                .find_volume(&v.0)?
+                .find_volume(&super::caller::Caller::system(), &v.0)?
                 .value
                 .replicas
                 .iter()
@@ -118,8 +124,13 @@ impl Control {
                 }
             }
             let msg = format!(
-                "VM {} ({id}) moved from node {from} to node {node}",
-                moved.name
+                "VM {} ({id}) {} from node {from} to node {node}",
+                moved.name,
+                if evacuated {
+                    "evacuated (its node is down)"
+                } else {
+                    "moved"
+                }
             );
             match self
                 .store

@@ -1,13 +1,14 @@
 //! Keeps the Raft membership in step with the nodes table, so no operator manages it:
 //! admitted, live nodes become learners; voters are kept at the largest odd number up to
 //! `max_voters` that live nodes allow; a voter down for longer than a grace period is
-//! replaced by a live learner when one exists.
+//! replaced by a live learner when one exists; a node removed from the cluster
+//! (`strata node remove`) leaves the membership.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use super::{Control, ControlError};
-use crate::cluster::store::tables::Nodes;
+use crate::cluster::store::tables::{Nodes, RemovedNodes};
 use crate::ids::NodeId;
 
 /// How long a voter may be down before it is replaced by a live learner.
@@ -59,6 +60,21 @@ pub(super) async fn reconcile(
     let view = raft.membership();
     if view.joint {
         return Ok(());
+    }
+    // Nodes removed from the cluster leave the Raft membership first.
+    let removed: BTreeSet<NodeId> = control
+        .store
+        .list::<RemovedNodes>()?
+        .into_iter()
+        .map(|r| r.value.id)
+        .filter(|n| view.voters.contains(n) || view.learners.contains(n))
+        .collect();
+    if !removed.is_empty() {
+        tracing::info!(nodes = ?removed, "removing nodes from Raft");
+        return raft
+            .remove_nodes(&removed)
+            .await
+            .map_err(|e| ControlError::NotReady(format!("removing {removed:?} from Raft: {e}")));
     }
     let alive = |n: NodeId| control.membership.is_alive(n);
     // Track how long each voter has been down.

@@ -12,7 +12,7 @@ pub mod frame;
 pub mod pki;
 pub mod tls;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
@@ -92,6 +92,8 @@ pub enum TransportError {
         #[source]
         source: quinn::ConnectionError,
     },
+    #[error("node {0} was removed from the cluster; it is not contacted")]
+    Removed(NodeId),
     #[error("{addr} did not answer within {after:?}")]
     Timeout { addr: SocketAddr, after: Duration },
     #[error("stream to {addr} broke: {reason}")]
@@ -124,6 +126,10 @@ pub struct Transport {
     clients: HashMap<Class, quinn::ClientConfig>,
     conns: Mutex<HashMap<(NodeId, Class), quinn::Connection>>,
     services: RwLock<HashMap<Class, Arc<dyn Service>>>,
+    /// Nodes removed from the cluster: their certificates are refused both ways.
+    removed: RwLock<HashSet<NodeId>>,
+    /// Removed nodes whose refused connection has been logged.
+    refused: Mutex<HashSet<NodeId>>,
     metrics: Arc<Metrics>,
 }
 
@@ -154,6 +160,8 @@ impl Transport {
             clients,
             conns: Mutex::new(HashMap::new()),
             services: RwLock::new(HashMap::new()),
+            removed: RwLock::new(HashSet::new()),
+            refused: Mutex::new(HashSet::new()),
             metrics,
         });
         tokio::spawn(accept_loop(t.clone()));
@@ -171,6 +179,28 @@ impl Transport {
             .insert(class, service);
     }
 
+    /// Sets the nodes removed from the cluster: from now on no connection is made to them,
+    /// theirs are refused (a stream or datagram on one already open is dropped), and the
+    /// cached connections to them are closed.
+    pub fn set_removed(&self, nodes: HashSet<NodeId>) {
+        let mut conns = self.conns.lock().expect("conns lock poisoned");
+        conns.retain(|(p, _), c| {
+            let keep = !nodes.contains(p);
+            if !keep {
+                c.close(2u32.into(), b"removed from the cluster");
+            }
+            keep
+        });
+        *self.removed.write().expect("removed lock poisoned") = nodes;
+    }
+
+    pub fn is_removed(&self, node: NodeId) -> bool {
+        self.removed
+            .read()
+            .expect("removed lock poisoned")
+            .contains(&node)
+    }
+
     /// A cached, authenticated connection to `peer` for `class`, made if needed.
     pub async fn connection(
         &self,
@@ -178,6 +208,9 @@ impl Transport {
         addr: SocketAddr,
         class: Class,
     ) -> Result<quinn::Connection, TransportError> {
+        if self.is_removed(peer) {
+            return Err(TransportError::Removed(peer));
+        }
         if let Some(c) = self.cached(peer, class) {
             if c.close_reason().is_none() && c.remote_address() == addr {
                 return Ok(c);
@@ -373,6 +406,19 @@ async fn serve_connection(t: &Arc<Transport>, conn: quinn::Connection) -> Result
             "{class:?} requires a client certificate issued by the cluster CA"
         ));
     }
+    let removed = move |t: &Transport| node.is_some_and(|n| t.is_removed(n));
+    if let Some(n) = node.filter(|n| t.is_removed(*n)) {
+        // A removed node that is started again keeps calling: said once per node.
+        let first = t.refused.lock().expect("refused lock poisoned").insert(n);
+        if first {
+            tracing::warn!(%addr, node = %n, "node {n} was removed from the cluster; its certificate is refused");
+        }
+        conn.close(
+            2u32.into(),
+            format!("node {n} was removed from the cluster").as_bytes(),
+        );
+        return Ok(());
+    }
     let service = t
         .services
         .read()
@@ -382,15 +428,20 @@ async fn serve_connection(t: &Arc<Transport>, conn: quinn::Connection) -> Result
         .ok_or_else(|| format!("{class:?} is not served by this node yet"))?;
     let peer = Peer { node, addr };
     if class == Class::Ctl {
-        let (conn2, service2) = (conn.clone(), service.clone());
+        let (conn2, service2, t2) = (conn.clone(), service.clone(), t.clone());
         tokio::spawn(async move {
             while let Ok(d) = conn2.read_datagram().await {
+                if removed(&t2) {
+                    conn2.close(2u32.into(), b"removed from the cluster");
+                    return;
+                }
                 service2.handle_datagram(peer, d);
             }
         });
     }
     loop {
         match conn.accept_bi().await {
+            Ok(_) if removed(t) => return Err("the node was removed from the cluster".into()),
             Ok((send, recv)) => {
                 let service = service.clone();
                 tokio::spawn(async move { service.handle_stream(peer, send, recv).await });
@@ -445,6 +496,48 @@ mod tests {
         let addr = a.local_addr().unwrap();
         let r: String = b
             .call(a_id, addr, Class::Ctl, "echo", &"hi".to_string(), T)
+            .await
+            .unwrap();
+        assert_eq!(r, "hi from Some(NodeId(0000000000000002))");
+    }
+
+    #[tokio::test]
+    async fn a_removed_node_is_refused_both_ways_even_on_an_open_connection() {
+        let ca = ClusterCa::generate("a").unwrap();
+        let (a, a_id) = node(&ca, 1);
+        let (b, b_id) = node(&ca, 2);
+        let (a_addr, b_addr) = (a.local_addr().unwrap(), b.local_addr().unwrap());
+        let hi = "hi".to_string();
+        let r: String = b
+            .call(a_id, a_addr, Class::Ctl, "echo", &hi, T)
+            .await
+            .unwrap();
+        assert_eq!(r, "hi from Some(NodeId(0000000000000002))");
+        // Node 2 is removed: the connection it already holds to node 1 is refused too.
+        a.set_removed([b_id].into());
+        let r = b
+            .call::<_, String>(a_id, a_addr, Class::Ctl, "echo", &hi, T)
+            .await;
+        assert!(r.is_err(), "a removed node was served: {r:?}");
+        b.forget(a_id);
+        let r = b
+            .call::<_, String>(a_id, a_addr, Class::Ctl, "echo", &hi, T)
+            .await;
+        let err = format!("{:?}", r.unwrap_err());
+        assert!(err.contains("was removed from the cluster"), "{err}");
+        // Node 1 does not call it either.
+        let r = a
+            .call::<_, String>(b_id, b_addr, Class::Ctl, "echo", &hi, T)
+            .await;
+        assert!(
+            matches!(r, Err(TransportError::Removed(n)) if n == b_id),
+            "{r:?}"
+        );
+        // Taken off the list, it is served again.
+        a.set_removed(HashSet::new());
+        b.forget(a_id);
+        let r: String = b
+            .call(a_id, a_addr, Class::Ctl, "echo", &hi, T)
             .await
             .unwrap();
         assert_eq!(r, "hi from Some(NodeId(0000000000000002))");

@@ -62,11 +62,22 @@ impl<'a> Console<'a> {
     }
 
     pub fn post(&self, path: &str) -> String {
-        self.curl(&[
-            "-i",
-            "--data-urlencode",
-            &format!("csrf={}", self.csrf),
-            &self.url(path),
-        ])
+        self.post_form(path, &[])
+    }
+
+    /// Posts a form with these fields (and the CSRF token); the answer with its headers.
+    pub fn post_form(&self, path: &str, fields: &[(&str, &str)]) -> String {
+        let mut args = vec![
+            "-i".to_string(),
+            "--data-urlencode".to_string(),
+            format!("csrf={}", self.csrf),
+        ];
+        for (k, v) in fields {
+            args.push("--data-urlencode".into());
+            args.push(format!("{k}={v}"));
+        }
+        args.push(self.url(path));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        self.curl(&args)
     }
 }

@@ -346,6 +346,26 @@ impl RaftNode {
             .map_err(|e| RaftError::Membership(e.to_string()))
     }
 
+    /// Takes nodes out of the Raft membership entirely (voters first, then learners).
+    pub async fn remove_nodes(&self, nodes: &BTreeSet<NodeId>) -> Result<(), RaftError> {
+        let view = self.membership();
+        let voters: BTreeSet<u64> = nodes
+            .iter()
+            .filter(|n| view.voters.contains(n))
+            .map(|n| n.0)
+            .collect();
+        let change = if voters.is_empty() {
+            ChangeMembers::RemoveNodes(nodes.iter().map(|n| n.0).collect())
+        } else {
+            ChangeMembers::RemoveVoters(voters)
+        };
+        self.raft
+            .change_membership(change, false)
+            .await
+            .map(|_| ())
+            .map_err(|e| RaftError::Membership(e.to_string()))
+    }
+
     /// Serves one `ctl` request from a peer.
     pub async fn handle(&self, req: CtlRequest) -> CtlResponse {
         match req {

@@ -115,6 +115,23 @@ pub struct Maintenance {
     pub since: u64,
 }
 
+/// Nodes removed from the cluster for good, key = node id: their certificates are refused
+/// by every node's transport, and the id cannot join again.
+pub struct RemovedNodes;
+impl Table for RemovedNodes {
+    const NAME: &'static str = "removed_nodes";
+    type Value = RemovedNode;
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct RemovedNode {
+    pub id: NodeId,
+    pub hostname: String,
+    /// Who removed it, and when (Unix seconds).
+    pub by: String,
+    pub at: u64,
+}
+
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 pub struct DiskInfo {
     pub name: String,
