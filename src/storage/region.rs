@@ -225,7 +225,9 @@ impl Region {
     }
 
     /// Before blocks `[first, first + count)` of the live layer change: copies into the
-    /// newest snapshot the old content of those it does not hold yet.
+    /// newest snapshot the old content of those it does not hold yet, and makes that copy
+    /// durable (data and checksums synced) before the caller changes the live layer, so
+    /// that no crash, power loss included, can leave the snapshot reading the new data.
     fn preserve(&self, first: u64, count: u64) -> Result<(), VolumeError> {
         let newest = match self.layers().last() {
             Some((_, l)) => l.clone(),
@@ -268,7 +270,7 @@ impl Region {
             newest.put_states(first + i as u64, &keep, &d)?;
             i = j;
         }
-        Ok(())
+        newest.flush()
     }
 
     /// Takes a snapshot of the live layer as it is now (idempotent for an existing name).
@@ -507,13 +509,14 @@ impl Volume for Region {
         self.live.write_at(offset, data)
     }
 
+    /// Snapshot layers first: what they preserved must be on disk before the live
+    /// writes that replaced it are.
     fn flush(&self) -> Result<(), VolumeError> {
-        self.live.flush()?;
         let layers: Vec<Arc<ExtentVolume>> = self.layers().iter().map(|(_, l)| l.clone()).collect();
         for l in layers {
             l.flush()?;
         }
-        Ok(())
+        self.live.flush()
     }
 
     fn discard(&self, offset: u64, len: u64) -> Result<(), VolumeError> {
