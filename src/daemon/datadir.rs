@@ -118,6 +118,27 @@ impl DataDir {
         self.root.join("bootstrap")
     }
 
+    /// Makes the data directory private (0700): it holds the replicated state with the
+    /// cluster's secrets (CA key, token key, password hashes), keys and VM disks.
+    pub fn make_private(&self) -> Result<(), DataDirError> {
+        std::fs::set_permissions(&self.root, std::fs::Permissions::from_mode(0o700)).map_err(
+            |source| DataDirError::Write {
+                path: self.root.clone(),
+                source,
+            },
+        )
+    }
+
+    /// Writes the bootstrap admin's password, created 0600 (never readable by others,
+    /// not even for a moment).
+    pub fn write_admin_password(&self, password: &str) -> Result<(), DataDirError> {
+        write_file(
+            &self.admin_password(),
+            format!("{password}\n").as_bytes(),
+            0o600,
+        )
+    }
+
     pub fn is_initialised(&self) -> bool {
         self.node_file().exists()
     }
@@ -340,6 +361,21 @@ mod tests {
             .permissions()
             .mode();
         assert_eq!(key_mode & 0o777, 0o600);
+    }
+
+    #[test]
+    fn the_directory_and_the_password_file_are_private() {
+        let d = tempfile::tempdir().unwrap();
+        let dd = DataDir::new(d.path());
+        dd.make_private().unwrap();
+        dd.write_admin_password("s3cret").unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(d.path()), 0o700);
+        assert_eq!(mode(&dd.admin_password()), 0o600);
+        assert_eq!(
+            std::fs::read_to_string(dd.admin_password()).unwrap(),
+            "s3cret\n"
+        );
     }
 
     #[test]

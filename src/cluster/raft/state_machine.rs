@@ -110,7 +110,14 @@ impl StateMachine {
         file.extend_from_slice(&bytes);
         {
             use std::io::Write;
-            let mut f = std::fs::File::create(&tmp)?;
+            use std::os::unix::fs::OpenOptionsExt;
+            // The state holds the cluster's secrets: owner-only.
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&tmp)?;
             f.write_all(&file)?;
             f.sync_all()?;
         }
