@@ -10,6 +10,7 @@ pub mod config;
 pub mod console;
 pub mod control;
 pub mod daemon;
+pub mod httpd;
 pub mod ids;
 pub mod installer;
 pub mod network;

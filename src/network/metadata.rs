@@ -69,16 +69,14 @@ impl MetadataServer {
         })?;
         let listener = tokio::net::TcpListener::from_std(std_listener)?;
         let app = router(Ctx { vni, source });
-        let task = tokio::spawn(async move {
-            if let Err(e) = axum::serve(
-                listener,
-                app.into_make_service_with_connect_info::<SocketAddr>(),
-            )
-            .await
-            {
-                tracing::warn!(vni, error = %e, "metadata service stopped");
-            }
-        });
+        // Guests reach it: connections are capped per guest address and time out.
+        let task = tokio::spawn(crate::httpd::serve(
+            listener,
+            app,
+            None,
+            crate::httpd::Limits::GUEST,
+            "metadata",
+        ));
         Ok(MetadataServer { task })
     }
 
