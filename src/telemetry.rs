@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
@@ -49,6 +50,14 @@ pub struct RpcLabels {
     pub rpc: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RefusedLabels {
+    /// `api` or `console`.
+    pub via: String,
+    /// `no_valid_token`, `failed_sign_in` or `locked_out`.
+    pub reason: String,
+}
+
 /// The node's metrics, exported in Prometheus text format on `/metrics`.
 pub struct Metrics {
     pub registry: Registry,
@@ -62,6 +71,7 @@ pub struct Metrics {
     pub membership_alive: Gauge,
     pub membership_size: Gauge,
     pub rpc_seconds: Family<RpcLabels, Histogram>,
+    pub requests_refused: Family<RefusedLabels, Counter>,
 }
 
 impl Metrics {
@@ -83,6 +93,7 @@ impl Metrics {
                     0.5, 1.0,
                 ])
             }),
+            requests_refused: Family::default(),
             registry: Registry::default(),
         };
         registry.register("raft_term", "Current Raft term", m.raft_term.clone());
@@ -131,7 +142,23 @@ impl Metrics {
             "Latency of node-to-node RPCs issued by this node",
             m.rpc_seconds.clone(),
         );
+        registry.register(
+            "requests_refused",
+            "Requests refused without valid credentials (never written to the store)",
+            m.requests_refused.clone(),
+        );
         Arc::new(Metrics { registry, ..m })
+    }
+
+    /// Sets a refusal counter to the count kept by `control` (which only grows).
+    pub fn set_refused(&self, via: &str, reason: &str, count: u64) {
+        self.requests_refused
+            .get_or_create(&RefusedLabels {
+                via: via.to_string(),
+                reason: reason.to_string(),
+            })
+            .inner()
+            .store(count, std::sync::atomic::Ordering::Relaxed);
     }
 
     pub fn observe_rpc(&self, rpc: &str, took: Duration) {

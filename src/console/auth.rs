@@ -43,7 +43,13 @@ struct LoginQuery {
 
 /// Only paths of this console (never `//host` or a full URL) are followed after sign-in.
 fn local(next: &str) -> String {
-    if next.starts_with('/') && !next.starts_with("//") && !next.contains('\\') {
+    // Browsers drop tabs and line breaks from a URL, so "/\t/evil" would become
+    // "//evil": any control character makes the path unsafe.
+    if next.starts_with('/')
+        && !next.starts_with("//")
+        && !next.contains('\\')
+        && !next.chars().any(char::is_control)
+    {
         next.to_string()
     } else {
         "/".into()
@@ -97,23 +103,27 @@ async fn login(
         error,
         ..Default::default()
     };
+    let ip = source.parse().ok();
+    let locked = web.control.throttle.check(&username, ip);
     let (_, info) = match web
         .control
-        .issue_token(&username, DEFAULT_DOMAIN, &password, None)
+        .issue_token(&username, DEFAULT_DOMAIN, &password, None, ip)
+        .await
     {
         Ok(t) => t,
-        Err(_) => {
-            let _ = web
-                .control
-                .audit(audit(
-                    Some("wrong user name or password".into()),
-                    String::new(),
-                ))
-                .await;
-            return refuse(
-                "The user name or password is wrong.",
-                StatusCode::UNAUTHORIZED,
-            );
+        Err(e) => {
+            // Kept in this node's memory only: a failed sign-in has no credentials.
+            let (why, msg) = match &locked {
+                Err(l) => (crate::control::audit::Refusal::LockedOut, l.to_string()),
+                Ok(()) => (
+                    crate::control::audit::Refusal::FailedSignIn,
+                    "The user name or password is wrong.".to_string(),
+                ),
+            };
+            web.control
+                .refusals
+                .note(audit(Some(e.to_string()), String::new()), why);
+            return refuse(&msg, StatusCode::UNAUTHORIZED);
         }
     };
     let projects = web.control.projects_of(&info.user.id)?;
@@ -211,5 +221,7 @@ mod tests {
         assert_eq!(local("//evil.example/x"), "/");
         assert_eq!(local("https://evil.example"), "/");
         assert_eq!(local("/\\evil.example"), "/");
+        assert_eq!(local("/\t/evil.example"), "/");
+        assert_eq!(local("/\r\n/evil.example"), "/");
     }
 }

@@ -5,11 +5,9 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use argon2::password_hash::{PasswordHash, PasswordVerifier};
-use argon2::Argon2;
 use base64::Engine;
 
-use super::identity::{hash_password, unauthorized, TokenClaims, TokenInfo};
+use super::identity::{unauthorized, TokenClaims, TokenInfo};
 use super::{now_secs, Control, ControlError};
 use crate::cluster::store::identity_tables::{AppCredentialRecord, AppCredentials};
 use crate::cluster::store::TxnBuilder;
@@ -40,6 +38,9 @@ pub struct CreateAppCredential {
     pub unrestricted: bool,
 }
 
+/// Application credentials one user may hold (each is a stored hash on every node).
+pub const MAX_PER_USER: usize = 100;
+
 impl Control {
     /// Creates an application credential for the token's user and project; returns it
     /// and its secret (shown this once). A token from a restricted application credential
@@ -69,6 +70,20 @@ impl Control {
             return Err(ControlError::Invalid(format!(
                 "application credential name {name:?} must be 1-255 printable characters"
             )));
+        }
+        let held = self
+            .store
+            .list::<AppCredentials>()?
+            .iter()
+            .filter(|c| c.value.user == by.user.id)
+            .count();
+        if held >= MAX_PER_USER {
+            return Err(ControlError::OverQuota {
+                resource: "application_credentials".into(),
+                message: format!(
+                    "a user holds at most {MAX_PER_USER} application credentials; delete one first"
+                ),
+            });
         }
         if self
             .store
@@ -122,7 +137,7 @@ impl Control {
             description: req.description,
             user: by.user.id.clone(),
             project: project.id.clone(),
-            secret_hash: hash_password(&secret)?,
+            secret_hash: super::passwords::hash(&secret).await?,
             roles,
             expires_at: req.expires_at,
             unrestricted: req.unrestricted,
@@ -183,13 +198,20 @@ impl Control {
         Ok(())
     }
 
-    /// Authentication with an application credential: by id, or by name and its user.
-    pub fn issue_app_credential_token(
+    /// Authentication with an application credential: by id, or by name and its user
+    /// (the secret checked off the async runtime; failures throttled as sign-ins are).
+    pub async fn issue_app_credential_token(
         &self,
         id: Option<&str>,
         name_and_user: Option<(&str, &str)>,
         secret: &str,
+        source: Option<std::net::IpAddr>,
     ) -> Result<(String, TokenInfo), ControlError> {
+        let key = id
+            .map(str::to_string)
+            .or(name_and_user.map(|(n, u)| format!("{u}/{n}")))
+            .unwrap_or_default();
+        self.throttle.check(&key, source)?;
         let cred = match (id, name_and_user) {
             (Some(id), _) => self.store.get::<AppCredentials>(id)?.map(|c| c.value),
             (None, Some((name, user))) => self
@@ -199,17 +221,18 @@ impl Control {
                 .map(|c| c.value)
                 .find(|c| c.name == name && c.user == user),
             (None, None) => None,
-        }
-        .ok_or_else(unauthorized)?;
-        let hash = PasswordHash::new(&cred.secret_hash).map_err(|_| unauthorized())?;
-        if Argon2::default()
-            .verify_password(secret.as_bytes(), &hash)
-            .is_err()
-            || cred.expires_at.is_some_and(|e| e <= now_secs())
-        {
-            tracing::info!(credential = %cred.id, "application credential authentication failed");
-            return Err(unauthorized());
-        }
+        };
+        let matches =
+            super::passwords::verify(cred.as_ref().map(|c| c.secret_hash.clone()), secret).await?;
+        let cred = match cred {
+            Some(c) if matches && c.expires_at.is_none_or(|e| e > now_secs()) => c,
+            _ => {
+                tracing::info!(credential = %key, "application credential authentication failed");
+                self.throttle.failed(&key, source);
+                return Err(unauthorized());
+            }
+        };
+        self.throttle.succeeded(&key, source);
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_secs())

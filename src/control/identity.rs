@@ -6,8 +6,6 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
-use argon2::Argon2;
 use base64::Engine;
 use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
@@ -65,13 +63,9 @@ fn hex_id() -> String {
     hex::encode(rand::random::<[u8; 16]>())
 }
 
-pub(super) fn hash_password(password: &str) -> Result<String, ControlError> {
-    let salt = SaltString::encode_b64(&rand::random::<[u8; 16]>())
-        .map_err(|e| ControlError::Invalid(format!("salt: {e}")))?;
-    Argon2::default()
-        .hash_password(password.as_bytes(), &salt)
-        .map(|h| h.to_string())
-        .map_err(|e| ControlError::Invalid(format!("cannot hash the password: {e}")))
+#[cfg(test)]
+fn hash_password(password: &str) -> Result<String, ControlError> {
+    super::passwords::hash_blocking(password)
 }
 
 pub(super) fn unauthorized() -> ControlError {
@@ -112,7 +106,7 @@ impl Control {
             id: hex_id(),
             name: "admin".into(),
             domain_id: DEFAULT_DOMAIN.into(),
-            password_hash: hash_password(&password)?,
+            password_hash: super::passwords::hash(&password).await?,
             enabled: true,
             default_project_id: Some(project.id.clone()),
             created_at: now_secs(),
@@ -221,23 +215,31 @@ impl Control {
     }
 
     /// Password authentication, optionally scoped to a project the user has a role on.
-    pub fn issue_token(
+    /// `source` is the client's address, for throttling: repeated failures lock the
+    /// user name and the address for a while ([`super::passwords::Throttle`]). The
+    /// password is checked off the async runtime, and as slowly for an unknown user.
+    pub async fn issue_token(
         &self,
         user: &str,
         user_domain: &str,
         password: &str,
         project: Option<&str>,
+        source: Option<std::net::IpAddr>,
     ) -> Result<(String, TokenInfo), ControlError> {
-        let u = self.find_user(user, user_domain)?;
-        let hash = PasswordHash::new(&u.password_hash).map_err(|_| unauthorized())?;
-        if !u.enabled
-            || Argon2::default()
-                .verify_password(password.as_bytes(), &hash)
-                .is_err()
-        {
-            tracing::info!(user = %u.name, "authentication failed");
-            return Err(unauthorized());
-        }
+        self.throttle.check(user, source)?;
+        let found = self.find_user(user, user_domain).ok();
+        let matches =
+            super::passwords::verify(found.as_ref().map(|u| u.password_hash.clone()), password)
+                .await?;
+        let u = match found {
+            Some(u) if matches && u.enabled => u,
+            _ => {
+                tracing::info!(user = %user, "authentication failed");
+                self.throttle.failed(user, source);
+                return Err(unauthorized());
+            }
+        };
+        self.throttle.succeeded(user, source);
         let project = match project {
             Some(p) => {
                 let p = self.find_project(p).map_err(|_| unauthorized())?;
@@ -370,6 +372,29 @@ impl Control {
         Ok(out)
     }
 
+    /// Deletes the revocations of tokens that have expired anyway (run by the leader), so
+    /// the table holds only tokens that could still be used.
+    pub async fn prune_revoked_tokens(&self) -> Result<usize, ControlError> {
+        let now = now_secs();
+        let expired: Vec<String> = self
+            .store
+            .list::<RevokedTokens>()?
+            .into_iter()
+            .filter(|r| r.value <= now)
+            .map(|r| r.key)
+            .take(1_000)
+            .collect();
+        if expired.is_empty() {
+            return Ok(0);
+        }
+        let mut txn = TxnBuilder::new();
+        for k in &expired {
+            txn = txn.delete::<RevokedTokens>(k.clone());
+        }
+        self.store.commit(txn).await?;
+        Ok(expired.len())
+    }
+
     pub async fn revoke_token(&self, token: &str) -> Result<(), ControlError> {
         let claims = self.verify(token)?;
         let txn =
@@ -445,7 +470,7 @@ impl Control {
             id: hex_id(),
             name: name.into(),
             domain_id: DEFAULT_DOMAIN.into(),
-            password_hash: hash_password(password)?,
+            password_hash: super::passwords::hash(password).await?,
             enabled: true,
             default_project_id: project,
             created_at: now_secs(),
@@ -537,6 +562,8 @@ pub fn iso8601(secs: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use argon2::password_hash::{PasswordHash, PasswordVerifier};
+    use argon2::Argon2;
 
     #[test]
     fn passwords_hash_and_verify_and_times_format_like_keystone() {

@@ -42,9 +42,10 @@ pub struct AppCredentialMethod {
 }
 
 /// The `application_credential` authentication method.
-pub fn authenticate_method(
+pub async fn authenticate_method(
     node: &Node,
     m: &AppCredentialMethod,
+    source: Option<std::net::IpAddr>,
 ) -> Result<(String, TokenInfo), OsError> {
     let user = match (&m.name, &m.user) {
         (Some(_), Some(u)) => {
@@ -76,7 +77,8 @@ pub fn authenticate_method(
     }
     Ok(node
         .control
-        .issue_app_credential_token(m.id.as_deref(), by_name, &m.secret)?)
+        .issue_app_credential_token(m.id.as_deref(), by_name, &m.secret, source)
+        .await?)
 }
 
 fn cred_json(c: &AppCredentialRecord, secret: Option<&str>) -> Value {

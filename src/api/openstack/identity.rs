@@ -205,18 +205,52 @@ fn bad(m: impl Into<String>) -> OsError {
 
 async fn issue(
     State(node): State<Arc<Node>>,
+    ext: axum::http::Extensions,
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Result<Response, OsError> {
-    let req: AuthRequest = serde_json::from_slice(&body)
+    let source = ext
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0.ip());
+    let r = issue_for(&node, source, &headers, &body).await;
+    if let Err(e) = &r {
+        if e.0 == StatusCode::UNAUTHORIZED {
+            // A failed sign-in: counted and kept in memory, never in the store.
+            let why = if e.1.contains("locked") || e.1.contains("Too many failed") {
+                crate::control::audit::Refusal::LockedOut
+            } else {
+                crate::control::audit::Refusal::FailedSignIn
+            };
+            let rec = crate::cluster::store::tables::AuditRecord {
+                user: "(sign-in)".into(),
+                action: "POST auth".into(),
+                target: "/v3/auth/tokens".into(),
+                source: source.map(|s| s.to_string()).unwrap_or_default(),
+                via: "api".into(),
+                error: Some(e.1.clone()),
+                ..Default::default()
+            };
+            node.control.refusals.note(rec, why);
+        }
+    }
+    r
+}
+
+async fn issue_for(
+    node: &Node,
+    source: Option<std::net::IpAddr>,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<Response, OsError> {
+    let req: AuthRequest = serde_json::from_slice(body)
         .map_err(|e| bad(format!("Invalid authentication request: {e}")))?;
     let methods = &req.auth.identity.methods;
     if methods.iter().any(|m| m == "application_credential") {
         let m = req.auth.identity.application_credential.ok_or_else(|| {
             bad("The application_credential method needs an \"application_credential\" object.")
         })?;
-        let (token, info) = super::app_credentials::authenticate_method(&node, &m)?;
-        return Ok(token_response(&token, &info, &headers));
+        let (token, info) = super::app_credentials::authenticate_method(node, &m, source).await?;
+        return Ok(token_response(&token, &info, headers));
     }
     if !methods.iter().any(|m| m == "password") {
         return Err(OsError(
@@ -253,10 +287,17 @@ async fn issue(
         let p = &s["project"];
         p["id"].as_str().or(p["name"].as_str()).map(str::to_string)
     });
-    let (token, info) =
-        node.control
-            .issue_token(&user, &domain, &pw.user.password, project.as_deref())?;
-    Ok(token_response(&token, &info, &headers))
+    let (token, info) = node
+        .control
+        .issue_token(
+            &user,
+            &domain,
+            &pw.user.password,
+            project.as_deref(),
+            source,
+        )
+        .await?;
+    Ok(token_response(&token, &info, headers))
 }
 
 /// 201 with the token body, the token itself in `X-Subject-Token`.
