@@ -123,7 +123,7 @@ pub async fn cached(att: &Arc<Attachments>, dir: &Path, f: &ImageFile) -> Result
     std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     let vol = att
         .control
-        .find_volume(&f.volume.0)
+        .find_volume(&crate::control::caller::Caller::system(), &f.volume.0)
         .map_err(|e| format!("the data of image {}: {}", f.image, error_chain(&e)))?
         .value;
     let reader = att.snapshot_volume(&vol, &f.snapshot)?;

@@ -17,8 +17,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::cluster::raft::RaftError;
-use crate::cluster::store::tables::{DebugKv, Events};
-use crate::cluster::store::{StoreError, TxnBuilder};
+use crate::cluster::store::tables::Events;
+use crate::cluster::store::StoreError;
 use crate::control::ControlError;
 use crate::daemon::Node;
 use crate::telemetry::error_chain;
@@ -46,12 +46,16 @@ pub async fn serve(listener: tokio::net::UnixListener, node: Arc<Node>) {
     let app = Router::new()
         .route("/v1/status", get(status))
         .route("/v1/nodes", get(nodes))
+        .route("/v1/nodes/{id}", axum::routing::delete(remove_node))
+        .route("/v1/nodes/{id}/drain", post(drain_node))
         .route("/v1/tokens", post(create_token))
         .route("/v1/join-requests", get(join_requests))
         .route("/v1/join-requests/{id}/{decision}", post(decide_join))
         .route("/v1/events", get(events))
         .route("/v1/openstack", get(openstack_endpoint))
         .route("/v1/debug/raft", get(debug_raft))
+        .route("/v1/debug/store", get(debug_store))
+        .route("/v1/debug/refusals", get(debug_refusals))
         .route("/v1/debug/transport-bench", post(debug_transport_bench))
         .route("/v1/debug/kv/{key}", put(debug_put).get(debug_get))
         .merge(super::admin_vms::routes())
@@ -79,9 +83,7 @@ pub async fn serve_metrics(listener: tokio::net::TcpListener, node: Arc<Node>) {
             }),
         )
         .with_state(node);
-    if let Err(e) = axum::serve(listener, app).await {
-        tracing::error!(error = %e, "metrics endpoint stopped");
-    }
+    crate::httpd::serve(listener, app, None, crate::httpd::Limits::SMALL, "metrics").await
 }
 
 /// An error as the CLI sees it: a status code and one sentence naming the cause.
@@ -160,7 +162,35 @@ async fn nodes(State(node): State<Arc<Node>>) -> Result<Json<serde_json::Value>,
     Ok(Json(serde_json::to_value(s.nodes).unwrap_or_default()))
 }
 
+/// Removes a powered-off node from the cluster for good (id or hostname).
+async fn remove_node(
+    State(node): State<Arc<Node>>,
+    UrlPath(id): UrlPath<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let target = node.control.find_node(&id)?;
+    let r = node
+        .control
+        .remove_node(target, "admin (local socket)")
+        .await?;
+    Ok(Json(serde_json::to_value(r).unwrap_or_default()))
+}
+
+/// Drains a node (maintenance, then its VMs moved one at a time; evacuated if it is
+/// down) and answers when done, with the VMs that could not move.
+async fn drain_node(
+    State(node): State<Arc<Node>>,
+    UrlPath(id): UrlPath<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let target = node.control.find_node(&id)?;
+    let stayed = node
+        .control
+        .drain_node(target, "admin (local socket)")
+        .await?;
+    Ok(Json(json!({"node": target, "stayed": stayed})))
+}
+
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct TokenReq {
     ttl_seconds: Option<u64>,
 }
@@ -246,6 +276,7 @@ async fn events(
 }
 
 #[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 struct TransportBench {
     peer: String,
     mib: u64,
@@ -283,6 +314,20 @@ async fn debug_transport_bench(
     })))
 }
 
+/// Requests this node refused without credentials: counts and the newest 50.
+async fn debug_refusals(State(node): State<Arc<Node>>) -> Json<serde_json::Value> {
+    let r = &node.control.refusals;
+    Json(json!({
+        "counts": r.counts().into_iter().map(|((via, why), n)| json!({"via": via, "reason": why, "count": n})).collect::<Vec<_>>(),
+        "recent": r.recent(50),
+    }))
+}
+
+/// Every record's revision, by table and key (this node's applied state).
+async fn debug_store(State(node): State<Arc<Node>>) -> Json<serde_json::Value> {
+    Json(json!(node.control.store.revisions()))
+}
+
 async fn debug_raft(State(node): State<Arc<Node>>) -> Result<Json<serde_json::Value>, ApiError> {
     let raft = node.control.raft();
     let m = raft.metrics();
@@ -309,11 +354,7 @@ async fn debug_put(
     UrlPath(key): UrlPath<String>,
     Json(value): Json<serde_json::Value>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let revision = node
-        .control
-        .store
-        .commit(TxnBuilder::new().put::<DebugKv>(key, &value))
-        .await?;
+    let revision = node.control.debug_put(&key, &value).await?;
     Ok(Json(json!({ "revision": revision })))
 }
 
@@ -328,11 +369,15 @@ async fn debug_get(
     UrlPath(key): UrlPath<String>,
     Query(q): Query<GetQuery>,
 ) -> Result<Response, ApiError> {
-    if q.linearizable {
-        node.control.store.linearizable().await?;
-    }
-    match node.control.store.get::<DebugKv>(&key)? {
-        Some(v) => Ok(Json(json!({"value": v.value, "revision": v.revision})).into_response()),
+    match node.control.debug_get(&key, q.linearizable).await? {
+        Some((value, revision)) => {
+            Ok(Json(json!({"value": value, "revision": revision})).into_response())
+        }
         None => Ok(ApiError(StatusCode::NOT_FOUND, format!("no key {key:?}")).into_response()),
     }
+}
+
+/// The caller of every admin socket request: the node-local administrator.
+pub(crate) fn local() -> crate::control::caller::Caller {
+    crate::control::caller::Caller::local("admin (local socket)")
 }

@@ -57,24 +57,38 @@ async fn create_router(
     State(node): State<Arc<Node>>,
     Json(req): Json<CreateRouter>,
 ) -> Result<Json<RouterRecord>, ApiError> {
-    Ok(Json(node.control.create_router(req).await?))
+    Ok(Json(
+        node.control
+            .create_router(&crate::api::admin::local(), req)
+            .await?,
+    ))
 }
 
 async fn router(
     State(node): State<Arc<Node>>,
     UrlPath(id): UrlPath<String>,
 ) -> Result<Json<RouterRecord>, ApiError> {
-    Ok(Json(fresh(&node, || node.control.find_router(&id)).await?))
+    Ok(Json(
+        fresh(&node, || {
+            node.control.find_router(&crate::api::admin::local(), &id)
+        })
+        .await?,
+    ))
 }
 
 async fn delete_router(
     State(node): State<Arc<Node>>,
     UrlPath(id): UrlPath<String>,
 ) -> Result<Json<RouterRecord>, ApiError> {
-    Ok(Json(node.control.delete_router(&id).await?))
+    Ok(Json(
+        node.control
+            .delete_router(&crate::api::admin::local(), &id)
+            .await?,
+    ))
 }
 
 #[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 struct Gateway {
     network: Option<String>,
 }
@@ -86,12 +100,13 @@ async fn router_gateway(
 ) -> Result<Json<RouterRecord>, ApiError> {
     Ok(Json(
         node.control
-            .set_router_gateway(&id, req.network.as_deref())
+            .set_router_gateway(&crate::api::admin::local(), &id, req.network.as_deref())
             .await?,
     ))
 }
 
 #[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 struct Interface {
     subnet: String,
 }
@@ -102,7 +117,9 @@ async fn router_add_interface(
     Json(req): Json<Interface>,
 ) -> Result<Json<RouterRecord>, ApiError> {
     Ok(Json(
-        node.control.add_router_interface(&id, &req.subnet).await?,
+        node.control
+            .add_router_interface(&crate::api::admin::local(), &id, &req.subnet)
+            .await?,
     ))
 }
 
@@ -113,7 +130,7 @@ async fn router_remove_interface(
 ) -> Result<Json<RouterRecord>, ApiError> {
     Ok(Json(
         node.control
-            .remove_router_interface(&id, &req.subnet)
+            .remove_router_interface(&crate::api::admin::local(), &id, &req.subnet)
             .await?,
     ))
 }
@@ -126,7 +143,11 @@ async fn create_fip(
     State(node): State<Arc<Node>>,
     Json(req): Json<CreateFloatingIp>,
 ) -> Result<Json<FloatingIpRecord>, ApiError> {
-    Ok(Json(node.control.create_floating_ip(req).await?))
+    Ok(Json(
+        node.control
+            .create_floating_ip(&crate::api::admin::local(), req)
+            .await?,
+    ))
 }
 
 async fn fip(
@@ -134,7 +155,11 @@ async fn fip(
     UrlPath(id): UrlPath<String>,
 ) -> Result<Json<FloatingIpRecord>, ApiError> {
     Ok(Json(
-        fresh(&node, || node.control.find_floating_ip(&id)).await?,
+        fresh(&node, || {
+            node.control
+                .find_floating_ip(&crate::api::admin::local(), &id)
+        })
+        .await?,
     ))
 }
 
@@ -142,10 +167,15 @@ async fn delete_fip(
     State(node): State<Arc<Node>>,
     UrlPath(id): UrlPath<String>,
 ) -> Result<Json<FloatingIpRecord>, ApiError> {
-    Ok(Json(node.control.delete_floating_ip(&id).await?))
+    Ok(Json(
+        node.control
+            .delete_floating_ip(&crate::api::admin::local(), &id)
+            .await?,
+    ))
 }
 
 #[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 struct Associate {
     port: Option<String>,
 }
@@ -157,12 +187,13 @@ async fn associate_fip(
 ) -> Result<Json<FloatingIpRecord>, ApiError> {
     Ok(Json(
         node.control
-            .associate_floating_ip(&id, req.port.as_deref())
+            .associate_floating_ip(&crate::api::admin::local(), &id, req.port.as_deref())
             .await?,
     ))
 }
 
 #[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 struct PortSecurity {
     #[serde(default)]
     security_groups: Option<Vec<String>>,
@@ -177,7 +208,12 @@ async fn port_security(
 ) -> Result<Json<PortView>, ApiError> {
     Ok(Json(
         node.control
-            .set_port_security(&id, req.security_groups, req.port_security)
+            .set_port_security(
+                &crate::api::admin::local(),
+                &id,
+                req.security_groups,
+                req.port_security,
+            )
             .await?,
     ))
 }
@@ -192,7 +228,11 @@ async fn create_secgroup(
     State(node): State<Arc<Node>>,
     Json(req): Json<CreateSecGroup>,
 ) -> Result<Json<SecurityGroupRecord>, ApiError> {
-    Ok(Json(node.control.create_secgroup(req).await?))
+    Ok(Json(
+        node.control
+            .create_secgroup(&crate::api::admin::local(), req)
+            .await?,
+    ))
 }
 
 async fn secgroup(
@@ -200,7 +240,10 @@ async fn secgroup(
     UrlPath(id): UrlPath<String>,
 ) -> Result<Json<SecurityGroupRecord>, ApiError> {
     Ok(Json(
-        fresh(&node, || node.control.find_secgroup(&id)).await?,
+        fresh(&node, || {
+            node.control.find_secgroup(&crate::api::admin::local(), &id)
+        })
+        .await?,
     ))
 }
 
@@ -208,7 +251,11 @@ async fn delete_secgroup(
     State(node): State<Arc<Node>>,
     UrlPath(id): UrlPath<String>,
 ) -> Result<Json<SecurityGroupRecord>, ApiError> {
-    Ok(Json(node.control.delete_secgroup(&id).await?))
+    Ok(Json(
+        node.control
+            .delete_secgroup(&crate::api::admin::local(), &id)
+            .await?,
+    ))
 }
 
 async fn add_rule(
@@ -216,14 +263,20 @@ async fn add_rule(
     UrlPath(id): UrlPath<String>,
     Json(req): Json<CreateRule>,
 ) -> Result<Json<RuleRecord>, ApiError> {
-    Ok(Json(node.control.add_rule(&id, req).await?))
+    Ok(Json(
+        node.control
+            .add_rule(&crate::api::admin::local(), &id, req)
+            .await?,
+    ))
 }
 
 async fn delete_rule(
     State(node): State<Arc<Node>>,
     UrlPath((id, rule)): UrlPath<(String, String)>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    node.control.delete_rule(&id, &rule).await?;
+    node.control
+        .delete_rule(&crate::api::admin::local(), &id, &rule)
+        .await?;
     Ok(Json(json!({"deleted": rule})))
 }
 
@@ -246,7 +299,10 @@ async fn create_network(
     State(node): State<Arc<Node>>,
     Json(req): Json<CreateNetwork>,
 ) -> Result<Json<NetworkView>, ApiError> {
-    let rec = node.control.create_network(req).await?;
+    let rec = node
+        .control
+        .create_network(&crate::api::admin::local(), req)
+        .await?;
     Ok(Json(node.control.network_view(rec)?))
 }
 
@@ -254,7 +310,10 @@ async fn network(
     State(node): State<Arc<Node>>,
     UrlPath(id): UrlPath<String>,
 ) -> Result<Json<NetworkView>, ApiError> {
-    let rec = fresh(&node, || node.control.find_network(&id)).await?;
+    let rec = fresh(&node, || {
+        node.control.find_network(&crate::api::admin::local(), &id)
+    })
+    .await?;
     Ok(Json(node.control.network_view(rec)?))
 }
 
@@ -262,7 +321,11 @@ async fn delete_network(
     State(node): State<Arc<Node>>,
     UrlPath(id): UrlPath<String>,
 ) -> Result<Json<NetworkRecord>, ApiError> {
-    Ok(Json(node.control.delete_network(&id).await?))
+    Ok(Json(
+        node.control
+            .delete_network(&crate::api::admin::local(), &id)
+            .await?,
+    ))
 }
 
 async fn subnets(State(node): State<Arc<Node>>) -> Result<Json<Vec<SubnetRecord>>, ApiError> {
@@ -273,21 +336,34 @@ async fn create_subnet(
     State(node): State<Arc<Node>>,
     Json(req): Json<CreateSubnet>,
 ) -> Result<Json<SubnetRecord>, ApiError> {
-    Ok(Json(node.control.create_subnet(req).await?))
+    Ok(Json(
+        node.control
+            .create_subnet(&crate::api::admin::local(), req)
+            .await?,
+    ))
 }
 
 async fn subnet(
     State(node): State<Arc<Node>>,
     UrlPath(id): UrlPath<String>,
 ) -> Result<Json<SubnetRecord>, ApiError> {
-    Ok(Json(fresh(&node, || node.control.find_subnet(&id)).await?))
+    Ok(Json(
+        fresh(&node, || {
+            node.control.find_subnet(&crate::api::admin::local(), &id)
+        })
+        .await?,
+    ))
 }
 
 async fn delete_subnet(
     State(node): State<Arc<Node>>,
     UrlPath(id): UrlPath<String>,
 ) -> Result<Json<SubnetRecord>, ApiError> {
-    Ok(Json(node.control.delete_subnet(&id).await?))
+    Ok(Json(
+        node.control
+            .delete_subnet(&crate::api::admin::local(), &id)
+            .await?,
+    ))
 }
 
 async fn ports(State(node): State<Arc<Node>>) -> Result<Json<Vec<PortView>>, ApiError> {
@@ -298,25 +374,38 @@ async fn create_port(
     State(node): State<Arc<Node>>,
     Json(req): Json<CreatePort>,
 ) -> Result<Json<PortView>, ApiError> {
-    Ok(Json(node.control.create_port(req).await?))
+    Ok(Json(
+        node.control
+            .create_port(&crate::api::admin::local(), req)
+            .await?,
+    ))
 }
 
 async fn port(
     State(node): State<Arc<Node>>,
     UrlPath(id): UrlPath<String>,
 ) -> Result<Json<PortView>, ApiError> {
-    Ok(Json(fresh(&node, || node.control.port(&id)).await?))
+    Ok(Json(
+        fresh(&node, || {
+            node.control.port(&crate::api::admin::local(), &id)
+        })
+        .await?,
+    ))
 }
 
 async fn delete_port(
     State(node): State<Arc<Node>>,
     UrlPath(id): UrlPath<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let p = node.control.delete_port(&id).await?;
+    let p = node
+        .control
+        .delete_port(&crate::api::admin::local(), &id)
+        .await?;
     Ok(Json(json!({"deleted": p.id})))
 }
 
 #[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 struct Bind {
     /// A node id, or null to unbind.
     host: Option<NodeId>,

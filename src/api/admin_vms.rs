@@ -37,7 +37,11 @@ async fn create(
     State(node): State<Arc<Node>>,
     Json(req): Json<CreateVm>,
 ) -> Result<Json<VmView>, ApiError> {
-    Ok(Json(node.control.create_vm(req).await?))
+    Ok(Json(
+        node.control
+            .create_vm(&crate::api::admin::local(), req)
+            .await?,
+    ))
 }
 
 async fn show(
@@ -71,6 +75,7 @@ async fn gone(
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct ActionReq {
     action: VmAction,
 }

@@ -29,6 +29,7 @@ pub fn routes() -> Router<Arc<Node>> {
 }
 
 #[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 struct Snapshot {
     name: String,
 }
@@ -86,7 +87,10 @@ async fn detach(
     UrlPath(id): UrlPath<String>,
 ) -> Result<Json<VolumeView>, ApiError> {
     let rec = node.control.detach_volume(&id, None).await?;
-    Ok(Json(node.control.volume(&rec.id.0)?))
+    Ok(Json(
+        node.control
+            .volume(&crate::api::admin::local(), &rec.id.0)?,
+    ))
 }
 
 async fn list(State(node): State<Arc<Node>>) -> Result<Json<Vec<VolumeView>>, ApiError> {
@@ -97,17 +101,21 @@ async fn create(
     State(node): State<Arc<Node>>,
     Json(req): Json<CreateVolume>,
 ) -> Result<Json<VolumeView>, ApiError> {
-    Ok(Json(node.control.create_volume(req).await?))
+    Ok(Json(
+        node.control
+            .create_volume(&crate::api::admin::local(), req)
+            .await?,
+    ))
 }
 
 async fn show(
     State(node): State<Arc<Node>>,
     UrlPath(id): UrlPath<String>,
 ) -> Result<Json<VolumeView>, ApiError> {
-    match node.control.volume(&id) {
+    match node.control.volume(&crate::api::admin::local(), &id) {
         // This node may not have applied a create made through another node yet.
         Err(ControlError::NotFound(_)) if node.control.store.linearizable().await.is_ok() => {
-            Ok(Json(node.control.volume(&id)?))
+            Ok(Json(node.control.volume(&crate::api::admin::local(), &id)?))
         }
         r => Ok(Json(r?)),
     }
@@ -117,11 +125,15 @@ async fn delete(
     State(node): State<Arc<Node>>,
     UrlPath(id): UrlPath<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let rec = node.control.delete_volume(&id).await?;
+    let rec = node
+        .control
+        .delete_volume(&crate::api::admin::local(), &id)
+        .await?;
     Ok(Json(json!({"deleted": rec.id, "name": rec.name})))
 }
 
 #[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 struct Grow {
     size_bytes: u64,
 }
@@ -132,5 +144,8 @@ async fn grow(
     Json(req): Json<Grow>,
 ) -> Result<Json<VolumeView>, ApiError> {
     let rec = node.control.grow_volume(&id, req.size_bytes).await?;
-    Ok(Json(node.control.volume(&rec.id.0)?))
+    Ok(Json(
+        node.control
+            .volume(&crate::api::admin::local(), &rec.id.0)?,
+    ))
 }

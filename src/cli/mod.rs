@@ -281,12 +281,22 @@ pub enum NodeCmd {
     Accept { code: String },
     /// Reject a server's join request (join code or node id).
     Reject { code: String },
+    /// Drain a node (id or hostname): maintenance, then its VMs move to other nodes one at
+    /// a time (each shuts down and boots there; a node that is down has them evacuated).
+    Drain { node: String },
+    /// Remove a node from the cluster for good (id or hostname): it must be powered off
+    /// and host no VMs; its replicas are rebuilt elsewhere and its certificate is refused.
+    Remove { node: String },
 }
 
 #[derive(Subcommand, Debug)]
 pub enum DebugCmd {
     /// Dump this node's Raft state (JSON).
     Raft,
+    /// Every record's revision, by table and key, from this node's state (JSON).
+    Store,
+    /// Requests this node refused without credentials: counts and the newest (JSON).
+    Refusals,
     /// Why a VM was placed on its node.
     Placement { vm: String },
     /// Write a JSON value to the diagnostic table `debug_kv` through Raft.
@@ -610,6 +620,39 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             );
             Ok(())
         }
+        Cmd::Node {
+            cmd: NodeCmd::Drain { node },
+        } => {
+            let path = format!("/v1/nodes/{}/drain", node.trim());
+            let v = client::call(&cli.socket(), "POST", &path, None).await?;
+            let stayed: Vec<&str> = v["stayed"]
+                .as_array()
+                .map(|a| a.iter().filter_map(|s| s.as_str()).collect())
+                .unwrap_or_default();
+            if stayed.is_empty() {
+                println!("node {} drained: no VMs left on it", node.trim());
+                Ok(())
+            } else {
+                Err(CliError::Usage(format!(
+                    "node {} drained, but {} VM(s) stay: {}",
+                    node.trim(),
+                    stayed.len(),
+                    stayed.join("; ")
+                )))
+            }
+        }
+        Cmd::Node {
+            cmd: NodeCmd::Remove { node },
+        } => {
+            let path = format!("/v1/nodes/{}", node.trim());
+            let v = client::call(&cli.socket(), "DELETE", &path, None).await?;
+            println!(
+                "node {} ({}) removed from the cluster: its replicas are rebuilt on other nodes and its certificate is refused",
+                v["id"].as_str().unwrap_or("?"),
+                v["hostname"].as_str().unwrap_or("?")
+            );
+            Ok(())
+        }
         Cmd::Vm { cmd } => vm::run(&cli.socket(), cmd).await,
         // Dispatched in main before the CLI parser runs; declared here for `--help`.
         Cmd::Vmm { .. } => Err(CliError::Usage(
@@ -642,6 +685,12 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             let v = match cmd {
                 DebugCmd::Raft => {
                     client::call(&cli.socket(), "GET", "/v1/debug/raft", None).await?
+                }
+                DebugCmd::Store => {
+                    client::call(&cli.socket(), "GET", "/v1/debug/store", None).await?
+                }
+                DebugCmd::Refusals => {
+                    client::call(&cli.socket(), "GET", "/v1/debug/refusals", None).await?
                 }
                 DebugCmd::TransportBench { peer, mib } => {
                     client::call(

@@ -159,11 +159,14 @@ async fn allocate_fip(State(web): State<Arc<Web>>, ctx: Ctx, Form(f): Form<Field
                 "floatingip.create",
                 &net,
                 "Floating IP allocated.".into(),
-                web.control.create_floating_ip(CreateFloatingIp {
-                    network: net.clone(),
-                    project: Some(ctx.project_id.clone()),
-                    port: None,
-                }),
+                web.control.create_floating_ip(
+                    &ctx.caller(),
+                    CreateFloatingIp {
+                        network: net.clone(),
+                        project: Some(ctx.project_id.clone()),
+                        port: None,
+                    },
+                ),
             )
             .await
             .map(|_| ()),
@@ -179,7 +182,7 @@ fn own_fip(
     ctx: &Ctx,
     id: &str,
 ) -> Result<crate::cluster::store::network_tables::FloatingIpRecord, Failure> {
-    match web.control.find_floating_ip(id) {
+    match web.control.find_floating_ip(&ctx.caller(), id) {
         Ok(x) if ctx.owns(Some(&x.project)) => Ok(x),
         _ => Err(Failure(
             StatusCode::NOT_FOUND,
@@ -204,7 +207,8 @@ async fn associate_fip(State(web): State<Arc<Web>>, ctx: Ctx, Form(f): Form<Fiel
             "floatingip.associate",
             &x.ip,
             format!("{} now reaches {}.", x.ip, vm.record.name),
-            web.control.associate_floating_ip(&x.id, Some(&port)),
+            web.control
+                .associate_floating_ip(&ctx.caller(), &x.id, Some(&port)),
         )
         .await;
     match r {
@@ -226,7 +230,8 @@ async fn disassociate_fip(
         "floatingip.disassociate",
         &x.ip,
         format!("{} disassociated.", x.ip),
-        web.control.associate_floating_ip(&x.id, None),
+        web.control
+            .associate_floating_ip(&ctx.caller(), &x.id, None),
     )
     .await?;
     Ok(Redirect::to("/floating-ips").into_response())
@@ -245,7 +250,7 @@ async fn release_fip(
         "floatingip.delete",
         &x.ip,
         format!("{} released.", x.ip),
-        web.control.delete_floating_ip(&x.id),
+        web.control.delete_floating_ip(&ctx.caller(), &x.id),
     )
     .await?;
     Ok(Redirect::to("/floating-ips").into_response())

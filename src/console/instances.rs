@@ -15,6 +15,7 @@ use super::forms::{self, Fields};
 use super::session::Ctx;
 use super::view::*;
 use super::{Failure, Page, Web};
+use crate::control::caller::Caller;
 use crate::control::servers::CreateServer;
 use crate::control::vms::{VmAction, VmView};
 
@@ -51,10 +52,10 @@ fn addresses(
 ) -> Vec<String> {
     let mut out = vec![];
     for p in &v.record.ports {
-        if let Ok(port) = web.control.port(p) {
+        if let Ok(port) = web.control.port(&Caller::system(), p) {
             let net = web
                 .control
-                .find_network(&port.record.network)
+                .find_network(&Caller::system(), &port.record.network)
                 .map(|n| n.name)
                 .unwrap_or_default();
             for ip in &port.record.fixed_ips {
@@ -320,13 +321,13 @@ async fn try_create(web: &Web, ctx: &Ctx, f: &Fields) -> Result<(), Failure> {
         req.key = Some((kp.name, kp.public_key));
     }
     if let Some(n) = req.networks.first() {
-        match web.control.find_network(n) {
+        match web.control.find_network(&ctx.caller(), n) {
             Ok(net) if (ctx.owns(Some(&net.project)) || net.shared) && !net.external => {}
             _ => return Err(bad(format!("Network: no network {n:?} in this project"))),
         }
     }
     if let Some(v) = &req.volume {
-        match web.control.volume(v) {
+        match web.control.volume(&ctx.caller(), v) {
             Ok(vol) if ctx.owns(vol.record.project.as_deref()) => {}
             _ => return Err(bad(format!("Boot volume: no volume {v:?} in this project"))),
         }
@@ -337,7 +338,7 @@ async fn try_create(web: &Web, ctx: &Ctx, f: &Fields) -> Result<(), Failure> {
         "instance.create",
         &name,
         format!("Instance {name} is being created."),
-        web.control.create_server(req),
+        web.control.create_server(&ctx.caller(), req),
     )
     .await
     .map(|_| ())
@@ -365,7 +366,7 @@ fn overview(web: &Web, v: &VmView) -> Vec<Section> {
         .as_ref()
         .map(|i| {
             web.control
-                .image(i)
+                .image(&Caller::system(), i)
                 .map(|r| r.name)
                 .unwrap_or_else(|_| i.clone())
         })
@@ -595,13 +596,14 @@ async fn volume_op(web: &Web, ctx: &Ctx, id: &str, f: &Fields, attach: bool) -> 
     let vol = f
         .need("volume", "Volume")
         .map_err(|m| Failure(StatusCode::BAD_REQUEST, m))?;
-    let rec = web.control.volume(&vol)?;
+    let rec = web.control.volume(&ctx.caller(), &vol)?;
     super::owned(ctx, rec.record.project.as_deref(), "volume", &vol)?;
     let (name, vid) = (rec.record.name.clone(), rec.record.id.to_string());
     let target = format!("{name} -> {}", v.record.name);
     if attach {
         let done = format!("Volume {name} is being attached to {}.", v.record.name);
-        let op = web.control.attach_vm_volume(id, &vid);
+        let caller = ctx.caller();
+        let op = web.control.attach_vm_volume(&caller, id, &vid);
         web.act(ctx, "volume.attach", &target, done, op).await?;
     } else {
         let done = format!("Volume {name} is being detached.");

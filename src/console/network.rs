@@ -186,25 +186,32 @@ async fn create_network(State(web): State<Arc<Web>>, ctx: Ctx, Form(f): Form<Fie
                 "network.create",
                 &name,
                 format!("Network {name} created."),
-                web.control.create_network(CreateNetwork {
-                    name: name.clone(),
-                    project: Some(ctx.project_id.clone()),
-                    ..Default::default()
-                }),
+                web.control.create_network(
+                    &ctx.caller(),
+                    CreateNetwork {
+                        name: name.clone(),
+                        project: Some(ctx.project_id.clone()),
+                        ..Default::default()
+                    },
+                ),
             )
             .await?;
-        let sub = web.control.create_subnet(CreateSubnet {
-            name: format!("{name}-subnet"),
-            network: n.id.clone(),
-            cidr,
-            gateway_ip: f.opt("gateway"),
-            dns_nameservers: dns,
-            project: Some(ctx.project_id.clone()),
-            ..Default::default()
-        });
+        let caller = ctx.caller();
+        let sub = web.control.create_subnet(
+            &caller,
+            CreateSubnet {
+                name: format!("{name}-subnet"),
+                network: n.id.clone(),
+                cidr,
+                gateway_ip: f.opt("gateway"),
+                dns_nameservers: dns,
+                project: Some(ctx.project_id.clone()),
+                ..Default::default()
+            },
+        );
         if let Err(e) = sub.await {
             // Nothing half-made stays behind.
-            let _ = web.control.delete_network(&n.id).await;
+            let _ = web.control.delete_network(&ctx.caller(), &n.id).await;
             let f = Failure::from(e);
             web.audit(&ctx, "subnet.create", &name, Some(f.1.clone()))
                 .await;
@@ -226,14 +233,14 @@ async fn delete_network(
     Form(f): Form<Fields>,
 ) -> Page {
     f.check(&ctx)?;
-    let n = web.control.find_network(&id)?;
+    let n = web.control.find_network(&ctx.caller(), &id)?;
     super::owned(&ctx, Some(&n.project), "network", &id)?;
     web.act(
         &ctx,
         "network.delete",
         &n.name,
         format!("Network {} deleted.", n.name),
-        web.control.delete_network(&n.id),
+        web.control.delete_network(&ctx.caller(), &n.id),
     )
     .await?;
     Ok(Redirect::to("/networks").into_response())
@@ -389,11 +396,14 @@ async fn create_secgroup(State(web): State<Arc<Web>>, ctx: Ctx, Form(f): Form<Fi
                 "secgroup.create",
                 &name,
                 format!("Security group {name} created."),
-                web.control.create_secgroup(CreateSecGroup {
-                    name: name.clone(),
-                    project: Some(ctx.project_id.clone()),
-                    description: f.text("description"),
-                }),
+                web.control.create_secgroup(
+                    &ctx.caller(),
+                    CreateSecGroup {
+                        name: name.clone(),
+                        project: Some(ctx.project_id.clone()),
+                        description: f.text("description"),
+                    },
+                ),
             )
             .await
             .map(|_| ()),
@@ -455,14 +465,14 @@ async fn add_rule(State(web): State<Arc<Web>>, ctx: Ctx, Form(f): Form<Fields>) 
     f.check(&ctx)?;
     let r = match parse_rule(&f) {
         Err(m) => Err(Failure(StatusCode::BAD_REQUEST, m)),
-        Ok((group, rule)) => match web.control.find_secgroup(&group) {
+        Ok((group, rule)) => match web.control.find_secgroup(&ctx.caller(), &group) {
             Ok(g) if ctx.owns(Some(&g.project)) => web
                 .act(
                     &ctx,
                     "secgroup.rule.add",
                     &g.name,
                     format!("Rule added to {}.", g.name),
-                    web.control.add_rule(&g.id, rule),
+                    web.control.add_rule(&ctx.caller(), &g.id, rule),
                 )
                 .await
                 .map(|_| ()),
@@ -485,14 +495,14 @@ async fn delete_secgroup(
     Form(f): Form<Fields>,
 ) -> Page {
     f.check(&ctx)?;
-    let g = web.control.find_secgroup(&id)?;
+    let g = web.control.find_secgroup(&ctx.caller(), &id)?;
     super::owned(&ctx, Some(&g.project), "security group", &id)?;
     web.act(
         &ctx,
         "secgroup.delete",
         &g.name,
         format!("Security group {} deleted.", g.name),
-        web.control.delete_secgroup(&g.id),
+        web.control.delete_secgroup(&ctx.caller(), &g.id),
     )
     .await?;
     Ok(Redirect::to("/security-groups").into_response())
@@ -505,14 +515,14 @@ async fn delete_rule(
     Form(f): Form<Fields>,
 ) -> Page {
     f.check(&ctx)?;
-    let g = web.control.find_secgroup(&id)?;
+    let g = web.control.find_secgroup(&ctx.caller(), &id)?;
     super::owned(&ctx, Some(&g.project), "security group", &id)?;
     web.act(
         &ctx,
         "secgroup.rule.delete",
         &g.name,
         "Rule deleted.".into(),
-        web.control.delete_rule(&g.id, &rule),
+        web.control.delete_rule(&ctx.caller(), &g.id, &rule),
     )
     .await?;
     Ok(Redirect::to("/security-groups").into_response())

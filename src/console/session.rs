@@ -187,6 +187,16 @@ impl Ctx {
     pub fn owns(&self, project: Option<&str>) -> bool {
         project == Some(self.project_id.as_str())
     }
+
+    /// The signed-in user in the current project, as `control` takes it.
+    pub fn caller(&self) -> crate::control::caller::Caller {
+        crate::control::caller::Caller::user(
+            &self.user_id,
+            &self.user_name,
+            &self.project_id,
+            self.roles.clone(),
+        )
+    }
 }
 
 /// A request without a valid session: to the sign-in page (htmx requests are told to

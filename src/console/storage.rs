@@ -149,7 +149,7 @@ async fn create_volume(State(web): State<Arc<Web>>, ctx: Ctx, Form(f): Form<Fiel
         Err(m) => Err(Failure(StatusCode::BAD_REQUEST, m)),
         Ok((name, size)) => {
             let source = match f.opt("image") {
-                Some(i) => match web.control.image_file(&i) {
+                Some(i) => match web.control.image_file(&ctx.caller(), &i) {
                     Ok(file) if (size as u64) << 30 >= file.size => Ok(Some((file.snapshot, i))),
                     Ok(file) => Err(Failure(
                         StatusCode::BAD_REQUEST,
@@ -167,15 +167,18 @@ async fn create_volume(State(web): State<Arc<Web>>, ctx: Ctx, Form(f): Form<Fiel
                         "volume.create",
                         &name,
                         format!("Volume {name} is being created."),
-                        web.control.create_volume(CreateVolume {
-                            name: name.clone(),
-                            size_bytes: (size as u64) << 30,
-                            source_snapshot: source.as_ref().map(|s| s.0.clone()),
-                            source_image: source.map(|s| s.1),
-                            project: Some(ctx.project_id.clone()),
-                            user: Some(ctx.user_id.clone()),
-                            ..Default::default()
-                        }),
+                        web.control.create_volume(
+                            &ctx.caller(),
+                            CreateVolume {
+                                name: name.clone(),
+                                size_bytes: (size as u64) << 30,
+                                source_snapshot: source.as_ref().map(|s| s.0.clone()),
+                                source_image: source.map(|s| s.1),
+                                project: Some(ctx.project_id.clone()),
+                                user: Some(ctx.user_id.clone()),
+                                ..Default::default()
+                            },
+                        ),
                     )
                     .await
                     .map(|_| ()),
@@ -200,7 +203,7 @@ async fn delete_volume(
     Form(f): Form<Fields>,
 ) -> Page {
     f.check(&ctx)?;
-    let v = web.control.volume(&id)?;
+    let v = web.control.volume(&ctx.caller(), &id)?;
     if !ctx.owns(v.record.project.as_deref()) || v.record.id.to_string() != id {
         return Err(Failure(
             StatusCode::NOT_FOUND,
@@ -213,7 +216,7 @@ async fn delete_volume(
         "volume.delete",
         &name,
         format!("Volume {name} deleted."),
-        web.control.delete_volume(&id),
+        web.control.delete_volume(&ctx.caller(), &id),
     )
     .await?;
     Ok(Redirect::to("/volumes").into_response())
@@ -385,7 +388,7 @@ async fn upload(
     ) {
         return json_err(e);
     }
-    let img = match web.control.image(&id) {
+    let img = match web.control.image(&ctx.caller(), &id) {
         Ok(i) if i.owner == ctx.project_id || ctx.admin => i,
         _ => {
             return json_err(Failure(
@@ -427,7 +430,7 @@ async fn delete_image(
     Form(f): Form<Fields>,
 ) -> Page {
     f.check(&ctx)?;
-    let img = web.control.image(&id)?;
+    let img = web.control.image(&ctx.caller(), &id)?;
     if !(ctx.admin || img.owner == ctx.project_id) {
         return Err(Failure(
             StatusCode::FORBIDDEN,

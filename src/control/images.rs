@@ -17,6 +17,7 @@ use md5::Md5;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha512};
 
+use super::caller::{Caller, Scoped};
 use super::volumes::CreateVolume;
 use super::{now_secs, Control, ControlError};
 use crate::cluster::store::compute_tables::ImageFile;
@@ -141,7 +142,36 @@ pub fn check_image(r: &ImageRecord) -> Result<(), ControlError> {
     Ok(())
 }
 
+/// Image properties that name other images (booted with this one).
+const IMAGE_REFS: [&str; 2] = ["kernel_id", "ramdisk_id"];
+
 impl Control {
+    /// Refuses `kernel_id`/`ramdisk_id` values (new or changed against `before`) that
+    /// name an image the image's owner cannot see: another project's private image is
+    /// never reachable through a property.
+    fn check_image_refs(
+        &self,
+        rec: &ImageRecord,
+        before: Option<&ImageRecord>,
+    ) -> Result<(), ControlError> {
+        let owner = Caller::member_of(&rec.owner);
+        for k in IMAGE_REFS {
+            let Some(v) = rec.properties.get(k) else {
+                continue;
+            };
+            if before.and_then(|b| b.properties.get(k)) == Some(v) {
+                continue;
+            }
+            self.image(&owner, v).map_err(|_| {
+                ControlError::Invalid(format!(
+                    "{k} {v}: no such image in project {} or shared with it",
+                    rec.owner
+                ))
+            })?;
+        }
+        Ok(())
+    }
+
     pub async fn create_image(
         &self,
         owner: &str,
@@ -180,6 +210,7 @@ impl Control {
             updated_at: now,
         };
         check_image(&rec)?;
+        self.check_image_refs(&rec, None)?;
         let txn = TxnBuilder::new()
             .require_revision::<Images>(id.clone(), 0)
             .put::<Images>(id.clone(), &rec);
@@ -200,10 +231,12 @@ impl Control {
         }
     }
 
-    pub fn image(&self, id: &str) -> Result<ImageRecord, ControlError> {
+    /// An image the caller may see (its project's, public or community ones).
+    pub fn image(&self, caller: &Caller, id: &str) -> Result<ImageRecord, ControlError> {
         self.store
             .get::<Images>(id)?
             .map(|v| v.value)
+            .filter(|i| i.visible_to(caller, self))
             .ok_or_else(|| ControlError::NotFound(format!("No image found with ID {id}")))
     }
 
@@ -232,6 +265,7 @@ impl Control {
             let mut rec = cur.value.clone();
             edit(&mut rec)?;
             check_image(&rec)?;
+            self.check_image_refs(&rec, Some(&cur.value))?;
             rec.updated_at = now_secs();
             let txn = TxnBuilder::new()
                 .require_revision::<Images>(id.to_string(), cur.revision)
@@ -280,16 +314,19 @@ impl Control {
         // Room for what is announced; grown as data arrives when nothing is.
         let initial = len.unwrap_or(64 << 20).max(1).next_multiple_of(1 << 20);
         let vol = match self
-            .create_volume(CreateVolume {
-                name: format!("image-{id}"),
-                size_bytes: initial,
-                replicas: None,
-                source_snapshot: None,
-                project: None,
-                image: Some(id.to_string()),
-                source_image: None,
-                ..Default::default()
-            })
+            .create_volume(
+                &crate::control::caller::Caller::system(),
+                CreateVolume {
+                    name: format!("image-{id}"),
+                    size_bytes: initial,
+                    replicas: None,
+                    source_snapshot: None,
+                    project: None,
+                    image: Some(id.to_string()),
+                    source_image: None,
+                    ..Default::default()
+                },
+            )
             .await
         {
             Ok(v) => v.record.id,
@@ -348,7 +385,7 @@ impl Control {
         let deadline = tokio::time::Instant::now() + SYNC_WAIT;
         let mut changes = self.store.watch();
         loop {
-            let v = self.volume(&vol.0)?;
+            let v = self.volume(&crate::control::caller::Caller::system(), &vol.0)?;
             let behind = v
                 .replica_nodes
                 .iter()
@@ -482,7 +519,7 @@ impl Control {
     /// the image): then it stays, named after the image, until they are gone.
     async fn remove_image_volume(&self, v: &VolumeId) {
         let _ = self.detach_volume(&v.0, None).await;
-        if let Ok(rec) = self.find_volume(&v.0) {
+        if let Ok(rec) = self.find_volume(&Caller::system(), &v.0) {
             for s in &rec.value.snapshots {
                 if let Err(e) = self.delete_snapshot(&v.0, &s.id).await {
                     tracing::info!(volume = %v, error = %crate::telemetry::error_chain(&e), "image data kept: still in use");
@@ -490,7 +527,10 @@ impl Control {
                 }
             }
         }
-        if let Err(e) = self.delete_volume(&v.0).await {
+        if let Err(e) = self
+            .delete_volume(&crate::control::caller::Caller::system(), &v.0)
+            .await
+        {
             tracing::warn!(volume = %v, error = %crate::telemetry::error_chain(&e), "cannot delete an image's volume");
         }
     }
@@ -560,8 +600,9 @@ impl Control {
     }
 
     /// Where a node finds an active image's bytes.
-    pub fn image_file(&self, id: &str) -> Result<ImageFile, ControlError> {
-        let r = self.image(id)?;
+    /// Where a node finds the bytes of an active image the caller may see.
+    pub fn image_file(&self, caller: &Caller, id: &str) -> Result<ImageFile, ControlError> {
+        let r = self.image(caller, id)?;
         match (&r.status, &r.volume, &r.snapshot, r.size, &r.sha512) {
             (ImageStatus::Active, Some(v), Some(s), Some(size), Some(sha)) => Ok(ImageFile {
                 image: r.id.clone(),
@@ -578,16 +619,20 @@ impl Control {
     }
 
     /// An active image's data, read from its snapshot in chunks.
-    pub fn read_image(&self, id: &str) -> Result<(ImageRecord, DataStream), ControlError> {
-        let rec = self.image(id)?;
-        let f = self.image_file(id).map_err(|_| {
+    pub fn read_image(
+        &self,
+        caller: &Caller,
+        id: &str,
+    ) -> Result<(ImageRecord, DataStream), ControlError> {
+        let rec = self.image(caller, id)?;
+        let f = self.image_file(caller, id).map_err(|_| {
             ControlError::Conflict(format!("image {id} has no data (status {:?})", rec.status))
         })?;
         let data =
             self.volume_data.get().cloned().ok_or_else(|| {
                 ControlError::NotReady("the node agent is not running yet".into())
             })?;
-        let vol = self.find_volume(&f.volume.0)?.value;
+        let vol = self.find_volume(&Caller::system(), &f.volume.0)?.value;
         let reader = data
             .snapshot_reader(&vol, &f.snapshot)
             .map_err(ControlError::Unavailable)?;

@@ -3,6 +3,8 @@
 
 pub mod app_credentials;
 pub mod audit;
+pub mod caller;
+pub mod debug;
 pub mod identity;
 pub mod images;
 pub mod join;
@@ -10,6 +12,8 @@ pub mod join_requests;
 pub mod keypairs;
 pub mod migrate;
 pub mod networks;
+pub mod nodes;
+pub mod passwords;
 pub mod placement;
 pub mod ports;
 pub mod quotas;
@@ -126,6 +130,10 @@ pub struct Control {
     /// Reads and writes volume data on this node (image uploads and downloads; set by the
     /// daemon once the agent exists).
     pub volume_data: std::sync::OnceLock<Arc<dyn images::VolumeData>>,
+    /// Requests refused without credentials, kept in this node's memory only.
+    pub refusals: audit::Refusals,
+    /// Failed sign-ins per user name and client address (lockouts).
+    pub throttle: passwords::Throttle,
 }
 
 /// Reads a VM's serial console on the node that runs it.
@@ -370,6 +378,9 @@ impl Control {
                 last_sample = now_ms();
                 if let Err(e) = self.sample_usage().await {
                     tracing::warn!(error = %crate::telemetry::error_chain(&e), "usage sample failed");
+                }
+                if let Err(e) = self.prune_revoked_tokens().await {
+                    tracing::warn!(error = %crate::telemetry::error_chain(&e), "pruning revoked tokens failed");
                 }
             }
             if let Err(e) = voters::reconcile(&self, &mut down_since).await {

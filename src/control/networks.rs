@@ -5,6 +5,7 @@ use std::collections::BTreeSet;
 
 use serde::{Deserialize, Serialize};
 
+use super::caller::Caller;
 use super::{now_secs, Control, ControlError};
 use crate::cluster::store::network_tables::{
     AllocationPool, HostRoute, IpAllocations, NetworkRecord, Networks, Ports, SubnetRecord,
@@ -85,7 +86,13 @@ fn check_name(what: &str, name: &str) -> Result<(), ControlError> {
 }
 
 impl Control {
-    pub async fn create_network(&self, req: CreateNetwork) -> Result<NetworkRecord, ControlError> {
+    pub async fn create_network(
+        &self,
+        caller: &Caller,
+        mut req: CreateNetwork,
+    ) -> Result<NetworkRecord, ControlError> {
+        caller.need_writer()?;
+        req.project = caller.owner_for(req.project.as_deref())?;
         let name = req.name.trim().to_string();
         check_name("network", &name)?;
         self.check_quota(req.project.as_deref(), &[("network", 1)])?;
@@ -141,9 +148,13 @@ impl Control {
         ))
     }
 
-    pub fn find_network(&self, id_or_name: &str) -> Result<NetworkRecord, ControlError> {
+    pub fn find_network(
+        &self,
+        caller: &Caller,
+        id_or_name: &str,
+    ) -> Result<NetworkRecord, ControlError> {
         Ok(self
-            .find_named::<Networks>("network", id_or_name, |n| &n.name)?
+            .find_scoped::<Networks>(caller, "network", id_or_name, |n| &n.name)?
             .value)
     }
 
@@ -184,8 +195,19 @@ impl Control {
     }
 
     /// Deletes a network and its subnets; refused while ports use it.
-    pub async fn delete_network(&self, id_or_name: &str) -> Result<NetworkRecord, ControlError> {
-        let net = self.find_network(id_or_name)?;
+    pub async fn delete_network(
+        &self,
+        caller: &Caller,
+        id_or_name: &str,
+    ) -> Result<NetworkRecord, ControlError> {
+        caller.need_writer()?;
+        let net = self.find_network(caller, id_or_name)?;
+        if !caller.sees_project(Some(&net.project)) {
+            return Err(ControlError::Forbidden(format!(
+                "network {} is shared by another project; only its owner or an administrator deletes it",
+                net.name
+            )));
+        }
         let ports: Vec<String> = self
             .store
             .list::<Ports>()?
@@ -217,13 +239,27 @@ impl Control {
         Ok(net)
     }
 
-    pub async fn create_subnet(&self, req: CreateSubnet) -> Result<SubnetRecord, ControlError> {
+    pub async fn create_subnet(
+        &self,
+        caller: &Caller,
+        mut req: CreateSubnet,
+    ) -> Result<SubnetRecord, ControlError> {
         let invalid = |m: String| ControlError::Invalid(m);
+        caller.need_writer()?;
+        req.project = caller.owner_for(req.project.as_deref())?;
         let name = req.name.trim().to_string();
         check_name("subnet", &name)?;
         self.check_quota(req.project.as_deref(), &[("subnet", 1)])?;
-        let versioned = self.find_named::<Networks>("network", &req.network, |n| &n.name)?;
+        let versioned =
+            self.find_scoped::<Networks>(caller, "network", &req.network, |n| &n.name)?;
         let (net, net_rev) = (versioned.value, versioned.revision);
+        if !caller.sees_project(Some(&net.project)) {
+            // As Neutron: subnets go on one's own networks, not on shared ones.
+            return Err(ControlError::Forbidden(format!(
+                "network {} belongs to another project; only its owner or an administrator adds subnets",
+                net.name
+            )));
+        }
         let cidr = ipam::parse_cidr(&req.cidr).map_err(invalid)?;
         let gw = match req.gateway_ip.as_deref() {
             Some("") => None,
@@ -321,9 +357,13 @@ impl Control {
         Ok(rec)
     }
 
-    pub fn find_subnet(&self, id_or_name: &str) -> Result<SubnetRecord, ControlError> {
+    pub fn find_subnet(
+        &self,
+        caller: &Caller,
+        id_or_name: &str,
+    ) -> Result<SubnetRecord, ControlError> {
         Ok(self
-            .find_named::<Subnets>("subnet", id_or_name, |s| &s.name)?
+            .find_scoped::<Subnets>(caller, "subnet", id_or_name, |s| &s.name)?
             .value)
     }
 
@@ -339,8 +379,19 @@ impl Control {
     }
 
     /// Deletes a subnet; refused while ports hold addresses in it.
-    pub async fn delete_subnet(&self, id_or_name: &str) -> Result<SubnetRecord, ControlError> {
-        let s = self.find_subnet(id_or_name)?;
+    pub async fn delete_subnet(
+        &self,
+        caller: &Caller,
+        id_or_name: &str,
+    ) -> Result<SubnetRecord, ControlError> {
+        caller.need_writer()?;
+        let s = self.find_subnet(caller, id_or_name)?;
+        if !caller.sees_project(Some(&s.project)) {
+            return Err(ControlError::Forbidden(format!(
+                "subnet {} belongs to another project",
+                s.name
+            )));
+        }
         let users: Vec<String> = self
             .store
             .list::<Ports>()?

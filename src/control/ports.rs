@@ -8,6 +8,7 @@ use std::net::Ipv4Addr;
 
 use serde::{Deserialize, Serialize};
 
+use super::caller::Caller;
 use super::networks::{ip_key, DEFAULT_PROJECT};
 use super::{now_secs, Control, ControlError};
 use crate::cluster::store::network_tables::{
@@ -70,10 +71,21 @@ pub fn tap_name(port: &str) -> String {
 }
 
 impl Control {
-    pub async fn create_port(&self, req: CreatePort) -> Result<PortView, ControlError> {
+    /// Creates a port for the caller's project (an administrator may name another). The
+    /// network, subnets and security groups named resolve within the caller's reach, and
+    /// the groups must belong to the port's project.
+    pub async fn create_port(
+        &self,
+        caller: &Caller,
+        req: CreatePort,
+    ) -> Result<PortView, ControlError> {
         let invalid = |m: String| ControlError::Invalid(m);
-        let net = self.find_network(&req.network)?;
-        self.check_quota(req.project.as_deref(), &[("port", 1)])?;
+        caller.need_writer()?;
+        let project = caller
+            .owner_for(req.project.as_deref())?
+            .unwrap_or_else(|| DEFAULT_PROJECT.to_string());
+        let net = self.find_network(caller, &req.network)?;
+        self.check_quota(Some(&project), &[("port", 1)])?;
         if req.name.len() > 255 || req.name.chars().any(|c| c.is_control()) {
             return Err(invalid(format!(
                 "port name {:?} must be at most 255 printable characters",
@@ -103,7 +115,7 @@ impl Control {
         for r in &asked {
             let subnet = match (&r.subnet, &r.ip) {
                 (Some(s), _) => {
-                    let s = self.find_subnet(s)?;
+                    let s = self.find_subnet(caller, s)?;
                     if s.network != net.id {
                         return Err(invalid(format!(
                             "subnet {} is not on network {}",
@@ -153,13 +165,14 @@ impl Control {
             };
             wanted.push((subnet, ip));
         }
-        let project = req
-            .project
-            .clone()
-            .unwrap_or_else(|| DEFAULT_PROJECT.to_string());
         let port_security = req.port_security.unwrap_or(true);
         let groups = self
-            .resolve_groups(&project, port_security, req.security_groups.as_deref())
+            .resolve_groups(
+                caller,
+                &project,
+                port_security,
+                req.security_groups.as_deref(),
+            )
             .await?;
         let id = VmId::random().0;
         for _ in 0..16 {
@@ -235,7 +248,7 @@ impl Control {
                 .commit(self.with_event(txn, "port.created", msg))
                 .await
             {
-                Ok(_) => return self.port(&id),
+                Ok(_) => return self.port(&Caller::system(), &id),
                 // An address or MAC was taken meanwhile: pick again.
                 Err(StoreError::Conflict { .. }) => {
                     if wanted.iter().any(|(_, ip)| ip.is_some()) && req.mac.is_some() {
@@ -277,14 +290,14 @@ impl Control {
         })
     }
 
-    pub fn find_port(&self, id_or_name: &str) -> Result<PortRecord, ControlError> {
+    pub fn find_port(&self, caller: &Caller, id_or_name: &str) -> Result<PortRecord, ControlError> {
         Ok(self
-            .find_named::<Ports>("port", id_or_name, |p| &p.name)?
+            .find_scoped::<Ports>(caller, "port", id_or_name, |p| &p.name)?
             .value)
     }
 
-    pub fn port(&self, id_or_name: &str) -> Result<PortView, ControlError> {
-        let rec = self.find_port(id_or_name)?;
+    pub fn port(&self, caller: &Caller, id_or_name: &str) -> Result<PortView, ControlError> {
+        let rec = self.find_port(caller, id_or_name)?;
         let st = self.store.get::<PortStatuses>(&rec.id)?.map(|s| s.value);
         Ok(port_view(rec, st))
     }
@@ -318,6 +331,7 @@ impl Control {
     /// project's default group.
     async fn resolve_groups(
         &self,
+        caller: &Caller,
         project: &str,
         port_security: bool,
         asked: Option<&[String]>,
@@ -333,7 +347,14 @@ impl Control {
                     let id = if name == "default" {
                         self.default_secgroup(project).await?
                     } else {
-                        self.find_secgroup(name)?.id
+                        let g = self.find_secgroup(caller, name)?;
+                        if g.project != project {
+                            // An administrator's reach: still not another project's group.
+                            return Err(ControlError::NotFound(format!(
+                                "no security group {name:?} in project {project}"
+                            )));
+                        }
+                        g.id
                     };
                     if !out.contains(&id) {
                         out.push(id);
@@ -348,19 +369,25 @@ impl Control {
     /// Replaces a port's security groups and port security flag.
     pub async fn set_port_security(
         &self,
+        caller: &Caller,
         id_or_name: &str,
         groups: Option<Vec<String>>,
         port_security: Option<bool>,
     ) -> Result<PortView, ControlError> {
+        caller.need_writer()?;
         loop {
-            let cur = self.find_named::<Ports>("port", id_or_name, |p| &p.name)?;
+            let cur = self.find_scoped::<Ports>(caller, "port", id_or_name, |p| &p.name)?;
             let mut rec = cur.value.clone();
             let ps = port_security.unwrap_or(rec.port_security);
             rec.security_groups = match (&groups, ps) {
-                (Some(g), _) => self.resolve_groups(&rec.project, ps, Some(g)).await?,
+                (Some(g), _) => {
+                    self.resolve_groups(caller, &rec.project, ps, Some(g))
+                        .await?
+                }
                 (None, false) => Vec::new(),
                 (None, true) if !rec.port_security => {
-                    self.resolve_groups(&rec.project, true, None).await?
+                    self.resolve_groups(caller, &rec.project, true, None)
+                        .await?
                 }
                 (None, true) => rec.security_groups.clone(),
             };
@@ -379,7 +406,7 @@ impl Control {
                 .commit(self.with_event(txn, "port.security", msg))
                 .await
             {
-                Ok(_) => return self.port(&rec.id),
+                Ok(_) => return self.port(&Caller::system(), &rec.id),
                 Err(StoreError::Conflict { .. }) => continue,
                 Err(e) => return Err(e.into()),
             }
@@ -401,7 +428,7 @@ impl Control {
             let cur = self.find_named::<Ports>("port", id_or_name, |p| &p.name)?;
             let mut rec = cur.value.clone();
             if rec.host == host {
-                return self.port(&rec.id);
+                return self.port(&Caller::system(), &rec.id);
             }
             rec.host = host;
             let txn = TxnBuilder::new()
@@ -418,15 +445,20 @@ impl Control {
                 .commit(self.with_event(txn, "port.bound", msg))
                 .await
             {
-                Ok(_) => return self.port(&rec.id),
+                Ok(_) => return self.port(&Caller::system(), &rec.id),
                 Err(StoreError::Conflict { .. }) => continue,
                 Err(e) => return Err(e.into()),
             }
         }
     }
 
-    pub async fn delete_port(&self, id_or_name: &str) -> Result<PortRecord, ControlError> {
-        let p = self.find_port(id_or_name)?;
+    pub async fn delete_port(
+        &self,
+        caller: &Caller,
+        id_or_name: &str,
+    ) -> Result<PortRecord, ControlError> {
+        caller.need_writer()?;
+        let p = self.find_port(caller, id_or_name)?;
         if p.device_owner.starts_with("compute:") {
             if let Some(vm) = self
                 .store

@@ -7,6 +7,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::caller::Caller;
 use super::networks::{ip_key, DEFAULT_PROJECT};
 use super::ports::{CreatePort, FixedIpRequest};
 use super::{now_secs, Control, ControlError};
@@ -59,19 +60,31 @@ impl Control {
             .ok_or_else(|| ControlError::NotReady("no live node to host the router".into()))
     }
 
-    pub async fn create_router(&self, req: CreateRouter) -> Result<RouterRecord, ControlError> {
+    pub async fn create_router(
+        &self,
+        caller: &Caller,
+        req: CreateRouter,
+    ) -> Result<RouterRecord, ControlError> {
+        caller.need_writer()?;
         let name = req.name.trim().to_string();
         if name.len() > 255 || name.chars().any(|c| c.is_control()) {
             return Err(ControlError::Invalid(format!(
                 "router name {name:?} must be at most 255 printable characters"
             )));
         }
-        self.check_quota(req.project.as_deref(), &[("router", 1)])?;
+        let project = caller
+            .owner_for(req.project.as_deref())?
+            .unwrap_or_else(|| DEFAULT_PROJECT.to_string());
+        self.check_quota(Some(&project), &[("router", 1)])?;
+        // The gateway's network is checked before anything is written.
+        if let Some(ext) = &req.external_network {
+            self.external_network(caller, ext)?;
+        }
         let id = VmId::random().0;
         let rec = RouterRecord {
             id: id.clone(),
             name: name.clone(),
-            project: req.project.unwrap_or_else(|| DEFAULT_PROJECT.to_string()),
+            project,
             host: self.router_host(None)?,
             gateway_port: None,
             interface_ports: Vec::new(),
@@ -85,14 +98,18 @@ impl Control {
             .commit(self.with_event(txn, "router.created", msg))
             .await?;
         if let Some(ext) = req.external_network {
-            return self.set_router_gateway(&id, Some(&ext)).await;
+            return self.set_router_gateway(caller, &id, Some(&ext)).await;
         }
         Ok(rec)
     }
 
-    pub fn find_router(&self, id_or_name: &str) -> Result<RouterRecord, ControlError> {
+    pub fn find_router(
+        &self,
+        caller: &Caller,
+        id_or_name: &str,
+    ) -> Result<RouterRecord, ControlError> {
         Ok(self
-            .find_named::<Routers>("router", id_or_name, |r| &r.name)?
+            .find_scoped::<Routers>(caller, "router", id_or_name, |r| &r.name)?
             .value)
     }
 
@@ -129,13 +146,34 @@ impl Control {
         }
     }
 
+    /// An external network the caller can reach, by id or name.
+    fn external_network(
+        &self,
+        caller: &Caller,
+        network: &str,
+    ) -> Result<crate::cluster::store::network_tables::NetworkRecord, ControlError> {
+        let ext = self.find_network(caller, network)?;
+        if !ext.external {
+            return Err(ControlError::Invalid(format!(
+                "network {} is not external (create it with --external)",
+                ext.name
+            )));
+        }
+        Ok(ext)
+    }
+
     /// Sets (or clears, with None) the router's external gateway.
     pub async fn set_router_gateway(
         &self,
+        caller: &Caller,
         router: &str,
         network: Option<&str>,
     ) -> Result<RouterRecord, ControlError> {
-        let r = self.find_router(router)?;
+        caller.need_writer()?;
+        let r = self.find_router(caller, router)?;
+        let ext = network
+            .map(|n| self.external_network(caller, n))
+            .transpose()?;
         if let Some(old) = &r.gateway_port {
             if self
                 .store
@@ -153,29 +191,25 @@ impl Control {
                 Ok(format!("router {}: external gateway removed", rec.name))
             })
             .await?;
-            self.delete_port(old).await?;
+            self.delete_port(&Caller::system(), old).await?;
         }
-        let Some(net) = network else {
-            return self.find_router(&r.id);
+        let Some(ext) = ext else {
+            return self.find_router(&Caller::system(), &r.id);
         };
-        let ext = self.find_network(net)?;
-        if !ext.external {
-            return Err(ControlError::Invalid(format!(
-                "network {} is not external (create it with --external)",
-                ext.name
-            )));
-        }
         let port = self
-            .create_port(CreatePort {
-                network: ext.id.clone(),
-                name: format!("router-{}-gw", r.name),
-                project: Some(r.project.clone()),
-                host: Some(r.host),
-                device_id: r.id.clone(),
-                device_owner: OWNER_GATEWAY.into(),
-                port_security: Some(false),
-                ..Default::default()
-            })
+            .create_port(
+                &Caller::system(),
+                CreatePort {
+                    network: ext.id.clone(),
+                    name: format!("router-{}-gw", r.name),
+                    project: Some(r.project.clone()),
+                    host: Some(r.host),
+                    device_id: r.id.clone(),
+                    device_owner: OWNER_GATEWAY.into(),
+                    port_security: Some(false),
+                    ..Default::default()
+                },
+            )
             .await?;
         let pid = port.record.id.clone();
         let ip = port
@@ -194,19 +228,32 @@ impl Control {
             })
             .await;
         if res.is_err() {
-            let _ = self.delete_port(&pid).await;
+            let _ = self.delete_port(&Caller::system(), &pid).await;
         }
         res
     }
 
-    /// Joins a tenant subnet: a router port holding the subnet's gateway address.
+    /// Joins a tenant subnet: a router port holding the subnet's gateway address. The
+    /// subnet must be the router's project's, or on a shared network.
     pub async fn add_router_interface(
         &self,
+        caller: &Caller,
         router: &str,
         subnet: &str,
     ) -> Result<RouterRecord, ControlError> {
-        let r = self.find_router(router)?;
-        let s = self.find_subnet(subnet)?;
+        caller.need_writer()?;
+        let r = self.find_router(caller, router)?;
+        let s = self.find_subnet(caller, subnet)?;
+        if s.project != r.project
+            && !self
+                .find_network(&Caller::system(), &s.network)
+                .is_ok_and(|n| n.shared)
+        {
+            return Err(ControlError::NotFound(format!(
+                "no subnet {subnet:?} in router {}'s project",
+                r.name
+            )));
+        }
         let gw = s.gateway_ip.clone().ok_or_else(|| {
             ControlError::Invalid(format!(
                 "subnet {} has no gateway address for a router to take",
@@ -220,20 +267,23 @@ impl Control {
             )));
         }
         let port = self
-            .create_port(CreatePort {
-                network: s.network.clone(),
-                name: format!("router-{}-if", r.name),
-                project: Some(r.project.clone()),
-                fixed_ips: Some(vec![FixedIpRequest {
-                    subnet: Some(s.id.clone()),
-                    ip: Some(gw.clone()),
-                }]),
-                host: Some(r.host),
-                device_id: r.id.clone(),
-                device_owner: OWNER_INTERFACE.into(),
-                port_security: Some(false),
-                ..Default::default()
-            })
+            .create_port(
+                &Caller::system(),
+                CreatePort {
+                    network: s.network.clone(),
+                    name: format!("router-{}-if", r.name),
+                    project: Some(r.project.clone()),
+                    fixed_ips: Some(vec![FixedIpRequest {
+                        subnet: Some(s.id.clone()),
+                        ip: Some(gw.clone()),
+                    }]),
+                    host: Some(r.host),
+                    device_id: r.id.clone(),
+                    device_owner: OWNER_INTERFACE.into(),
+                    port_security: Some(false),
+                    ..Default::default()
+                },
+            )
             .await?;
         let pid = port.record.id.clone();
         let res = self
@@ -246,18 +296,20 @@ impl Control {
             })
             .await;
         if res.is_err() {
-            let _ = self.delete_port(&pid).await;
+            let _ = self.delete_port(&Caller::system(), &pid).await;
         }
         res
     }
 
     pub async fn remove_router_interface(
         &self,
+        caller: &Caller,
         router: &str,
         subnet: &str,
     ) -> Result<RouterRecord, ControlError> {
-        let r = self.find_router(router)?;
-        let s = self.find_subnet(subnet)?;
+        caller.need_writer()?;
+        let r = self.find_router(caller, router)?;
+        let s = self.find_subnet(caller, subnet)?;
         let port = r
             .interface_ports
             .iter()
@@ -279,12 +331,17 @@ impl Control {
                 ))
             })
             .await?;
-        self.delete_port(&port).await?;
+        self.delete_port(&Caller::system(), &port).await?;
         Ok(rec)
     }
 
-    pub async fn delete_router(&self, router: &str) -> Result<RouterRecord, ControlError> {
-        let r = self.find_router(router)?;
+    pub async fn delete_router(
+        &self,
+        caller: &Caller,
+        router: &str,
+    ) -> Result<RouterRecord, ControlError> {
+        caller.need_writer()?;
+        let r = self.find_router(caller, router)?;
         if !r.interface_ports.is_empty() {
             return Err(ControlError::Invalid(format!(
                 "router {} still has {} interface(s); remove them first",
@@ -292,7 +349,8 @@ impl Control {
                 r.interface_ports.len()
             )));
         }
-        self.set_router_gateway(&r.id, None).await?;
+        self.set_router_gateway(&Caller::system(), &r.id, None)
+            .await?;
         let txn = TxnBuilder::new().delete::<Routers>(r.id.clone());
         self.store
             .commit(self.with_event(
@@ -355,18 +413,30 @@ impl Control {
         Ok(())
     }
 
+    /// Allocates a floating IP on an external network for the caller's project, mapped
+    /// at once to `port` if one is named. Everything is checked before the address is
+    /// taken, so a refused request allocates nothing.
     pub async fn create_floating_ip(
         &self,
+        caller: &Caller,
         req: CreateFloatingIp,
     ) -> Result<FloatingIpRecord, ControlError> {
-        let ext = self.find_network(&req.network)?;
-        self.check_quota(req.project.as_deref(), &[("floatingip", 1)])?;
+        caller.need_writer()?;
+        let project = caller
+            .owner_for(req.project.as_deref())?
+            .unwrap_or_else(|| DEFAULT_PROJECT.to_string());
+        let ext = self.find_network(caller, &req.network)?;
+        self.check_quota(Some(&project), &[("floatingip", 1)])?;
         if !ext.external {
             return Err(ControlError::Invalid(format!(
                 "floating IPs come from an external network; {} is not one",
                 ext.name
             )));
         }
+        let target = match &req.port {
+            Some(p) => Some(self.floating_ip_target(caller, &project, &ext.id, None, p)?),
+            None => None,
+        };
         let id = VmId::random().0;
         for _ in 0..16 {
             let subnet = self
@@ -399,16 +469,13 @@ impl Control {
             })?;
             let rec = FloatingIpRecord {
                 id: id.clone(),
-                project: req
-                    .project
-                    .clone()
-                    .unwrap_or_else(|| DEFAULT_PROJECT.to_string()),
+                project: project.clone(),
                 network: ext.id.clone(),
                 subnet: subnet.id.clone(),
                 ip: ip.to_string(),
-                port: None,
-                fixed_ip: None,
-                router: None,
+                port: target.as_ref().map(|t| t.port.clone()),
+                fixed_ip: target.as_ref().map(|t| t.fixed_ip.clone()),
+                router: target.as_ref().map(|t| t.router.clone()),
                 created_at: now_secs(),
             };
             let key = ip_key(&subnet.id, &rec.ip);
@@ -417,21 +484,19 @@ impl Control {
                 .put::<IpAllocations>(key, &format!("fip:{id}"))
                 .require_revision::<FloatingIps>(id.clone(), 0)
                 .put::<FloatingIps>(id.clone(), &rec);
+            let msg = match &rec.fixed_ip {
+                Some(x) => format!(
+                    "floating IP {ip} ({id}) allocated on {} and mapped to {x}",
+                    ext.name
+                ),
+                None => format!("floating IP {ip} ({id}) allocated on {}", ext.name),
+            };
             match self
                 .store
-                .commit(self.with_event(
-                    txn,
-                    "floatingip.created",
-                    format!("floating IP {ip} ({id}) allocated on {}", ext.name),
-                ))
+                .commit(self.with_event(txn, "floatingip.created", msg))
                 .await
             {
-                Ok(_) => {
-                    return match &req.port {
-                        Some(p) => self.associate_floating_ip(&id, Some(p)).await,
-                        None => Ok(rec),
-                    }
-                }
+                Ok(_) => return Ok(rec),
                 Err(StoreError::Conflict { .. }) => continue,
                 Err(e) => return Err(e.into()),
             }
@@ -441,9 +506,13 @@ impl Control {
         ))
     }
 
-    pub fn find_floating_ip(&self, id_or_ip: &str) -> Result<FloatingIpRecord, ControlError> {
+    pub fn find_floating_ip(
+        &self,
+        caller: &Caller,
+        id_or_ip: &str,
+    ) -> Result<FloatingIpRecord, ControlError> {
         Ok(self
-            .find_named::<FloatingIps>("floating IP", id_or_ip, |f| &f.ip)?
+            .find_scoped::<FloatingIps>(caller, "floating IP", id_or_ip, |f| &f.ip)?
             .value)
     }
 
@@ -458,66 +527,90 @@ impl Control {
         Ok(v)
     }
 
+    /// Where a floating IP of `project` on external network `network` would map for
+    /// `port`: the port must be the same project's (whoever asks), have an address, carry
+    /// no other floating IP (`fip`: the one being mapped), and a router must join its
+    /// subnet to that network.
+    fn floating_ip_target(
+        &self,
+        caller: &Caller,
+        project: &str,
+        network: &str,
+        fip: Option<&str>,
+        port: &str,
+    ) -> Result<FloatingIpTarget, ControlError> {
+        let p = self.find_port(caller, port)?;
+        if p.project != project {
+            return Err(ControlError::NotFound(format!(
+                "no port {port:?} in project {project}"
+            )));
+        }
+        let fixed =
+            p.fixed_ips.first().cloned().ok_or_else(|| {
+                ControlError::Invalid(format!("port {} has no fixed address", p.id))
+            })?;
+        if let Some(other) = self
+            .floating_ips()?
+            .into_iter()
+            .find(|o| Some(o.id.as_str()) != fip && o.port.as_deref() == Some(p.id.as_str()))
+        {
+            return Err(ControlError::Invalid(format!(
+                "port {} has floating IP {} already",
+                p.id, other.ip
+            )));
+        }
+        // The router with an interface on the port's subnet and its gateway on the
+        // floating IP's network.
+        let port_of = |id: &str| self.store.get::<Ports>(id).ok().flatten().map(|p| p.value);
+        let router = self
+            .routers()?
+            .into_iter()
+            .find(|r| {
+                let gw_ok = r
+                    .gateway_port
+                    .as_deref()
+                    .and_then(port_of)
+                    .is_some_and(|g| g.network == network);
+                let if_ok = r.interface_ports.iter().any(|i| {
+                    port_of(i).is_some_and(|i| i.fixed_ips.iter().any(|x| x.subnet == fixed.subnet))
+                });
+                gw_ok && if_ok
+            })
+            .ok_or_else(|| {
+                ControlError::Invalid(format!(
+                    "no router joins port {}'s subnet to the floating IP's network; add one first",
+                    p.id
+                ))
+            })?;
+        Ok(FloatingIpTarget {
+            port: p.id,
+            fixed_ip: fixed.ip,
+            router: router.id,
+        })
+    }
+
     /// Maps a floating IP to a port (through the router joining the port's subnet to
     /// the floating IP's network), or unmaps it (None).
     pub async fn associate_floating_ip(
         &self,
+        caller: &Caller,
         fip: &str,
         port: Option<&str>,
     ) -> Result<FloatingIpRecord, ControlError> {
-        let f = self.find_floating_ip(fip)?;
-        let (port_id, fixed, router) = match port {
-            None => (None, None, None),
+        caller.need_writer()?;
+        let f = self.find_floating_ip(caller, fip)?;
+        let target = match port {
+            None => None,
             Some(p) => {
-                let p = self.find_port(p)?;
-                let fixed = p.fixed_ips.first().cloned().ok_or_else(|| {
-                    ControlError::Invalid(format!("port {} has no fixed address", p.id))
-                })?;
-                if let Some(other) = self
-                    .floating_ips()?
-                    .into_iter()
-                    .find(|o| o.id != f.id && o.port.as_deref() == Some(p.id.as_str()))
-                {
-                    return Err(ControlError::Invalid(format!(
-                        "port {} has floating IP {} already",
-                        p.id, other.ip
-                    )));
-                }
-                // The router with an interface on the port's subnet and its gateway on
-                // the floating IP's network.
-                let router = self
-                    .routers()?
-                    .into_iter()
-                    .find(|r| {
-                        let gw_ok = r.gateway_port.as_ref().is_some_and(|g| {
-                            self.store
-                                .get::<Ports>(g)
-                                .ok()
-                                .flatten()
-                                .is_some_and(|g| g.value.network == f.network)
-                        });
-                        let if_ok = r.interface_ports.iter().any(|i| {
-                            self.store.get::<Ports>(i).ok().flatten().is_some_and(|i| {
-                                i.value.fixed_ips.iter().any(|x| x.subnet == fixed.subnet)
-                            })
-                        });
-                        gw_ok && if_ok
-                    })
-                    .ok_or_else(|| {
-                        ControlError::Invalid(format!(
-                            "no router joins port {}'s subnet to the floating IP's network; add one first",
-                            p.id
-                        ))
-                    })?;
-                (Some(p.id), Some(fixed.ip), Some(router.id))
+                Some(self.floating_ip_target(caller, &f.project, &f.network, Some(&f.id), p)?)
             }
         };
         loop {
             let cur = self.find_named::<FloatingIps>("floating IP", &f.id, |x| &x.ip)?;
             let mut rec = cur.value.clone();
-            rec.port = port_id.clone();
-            rec.fixed_ip = fixed.clone();
-            rec.router = router.clone();
+            rec.port = target.as_ref().map(|t| t.port.clone());
+            rec.fixed_ip = target.as_ref().map(|t| t.fixed_ip.clone());
+            rec.router = target.as_ref().map(|t| t.router.clone());
             let txn = TxnBuilder::new()
                 .require_revision::<FloatingIps>(rec.id.clone(), cur.revision)
                 .put::<FloatingIps>(rec.id.clone(), &rec);
@@ -537,8 +630,13 @@ impl Control {
         }
     }
 
-    pub async fn delete_floating_ip(&self, fip: &str) -> Result<FloatingIpRecord, ControlError> {
-        let f = self.find_floating_ip(fip)?;
+    pub async fn delete_floating_ip(
+        &self,
+        caller: &Caller,
+        fip: &str,
+    ) -> Result<FloatingIpRecord, ControlError> {
+        caller.need_writer()?;
+        let f = self.find_floating_ip(caller, fip)?;
         let txn = TxnBuilder::new()
             .delete::<FloatingIps>(f.id.clone())
             .delete::<IpAllocations>(ip_key(&f.subnet, &f.ip));
@@ -551,4 +649,11 @@ impl Control {
             .await?;
         Ok(f)
     }
+}
+
+/// Where a floating IP maps: a port, its fixed address, and the router translating.
+struct FloatingIpTarget {
+    port: String,
+    fixed_ip: String,
+    router: String,
 }

@@ -5,6 +5,7 @@
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use super::caller::Caller;
 use super::networks::DEFAULT_PROJECT;
 use super::{now_secs, Control, ControlError};
 use crate::cluster::store::network_tables::{
@@ -100,8 +101,11 @@ impl Control {
 
     pub async fn create_secgroup(
         &self,
-        req: CreateSecGroup,
+        caller: &Caller,
+        mut req: CreateSecGroup,
     ) -> Result<SecurityGroupRecord, ControlError> {
+        caller.need_writer()?;
+        req.project = caller.owner_for(req.project.as_deref())?;
         let name = req.name.trim().to_string();
         if name.is_empty() || name.len() > 255 || name.chars().any(|c| c.is_control()) {
             return Err(ControlError::Invalid(format!(
@@ -112,7 +116,7 @@ impl Control {
         let project = req.project.unwrap_or_else(|| DEFAULT_PROJECT.to_string());
         if name == "default" {
             let id = self.default_secgroup(&project).await?;
-            return self.find_secgroup(&id);
+            return self.find_secgroup(&Caller::system(), &id);
         }
         let id = VmId::random().0;
         let rec = SecurityGroupRecord {
@@ -136,9 +140,13 @@ impl Control {
         Ok(rec)
     }
 
-    pub fn find_secgroup(&self, id_or_name: &str) -> Result<SecurityGroupRecord, ControlError> {
+    pub fn find_secgroup(
+        &self,
+        caller: &Caller,
+        id_or_name: &str,
+    ) -> Result<SecurityGroupRecord, ControlError> {
         Ok(self
-            .find_named::<SecurityGroups>("security group", id_or_name, |g| &g.name)?
+            .find_scoped::<SecurityGroups>(caller, "security group", id_or_name, |g| &g.name)?
             .value)
     }
 
@@ -156,9 +164,11 @@ impl Control {
     /// Deletes a group no port uses and no other group's rule names.
     pub async fn delete_secgroup(
         &self,
+        caller: &Caller,
         id_or_name: &str,
     ) -> Result<SecurityGroupRecord, ControlError> {
-        let g = self.find_secgroup(id_or_name)?;
+        caller.need_writer()?;
+        let g = self.find_secgroup(caller, id_or_name)?;
         let ports: Vec<String> = self
             .store
             .list::<Ports>()?
@@ -203,10 +213,19 @@ impl Control {
     }
 
     /// Adds a rule; the ports using the group are refiltered on every node that has them.
-    pub async fn add_rule(&self, group: &str, req: CreateRule) -> Result<RuleRecord, ControlError> {
-        let rule = self.check_rule(req)?;
+    /// Adds a rule; a remote group it names must be of the same project as the group.
+    pub async fn add_rule(
+        &self,
+        caller: &Caller,
+        group: &str,
+        req: CreateRule,
+    ) -> Result<RuleRecord, ControlError> {
+        caller.need_writer()?;
+        let owner = self.find_secgroup(caller, group)?.project;
+        let rule = self.check_rule(caller, &owner, req)?;
         loop {
-            let cur = self.find_named::<SecurityGroups>("security group", group, |g| &g.name)?;
+            let cur =
+                self.find_scoped::<SecurityGroups>(caller, "security group", group, |g| &g.name)?;
             let mut g = cur.value.clone();
             let same = |r: &RuleRecord| RuleRecord {
                 id: String::new(),
@@ -236,9 +255,16 @@ impl Control {
         }
     }
 
-    pub async fn delete_rule(&self, group: &str, rule: &str) -> Result<(), ControlError> {
+    pub async fn delete_rule(
+        &self,
+        caller: &Caller,
+        group: &str,
+        rule: &str,
+    ) -> Result<(), ControlError> {
+        caller.need_writer()?;
         loop {
-            let cur = self.find_named::<SecurityGroups>("security group", group, |g| &g.name)?;
+            let cur =
+                self.find_scoped::<SecurityGroups>(caller, "security group", group, |g| &g.name)?;
             let mut g = cur.value.clone();
             let before = g.rules.len();
             g.rules.retain(|r| r.id != rule);
@@ -264,7 +290,12 @@ impl Control {
         }
     }
 
-    fn check_rule(&self, req: CreateRule) -> Result<RuleRecord, ControlError> {
+    fn check_rule(
+        &self,
+        caller: &Caller,
+        project: &str,
+        req: CreateRule,
+    ) -> Result<RuleRecord, ControlError> {
         let invalid = |m: String| Err(ControlError::Invalid(m));
         let proto = req
             .protocol
@@ -325,7 +356,15 @@ impl Control {
         };
         let group = match req.remote_group.as_deref() {
             None | Some("") => None,
-            Some(g) => Some(self.find_secgroup(g)?.id),
+            Some(g) => {
+                let rg = self.find_secgroup(caller, g)?;
+                if rg.project != project {
+                    return Err(ControlError::NotFound(format!(
+                        "no security group {g:?} in project {project}"
+                    )));
+                }
+                Some(rg.id)
+            }
         };
         if prefix.is_some() && group.is_some() {
             return invalid("a rule takes a remote prefix or a remote group, not both".into());

@@ -6,6 +6,7 @@
 
 use std::collections::BTreeMap;
 
+use super::caller::Caller;
 use super::images::MAX_IMAGE_BYTES;
 use super::vms::{CreateVm, VmView};
 use super::volumes::CreateVolume;
@@ -38,9 +39,13 @@ pub struct CreateServer {
 const DEFAULT_CMDLINE: &str = "console=ttyS0";
 
 impl Control {
-    /// The boot spec of an image: its kernel and initramfs images and command line.
-    fn image_boot(&self, image: &str) -> Result<BootSpec, ControlError> {
-        let img = self.image(image)?;
+    /// The boot spec of an image the caller sees: its kernel and initramfs images and
+    /// command line. `kernel_id` and `ramdisk_id` resolve within what the image's owner
+    /// sees (a public image's kernel may be private to the owner; another project's
+    /// private image is never reachable through an image property).
+    fn image_boot(&self, caller: &Caller, image: &str) -> Result<BootSpec, ControlError> {
+        let img = self.image(caller, image)?;
+        let owner = Caller::member_of(&img.owner);
         let kernel = img.properties.get("kernel_id").ok_or_else(|| {
             ControlError::Invalid(format!(
                 "image {} ({}) has no kernel_id property: Strata boots guests with their kernel given directly; \
@@ -48,11 +53,11 @@ impl Control {
                 img.name, img.id
             ))
         })?;
-        let kernel_image = Some(self.image_file(kernel).map_err(|e| {
+        let kernel_image = Some(self.image_file(&owner, kernel).map_err(|e| {
             ControlError::Invalid(format!("the kernel of image {}: {e}", img.name))
         })?);
         let initrd_image = match img.properties.get("ramdisk_id") {
-            Some(r) => Some(self.image_file(r).map_err(|e| {
+            Some(r) => Some(self.image_file(&owner, r).map_err(|e| {
                 ControlError::Invalid(format!("the ramdisk of image {}: {e}", img.name))
             })?),
             None => None,
@@ -74,7 +79,13 @@ impl Control {
 
     /// Creates a server: its boot disk (for an image), then the VM; the disk is removed
     /// again if the VM cannot be created.
-    pub async fn create_server(&self, req: CreateServer) -> Result<VmView, ControlError> {
+    pub async fn create_server(
+        &self,
+        caller: &Caller,
+        req: CreateServer,
+    ) -> Result<VmView, ControlError> {
+        caller.need_writer()?;
+        caller.owner_for(Some(&req.project))?;
         let flavor = self.flavor(&req.flavor)?;
         // Checked here too, before a boot disk is made (and again, race-free, at placement).
         self.check_quota(
@@ -87,9 +98,9 @@ impl Control {
         )?;
         let (boot, volume, made) = match (&req.image, &req.volume) {
             (Some(image), None) => {
-                let boot = self.image_boot(image)?;
-                let file = self.image_file(image)?;
-                let img = self.image(image)?;
+                let boot = self.image_boot(caller, image)?;
+                let file = self.image_file(caller, image)?;
+                let img = self.image(caller, image)?;
                 if img.min_ram > flavor.ram_mb {
                     return Err(ControlError::Invalid(format!(
                         "Flavor's memory is too small for requested image ({} MiB < {} MiB).",
@@ -105,24 +116,34 @@ impl Control {
                     )));
                 }
                 let vol = self
-                    .create_volume(CreateVolume {
-                        name: format!("boot-{}", VolumeId::random()),
-                        size_bytes: want.max(image_bytes),
-                        replicas: None,
-                        source_snapshot: Some(file.snapshot.clone()),
-                        project: Some(req.project.clone()),
-                        image: None,
-                        source_image: req.image.clone(),
-                        ..Default::default()
-                    })
+                    .create_volume(
+                        caller,
+                        CreateVolume {
+                            name: format!("boot-{}", VolumeId::random()),
+                            size_bytes: want.max(image_bytes),
+                            replicas: None,
+                            source_snapshot: Some(file.snapshot.clone()),
+                            project: Some(req.project.clone()),
+                            image: None,
+                            source_image: req.image.clone(),
+                            ..Default::default()
+                        },
+                    )
                     .await?;
                 (boot, vol.record.id.0, true)
             }
             (None, Some(v)) => {
-                let vol = self.find_volume(v)?.value;
-                // A volume made from an image boots that image's kernel.
+                let vol = self.find_volume(caller, v)?.value;
+                if vol.project.as_deref() != Some(req.project.as_str()) {
+                    return Err(ControlError::NotFound(format!(
+                        "no volume {v:?} in project {}",
+                        req.project
+                    )));
+                }
+                // A volume made from an image boots that image's kernel (found as
+                // the volume's project sees it).
                 let boot = match vol.source_image.as_deref() {
-                    Some(img) => self.image_boot(img)?,
+                    Some(img) => self.image_boot(&Caller::member_of(&req.project), img)?,
                     None => {
                         return Err(ControlError::Invalid(format!(
                         "volume {} was not made from an image: nothing says which kernel boots it",
@@ -144,32 +165,35 @@ impl Control {
             }
         };
         let made_vm = self
-            .create_vm(CreateVm {
-                name: req.name.clone(),
-                flavor: flavor.name.clone(),
-                vcpus: None,
-                ram_mb: None,
-                boot,
-                anti_affinity_group: req.anti_affinity_group.clone(),
-                weigher: None,
-                hypervisor: None,
-                stopped: false,
-                volume: Some(volume.clone()),
-                networks: req.networks.clone(),
-                user_data: req.user_data.clone(),
-                public_keys: req.key.clone().into_iter().collect(),
-                project: Some(req.project.clone()),
-                user: Some(req.user.clone()),
-                image: req.image.clone(),
-                key_name: req.key.as_ref().map(|k| k.0.clone()),
-                metadata: req.metadata.clone(),
-                delete_volume: made || req.delete_volume,
-                security_groups: req.security_groups.clone(),
-                affinity_group: req.affinity_group.clone(),
-            })
+            .create_vm(
+                caller,
+                CreateVm {
+                    name: req.name.clone(),
+                    flavor: flavor.name.clone(),
+                    vcpus: None,
+                    ram_mb: None,
+                    boot,
+                    anti_affinity_group: req.anti_affinity_group.clone(),
+                    weigher: None,
+                    hypervisor: None,
+                    stopped: false,
+                    volume: Some(volume.clone()),
+                    networks: req.networks.clone(),
+                    user_data: req.user_data.clone(),
+                    public_keys: req.key.clone().into_iter().collect(),
+                    project: Some(req.project.clone()),
+                    user: Some(req.user.clone()),
+                    image: req.image.clone(),
+                    key_name: req.key.as_ref().map(|k| k.0.clone()),
+                    metadata: req.metadata.clone(),
+                    delete_volume: made || req.delete_volume,
+                    security_groups: req.security_groups.clone(),
+                    affinity_group: req.affinity_group.clone(),
+                },
+            )
             .await;
         if made_vm.is_err() && made {
-            if let Err(e) = self.delete_volume(&volume).await {
+            if let Err(e) = self.delete_volume(&Caller::system(), &volume).await {
                 tracing::warn!(volume = %volume, error = %crate::telemetry::error_chain(&e), "cannot remove the boot disk of a server that was not created");
             }
         }
@@ -248,17 +272,28 @@ impl Control {
     /// VM's node attaches the volume there and plugs it in.
     pub async fn attach_vm_volume(
         &self,
+        caller: &Caller,
         vm: &str,
         volume: &str,
     ) -> Result<(crate::cluster::store::compute_tables::VmRecord, usize), ControlError> {
+        caller.need_writer()?;
         use crate::cluster::store::compute_tables::Vms;
         use crate::cluster::store::storage_tables::Volumes;
         use crate::cluster::store::{StoreError, TxnBuilder};
         loop {
-            let v = self.store.get::<Vms>(vm)?.ok_or_else(|| {
-                ControlError::NotFound(format!("Instance {vm} could not be found."))
-            })?;
-            let vol = self.find_volume(volume)?;
+            let v = self
+                .store
+                .get::<Vms>(vm)?
+                .filter(|v| caller.sees_project(v.value.project.as_deref()))
+                .ok_or_else(|| {
+                    ControlError::NotFound(format!("Instance {vm} could not be found."))
+                })?;
+            let vol = self.find_volume(caller, volume)?;
+            if vol.value.project != v.value.project {
+                return Err(ControlError::NotFound(format!(
+                    "no volume {volume:?} in the instance's project"
+                )));
+            }
             let mut vr = vol.value.clone();
             if vr.image.is_some() {
                 return Err(ControlError::Invalid(format!(

@@ -5,6 +5,7 @@
 
 use std::time::Duration;
 
+use super::caller::Caller;
 use super::volumes::Edit;
 use super::{now_secs, Control, ControlError};
 use crate::cluster::store::storage_tables::{SnapshotRecord, SnapshotState, VolumeRecord, Volumes};
@@ -39,11 +40,12 @@ impl Control {
     /// or id).
     pub fn find_snapshot(
         &self,
+        caller: &Caller,
         reference: &str,
     ) -> Result<(VolumeRecord, SnapshotRecord), ControlError> {
         let not_found = || ControlError::NotFound(format!("snapshot {reference}"));
         if let Some((vol, snap)) = reference.split_once('@') {
-            let rec = self.find_volume(vol)?.value;
+            let rec = self.find_volume(caller, vol)?.value;
             let s = rec
                 .snapshots
                 .iter()
@@ -52,8 +54,7 @@ impl Control {
                 .ok_or_else(not_found)?;
             return Ok((rec, s));
         }
-        self.store
-            .list::<Volumes>()?
+        self.list_scoped::<Volumes>(caller)?
             .into_iter()
             .find_map(|v| {
                 let s = v
@@ -133,7 +134,7 @@ impl Control {
         id_or_name: &str,
         snapshot: &str,
     ) -> Result<(), ControlError> {
-        let vol = self.find_volume(id_or_name)?.value;
+        let vol = self.find_volume(&Caller::system(), id_or_name)?.value;
         let snap = vol
             .snapshots
             .iter()

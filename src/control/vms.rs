@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use super::caller::Caller;
 use super::placement::{self, Candidate, Weigher};
 use super::{now_ms, now_secs, Control, ControlError};
 use crate::cluster::membership::Liveness;
@@ -117,8 +118,17 @@ pub const MIN_RAM_MB: u64 = 64;
 impl Control {
     /// Creates a VM: validates the request, places it, and writes its record. Nothing is
     /// written when any check fails.
-    pub async fn create_vm(&self, req: CreateVm) -> Result<VmView, ControlError> {
+    /// Creates a VM for the caller's project (an administrator may name another); its
+    /// volume, networks and security groups resolve within the caller's reach (security
+    /// groups within the VM's project).
+    pub async fn create_vm(
+        &self,
+        caller: &Caller,
+        mut req: CreateVm,
+    ) -> Result<VmView, ControlError> {
         let invalid = |m: String| Err(ControlError::Invalid(m));
+        caller.need_writer()?;
+        req.project = caller.owner_for(req.project.as_deref())?;
         let name = req.name.trim();
         if name.is_empty() || name.len() > 255 || name.chars().any(|c| c.is_control()) {
             return invalid(format!(
@@ -157,7 +167,7 @@ impl Control {
                 if req.boot.disk.is_some() {
                     return invalid("give either a disk image or a volume, not both".into());
                 }
-                let cur = self.find_volume(v)?;
+                let cur = self.find_volume(caller, v)?;
                 if let Some(vm) = &cur.value.used_by {
                     return invalid(format!(
                         "volume {} is already the disk of VM {vm}",
@@ -203,15 +213,18 @@ impl Control {
         let mut ports = Vec::new();
         for n in &req.networks {
             let made = self
-                .create_port(super::ports::CreatePort {
-                    network: n.clone(),
-                    name: format!("{name}-nic{}", ports.len()),
-                    device_id: id.0.clone(),
-                    device_owner: "compute:nova".into(),
-                    project: req.project.clone(),
-                    security_groups: req.security_groups.clone(),
-                    ..Default::default()
-                })
+                .create_port(
+                    caller,
+                    super::ports::CreatePort {
+                        network: n.clone(),
+                        name: format!("{name}-nic{}", ports.len()),
+                        device_id: id.0.clone(),
+                        device_owner: "compute:nova".into(),
+                        project: req.project.clone(),
+                        security_groups: req.security_groups.clone(),
+                        ..Default::default()
+                    },
+                )
                 .await;
             match made {
                 Ok(p) => ports.push(p.record.id),
@@ -242,7 +255,7 @@ impl Control {
 
     async fn drop_ports(&self, ports: &[String]) {
         for p in ports {
-            if let Err(e) = self.delete_port(p).await {
+            if let Err(e) = self.delete_port(&Caller::system(), p).await {
                 tracing::warn!(port = %p, error = %e, "cannot remove the port of a VM that was not created");
             }
         }

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use super::caller::Caller;
 use super::{now_secs, Control, ControlError};
 use crate::cluster::membership::Liveness;
 use crate::cluster::store::compute_tables::PlacementEpochs;
@@ -88,7 +89,16 @@ struct NodeRoom {
 }
 
 impl Control {
-    pub async fn create_volume(&self, req: CreateVolume) -> Result<VolumeView, ControlError> {
+    /// Creates a volume for the caller's project (an administrator may name another, the
+    /// node-local administrator none). A source image or snapshot must be one the
+    /// caller sees; a source image gives the snapshot its data is cloned from.
+    pub async fn create_volume(
+        &self,
+        caller: &Caller,
+        mut req: CreateVolume,
+    ) -> Result<VolumeView, ControlError> {
+        caller.need_writer()?;
+        req.project = caller.owner_for(req.project.as_deref())?;
         let name = req.name.trim();
         let invalid = |m: String| Err(ControlError::Invalid(m));
         // Names of the admin CLI's volumes are unique handles; projects' volumes (Cinder)
@@ -111,9 +121,19 @@ impl Control {
         {
             return invalid(format!("a volume named {name:?} exists already"));
         }
-        let parent = match req.source_snapshot.as_deref() {
-            Some(r) => Some(self.find_snapshot(r)?),
-            None => None,
+        let parent = match (req.source_image.as_deref(), req.source_snapshot.as_deref()) {
+            (Some(image), snap) => {
+                let f = self.image_file(caller, image)?;
+                if snap.is_some_and(|s| s != f.snapshot) {
+                    return invalid(format!(
+                        "snapshot {} is not the data of image {image}",
+                        snap.unwrap_or_default()
+                    ));
+                }
+                Some(self.find_snapshot(&Caller::system(), &f.snapshot)?)
+            }
+            (None, Some(r)) => Some(self.find_snapshot(caller, r)?),
+            (None, None) => None,
         };
         let size = match &parent {
             Some((_, snap)) if req.size_bytes == 0 => snap.size,
@@ -308,12 +328,16 @@ impl Control {
         Ok(out)
     }
 
-    pub fn find_volume(&self, id_or_name: &str) -> Result<Versioned<VolumeRecord>, ControlError> {
-        self.find_named::<Volumes>("volume", id_or_name, |v| &v.name)
+    pub fn find_volume(
+        &self,
+        caller: &Caller,
+        id_or_name: &str,
+    ) -> Result<Versioned<VolumeRecord>, ControlError> {
+        self.find_scoped::<Volumes>(caller, "volume", id_or_name, |v| &v.name)
     }
 
-    pub fn volume(&self, id_or_name: &str) -> Result<VolumeView, ControlError> {
-        let rec = self.find_volume(id_or_name)?.value;
+    pub fn volume(&self, caller: &Caller, id_or_name: &str) -> Result<VolumeView, ControlError> {
+        let rec = self.find_volume(caller, id_or_name)?.value;
         let ctx = self.volume_context()?;
         Ok(volume_view(rec, &ctx))
     }
@@ -348,8 +372,13 @@ impl Control {
     }
 
     /// Deletes a volume; each replica node then removes its region and frees the space.
-    pub async fn delete_volume(&self, id_or_name: &str) -> Result<VolumeRecord, ControlError> {
-        let cur = self.find_volume(id_or_name)?;
+    pub async fn delete_volume(
+        &self,
+        caller: &Caller,
+        id_or_name: &str,
+    ) -> Result<VolumeRecord, ControlError> {
+        caller.need_writer()?;
+        let cur = self.find_volume(caller, id_or_name)?;
         let rec = cur.value;
         if let Some(vm) = &rec.used_by {
             return Err(ControlError::Invalid(format!(
@@ -396,7 +425,7 @@ impl Control {
         mut edit: impl FnMut(&mut VolumeRecord) -> Result<Edit, ControlError>,
     ) -> Result<VolumeRecord, ControlError> {
         loop {
-            let cur = self.find_volume(id_or_name)?;
+            let cur = self.find_volume(&Caller::system(), id_or_name)?;
             let mut rec = cur.value.clone();
             let what = edit(&mut rec)?;
             let txn = TxnBuilder::new()
@@ -453,7 +482,7 @@ impl Control {
         let deadline = tokio::time::Instant::now() + REGIONS_WAIT;
         let mut changes = self.store.watch();
         loop {
-            let v = self.volume(id_or_name)?;
+            let v = self.volume(&crate::control::caller::Caller::system(), id_or_name)?;
             let missing: Vec<NodeId> = v
                 .replica_nodes
                 .iter()
@@ -595,7 +624,8 @@ impl Control {
         }
     }
 
-    /// Replaces replicas whose node has been down longer than the grace with a new one on
+    /// Replaces replicas whose node has been down longer than the grace, or was removed
+    /// from the cluster, with a new one on
     /// a live node with room (it starts faulted: the volume's writer copies it in full),
     /// most exposed volumes (fewest replicas in sync) first. `down` remembers since when
     /// this leader has seen each node down.
@@ -609,10 +639,19 @@ impl Control {
             *n == self.node || view.get(n).is_some_and(|p| p.liveness == Liveness::Alive)
         };
         let mut vols: Vec<Versioned<VolumeRecord>> = self.store.list::<Volumes>()?;
+        let admitted: BTreeSet<NodeId> = self
+            .store
+            .list::<Nodes>()?
+            .into_iter()
+            .map(|n| n.value.id)
+            .collect();
         let mut lost: BTreeSet<NodeId> = BTreeSet::new();
         for v in &vols {
             for r in &v.value.replicas {
-                if alive(&r.node) {
+                if !admitted.contains(&r.node) {
+                    // Removed from the cluster: replaced at once.
+                    lost.insert(r.node);
+                } else if alive(&r.node) {
                     down.remove(&r.node);
                 } else {
                     let since = *down.entry(r.node).or_insert(now);
@@ -655,7 +694,12 @@ impl Control {
                     state: ReplicaState::Faulted,
                     progress: Some(0),
                 };
-                changes.push(format!("node {old} (down) -> node {new}", new = new.id));
+                let why = if admitted.contains(&old) {
+                    "down"
+                } else {
+                    "removed"
+                };
+                changes.push(format!("node {old} ({why}) -> node {new}", new = new.id));
             }
             if changes.is_empty() {
                 continue;
@@ -665,7 +709,7 @@ impl Control {
                 .require_revision::<Volumes>(rec.id.to_string(), cur.revision)
                 .put::<Volumes>(rec.id.to_string(), &rec);
             let msg = format!(
-                "volume {}: replica rebuilt elsewhere after its node was down for {} s: {}",
+                "volume {}: replica rebuilt elsewhere (its node was removed, or down for {} s): {}",
                 rec.name,
                 self.replica_grace.as_secs(),
                 changes.join(", ")

@@ -3,6 +3,7 @@
 
 pub mod datadir;
 pub mod join;
+pub mod limits;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -87,6 +88,7 @@ impl Node {
     pub async fn start(config: Config) -> Result<Arc<Node>, ServeError> {
         let datadir = DataDir::new(&config.data_dir);
         let identity = datadir.load()?;
+        datadir.make_private()?;
         let me = identity.node.node_id;
         let ca_der = pki::pem_to_cert_der(&identity.ca_cert_pem).map_err(|e| {
             datadir::DataDirError::Corrupt {
@@ -131,6 +133,8 @@ impl Node {
             cpu_allocation_ratio: config.cpu_allocation_ratio,
             consoles: std::sync::OnceLock::new(),
             volume_data: std::sync::OnceLock::new(),
+            refusals: Default::default(),
+            throttle: Default::default(),
         });
         let (accel, accel_why) = crate::compute::detect_accel();
         // KVM: Strata's own VMM, one worker process per VM. Elsewhere: QEMU with TCG.
@@ -258,18 +262,12 @@ impl Node {
                 }
                 Ok(Some(password)) => {
                     let path = datadir.admin_password();
-                    let written = std::fs::write(&path, format!("{password}\n")).and_then(|_| {
-                        std::fs::set_permissions(
-                            &path,
-                            std::os::unix::fs::PermissionsExt::from_mode(0o600),
-                        )
-                    });
-                    match written {
+                    match datadir.write_admin_password(&password) {
                         Ok(()) => {
                             tracing::info!(file = %path.display(), "admin credentials written")
                         }
                         Err(e) => {
-                            tracing::warn!(file = %path.display(), error = %e, "cannot write the admin password")
+                            tracing::warn!(file = %path.display(), error = %error_chain(&e), "cannot write the admin password")
                         }
                     }
                 }
@@ -299,10 +297,34 @@ impl Node {
         tokio::spawn(attachments.run());
         tokio::spawn(crate::agent::network::NetworkAgent::new(control.clone()).run());
         tokio::spawn(node.clone().housekeeping());
+        tokio::spawn(node.clone().refuse_removed_nodes());
         Ok(node)
     }
 
     /// Keeps this node's record current, re-announces to known peers, saves the peer list.
+    /// Keeps the transport's list of removed nodes (whose certificates it refuses) in step
+    /// with the cluster state: on every store change, and every 2 s.
+    async fn refuse_removed_nodes(self: Arc<Self>) {
+        let mut changes = self.control.store.watch();
+        let mut tick = tokio::time::interval(Duration::from_secs(2));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut applied = std::collections::HashSet::new();
+        loop {
+            if !crate::agent::next_pass(&mut changes, &mut tick).await {
+                return;
+            }
+            let Ok(removed) = self.control.removed_nodes() else {
+                continue;
+            };
+            let removed: std::collections::HashSet<_> = removed.into_iter().map(|r| r.id).collect();
+            if removed != applied {
+                tracing::info!(nodes = ?removed, "refusing the certificates of removed nodes");
+                self.transport.set_removed(removed.clone());
+                applied = removed;
+            }
+        }
+    }
+
     async fn housekeeping(self: Arc<Self>) {
         let host = crate::agent::host::detect();
         let mut registered = false;
@@ -379,6 +401,9 @@ impl Node {
             .filter(|p| p.liveness != crate::cluster::membership::Liveness::Down)
             .count();
         g.membership_alive.set(alive as i64 + 1);
+        for ((via, reason), n) in self.control.refusals.counts() {
+            g.set_refused(&via, reason, n);
+        }
         g.membership_size.set(
             self.control
                 .store
@@ -440,11 +465,13 @@ fn serve_pxe(node: &Arc<Node>, dir: &std::path::Path) -> Result<(), ServeError> 
                     source,
                 })?;
             let app = pxe::routes(files.clone());
-            tokio::spawn(async move {
-                if let Err(e) = axum::serve(listener, app).await {
-                    tracing::error!(error = %e, "network install HTTP server stopped");
-                }
-            });
+            tokio::spawn(crate::httpd::serve(
+                listener,
+                app,
+                None,
+                crate::httpd::Limits::SMALL,
+                "network installs",
+            ));
             pxe::serve_proxy_dhcp(files, iface).await
         };
         if let Err(e) = run.await {
@@ -456,6 +483,10 @@ fn serve_pxe(node: &Arc<Node>, dir: &std::path::Path) -> Result<(), ServeError> 
 
 /// Runs a node until SIGINT/SIGTERM or until Raft stops on a fatal storage error.
 pub async fn serve(config: Config) -> Result<(), ServeError> {
+    match limits::raise_open_files() {
+        (n, None) => tracing::info!(open_files = n, "open-file limit"),
+        (_, Some(w)) => tracing::warn!("{w}"),
+    }
     let node = Node::start(config).await?;
     let admin_path = node.config.admin_socket.clone();
     let admin = admin::listen(&admin_path).map_err(|source| ServeError::Admin {

@@ -589,3 +589,52 @@ pub fn password_auth<'a>(user: &'a str, password: &'a str, project: &'a str) -> 
         "Default",
     ]
 }
+
+/// One HTTP request from inside node 0's namespace: (status, body).
+pub fn http(
+    c: &Cluster,
+    method: &str,
+    path: &str,
+    token: &str,
+    body: Option<&[u8]>,
+) -> (u16, String) {
+    let url = format!("https://{}:5000{path}", c.nodes[0].ip);
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("body");
+    let inp = dir.path().join("in");
+    std::fs::write(&inp, body.unwrap_or_default()).unwrap();
+    let mut args = vec![
+        "netns".to_string(),
+        "exec".into(),
+        c.nodes[0].ns.clone(),
+        "curl".into(),
+        "-s".into(),
+        "--cacert".into(),
+        c.nodes[0].dir.join("pki/ca.crt").display().to_string(),
+        "-o".into(),
+        out.display().to_string(),
+        "-w".into(),
+        "%{http_code}".into(),
+        "-X".into(),
+        method.into(),
+        "-H".into(),
+        format!("X-Auth-Token: {token}"),
+        "-H".into(),
+        "Content-Type: application/json".into(),
+    ];
+    if body.is_some() {
+        args.push("--data-binary".into());
+        args.push(format!("@{}", inp.display()));
+    }
+    args.push(url);
+    let o = std::process::Command::new("ip")
+        .args(&args)
+        .output()
+        .unwrap();
+    let code = String::from_utf8_lossy(&o.stdout)
+        .trim()
+        .parse()
+        .unwrap_or(0);
+    let body = std::fs::read_to_string(&out).unwrap_or_default();
+    (code, body)
+}

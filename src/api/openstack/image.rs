@@ -150,7 +150,7 @@ fn owns(s: &Scope, i: &ImageRecord) -> Result<(), Response> {
 }
 
 fn find(node: &Node, s: &Scope, id: &str) -> Result<ImageRecord, Response> {
-    match node.control.image(id) {
+    match node.control.image(&s.caller, id) {
         Ok(i) if visible(s, &i) => Ok(i),
         Ok(_) | Err(ControlError::NotFound(_)) => Err(gerr(
             StatusCode::NOT_FOUND,
@@ -535,7 +535,7 @@ async fn download(
     if cur.status != ImageStatus::Active {
         return Ok(StatusCode::NO_CONTENT.into_response());
     }
-    let (rec, stream) = node.control.read_image(&id).map_err(cerr)?;
+    let (rec, stream) = node.control.read_image(&s.caller, &id).map_err(cerr)?;
     let mut r = Response::new(Body::from_stream(stream));
     let h = r.headers_mut();
     h.insert(

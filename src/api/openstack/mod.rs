@@ -92,6 +92,8 @@ pub struct Scope {
     pub user: String,
     pub admin: bool,
     pub writer: bool,
+    /// The same caller, for `control`.
+    pub caller: crate::control::caller::Caller,
 }
 
 impl Scope {
@@ -104,6 +106,12 @@ impl Scope {
         })?;
         let admin = t.roles.iter().any(|r| r == "admin");
         Ok(Scope {
+            caller: crate::control::caller::Caller::user(
+                &t.user.id,
+                &t.user.name,
+                &project,
+                t.roles.clone(),
+            ),
             project,
             user: t.user.id.clone(),
             admin,
@@ -193,6 +201,13 @@ async fn audit(
             .then(|| format!("HTTP {}", status.as_u16())),
         ..Default::default()
     };
+    if who.is_none() {
+        // Without credentials nothing reaches the store (anyone could fill it).
+        node.control
+            .refusals
+            .note(rec, crate::control::audit::Refusal::NoValidToken);
+        return resp;
+    }
     tokio::spawn(async move {
         if let Err(e) = node.control.audit(rec).await {
             tracing::warn!(error = %error_chain(&e), "audit record failed");
@@ -221,15 +236,20 @@ pub fn routes() -> Router<Arc<Node>> {
         .layer(axum::middleware::from_fn(compute::microversion))
 }
 
-/// Serves `app` (the API and the console) over plain HTTP.
+/// Serves `app` (the API and the console) over plain HTTP, within the API's limits.
 pub async fn serve(listener: tokio::net::TcpListener, app: Router) {
-    let svc = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
-    if let Err(e) = axum::serve(listener, svc).await {
-        tracing::error!(error = %e, "OpenStack API stopped");
-    }
+    crate::httpd::serve(
+        listener,
+        app,
+        None,
+        crate::httpd::Limits::API,
+        "OpenStack API",
+    )
+    .await
 }
 
-/// Serves `app` over HTTPS with `tls` (a certificate from the cluster CA).
+/// Serves `app` over HTTPS with `tls` (a certificate from the cluster CA), within the
+/// API's limits (connections per client, handshake and header deadlines, idle timeout).
 pub async fn serve_tls(
     listener: tokio::net::TcpListener,
     app: Router,
@@ -237,42 +257,14 @@ pub async fn serve_tls(
 ) {
     let _ = SCHEME.set("https");
     let acceptor = tokio_rustls::TlsAcceptor::from(tls);
-    loop {
-        let (tcp, peer) = match listener.accept().await {
-            Ok(c) => c,
-            Err(e) => {
-                tracing::warn!(error = %e, "OpenStack API: accept failed");
-                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-                continue;
-            }
-        };
-        let (acceptor, app) = (acceptor.clone(), app.clone());
-        tokio::spawn(async move {
-            let stream = match tokio::time::timeout(
-                std::time::Duration::from_secs(10),
-                acceptor.accept(tcp),
-            )
-            .await
-            {
-                Ok(Ok(s)) => s,
-                Ok(Err(e)) => {
-                    tracing::debug!(%peer, error = %e, "OpenStack API: TLS handshake failed");
-                    return;
-                }
-                Err(_) => return,
-            };
-            // The client's address, for the console's audit log.
-            let app = app.layer(axum::Extension(axum::extract::ConnectInfo(peer)));
-            let svc = hyper_util::service::TowerToHyperService::new(app);
-            if let Err(e) = hyper::server::conn::http1::Builder::new()
-                .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
-                .with_upgrades()
-                .await
-            {
-                tracing::debug!(%peer, error = %e, "OpenStack API connection ended");
-            }
-        });
-    }
+    crate::httpd::serve(
+        listener,
+        app,
+        Some(acceptor),
+        crate::httpd::Limits::API,
+        "OpenStack API",
+    )
+    .await
 }
 
 /// The TLS configuration of the API from a certificate chain and key (PEM).

@@ -140,7 +140,7 @@ async fn attach(
             "Invalid input for field/attribute volumeId: 'volumeId' is a required property",
         )
     })?;
-    match node.control.find_volume(vol) {
+    match node.control.find_volume(&s.caller, vol) {
         Ok(v) if v.value.id.0 == vol && s.sees(v.value.project.as_deref()) => {}
         _ => {
             return Err(nova(
@@ -151,7 +151,7 @@ async fn attach(
     }
     let (_, n) = node
         .control
-        .attach_vm_volume(&id, vol)
+        .attach_vm_volume(&s.caller, &id, vol)
         .await
         .map_err(|e| match e {
             ControlError::Conflict(m) => nova(StatusCode::BAD_REQUEST, m),

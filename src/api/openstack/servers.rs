@@ -119,12 +119,18 @@ fn addresses_with(node: &Node, v: &VmView, fips: &[FloatingIpRecord]) -> (Value,
     let mut out: BTreeMap<String, Vec<Value>> = BTreeMap::new();
     let mut groups: Vec<String> = Vec::new();
     for p in &v.record.ports {
-        let Ok(port) = node.control.port(p) else {
+        let Ok(port) = node
+            .control
+            .port(&crate::control::caller::Caller::system(), p)
+        else {
             continue;
         };
         let net = node
             .control
-            .find_network(&port.record.network)
+            .find_network(
+                &crate::control::caller::Caller::system(),
+                &port.record.network,
+            )
             .map(|n| n.name)
             .unwrap_or_else(|_| port.record.network.clone());
         let list = out.entry(net).or_default();
@@ -146,7 +152,7 @@ fn addresses_with(node: &Node, v: &VmView, fips: &[FloatingIpRecord]) -> (Value,
         for g in &port.record.security_groups {
             let name = node
                 .control
-                .find_secgroup(g)
+                .find_secgroup(&crate::control::caller::Caller::system(), g)
                 .map(|s| s.name)
                 .unwrap_or_else(|_| g.clone());
             if !groups.contains(&name) {
@@ -395,7 +401,7 @@ fn networks(node: &Node, s: &Scope, v: &Value) -> Result<Vec<String>, Response> 
                 })?;
                 let net = node
                     .control
-                    .find_network(id)
+                    .find_network(&s.caller, id)
                     .map_err(|_| bad(format!("Network {id} could not be found.")))?;
                 if net.project != s.project && !net.shared && !s.admin {
                     return Err(bad(format!("Network {id} could not be found.")));
@@ -481,13 +487,13 @@ async fn create(State(node): State<Arc<Node>>, headers: HeaderMap, b: axum::body
         }
     }
     if let Some(i) = &image {
-        match node.control.image(i) {
+        match node.control.image(&s.caller, i) {
             Ok(img) if super::image::visible(&s, &img) => {}
             _ => return Err(bad(format!("Image {i} could not be found."))),
         }
     }
     if let Some(vid) = &volume {
-        match node.control.find_volume(vid) {
+        match node.control.find_volume(&s.caller, vid) {
             Ok(v) if v.value.id.0 == *vid && s.sees(v.value.project.as_deref()) => {}
             _ => return Err(bad(format!("Volume {vid} could not be found."))),
         }
@@ -578,26 +584,29 @@ async fn create(State(node): State<Arc<Node>>, headers: HeaderMap, b: axum::body
     for i in 0..count {
         let vm = node
             .control
-            .create_server(CreateServer {
-                name: if count > 1 {
-                    format!("{name}-{}", i + 1)
-                } else {
-                    name.to_string()
+            .create_server(
+                &s.caller,
+                CreateServer {
+                    name: if count > 1 {
+                        format!("{name}-{}", i + 1)
+                    } else {
+                        name.to_string()
+                    },
+                    flavor: flavor.clone(),
+                    image: image.clone(),
+                    volume: volume.clone(),
+                    delete_volume,
+                    networks: nets.clone(),
+                    security_groups: groups.clone(),
+                    key: key.clone(),
+                    user_data: user_data.clone(),
+                    metadata: metadata.clone(),
+                    project: s.project.clone(),
+                    user: s.user.clone(),
+                    anti_affinity_group: anti.clone(),
+                    affinity_group: affinity.clone(),
                 },
-                flavor: flavor.clone(),
-                image: image.clone(),
-                volume: volume.clone(),
-                delete_volume,
-                networks: nets.clone(),
-                security_groups: groups.clone(),
-                key: key.clone(),
-                user_data: user_data.clone(),
-                metadata: metadata.clone(),
-                project: s.project.clone(),
-                user: s.user.clone(),
-                anti_affinity_group: anti.clone(),
-                affinity_group: affinity.clone(),
-            })
+            )
             .await
             .map_err(cerr)?;
         first.get_or_insert(vm);

@@ -255,7 +255,7 @@ fn volume_json(
 
 /// A volume Cinder may show this caller (not an image's data).
 fn find(node: &Node, c: &Call, id: &str) -> Result<VolumeView, Response> {
-    match node.control.volume(id) {
+    match node.control.volume(&c.s.caller, id) {
         Ok(v)
             if v.record.id.0 == id
                 && v.record.image.is_none()
@@ -455,7 +455,7 @@ async fn create(
         (Some(i), None) => {
             let img = node
                 .control
-                .image(i)
+                .image(&c.s.caller, i)
                 .ok()
                 .filter(|img| super::image::visible(&c.s, img));
             if img.is_none() {
@@ -464,7 +464,7 @@ async fn create(
                     format!("Image {i} could not be found."),
                 ));
             }
-            let f = node.control.image_file(i).map_err(cerr)?;
+            let f = node.control.image_file(&c.s.caller, i).map_err(cerr)?;
             Some((f.snapshot, f.size))
         }
         (None, Some(sid)) => {
@@ -487,18 +487,21 @@ async fn create(
     };
     let v = node
         .control
-        .create_volume(CreateVolume {
-            name,
-            size_bytes: bytes,
-            replicas: None,
-            source_snapshot: source.map(|s| s.0),
-            project: Some(c.s.project.clone()),
-            image: None,
-            source_image: image,
-            description,
-            metadata: metadata(&o)?,
-            user: Some(c.s.user.clone()),
-        })
+        .create_volume(
+            &c.s.caller,
+            CreateVolume {
+                name,
+                size_bytes: bytes,
+                replicas: None,
+                source_snapshot: source.map(|s| s.0),
+                project: Some(c.s.project.clone()),
+                image: None,
+                source_image: image,
+                description,
+                metadata: metadata(&o)?,
+                user: Some(c.s.user.clone()),
+            },
+        )
         .await
         .map_err(cerr)?;
     let mut j = volume_json(&v, &c, &base_url(&headers), &HashMap::new(), false);
@@ -571,7 +574,10 @@ async fn delete(
                 .map_err(cerr)?;
         }
     }
-    node.control.delete_volume(&id).await.map_err(cerr)?;
+    node.control
+        .delete_volume(&c.s.caller, &id)
+        .await
+        .map_err(cerr)?;
     Ok(with_version(StatusCode::ACCEPTED.into_response(), c.micro))
 }
 
@@ -651,7 +657,7 @@ fn find_snapshot(
     c: &Call,
     id: &str,
 ) -> Result<(VolumeRecord, SnapshotRecord), Response> {
-    match node.control.find_snapshot(id) {
+    match node.control.find_snapshot(&c.s.caller, id) {
         Ok((v, s)) if s.id == id && v.image.is_none() && c.s.sees(v.project.as_deref()) => {
             Ok((v, s))
         }
@@ -744,7 +750,11 @@ async fn create_snapshot(
         .snapshot_volume(&vol, &name)
         .await
         .map_err(cerr)?;
-    let rec = node.control.find_volume(&vol).map_err(cerr)?.value;
+    let rec = node
+        .control
+        .find_volume(&c.s.caller, &vol)
+        .map_err(cerr)?
+        .value;
     reply(
         &c,
         StatusCode::ACCEPTED,

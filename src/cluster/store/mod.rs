@@ -73,6 +73,24 @@ impl Store {
             .collect()
     }
 
+    /// Every record's revision, by table and key: a cheap fingerprint of the whole
+    /// state (`strata debug store`), to check that a refused request wrote nothing.
+    pub fn revisions(
+        &self,
+    ) -> std::collections::BTreeMap<String, std::collections::BTreeMap<String, u64>> {
+        let st = self.raft.shared.state.read().expect("state lock poisoned");
+        st.data
+            .tables
+            .iter()
+            .map(|(t, recs)| {
+                (
+                    t.clone(),
+                    recs.iter().map(|(k, r)| (k.clone(), r.revision)).collect(),
+                )
+            })
+            .collect()
+    }
+
     /// The newest `n` records of a log-like table, newest last.
     pub fn tail<T: Table>(&self, n: usize) -> Result<Vec<Versioned<T::Value>>, StoreError> {
         let st = self.raft.shared.state.read().expect("state lock poisoned");

@@ -17,10 +17,11 @@ use crate::control::ControlError;
 use crate::daemon::Node;
 
 fn router_json(node: &Node, r: &RouterRecord) -> Value {
-    let gw = r
-        .gateway_port
-        .as_ref()
-        .and_then(|g| node.control.find_port(g).ok());
+    let gw = r.gateway_port.as_ref().and_then(|g| {
+        node.control
+            .find_port(&crate::control::caller::Caller::system(), g)
+            .ok()
+    });
     json!({
         "id": r.id, "name": r.name, "tenant_id": r.project, "project_id": r.project,
         "admin_state_up": true, "status": "ACTIVE",
@@ -96,13 +97,16 @@ pub(super) async fn create_router(
     let x = super::resource(&v, "router", super::ROUTER)?;
     let r = node
         .control
-        .create_router(CreateRouter {
-            name: x["name"].as_str().unwrap_or("").to_string(),
-            project: Some(s.project.clone()),
-            external_network: x["external_gateway_info"]["network_id"]
-                .as_str()
-                .map(str::to_string),
-        })
+        .create_router(
+            &s.caller,
+            CreateRouter {
+                name: x["name"].as_str().unwrap_or("").to_string(),
+                project: Some(s.project.clone()),
+                external_network: x["external_gateway_info"]["network_id"]
+                    .as_str()
+                    .map(str::to_string),
+            },
+        )
         .await
         .map_err(nerr)?;
     created(json!({"router": router_json(&node, &r)}))
@@ -121,7 +125,7 @@ pub(super) async fn update_router(
     if let Some(gw) = v["router"].get("external_gateway_info") {
         let net = gw["network_id"].as_str();
         node.control
-            .set_router_gateway(&r.id, net)
+            .set_router_gateway(&s.caller, &r.id, net)
             .await
             .map_err(nerr)?;
     }
@@ -137,7 +141,10 @@ pub(super) async fn delete_router(
     let s = who(&node, &headers)?;
     s.write().map_err(IntoResponse::into_response)?;
     let r = router_of(&node, &s, &id)?;
-    node.control.delete_router(&r.id).await.map_err(nerr)?;
+    node.control
+        .delete_router(&s.caller, &r.id)
+        .await
+        .map_err(nerr)?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -158,12 +165,12 @@ pub(super) async fn interface(
     let before = r.interface_ports.clone();
     let after = if add {
         node.control
-            .add_router_interface(&r.id, subnet)
+            .add_router_interface(&s.caller, &r.id, subnet)
             .await
             .map_err(nerr)?
     } else {
         node.control
-            .remove_router_interface(&r.id, subnet)
+            .remove_router_interface(&s.caller, &r.id, subnet)
             .await
             .map_err(nerr)?
     };
@@ -246,11 +253,14 @@ pub(super) async fn create_fip(
     let x = super::resource(&v, "floatingip", super::FLOATINGIP)?;
     let f = node
         .control
-        .create_floating_ip(CreateFloatingIp {
-            network: x["floating_network_id"].as_str().unwrap_or("").to_string(),
-            project: Some(s.project.clone()),
-            port: x["port_id"].as_str().map(str::to_string),
-        })
+        .create_floating_ip(
+            &s.caller,
+            CreateFloatingIp {
+                network: x["floating_network_id"].as_str().unwrap_or("").to_string(),
+                project: Some(s.project.clone()),
+                port: x["port_id"].as_str().map(str::to_string),
+            },
+        )
         .await
         .map_err(nerr)?;
     created(json!({"floatingip": fip_json(&f)}))
@@ -272,7 +282,7 @@ pub(super) async fn update_fip(
     let port = v["floatingip"]["port_id"].as_str();
     let f = node
         .control
-        .associate_floating_ip(&f.id, port)
+        .associate_floating_ip(&s.caller, &f.id, port)
         .await
         .map_err(nerr)?;
     ok(json!({"floatingip": fip_json(&f)}))
@@ -289,6 +299,9 @@ pub(super) async fn delete_fip(
         .into_iter()
         .find(|f| f.id == id)
         .ok_or_else(|| not_found("FloatingIP", &id))?;
-    node.control.delete_floating_ip(&f.id).await.map_err(nerr)?;
+    node.control
+        .delete_floating_ip(&s.caller, &f.id)
+        .await
+        .map_err(nerr)?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }

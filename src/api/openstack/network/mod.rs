@@ -18,6 +18,7 @@ use serde_json::{json, Value};
 
 use super::{authenticate, time, OsError};
 use crate::cluster::store::network_tables::{NetworkRecord, SubnetRecord};
+use crate::control::caller::Caller;
 use crate::control::identity::TokenInfo;
 use crate::control::networks::{CreateNetwork, CreateSubnet};
 use crate::control::ports::{CreatePort, FixedIpRequest, PortView};
@@ -81,6 +82,8 @@ struct Scope {
     project: String,
     admin: bool,
     writer: bool,
+    /// The same caller, for `control`.
+    caller: Caller,
 }
 
 fn scope(t: &TokenInfo) -> Result<Scope, OsError> {
@@ -93,6 +96,7 @@ fn scope(t: &TokenInfo) -> Result<Scope, OsError> {
     })?;
     let admin = t.roles.iter().any(|r| r == "admin");
     Ok(Scope {
+        caller: Caller::user(&t.user.id, &t.user.name, &project, t.roles.clone()),
         project,
         admin,
         writer: admin || t.roles.iter().any(|r| r == "member"),
@@ -510,13 +514,16 @@ async fn create_network(
     }
     let rec = node
         .control
-        .create_network(CreateNetwork {
-            name: n["name"].as_str().unwrap_or("").to_string(),
-            project: Some(s.project.clone()),
-            shared,
-            external,
-            mtu: n["mtu"].as_u64().map(|m| m as u32),
-        })
+        .create_network(
+            &s.caller,
+            CreateNetwork {
+                name: n["name"].as_str().unwrap_or("").to_string(),
+                project: Some(s.project.clone()),
+                shared,
+                external,
+                mtu: n["mtu"].as_u64().map(|m| m as u32),
+            },
+        )
         .await
         .map_err(nerr)?;
     created(json!({"network": network_json(&rec, &[])}))
@@ -533,7 +540,10 @@ async fn delete_network(
     if !s.sees(&n.project) {
         return Err(not_found("Network", &id));
     }
-    node.control.delete_network(&n.id).await.map_err(nerr)?;
+    node.control
+        .delete_network(&s.caller, &n.id)
+        .await
+        .map_err(nerr)?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -596,26 +606,29 @@ async fn create_subnet(
     let list = |k: &str| x[k].as_array().cloned().unwrap_or_default();
     let rec = node
         .control
-        .create_subnet(CreateSubnet {
-            name: x["name"].as_str().unwrap_or("").to_string(),
-            network: net.id.clone(),
-            cidr: x["cidr"].as_str().unwrap_or("").to_string(),
-            gateway_ip: match &x["gateway_ip"] {
-                Value::Null if x.get("gateway_ip").is_some() => Some(String::new()),
-                Value::String(g) => Some(g.clone()),
-                _ => None,
+        .create_subnet(
+            &s.caller,
+            CreateSubnet {
+                name: x["name"].as_str().unwrap_or("").to_string(),
+                network: net.id.clone(),
+                cidr: x["cidr"].as_str().unwrap_or("").to_string(),
+                gateway_ip: match &x["gateway_ip"] {
+                    Value::Null if x.get("gateway_ip").is_some() => Some(String::new()),
+                    Value::String(g) => Some(g.clone()),
+                    _ => None,
+                },
+                allocation_pools: serde_json::from_value(Value::Array(list("allocation_pools")))
+                    .unwrap_or_default(),
+                dns_nameservers: list("dns_nameservers")
+                    .iter()
+                    .filter_map(|d| d.as_str().map(str::to_string))
+                    .collect(),
+                host_routes: serde_json::from_value(Value::Array(list("host_routes")))
+                    .unwrap_or_default(),
+                enable_dhcp: x["enable_dhcp"].as_bool(),
+                project: Some(s.project.clone()),
             },
-            allocation_pools: serde_json::from_value(Value::Array(list("allocation_pools")))
-                .unwrap_or_default(),
-            dns_nameservers: list("dns_nameservers")
-                .iter()
-                .filter_map(|d| d.as_str().map(str::to_string))
-                .collect(),
-            host_routes: serde_json::from_value(Value::Array(list("host_routes")))
-                .unwrap_or_default(),
-            enable_dhcp: x["enable_dhcp"].as_bool(),
-            project: Some(s.project.clone()),
-        })
+        )
         .await
         .map_err(nerr)?;
     created(json!({"subnet": subnet_json(&rec)}))
@@ -635,7 +648,10 @@ async fn delete_subnet(
     if !s.sees(&x.project) {
         return Err(not_found("Subnet", &id));
     }
-    node.control.delete_subnet(&x.id).await.map_err(nerr)?;
+    node.control
+        .delete_subnet(&s.caller, &x.id)
+        .await
+        .map_err(nerr)?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -693,18 +709,21 @@ async fn create_port(State(node): State<Arc<Node>>, headers: HeaderMap, b: axum:
     });
     let view = node
         .control
-        .create_port(CreatePort {
-            network: net.id,
-            name: x["name"].as_str().unwrap_or("").to_string(),
-            project: Some(s.project.clone()),
-            fixed_ips: fixed,
-            mac: x["mac_address"].as_str().map(str::to_string),
-            host: None,
-            device_id: x["device_id"].as_str().unwrap_or("").to_string(),
-            device_owner: x["device_owner"].as_str().unwrap_or("").to_string(),
-            security_groups: groups,
-            port_security: x["port_security_enabled"].as_bool(),
-        })
+        .create_port(
+            &s.caller,
+            CreatePort {
+                network: net.id,
+                name: x["name"].as_str().unwrap_or("").to_string(),
+                project: Some(s.project.clone()),
+                fixed_ips: fixed,
+                mac: x["mac_address"].as_str().map(str::to_string),
+                host: None,
+                device_id: x["device_id"].as_str().unwrap_or("").to_string(),
+                device_owner: x["device_owner"].as_str().unwrap_or("").to_string(),
+                security_groups: groups,
+                port_security: x["port_security_enabled"].as_bool(),
+            },
+        )
         .await
         .map_err(nerr)?;
     created(json!({"port": port_json(&view)}))
@@ -721,6 +740,9 @@ async fn delete_port(
         .into_iter()
         .find(|p| p.record.id == id)
         .ok_or_else(|| not_found("Port", &id))?;
-    node.control.delete_port(&p.record.id).await.map_err(nerr)?;
+    node.control
+        .delete_port(&s.caller, &p.record.id)
+        .await
+        .map_err(nerr)?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }

@@ -86,17 +86,20 @@ pub(super) async fn create_secgroup(
     super::resource(&v, "security_group", super::SECGROUP)?;
     let g = node
         .control
-        .create_secgroup(CreateSecGroup {
-            name: v["security_group"]["name"]
-                .as_str()
-                .unwrap_or("")
-                .to_string(),
-            project: Some(s.project.clone()),
-            description: v["security_group"]["description"]
-                .as_str()
-                .unwrap_or("")
-                .to_string(),
-        })
+        .create_secgroup(
+            &s.caller,
+            CreateSecGroup {
+                name: v["security_group"]["name"]
+                    .as_str()
+                    .unwrap_or("")
+                    .to_string(),
+                project: Some(s.project.clone()),
+                description: v["security_group"]["description"]
+                    .as_str()
+                    .unwrap_or("")
+                    .to_string(),
+            },
+        )
         .await
         .map_err(nerr)?;
     created(json!({"security_group": sg_json(&g)}))
@@ -113,7 +116,10 @@ pub(super) async fn delete_secgroup(
         .into_iter()
         .find(|g| g.id == id)
         .ok_or_else(|| not_found("SecurityGroup", &id))?;
-    node.control.delete_secgroup(&g.id).await.map_err(nerr)?;
+    node.control
+        .delete_secgroup(&s.caller, &g.id)
+        .await
+        .map_err(nerr)?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -194,6 +200,7 @@ pub(super) async fn create_rule(
     let r = node
         .control
         .add_rule(
+            &s.caller,
             &g.id,
             CreateRule {
                 direction,
@@ -221,6 +228,9 @@ pub(super) async fn delete_rule(
     let s = who(&node, &headers)?;
     s.write().map_err(IntoResponse::into_response)?;
     let (r, g) = find_rule(&node, &s, &id)?;
-    node.control.delete_rule(&g.id, &r.id).await.map_err(nerr)?;
+    node.control
+        .delete_rule(&s.caller, &g.id, &r.id)
+        .await
+        .map_err(nerr)?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
