@@ -195,3 +195,146 @@ fn the_openstack_client_authenticates_and_manages_identity() {
         "a deleted application credential still works"
     );
 }
+
+/// Identity over time, as Keystone has it: a user disabled and enabled, a password reset
+/// by the administrator and changed by the user (each ends the tokens issued before), a
+/// role taken away; and the admin role on a project other than the cloud's own is that
+/// project's administration only, not the cloud's.
+#[test]
+fn users_are_disabled_passwords_change_and_roles_go() {
+    let c = Cluster::form(1);
+    let os = Os::new(&c);
+    let pw = common::admin_password(&c);
+    let admin = password_auth("admin", &pw, "admin");
+    os.json(&admin, &["project", "create", "demo", "-f", "json"]);
+    os.add_user(&admin, "demo", "dana", "first-secret", "member");
+    os.add_user(&admin, "demo", "boss", "boss-secret", "admin");
+    let token = |auth: &[&str]| {
+        let o = os.run(auth, &["token", "issue", "-f", "value", "-c", "id"]);
+        o.status
+            .success()
+            .then(|| String::from_utf8_lossy(&o.stdout).trim().to_string())
+    };
+    let dana1 = password_auth("dana", "first-secret", "demo");
+    let old = token(&dana1).expect("dana signs in");
+    let works = |t: &str| common::http(&c, "GET", "/compute/v2.1/servers", t, None).0 == 200;
+    assert!(works(&old));
+
+    // Disabled: no sign-in, and the token she holds stops working; enabled again, she
+    // signs in (the old token stays ended).
+    // (Token times are in seconds: each change below happens a second after the tokens
+    // it must end.)
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let o = os.run(&admin, &["user", "set", "--disable", "dana"]);
+    assert!(o.status.success(), "disable: {}", stderr(&o));
+    assert_eq!(token(&dana1), None, "a disabled user signed in");
+    assert!(!works(&old), "a disabled user's token still works");
+    let u = os.json(&admin, &["user", "show", "dana", "-f", "json"]);
+    assert_eq!(u["enabled"], false, "{u}");
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let o = os.run(&admin, &["user", "set", "--enable", "dana"]);
+    assert!(o.status.success(), "enable: {}", stderr(&o));
+    let t1 = token(&dana1).expect("enabled again");
+    assert!(works(&t1) && !works(&old));
+
+    // The administrator resets her password: the old one and the old token end.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let o = os.run(
+        &admin,
+        &["user", "set", "--password", "second-secret", "dana"],
+    );
+    assert!(o.status.success(), "reset: {}", stderr(&o));
+    assert_eq!(token(&dana1), None, "the old password still works");
+    assert!(!works(&t1), "a token from before the reset still works");
+    let dana2 = password_auth("dana", "second-secret", "demo");
+    token(&dana2).expect("the new password works");
+
+    // She changes it herself, giving the current one (a wrong one is refused).
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let o = os.run(
+        &dana2,
+        &[
+            "user",
+            "password",
+            "set",
+            "--original-password",
+            "wrong-one",
+            "--password",
+            "third-secret",
+        ],
+    );
+    assert!(
+        !o.status.success(),
+        "a wrong original password was accepted"
+    );
+    let o = os.run(
+        &dana2,
+        &[
+            "user",
+            "password",
+            "set",
+            "--original-password",
+            "second-secret",
+            "--password",
+            "third-secret",
+        ],
+    );
+    assert!(o.status.success(), "password set: {}", stderr(&o));
+    let dana3 = password_auth("dana", "third-secret", "demo");
+    let t3 = token(&dana3).expect("her new password works");
+    assert_eq!(token(&dana2), None);
+
+    // Her role is taken away: no project-scoped sign-in, her token stops working.
+    let o = os.run(
+        &admin,
+        &[
+            "role",
+            "remove",
+            "--project",
+            "demo",
+            "--user",
+            "dana",
+            "member",
+        ],
+    );
+    assert!(o.status.success(), "role remove: {}", stderr(&o));
+    assert!(!works(&t3), "a token outlived its role");
+    assert_eq!(
+        token(&dana3),
+        None,
+        "signed in to a project without a role there"
+    );
+    let o = os.run(
+        &admin,
+        &[
+            "role",
+            "remove",
+            "--project",
+            "demo",
+            "--user",
+            "dana",
+            "member",
+        ],
+    );
+    assert!(!o.status.success(), "removing a role twice succeeded");
+
+    // The admin role on "demo" administers demo, not the cloud.
+    let boss = password_auth("boss", "boss-secret", "demo");
+    let o = os.run(&boss, &["user", "list"]);
+    assert!(
+        !o.status.success(),
+        "a project admin listed the cloud's users"
+    );
+    let o = os.run(&boss, &["user", "set", "--disable", "admin"]);
+    assert!(
+        !o.status.success(),
+        "a project admin disabled the cloud admin"
+    );
+    let projects = os.json(&boss, &["project", "list", "-f", "json"]);
+    assert_eq!(projects.as_array().map(|a| a.len()), Some(1), "{projects}");
+    let net = os.json(&boss, &["network", "create", "boss-net", "-f", "json"]);
+    let demo = os.json(&admin, &["project", "show", "demo", "-f", "json"]);
+    assert_eq!(net["project_id"], demo["id"], "{net}");
+    let o = os.run(&boss, &["network", "create", "--share", "boss-shared"]);
+    assert!(!o.status.success(), "a project admin made a shared network");
+}

@@ -295,16 +295,18 @@ impl FromRequestParts<Arc<Web>> for Ctx {
             .into_iter()
             .map(|p| (p.id, p.name))
             .collect();
-        let admin = info.roles.iter().any(|r| r == "admin");
+        // The admin role counts cloud-wide only on the cloud's own project.
+        let admin = crate::control::users::is_cloud_admin(&info);
+        let roles = crate::control::users::effective_roles(&info);
         Ok(Ctx {
             sid,
             user_id: s.user_id,
             user_name: s.user_name,
             project_id: s.project_id,
             project_name: info.project.map(|p| p.name).unwrap_or_default(),
-            writer: admin || info.roles.iter().any(|r| r == "member"),
+            writer: admin || roles.iter().any(|r| r == "member"),
             admin,
-            roles: info.roles,
+            roles,
             csrf: s.csrf,
             projects,
             source: client_addr(parts),

@@ -110,6 +110,7 @@ impl Control {
             enabled: true,
             default_project_id: Some(project.id.clone()),
             created_at: now_secs(),
+            tokens_valid_from: 0,
         };
         let a = RoleAssignment {
             project: project.id.clone(),
@@ -280,9 +281,16 @@ impl Control {
                 "The token has been revoked.".into(),
             ));
         }
+        let issued_at = claims.issued_at;
         let info = self.token_info(claims)?;
         if !info.user.enabled || info.project.as_ref().is_some_and(|p| !p.enabled) {
             return Err(unauthorized());
+        }
+        if issued_at < info.user.tokens_valid_from {
+            return Err(ControlError::Unauthorized(
+                "The token was issued before the user's password changed or the user was disabled."
+                    .into(),
+            ));
         }
         if info.project.is_some() && info.roles.is_empty() {
             return Err(unauthorized());
@@ -474,6 +482,7 @@ impl Control {
             enabled: true,
             default_project_id: project,
             created_at: now_secs(),
+            tokens_valid_from: 0,
         };
         let txn = TxnBuilder::new()
             .require_revision::<Users>(u.id.clone(), 0)
@@ -488,12 +497,13 @@ impl Control {
         Ok(u)
     }
 
-    pub async fn assign_role(
+    /// The project and user a role assignment names, with the role checked.
+    pub(super) fn assignment_of(
         &self,
         project: &str,
         user: &str,
         role: &str,
-    ) -> Result<(), ControlError> {
+    ) -> Result<(ProjectRecord, UserRecord), ControlError> {
         if !ROLES.iter().any(|(_, n)| *n == role) {
             return Err(ControlError::Invalid(format!(
                 "no role {role:?} (admin, member, reader)"
@@ -503,6 +513,16 @@ impl Control {
         let u = self
             .find_user(user, DEFAULT_DOMAIN)
             .map_err(|_| ControlError::NotFound(format!("no user {user:?}")))?;
+        Ok((p, u))
+    }
+
+    pub async fn assign_role(
+        &self,
+        project: &str,
+        user: &str,
+        role: &str,
+    ) -> Result<(), ControlError> {
+        let (p, u) = self.assignment_of(project, user, role)?;
         let a = RoleAssignment {
             project: p.id.clone(),
             user: u.id.clone(),

@@ -24,6 +24,7 @@ pub mod servers;
 pub mod snapshots;
 pub mod tokens;
 pub mod usage;
+pub mod users;
 pub mod vms;
 pub mod volumes;
 mod voters;

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use axum::extract::{Path as UrlPath, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, put};
+use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -32,15 +32,18 @@ pub fn routes() -> Router<Arc<Node>> {
         .route("/identity/v3/projects", get(projects).post(create_project))
         .route("/identity/v3/projects/{id}", get(project))
         .route("/identity/v3/users", get(users).post(create_user))
-        .route("/identity/v3/users/{id}", get(user))
+        .route("/identity/v3/users/{id}", get(user).patch(update_user))
+        .route("/identity/v3/users/{id}/password", post(change_password))
         .route("/identity/v3/roles", get(roles))
         .route(
             "/identity/v3/projects/{project}/users/{user}/roles/{role}",
-            put(assign_role),
+            put(assign_role).delete(unassign_role),
         )
         .route("/identity/v3/domains/default", get(domain))
         .route("/identity/v3/domains", get(domains))
         .merge(super::app_credentials::routes())
+        // Sign-ins and identity changes are small: bodies up to 64 KiB.
+        .layer(axum::extract::DefaultBodyLimit::max(64 << 10))
 }
 
 fn version_doc(base: &str) -> Value {
@@ -400,7 +403,7 @@ async fn projects(
     let visible: Vec<Value> = all
         .iter()
         .filter(|p| {
-            me.roles.iter().any(|r| r == "admin")
+            crate::control::users::is_cloud_admin(&me)
                 || node
                     .control
                     .roles_of(&me.user.id, &p.id)
@@ -420,7 +423,7 @@ async fn project(
 ) -> Result<Json<Value>, OsError> {
     let me = authenticate(&node, &headers)?;
     let p = node.control.find_project(&id)?;
-    let allowed = me.roles.iter().any(|r| r == "admin")
+    let allowed = crate::control::users::is_cloud_admin(&me)
         || node
             .control
             .roles_of(&me.user.id, &p.id)
@@ -502,6 +505,67 @@ async fn create_user(
     Ok((StatusCode::CREATED, Json(json!({"user": user_json(&rec)}))).into_response())
 }
 
+/// `PATCH /v3/users/{id}` (cloud administrators): name, enabled, password,
+/// default_project_id. Disabling a user or setting a password ends their tokens.
+async fn update_user(
+    State(node): State<Arc<Node>>,
+    headers: HeaderMap,
+    UrlPath(id): UrlPath<String>,
+    body: axum::body::Bytes,
+) -> Result<Json<Value>, OsError> {
+    require_admin(&authenticate(&node, &headers)?)?;
+    let v: Value =
+        serde_json::from_slice(&body).map_err(|e| bad(format!("Invalid request: {e}")))?;
+    let u = v
+        .get("user")
+        .and_then(Value::as_object)
+        .ok_or_else(|| bad("The request body needs a \"user\" object."))?;
+    let mut up = crate::control::users::UserUpdate::default();
+    for (k, val) in u {
+        match (k.as_str(), val) {
+            ("name", Value::String(s)) => up.name = Some(s.clone()),
+            ("enabled", Value::Bool(b)) => up.enabled = Some(*b),
+            ("password", Value::String(s)) => up.password = Some(s.clone()),
+            ("default_project_id", Value::String(s)) => up.default_project = Some(Some(s.clone())),
+            ("default_project_id", Value::Null) => up.default_project = Some(None),
+            ("description" | "email" | "options" | "domain_id", _) => {}
+            (k, _) => return Err(bad(format!("Invalid input for field '{k}'."))),
+        }
+    }
+    let target = node
+        .control
+        .users()?
+        .into_iter()
+        .find(|u| u.id == id)
+        .ok_or_else(|| OsError(StatusCode::NOT_FOUND, format!("Could not find user: {id}.")))?;
+    let rec = node.control.update_user(&target.id, up).await?;
+    Ok(Json(json!({"user": user_json(&rec)})))
+}
+
+/// `POST /v3/users/{id}/password`: a user changes their own password, giving the
+/// current one (204); their tokens issued before end.
+async fn change_password(
+    State(node): State<Arc<Node>>,
+    ext: axum::http::Extensions,
+    UrlPath(id): UrlPath<String>,
+    body: axum::body::Bytes,
+) -> Result<StatusCode, OsError> {
+    let source = ext
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0.ip());
+    let v: Value =
+        serde_json::from_slice(&body).map_err(|e| bad(format!("Invalid request: {e}")))?;
+    let u = &v["user"];
+    let (Some(original), Some(new)) = (u["original_password"].as_str(), u["password"].as_str())
+    else {
+        return Err(bad("user.original_password and user.password are required"));
+    };
+    node.control
+        .change_password(&id, original, new, source)
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
 async fn roles(State(node): State<Arc<Node>>, headers: HeaderMap) -> Result<Json<Value>, OsError> {
     authenticate(&node, &headers)?;
     let r: Vec<Value> = ROLES
@@ -513,13 +577,9 @@ async fn roles(State(node): State<Arc<Node>>, headers: HeaderMap) -> Result<Json
     ))
 }
 
-async fn assign_role(
-    State(node): State<Arc<Node>>,
-    headers: HeaderMap,
-    UrlPath((project, user, role)): UrlPath<(String, String, String)>,
-) -> Result<StatusCode, OsError> {
-    require_admin(&authenticate(&node, &headers)?)?;
-    let role = ROLES
+/// A role named by its id or name.
+fn role_name(role: &str) -> Result<&'static str, OsError> {
+    ROLES
         .iter()
         .find(|(id, name)| *id == role || *name == role)
         .map(|(_, n)| *n)
@@ -528,7 +588,30 @@ async fn assign_role(
                 StatusCode::NOT_FOUND,
                 format!("Could not find role: {role}."),
             )
-        })?;
-    node.control.assign_role(&project, &user, role).await?;
+        })
+}
+
+async fn assign_role(
+    State(node): State<Arc<Node>>,
+    headers: HeaderMap,
+    UrlPath((project, user, role)): UrlPath<(String, String, String)>,
+) -> Result<StatusCode, OsError> {
+    require_admin(&authenticate(&node, &headers)?)?;
+    node.control
+        .assign_role(&project, &user, role_name(&role)?)
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `DELETE /v3/projects/{p}/users/{u}/roles/{r}` (cloud administrators).
+async fn unassign_role(
+    State(node): State<Arc<Node>>,
+    headers: HeaderMap,
+    UrlPath((project, user, role)): UrlPath<(String, String, String)>,
+) -> Result<StatusCode, OsError> {
+    require_admin(&authenticate(&node, &headers)?)?;
+    node.control
+        .unassign_role(&project, &user, role_name(&role)?)
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }

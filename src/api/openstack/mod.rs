@@ -75,7 +75,7 @@ pub fn authenticate(node: &Node, headers: &HeaderMap) -> Result<TokenInfo, OsErr
 
 /// Admin only.
 pub fn require_admin(t: &TokenInfo) -> Result<(), OsError> {
-    if t.roles.iter().any(|r| r == "admin") {
+    if crate::control::users::is_cloud_admin(t) {
         Ok(())
     } else {
         Err(OsError(
@@ -104,18 +104,20 @@ impl Scope {
                 "a project-scoped token is needed".into(),
             )
         })?;
-        let admin = t.roles.iter().any(|r| r == "admin");
+        // The admin role counts cloud-wide only on the cloud's own project.
+        let admin = crate::control::users::is_cloud_admin(t);
+        let roles = crate::control::users::effective_roles(t);
         Ok(Scope {
             caller: crate::control::caller::Caller::user(
                 &t.user.id,
                 &t.user.name,
                 &project,
-                t.roles.clone(),
+                roles.clone(),
             ),
             project,
             user: t.user.id.clone(),
             admin,
-            writer: admin || t.roles.iter().any(|r| r == "member"),
+            writer: admin || roles.iter().any(|r| r == "member"),
         })
     }
 
@@ -222,6 +224,9 @@ pub fn routes_with_audit(node: Arc<Node>) -> Router {
         .with_state(node)
 }
 
+/// The largest request body of the API's routes (Nova's user data is at most 64 KiB).
+pub const MAX_BODY: usize = 1 << 20;
+
 pub fn routes() -> Router<Arc<Node>> {
     Router::new()
         .merge(identity::routes())
@@ -233,6 +238,9 @@ pub fn routes() -> Router<Arc<Node>> {
         .merge(server_groups::routes())
         .merge(volume::routes())
         .merge(quotas::routes())
+        // Request bodies: 1 MiB (image data is streamed, not bounded by this); the
+        // identity routes have their own, smaller bound.
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
         .layer(axum::middleware::from_fn(compute::microversion))
 }
 

@@ -44,6 +44,10 @@ pub struct UserRecord {
     #[serde(default)]
     pub default_project_id: Option<String>,
     pub created_at: u64,
+    /// Tokens issued before this time (Unix seconds) are no longer valid: set when the
+    /// password changes or the user is disabled.
+    #[serde(default)]
+    pub tokens_valid_from: u64,
 }
 
 /// Key `<project>/<user>/<role>`.

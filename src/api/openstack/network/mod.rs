@@ -94,12 +94,13 @@ fn scope(t: &TokenInfo) -> Result<Scope, OsError> {
             "a project-scoped token is needed",
         )
     })?;
-    let admin = t.roles.iter().any(|r| r == "admin");
+    let admin = crate::control::users::is_cloud_admin(t);
+    let roles = crate::control::users::effective_roles(t);
     Ok(Scope {
-        caller: Caller::user(&t.user.id, &t.user.name, &project, t.roles.clone()),
+        writer: admin || roles.iter().any(|r| r == "member"),
+        caller: Caller::user(&t.user.id, &t.user.name, &project, roles),
         project,
         admin,
-        writer: admin || t.roles.iter().any(|r| r == "member"),
     })
 }
 
