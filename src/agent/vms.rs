@@ -70,6 +70,9 @@ fn spec(rec: &VmRecord) -> VmSpec {
 /// How long a VM start waits for its volume's export on this node.
 const VOLUME_ATTACH_WAIT: Duration = Duration::from_secs(30);
 
+/// How often the VMs' log files are checked against their bound.
+const LOG_CHECK_EVERY: Duration = Duration::from_secs(10);
+
 impl VmAgent {
     pub fn new(
         control: Arc<Control>,
@@ -210,9 +213,14 @@ impl VmAgent {
             self.st().seen_running.insert(id);
         }
         let mut synced = false;
+        let mut logs_checked = std::time::Instant::now();
         loop {
             if !super::next_pass(&mut changes, &mut tick).await {
                 return;
+            }
+            if logs_checked.elapsed() >= LOG_CHECK_EVERY {
+                logs_checked = std::time::Instant::now();
+                self.bound_logs().await;
             }
             if !synced {
                 // Orphans are only destroyed once this node has read the latest state.
@@ -222,6 +230,29 @@ impl VmAgent {
                 tracing::debug!(error = %error_chain(&e), "VM reconcile incomplete");
             }
         }
+    }
+
+    /// Keeps the log files of the VMs running here bounded (a guest printing without
+    /// end must not fill the data disk).
+    async fn bound_logs(&self) {
+        let files: Vec<std::path::PathBuf> = self
+            .driver
+            .running()
+            .iter()
+            .flat_map(|id| self.driver.log_files(id))
+            .collect();
+        let _ = tokio::task::spawn_blocking(move || {
+            for f in files {
+                match crate::compute::logs::bound_log(&f, crate::compute::logs::MAX_LOG_BYTES) {
+                    Ok(true) => tracing::info!(file = %f.display(), "VM log rotated"),
+                    Ok(false) => {}
+                    Err(e) => {
+                        tracing::warn!(file = %f.display(), error = %e, "cannot bound a VM log")
+                    }
+                }
+            }
+        })
+        .await;
     }
 
     async fn reconcile(self: Arc<Self>, synced: bool) -> Result<(), crate::control::ControlError> {

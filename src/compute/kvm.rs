@@ -12,6 +12,9 @@ use super::worker::{self, WorkerSpec};
 use super::{check_boot, vmdir, ComputeError, Hypervisor, RunState, StopOutcome, VmSpec};
 use crate::ids::VmId;
 
+/// The worker process's own log (its stderr), in the VM's directory.
+const WORKER_LOG: &str = "worker.log";
+
 pub struct KvmDriver {
     root: PathBuf,
     /// The program that runs `vmm` (this binary).
@@ -103,7 +106,12 @@ impl Hypervisor for KvmDriver {
             serde_json::to_vec_pretty(&ws).unwrap_or_default(),
         )
         .map_err(io)?;
-        let log = std::fs::File::create(dir.join("worker.log")).map_err(io)?;
+        // Emptied, then appended to: the agent can bound it under the running worker.
+        std::fs::File::create(dir.join(WORKER_LOG)).map_err(io)?;
+        let log = std::fs::OpenOptions::new()
+            .append(true)
+            .open(dir.join(WORKER_LOG))
+            .map_err(io)?;
         let mut cmd = std::process::Command::new(&self.exe);
         cmd.arg("vmm")
             .arg("--dir")
@@ -135,7 +143,7 @@ impl Hypervisor for KvmDriver {
                 return Ok(());
             }
             if let Ok(Some(status)) = child.try_wait() {
-                let log = std::fs::read_to_string(dir.join("worker.log")).unwrap_or_default();
+                let log = std::fs::read_to_string(dir.join(WORKER_LOG)).unwrap_or_default();
                 let why = log
                     .lines()
                     .rev()
@@ -234,6 +242,10 @@ impl Hypervisor for KvmDriver {
 
     fn console_log(&self, id: &VmId) -> PathBuf {
         self.dir(id).join(worker::CONSOLE_LOG)
+    }
+
+    fn log_files(&self, id: &VmId) -> Vec<PathBuf> {
+        vec![self.console_log(id), self.dir(id).join(WORKER_LOG)]
     }
 
     fn running(&self) -> Vec<VmId> {

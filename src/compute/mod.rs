@@ -6,6 +6,7 @@
 //! with `-accel kvm` elsewhere until Strata's own rust-vmm VMM replaces it there.
 
 pub mod kvm;
+pub mod logs;
 pub mod qemu;
 pub mod qmp;
 pub mod trim;
@@ -149,6 +150,10 @@ pub trait Hypervisor: Send + Sync + 'static {
     /// Stops the VM if needed and removes its files.
     async fn destroy(&self, id: &VmId) -> Result<(), ComputeError>;
     fn console_log(&self, id: &VmId) -> PathBuf;
+    /// The VM's log files, kept bounded by the agent ([`logs::bound_log`]).
+    fn log_files(&self, id: &VmId) -> Vec<PathBuf> {
+        vec![self.console_log(id)]
+    }
     /// Types `data` into the VM's serial console (its first serial port's input).
     async fn console_input(&self, id: &VmId, _data: &[u8]) -> Result<(), ComputeError> {
         Err(ComputeError::Control {

@@ -150,7 +150,7 @@ pub fn command_line(spec: &VmSpec, dir: &Path, accel: Accel) -> Vec<String> {
         // connected, and typed into through serial.sock (see `console_input`).
         "-chardev".into(),
         format!(
-            "socket,id=serial0,path={},server=on,wait=off,logfile={}",
+            "socket,id=serial0,path={},server=on,wait=off,logfile={},logappend=on",
             p("serial.sock").replace(',', ",,"),
             p("console.log").replace(',', ",,")
         ),
@@ -297,6 +297,9 @@ impl Hypervisor for QemuDriver {
         for f in ["qmp.sock", "events.sock", "qemu.pid"] {
             let _ = std::fs::remove_file(dir.join(f));
         }
+        // QEMU appends to its console log (so the agent can bound it under it): each
+        // start begins a fresh one, as QEMU's own truncation did.
+        let _ = std::fs::File::create(dir.join("console.log"));
         let args = command_line(spec, &dir, self.accel);
         let out = tokio::process::Command::new(QEMU)
             .args(&args)
@@ -480,7 +483,7 @@ mod tests {
         assert!(a.contains("-name web_1,process=strata-vm-abc"), "{a}");
         assert!(a.contains("-accel tcg -cpu max -smp 2 -m 512M"), "{a}");
         assert!(
-            a.contains("-chardev socket,id=serial0,path=/vms/abc/serial.sock,server=on,wait=off,logfile=/vms/abc/console.log -serial chardev:serial0"),
+            a.contains("-chardev socket,id=serial0,path=/vms/abc/serial.sock,server=on,wait=off,logfile=/vms/abc/console.log,logappend=on -serial chardev:serial0"),
             "{a}"
         );
         assert!(a.contains("-append console=ttyS0"), "{a}");
