@@ -162,6 +162,21 @@ impl RaftNode {
             .map(NodeId)
     }
 
+    /// Resolves when the leader this node knows is no longer `from` (with the new one).
+    async fn leader_changes_from(&self, from: NodeId) -> Option<NodeId> {
+        let mut m = self.raft.metrics();
+        loop {
+            let now = m.borrow_watched().current_leader.map(NodeId);
+            if now != Some(from) {
+                return now;
+            }
+            if m.changed().await.is_err() {
+                // Raft is shutting down: nothing more will change.
+                std::future::pending::<()>().await;
+            }
+        }
+    }
+
     pub fn is_leader(&self) -> bool {
         let m = self.raft.metrics();
         let m = m.borrow_watched();
@@ -232,7 +247,21 @@ impl RaftNode {
                         &req,
                         left.min(Duration::from_secs(3)),
                     );
-                    match call.await {
+                    // A write forwarded to a leader that is gone would wait out its whole
+                    // timeout, even after another node (this one, maybe) took over: it
+                    // is given up as soon as the leader this node knows changes.
+                    let changed = self.leader_changes_from(l);
+                    let answer = tokio::select! {
+                        r = call => r,
+                        now = changed => {
+                            last_err = format!(
+                                "the leader changed from {l} to {} during the write",
+                                now.map(|n| n.to_string()).unwrap_or_else(|| "none".into())
+                            );
+                            continue;
+                        }
+                    };
+                    match answer {
                         Ok(CtlResponse::Write(Ok(r))) => return Ok(r),
                         Ok(CtlResponse::Write(Err(RemoteError::Failed(e)))) => {
                             return Err(RaftError::Write(e))
