@@ -142,6 +142,16 @@ pub fn check_image(r: &ImageRecord) -> Result<(), ControlError> {
     Ok(())
 }
 
+/// The refusal of image data past the owner's `image_size_total` quota.
+fn image_quota(bytes: u64, room: u64) -> ControlError {
+    ControlError::OverQuota {
+        resource: "image_size_total".into(),
+        message: format!(
+            "Quota exceeded for image_size_total: {bytes} bytes of image data asked, {room} left in the project's quota"
+        ),
+    }
+}
+
 /// Image properties that name other images (booted with this one).
 const IMAGE_REFS: [&str; 2] = ["kernel_id", "ramdisk_id"];
 
@@ -186,6 +196,7 @@ impl Control {
             Some(id) => id.to_ascii_lowercase(),
             None => VolumeId::random().0,
         };
+        self.check_quota(Some(owner), &[("image_count_total", 1)])?;
         let now = now_secs();
         let rec = ImageRecord {
             id: id.clone(),
@@ -293,6 +304,18 @@ impl Control {
                 )));
             }
         }
+        // The owner's image data quota bounds the upload, announced or not.
+        let owner = self
+            .store
+            .get::<Images>(id)?
+            .map(|i| i.value.owner)
+            .ok_or_else(|| ControlError::NotFound(format!("No image found with ID {id}")))?;
+        let room = self.image_bytes_left(&owner)?;
+        if let (Some(l), Some(r)) = (len, room) {
+            if l > r {
+                return Err(image_quota(l, r));
+            }
+        }
         let data =
             self.volume_data.get().cloned().ok_or_else(|| {
                 ControlError::NotReady("the node agent is not running yet".into())
@@ -335,7 +358,7 @@ impl Control {
                 return Err(e);
             }
         };
-        let result = match self.write_image(&data, &vol, len, body).await {
+        let result = match self.write_image(&data, &vol, len, room, body).await {
             Ok((size, md5, sha512)) => {
                 let snap = async {
                     self.detach_volume(&vol.0, None).await?;
@@ -404,6 +427,7 @@ impl Control {
         data: &Arc<dyn VolumeData>,
         vol: &VolumeId,
         len: Option<u64>,
+        room: Option<u64>,
         mut body: DataStream,
     ) -> Result<(u64, String, String), ControlError> {
         self.attach_volume(&vol.0, self.node).await?;
@@ -419,6 +443,9 @@ impl Control {
                 let chunk = chunk
                     .map_err(|e| ControlError::Invalid(format!("the upload was cut off: {e}")))?;
                 total += chunk.len() as u64;
+                if let Some(r) = room.filter(|r| total > *r) {
+                    return Err(image_quota(total, r));
+                }
                 if total > len.unwrap_or(MAX_IMAGE_BYTES) {
                     return Err(ControlError::Invalid(format!(
                         "more data than announced ({} bytes)",

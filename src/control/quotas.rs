@@ -42,6 +42,9 @@ pub const DEFAULTS: &[(&str, i64)] = &[
     ("floatingip", 50),
     ("security_group", 10),
     ("security_group_rule", 100),
+    // Glance's unified-limit names: images a project owns, and their data in MiB.
+    ("image_count_total", 100),
+    ("image_size_total", 1_024_000),
 ];
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -110,6 +113,18 @@ impl Control {
                 add("floatingip", 1);
             }
         }
+        for i in self
+            .store
+            .list::<crate::cluster::store::image_tables::Images>()?
+        {
+            if mine(Some(&i.value.owner)) {
+                add("image_count_total", 1);
+                add(
+                    "image_size_total",
+                    i.value.size.unwrap_or(0).div_ceil(1 << 20) as i64,
+                );
+            }
+        }
         for g in self.store.list::<SecurityGroups>()? {
             if mine(Some(&g.value.project)) {
                 add("security_group", 1);
@@ -147,6 +162,24 @@ impl Control {
             }
         }
         Ok(())
+    }
+
+    /// How many more bytes of image data a project may store (None: no limit).
+    pub fn image_bytes_left(&self, project: &str) -> Result<Option<u64>, ControlError> {
+        let limit = self
+            .quota_limits(project)?
+            .get("image_size_total")
+            .copied()
+            .unwrap_or(-1);
+        if limit < 0 {
+            return Ok(None);
+        }
+        let used = self
+            .quota_usage(project)?
+            .get("image_size_total")
+            .copied()
+            .unwrap_or(0);
+        Ok(Some((limit - used).max(0) as u64 * (1 << 20)))
     }
 
     /// Sets some of a project's limits (admins only; checked by the API).

@@ -61,7 +61,8 @@ fn cerr(e: ControlError) -> Response {
         ControlError::NotFound(_) => StatusCode::NOT_FOUND,
         ControlError::Invalid(_) => StatusCode::BAD_REQUEST,
         ControlError::Conflict(_) => StatusCode::CONFLICT,
-        ControlError::OverQuota { .. } => StatusCode::FORBIDDEN,
+        // Glance answers quota refusals (unified limits) with 413.
+        ControlError::OverQuota { .. } => StatusCode::PAYLOAD_TOO_LARGE,
         ControlError::Forbidden(_) => StatusCode::FORBIDDEN,
         ControlError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
         ControlError::NotReady(_) | ControlError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
