@@ -43,8 +43,12 @@ pub struct Config {
     pub listen: SocketAddr,
     /// Address other nodes use to reach this one.
     pub advertise: SocketAddr,
-    /// TCP address of the Prometheus endpoint; `None` disables it.
+    /// TCP address of the Prometheus endpoint (default: the management address, port
+    /// 7441); `None` disables it.
     pub metrics_listen: Option<SocketAddr>,
+    /// A bearer token `/metrics` requires (`metrics_token_file`); none: open to whoever
+    /// reaches the management address.
+    pub metrics_token: Option<String>,
     /// TCP address of the OpenStack-compatible API; `None` disables it.
     pub api_listen: Option<SocketAddr>,
     /// Answer discovery probes of joining servers on UDP port 7446 (installed nodes).
@@ -116,6 +120,8 @@ pub struct ConfigFile {
     pub discovery: Option<bool>,
     pub pxe_dir: Option<PathBuf>,
     pub pxe_interface: Option<String>,
+    /// A file holding the bearer token that `/metrics` requires.
+    pub metrics_token_file: Option<PathBuf>,
     pub token_ttl_s: Option<u64>,
     pub console_idle_s: Option<u64>,
     pub cpu_allocation_ratio: Option<u32>,
@@ -179,6 +185,7 @@ impl ConfigFile {
         take!(discovery);
         take!(pxe_dir);
         take!(pxe_interface);
+        take!(metrics_token_file);
         take!(token_ttl_s);
         take!(console_idle_s);
         take!(cpu_allocation_ratio);
@@ -228,10 +235,34 @@ impl ConfigFile {
                 "must be a concrete address and port",
             ));
         }
+        // On the management address (where the cluster talks), not every interface.
         let metrics_listen = match self.metrics_listen.as_deref() {
-            None => Some(SocketAddr::new(listen.ip(), DEFAULT_PORT + 1)),
+            None => Some(SocketAddr::new(advertise.ip(), DEFAULT_PORT + 1)),
             Some("") | Some("off") => None,
             Some(a) => Some(parse_addr("metrics_listen", a)?),
+        };
+        let metrics_token = match &self.metrics_token_file {
+            None => None,
+            Some(p) => {
+                let t = std::fs::read_to_string(p)
+                    .map_err(|e| {
+                        invalid(
+                            "metrics_token_file",
+                            &p.display().to_string(),
+                            &format!("cannot be read: {e}"),
+                        )
+                    })?
+                    .trim()
+                    .to_string();
+                if t.len() < 16 {
+                    return Err(invalid(
+                        "metrics_token_file",
+                        &p.display().to_string(),
+                        "must hold a token of at least 16 characters",
+                    ));
+                }
+                Some(t)
+            }
         };
         let api_listen = match self.api_listen.as_deref() {
             None => Some(SocketAddr::new(listen.ip(), API_PORT)),
@@ -331,6 +362,7 @@ impl ConfigFile {
             discovery: self.discovery.unwrap_or(false),
             pxe_dir: self.pxe_dir,
             pxe_interface: self.pxe_interface,
+            metrics_token,
             api_listen,
             api_plain: self.api_plain.unwrap_or(false),
             token_ttl,
@@ -391,6 +423,35 @@ mod tests {
         assert_eq!(c.advertise, c.listen);
         assert_eq!(c.admin_socket, PathBuf::from("/tmp/x/strata.sock"));
         assert_eq!(c.metrics_listen.unwrap().port(), 7441);
+    }
+
+    #[test]
+    fn metrics_listen_on_the_management_address_and_may_need_a_token() {
+        let d = tempfile::tempdir().unwrap();
+        let c = parse(&format!(
+            "listen = \"0.0.0.0:7440\"\nadvertise = \"192.0.2.7:7440\"\ndata_dir = \"{}\"",
+            d.path().display()
+        ))
+        .unwrap();
+        assert_eq!(c.metrics_listen.unwrap().to_string(), "192.0.2.7:7441");
+        assert_eq!(c.metrics_token, None);
+        let tok = d.path().join("metrics.token");
+        std::fs::write(&tok, "short\n").unwrap();
+        let with = |p: &std::path::Path| {
+            parse(&format!(
+                "listen = \"127.0.0.1:7440\"\ndata_dir = \"/tmp/x\"\nmetrics_token_file = \"{}\"",
+                p.display()
+            ))
+        };
+        let err = with(&tok).unwrap_err().to_string();
+        assert!(err.contains("metrics_token_file"), "{err}");
+        std::fs::write(&tok, "0123456789abcdef0123\n").unwrap();
+        assert_eq!(
+            with(&tok).unwrap().metrics_token.as_deref(),
+            Some("0123456789abcdef0123")
+        );
+        let err = with(&d.path().join("missing")).unwrap_err().to_string();
+        assert!(err.contains("cannot be read"), "{err}");
     }
 
     #[test]

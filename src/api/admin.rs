@@ -71,16 +71,34 @@ pub async fn serve_metrics(listener: tokio::net::TcpListener, node: Arc<Node>) {
     let app = Router::new()
         .route(
             "/metrics",
-            get(|State(node): State<Arc<Node>>| async move {
-                node.refresh_metrics();
-                (
-                    [(
-                        "content-type",
-                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                    )],
-                    node.metrics.encode(),
-                )
-            }),
+            get(
+                |State(node): State<Arc<Node>>, headers: axum::http::HeaderMap| async move {
+                    if let Some(want) = &node.config.metrics_token {
+                        let got = headers
+                            .get("authorization")
+                            .and_then(|v| v.to_str().ok())
+                            .and_then(|v| v.strip_prefix("Bearer "))
+                            .unwrap_or("");
+                        if !same_secret(got, want) {
+                            return (
+                                StatusCode::UNAUTHORIZED,
+                                [("www-authenticate", "Bearer")],
+                                "a bearer token is needed (metrics_token_file)".to_string(),
+                            )
+                                .into_response();
+                        }
+                    }
+                    node.refresh_metrics();
+                    (
+                        [(
+                            "content-type",
+                            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                        )],
+                        node.metrics.encode(),
+                    )
+                        .into_response()
+                },
+            ),
         )
         .with_state(node);
     crate::httpd::serve(listener, app, None, crate::httpd::Limits::SMALL, "metrics").await
@@ -375,6 +393,15 @@ async fn debug_get(
         }
         None => Ok(ApiError(StatusCode::NOT_FOUND, format!("no key {key:?}")).into_response()),
     }
+}
+
+/// Compares two secrets in time independent of where they differ.
+fn same_secret(a: &str, b: &str) -> bool {
+    a.len() == b.len()
+        && a.bytes()
+            .zip(b.bytes())
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+            == 0
 }
 
 /// The caller of every admin socket request: the node-local administrator.
