@@ -84,12 +84,19 @@ pub enum JoinRefusal {
     KeyChanged(NodeId),
     #[error("{0} join requests are already waiting; accept or reject them in the web console (Nodes) first")]
     TooManyPending(usize),
+    #[error("{count} join requests from {from} are already waiting; accept or reject them first")]
+    TooManyFromSource {
+        from: std::net::IpAddr,
+        count: usize,
+    },
 }
 
 /// Join requests waiting longer than this are dropped when a new one arrives.
 pub const PENDING_JOIN_TTL_S: u64 = 3600;
 /// At most this many requests wait at once (they are written by unauthenticated peers).
 pub const MAX_PENDING_JOINS: usize = 16;
+/// Join requests waiting at once from one address: one source cannot fill the queue.
+pub const MAX_PENDING_PER_SOURCE: usize = 2;
 
 /// The short code a joiner without a token shows, and the cluster's web console shows
 /// for its request: 40 bits of SHA-256 over the CA fingerprint the joiner pinned and its
@@ -124,7 +131,7 @@ impl Service for JoinService {
     ) {
         let resp = match read_frame::<JoinRequest>(&mut recv, 64 << 10).await {
             Err(e) => JoinResponse::Refused(format!("malformed join request: {e}")),
-            Ok(req) => match self.control.admit(req).await {
+            Ok(req) => match self.control.admit(req, peer.addr.ip()).await {
                 Ok(r) => r,
                 Err(e) => {
                     tracing::warn!(addr = %peer.addr, reason = %e, "join refused");
@@ -147,7 +154,11 @@ pub(super) struct Admission {
 impl Control {
     /// Admits a joining node if its token is valid and unused, or if an administrator
     /// accepted its join request; records the request otherwise.
-    pub async fn admit(&self, req: JoinRequest) -> Result<JoinResponse, JoinRefusal> {
+    pub async fn admit(
+        &self,
+        req: JoinRequest,
+        source: std::net::IpAddr,
+    ) -> Result<JoinResponse, JoinRefusal> {
         let store = &self.store;
         store
             .linearizable()
@@ -181,7 +192,7 @@ impl Control {
                 let fp = crate::transport::pki::pem_to_cert_der(&settings.ca_cert_pem)
                     .map(|d| crate::transport::pki::fingerprint(&d))
                     .map_err(|e| JoinRefusal::NotReady(format!("stored CA certificate: {e}")))?;
-                match self.join_request(&req, &fp).await? {
+                match self.join_request(&req, &fp, source).await? {
                     Ok(a) => a,
                     Err(code) => return Ok(JoinResponse::Pending { code }),
                 }

@@ -7,7 +7,7 @@
 use sha2::{Digest, Sha256};
 
 use super::join::{join_code, Admission, JoinRefusal, JoinRequest, MAX_PENDING_JOINS};
-use super::join::{JoinProof, PENDING_JOIN_TTL_S};
+use super::join::{JoinProof, MAX_PENDING_PER_SOURCE, PENDING_JOIN_TTL_S};
 use super::{now_ms, now_secs, Control, ControlError};
 use crate::cluster::discovery::Announce;
 use crate::cluster::store::tables::{
@@ -23,6 +23,7 @@ impl Control {
         &self,
         req: &JoinRequest,
         ca_fingerprint: &str,
+        source: std::net::IpAddr,
     ) -> Result<Result<Admission, String>, JoinRefusal> {
         debug_assert!(matches!(req.proof, JoinProof::Code));
         let not_ready = |e: StoreError| JoinRefusal::NotReady(e.to_string());
@@ -56,6 +57,13 @@ impl Control {
         if waiting >= MAX_PENDING_JOINS {
             return Err(JoinRefusal::TooManyPending(waiting));
         }
+        let mine = waiting_from(live.iter().map(|p| &p.value), source);
+        if mine >= MAX_PENDING_PER_SOURCE {
+            return Err(JoinRefusal::TooManyFromSource {
+                from: source,
+                count: mine,
+            });
+        }
         let rec = PendingJoinRecord {
             node: req.node,
             hostname: req.hostname.clone(),
@@ -67,6 +75,7 @@ impl Control {
             csr_sha256,
             requested_at: now,
             decision: None,
+            source: Some(source),
         };
         let event = Event {
             at_ms: now_ms(),
@@ -182,9 +191,50 @@ impl Control {
     }
 }
 
+/// Undecided requests that came from `source`.
+fn waiting_from<'a>(
+    live: impl Iterator<Item = &'a PendingJoinRecord>,
+    source: std::net::IpAddr,
+) -> usize {
+    live.filter(|p| p.decision.is_none() && p.source == Some(source))
+        .count()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn requests_are_counted_per_source_while_undecided() {
+        let a: std::net::IpAddr = "192.0.2.1".parse().unwrap();
+        let b: std::net::IpAddr = "192.0.2.2".parse().unwrap();
+        let rec = |source, decided: bool| PendingJoinRecord {
+            node: NodeId(1),
+            hostname: "h".into(),
+            addr: "192.0.2.9:7440".parse().unwrap(),
+            cores: 1,
+            memory_bytes: 1,
+            version: "v".into(),
+            code: "ABCD-EFGH".into(),
+            csr_sha256: String::new(),
+            requested_at: 0,
+            decision: decided.then(|| JoinDecision {
+                accepted: true,
+                by: "x".into(),
+                at: 0,
+            }),
+            source,
+        };
+        let all = [
+            rec(Some(a), false),
+            rec(Some(a), true),
+            rec(Some(b), false),
+            rec(None, false),
+        ];
+        assert_eq!(waiting_from(all.iter(), a), 1);
+        assert_eq!(waiting_from(all.iter(), b), 1);
+        assert_eq!(waiting_from(all[..2].iter(), b), 0);
+    }
 
     #[test]
     fn join_codes_depend_on_the_ca_and_the_key() {

@@ -214,6 +214,9 @@ pub struct PendingJoinRecord {
     pub requested_at: u64,
     /// `None` while waiting; then who decided, when, and whether it was accepted.
     pub decision: Option<JoinDecision>,
+    /// The address the request came from (what the transport saw, not what it claims).
+    #[serde(default)]
+    pub source: Option<std::net::IpAddr>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
