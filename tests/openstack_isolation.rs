@@ -282,6 +282,50 @@ fn a_project_cannot_reach_another_projects_resources_and_strangers_write_nothing
     }
     assert_eq!(before.len(), after.len(), "tables appeared: {after:?}");
 
+    // Images count against quotas (Glance's unified-limit names, set in the console):
+    // data past `image_size_total` is refused mid-upload, an image past
+    // `image_count_total` at create, both with Glance's 413.
+    let console = common::console::Console::sign_in(&c);
+    let r = console.post_form(
+        "/admin/quotas",
+        &[
+            ("project", pa_id.as_str()),
+            ("image_count_total", "1"),
+            ("image_size_total", "1"),
+        ],
+    );
+    assert!(r.starts_with("HTTP/1.1 303"), "{r}");
+    drop(console);
+    let big = dir.path().join("big.raw");
+    std::fs::write(&big, vec![7u8; 3 << 20]).unwrap();
+    let o = os.run(
+        &a,
+        &[
+            "image",
+            "create",
+            "--file",
+            big.to_str().unwrap(),
+            "--disk-format",
+            "raw",
+            "--container-format",
+            "bare",
+            "too-big",
+        ],
+    );
+    assert!(
+        !o.status.success(),
+        "an image over the size quota was stored"
+    );
+    let e = common::stderr(&o);
+    assert!(e.contains("image_size_total") || e.contains("413"), "{e}");
+    let o = os.run(&a, &["image", "create", "one-too-many"]);
+    assert!(
+        !o.status.success(),
+        "an image over the count quota was made"
+    );
+    let e = common::stderr(&o);
+    assert!(e.contains("image_count_total") || e.contains("413"), "{e}");
+
     // Without credentials: nothing reaches the store.
     let audit = table_len(&c, "audit");
     let log = raft_log_index(&c);

@@ -249,6 +249,23 @@ fn quotas_are_enforced_and_bad_input_is_refused_without_changes() {
     let big = vec![b' '; 3 << 20];
     let (code, got) = http(&c, "POST", "/compute/v2.1/servers", &token, Some(&big));
     assert_eq!(code, 413, "{got}");
+    // Each route has its bound: a sign-in body is small (64 KiB), other API bodies 1 MiB.
+    let (code, got) = http(
+        &c,
+        "POST",
+        "/identity/v3/auth/tokens",
+        "",
+        Some(&big[..128 << 10]),
+    );
+    assert_eq!(code, 413, "{got}");
+    let (code, got) = http(
+        &c,
+        "POST",
+        "/compute/v2.1/servers",
+        &token,
+        Some(&big[..(1 << 20) + 1]),
+    );
+    assert_eq!(code, 413, "{got}");
     // The API speaks HTTPS only (plain HTTP gets no answer); a wrong token is refused
     // everywhere.
     let o = std::process::Command::new("ip")

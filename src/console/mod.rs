@@ -67,6 +67,9 @@ pub fn router(control: Arc<Control>, secure: bool, idle: Duration) -> Router {
         .merge(admin::routes())
         .merge(live::routes())
         .route("/static/{*file}", get(asset))
+        // Forms are small (user data at most 64 KiB); image uploads stream and are not
+        // bounded by this.
+        .layer(axum::extract::DefaultBodyLimit::max(256 << 10))
         .layer(axum::middleware::from_fn(guard))
         .with_state(web)
 }
