@@ -425,7 +425,10 @@ impl Node {
 
 /// The HTTP surface of a node: the OpenStack API and the web console on one listener.
 fn web_app(node: &Arc<Node>, secure: bool) -> axum::Router {
-    crate::api::openstack::routes_with_audit(node.clone()).merge(crate::console::router(
+    crate::api::openstack::routes_with_audit(Arc::new(crate::api::openstack::Api {
+        control: node.control.clone(),
+    }))
+    .merge(crate::console::router(
         node.control.clone(),
         secure,
         node.config.console_idle,

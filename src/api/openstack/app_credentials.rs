@@ -12,13 +12,13 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use super::Api;
 use super::{authenticate, OsError};
 use crate::cluster::store::identity_tables::{AppCredentialRecord, DEFAULT_DOMAIN};
 use crate::control::app_credentials::CreateAppCredential;
 use crate::control::identity::{iso8601, TokenInfo, ROLES};
-use crate::daemon::Node;
 
-pub fn routes() -> Router<Arc<Node>> {
+pub fn routes() -> Router<Arc<Api>> {
     Router::new()
         .route(
             "/identity/v3/users/{user}/application_credentials",
@@ -43,7 +43,7 @@ pub struct AppCredentialMethod {
 
 /// The `application_credential` authentication method.
 pub async fn authenticate_method(
-    node: &Node,
+    node: &Api,
     m: &AppCredentialMethod,
     source: Option<std::net::IpAddr>,
 ) -> Result<(String, TokenInfo), OsError> {
@@ -107,7 +107,7 @@ fn cred_json(c: &AppCredentialRecord, secret: Option<&str>) -> Value {
 }
 
 /// The caller, acting on their own credentials only.
-fn own(node: &Node, headers: &HeaderMap, user: &str) -> Result<TokenInfo, OsError> {
+fn own(node: &Api, headers: &HeaderMap, user: &str) -> Result<TokenInfo, OsError> {
     let t = authenticate(node, headers)?;
     if t.user.id != user {
         return Err(OsError(
@@ -119,7 +119,7 @@ fn own(node: &Node, headers: &HeaderMap, user: &str) -> Result<TokenInfo, OsErro
 }
 
 async fn list(
-    State(node): State<Arc<Node>>,
+    State(node): State<Arc<Api>>,
     headers: HeaderMap,
     UrlPath(user): UrlPath<String>,
 ) -> Result<Response, OsError> {
@@ -134,7 +134,7 @@ async fn list(
 }
 
 async fn show(
-    State(node): State<Arc<Node>>,
+    State(node): State<Arc<Api>>,
     headers: HeaderMap,
     UrlPath((user, id)): UrlPath<(String, String)>,
 ) -> Result<Response, OsError> {
@@ -144,7 +144,7 @@ async fn show(
 }
 
 async fn create(
-    State(node): State<Arc<Node>>,
+    State(node): State<Arc<Api>>,
     headers: HeaderMap,
     UrlPath(user): UrlPath<String>,
     b: axum::body::Bytes,
@@ -235,7 +235,7 @@ async fn create(
 }
 
 async fn delete(
-    State(node): State<Arc<Node>>,
+    State(node): State<Arc<Api>>,
     headers: HeaderMap,
     UrlPath((user, id)): UrlPath<(String, String)>,
 ) -> Result<Response, OsError> {

@@ -14,13 +14,13 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::{json, Value};
 
+use super::Api;
 use super::{authenticate, base_url, OsError};
 use crate::cluster::store::compute_tables::{Flavor, KeypairRecord};
 use crate::control::identity::TokenInfo;
 use crate::control::ControlError;
-use crate::daemon::Node;
 
-pub fn routes() -> Router<Arc<Node>> {
+pub fn routes() -> Router<Arc<Api>> {
     Router::new()
         .route("/compute", get(versions))
         .route("/compute/", get(versions))
@@ -78,7 +78,7 @@ pub(super) fn cerr(e: ControlError) -> Response {
     nova(code, crate::telemetry::error_chain(&e))
 }
 
-fn who(node: &Node, headers: &HeaderMap) -> Result<TokenInfo, Response> {
+fn who(node: &Api, headers: &HeaderMap) -> Result<TokenInfo, Response> {
     authenticate(node, headers).map_err(IntoResponse::into_response)
 }
 
@@ -189,7 +189,7 @@ pub(super) fn flavor_json(f: &Flavor, base: &str) -> Value {
     v
 }
 
-fn find_flavor(node: &Node, id: &str) -> Result<Flavor, Response> {
+fn find_flavor(node: &Api, id: &str) -> Result<Flavor, Response> {
     node.control
         .flavors()
         .map_err(cerr)?
@@ -203,7 +203,7 @@ fn find_flavor(node: &Node, id: &str) -> Result<Flavor, Response> {
         })
 }
 
-async fn flavors(State(node): State<Arc<Node>>, headers: HeaderMap) -> R {
+async fn flavors(State(node): State<Arc<Api>>, headers: HeaderMap) -> R {
     who(&node, &headers)?;
     let base = base_url(&headers);
     let list: Vec<Value> = node
@@ -216,7 +216,7 @@ async fn flavors(State(node): State<Arc<Node>>, headers: HeaderMap) -> R {
     Ok(Json(json!({"flavors": list})).into_response())
 }
 
-async fn flavors_detail(State(node): State<Arc<Node>>, headers: HeaderMap) -> R {
+async fn flavors_detail(State(node): State<Arc<Api>>, headers: HeaderMap) -> R {
     who(&node, &headers)?;
     let base = base_url(&headers);
     let list: Vec<Value> = node
@@ -230,7 +230,7 @@ async fn flavors_detail(State(node): State<Arc<Node>>, headers: HeaderMap) -> R 
 }
 
 async fn flavor(
-    State(node): State<Arc<Node>>,
+    State(node): State<Arc<Api>>,
     headers: HeaderMap,
     UrlPath(id): UrlPath<String>,
 ) -> R {
@@ -240,7 +240,7 @@ async fn flavor(
 }
 
 async fn extra_specs(
-    State(node): State<Arc<Node>>,
+    State(node): State<Arc<Api>>,
     headers: HeaderMap,
     UrlPath(id): UrlPath<String>,
 ) -> R {
@@ -250,7 +250,7 @@ async fn extra_specs(
 }
 
 async fn create_flavor(
-    State(node): State<Arc<Node>>,
+    State(node): State<Arc<Api>>,
     headers: HeaderMap,
     b: axum::body::Bytes,
 ) -> R {
@@ -278,7 +278,7 @@ async fn create_flavor(
 }
 
 async fn delete_flavor(
-    State(node): State<Arc<Node>>,
+    State(node): State<Arc<Api>>,
     headers: HeaderMap,
     UrlPath(id): UrlPath<String>,
 ) -> R {
@@ -292,7 +292,7 @@ fn keypair_json(k: &KeypairRecord) -> Value {
     json!({"name": k.name, "public_key": k.public_key, "fingerprint": k.fingerprint})
 }
 
-async fn keypairs(State(node): State<Arc<Node>>, headers: HeaderMap) -> R {
+async fn keypairs(State(node): State<Arc<Api>>, headers: HeaderMap) -> R {
     let t = who(&node, &headers)?;
     let list: Vec<Value> = node
         .control
@@ -305,7 +305,7 @@ async fn keypairs(State(node): State<Arc<Node>>, headers: HeaderMap) -> R {
 }
 
 async fn keypair(
-    State(node): State<Arc<Node>>,
+    State(node): State<Arc<Api>>,
     headers: HeaderMap,
     UrlPath(name): UrlPath<String>,
 ) -> R {
@@ -322,7 +322,7 @@ async fn keypair(
 }
 
 async fn create_keypair(
-    State(node): State<Arc<Node>>,
+    State(node): State<Arc<Api>>,
     headers: HeaderMap,
     b: axum::body::Bytes,
 ) -> R {
@@ -370,7 +370,7 @@ async fn create_keypair(
 }
 
 async fn delete_keypair(
-    State(node): State<Arc<Node>>,
+    State(node): State<Arc<Api>>,
     headers: HeaderMap,
     UrlPath(name): UrlPath<String>,
 ) -> R {

@@ -12,12 +12,12 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use super::Api;
 use super::{authenticate, base_url, require_admin, OsError};
 use crate::cluster::store::identity_tables::{ProjectRecord, UserRecord, DEFAULT_DOMAIN};
 use crate::control::identity::{iso8601, TokenInfo, ROLES};
-use crate::daemon::Node;
 
-pub fn routes() -> Router<Arc<Node>> {
+pub fn routes() -> Router<Arc<Api>> {
     Router::new()
         .route("/identity", get(versions))
         .route("/identity/", get(versions))
@@ -73,15 +73,12 @@ fn domain_json() -> Value {
     json!({"id": DEFAULT_DOMAIN, "name": "Default", "description": "The default domain", "enabled": true, "links": {}})
 }
 
-async fn domain(State(node): State<Arc<Node>>, headers: HeaderMap) -> Result<Json<Value>, OsError> {
+async fn domain(State(node): State<Arc<Api>>, headers: HeaderMap) -> Result<Json<Value>, OsError> {
     authenticate(&node, &headers)?;
     Ok(Json(json!({"domain": domain_json()})))
 }
 
-async fn domains(
-    State(node): State<Arc<Node>>,
-    headers: HeaderMap,
-) -> Result<Json<Value>, OsError> {
+async fn domains(State(node): State<Arc<Api>>, headers: HeaderMap) -> Result<Json<Value>, OsError> {
     authenticate(&node, &headers)?;
     Ok(Json(
         json!({"domains": [domain_json()], "links": {"self": null, "next": null, "previous": null}}),
@@ -207,7 +204,7 @@ fn bad(m: impl Into<String>) -> OsError {
 }
 
 async fn issue(
-    State(node): State<Arc<Node>>,
+    State(node): State<Arc<Api>>,
     ext: axum::http::Extensions,
     headers: HeaderMap,
     body: axum::body::Bytes,
@@ -240,7 +237,7 @@ async fn issue(
 }
 
 async fn issue_for(
-    node: &Node,
+    node: &Api,
     source: Option<std::net::IpAddr>,
     headers: &HeaderMap,
     body: &[u8],
@@ -324,7 +321,7 @@ fn subject(headers: &HeaderMap) -> Result<String, OsError> {
         .ok_or_else(|| bad("X-Subject-Token is missing."))
 }
 
-async fn validate(State(node): State<Arc<Node>>, headers: HeaderMap) -> Result<Response, OsError> {
+async fn validate(State(node): State<Arc<Api>>, headers: HeaderMap) -> Result<Response, OsError> {
     authenticate(&node, &headers)?;
     let sub = subject(&headers)?;
     let info = node.control.validate_token(&sub).map_err(|e| match e {
@@ -338,7 +335,7 @@ async fn validate(State(node): State<Arc<Node>>, headers: HeaderMap) -> Result<R
     Ok(resp)
 }
 
-async fn check(State(node): State<Arc<Node>>, headers: HeaderMap) -> Result<StatusCode, OsError> {
+async fn check(State(node): State<Arc<Api>>, headers: HeaderMap) -> Result<StatusCode, OsError> {
     authenticate(&node, &headers)?;
     let sub = subject(&headers)?;
     match node.control.validate_token(&sub) {
@@ -347,7 +344,7 @@ async fn check(State(node): State<Arc<Node>>, headers: HeaderMap) -> Result<Stat
     }
 }
 
-async fn revoke(State(node): State<Arc<Node>>, headers: HeaderMap) -> Result<StatusCode, OsError> {
+async fn revoke(State(node): State<Arc<Api>>, headers: HeaderMap) -> Result<StatusCode, OsError> {
     let me = authenticate(&node, &headers)?;
     let sub = subject(&headers)?;
     let target = node.control.validate_token(&sub).map_err(|e| match e {
@@ -363,7 +360,7 @@ async fn revoke(State(node): State<Arc<Node>>, headers: HeaderMap) -> Result<Sta
 }
 
 async fn catalog_only(
-    State(node): State<Arc<Node>>,
+    State(node): State<Arc<Api>>,
     headers: HeaderMap,
 ) -> Result<Json<Value>, OsError> {
     let t = authenticate(&node, &headers)?;
@@ -374,7 +371,7 @@ async fn catalog_only(
 }
 
 async fn my_projects(
-    State(node): State<Arc<Node>>,
+    State(node): State<Arc<Api>>,
     headers: HeaderMap,
 ) -> Result<Json<Value>, OsError> {
     let me = authenticate(&node, &headers)?;
@@ -395,7 +392,7 @@ async fn my_projects(
 }
 
 async fn projects(
-    State(node): State<Arc<Node>>,
+    State(node): State<Arc<Api>>,
     headers: HeaderMap,
 ) -> Result<Json<Value>, OsError> {
     let me = authenticate(&node, &headers)?;
@@ -417,7 +414,7 @@ async fn projects(
 }
 
 async fn project(
-    State(node): State<Arc<Node>>,
+    State(node): State<Arc<Api>>,
     headers: HeaderMap,
     UrlPath(id): UrlPath<String>,
 ) -> Result<Json<Value>, OsError> {
@@ -438,7 +435,7 @@ async fn project(
 }
 
 async fn create_project(
-    State(node): State<Arc<Node>>,
+    State(node): State<Arc<Api>>,
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Result<Response, OsError> {
@@ -457,7 +454,7 @@ async fn create_project(
         .into_response())
 }
 
-async fn users(State(node): State<Arc<Node>>, headers: HeaderMap) -> Result<Json<Value>, OsError> {
+async fn users(State(node): State<Arc<Api>>, headers: HeaderMap) -> Result<Json<Value>, OsError> {
     require_admin(&authenticate(&node, &headers)?)?;
     let all: Vec<Value> = node.control.users()?.iter().map(user_json).collect();
     Ok(Json(
@@ -466,7 +463,7 @@ async fn users(State(node): State<Arc<Node>>, headers: HeaderMap) -> Result<Json
 }
 
 async fn user(
-    State(node): State<Arc<Node>>,
+    State(node): State<Arc<Api>>,
     headers: HeaderMap,
     UrlPath(id): UrlPath<String>,
 ) -> Result<Json<Value>, OsError> {
@@ -484,7 +481,7 @@ async fn user(
 }
 
 async fn create_user(
-    State(node): State<Arc<Node>>,
+    State(node): State<Arc<Api>>,
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Result<Response, OsError> {
@@ -508,7 +505,7 @@ async fn create_user(
 /// `PATCH /v3/users/{id}` (cloud administrators): name, enabled, password,
 /// default_project_id. Disabling a user or setting a password ends their tokens.
 async fn update_user(
-    State(node): State<Arc<Node>>,
+    State(node): State<Arc<Api>>,
     headers: HeaderMap,
     UrlPath(id): UrlPath<String>,
     body: axum::body::Bytes,
@@ -545,7 +542,7 @@ async fn update_user(
 /// `POST /v3/users/{id}/password`: a user changes their own password, giving the
 /// current one (204); their tokens issued before end.
 async fn change_password(
-    State(node): State<Arc<Node>>,
+    State(node): State<Arc<Api>>,
     ext: axum::http::Extensions,
     UrlPath(id): UrlPath<String>,
     body: axum::body::Bytes,
@@ -566,7 +563,7 @@ async fn change_password(
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn roles(State(node): State<Arc<Node>>, headers: HeaderMap) -> Result<Json<Value>, OsError> {
+async fn roles(State(node): State<Arc<Api>>, headers: HeaderMap) -> Result<Json<Value>, OsError> {
     authenticate(&node, &headers)?;
     let r: Vec<Value> = ROLES
         .iter()
@@ -592,7 +589,7 @@ fn role_name(role: &str) -> Result<&'static str, OsError> {
 }
 
 async fn assign_role(
-    State(node): State<Arc<Node>>,
+    State(node): State<Arc<Api>>,
     headers: HeaderMap,
     UrlPath((project, user, role)): UrlPath<(String, String, String)>,
 ) -> Result<StatusCode, OsError> {
@@ -605,7 +602,7 @@ async fn assign_role(
 
 /// `DELETE /v3/projects/{p}/users/{u}/roles/{r}` (cloud administrators).
 async fn unassign_role(
-    State(node): State<Arc<Node>>,
+    State(node): State<Arc<Api>>,
     headers: HeaderMap,
     UrlPath((project, user, role)): UrlPath<(String, String, String)>,
 ) -> Result<StatusCode, OsError> {

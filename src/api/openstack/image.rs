@@ -18,13 +18,13 @@ use axum::{Json, Router};
 use futures::StreamExt;
 use serde_json::{json, Map, Value};
 
+use super::Api;
 use super::{authenticate, base_url, time, OsError, Scope};
 use crate::cluster::store::image_tables::{ImageRecord, ImageStatus};
 use crate::control::images::CreateImage;
 use crate::control::ControlError;
-use crate::daemon::Node;
 
-pub fn routes() -> Router<Arc<Node>> {
+pub fn routes() -> Router<Arc<Api>> {
     Router::new()
         .route("/image", get(versions))
         .route("/image/", get(versions))
@@ -75,7 +75,7 @@ fn os(e: OsError) -> Response {
     gerr(e.0, e.1)
 }
 
-fn who(node: &Node, headers: &HeaderMap) -> Result<Scope, Response> {
+fn who(node: &Api, headers: &HeaderMap) -> Result<Scope, Response> {
     let t = authenticate(node, headers).map_err(os)?;
     Scope::of(&t).map_err(os)
 }
@@ -150,7 +150,7 @@ fn owns(s: &Scope, i: &ImageRecord) -> Result<(), Response> {
     }
 }
 
-fn find(node: &Node, s: &Scope, id: &str) -> Result<ImageRecord, Response> {
+fn find(node: &Api, s: &Scope, id: &str) -> Result<ImageRecord, Response> {
     match node.control.image(&s.caller, id) {
         Ok(i) if visible(s, &i) => Ok(i),
         Ok(_) | Err(ControlError::NotFound(_)) => Err(gerr(
@@ -277,7 +277,7 @@ fn set_field(i: &mut ImageRecord, k: &str, v: &Value, s: &Scope) -> Result<(), R
     Ok(())
 }
 
-async fn create(State(node): State<Arc<Node>>, headers: HeaderMap, b: axum::body::Bytes) -> R {
+async fn create(State(node): State<Arc<Api>>, headers: HeaderMap, b: axum::body::Bytes) -> R {
     let s = who(&node, &headers)?;
     s.write().map_err(os)?;
     let v: Value = serde_json::from_slice(&b)
@@ -342,7 +342,7 @@ async fn create(State(node): State<Arc<Node>>, headers: HeaderMap, b: axum::body
 }
 
 async fn list(
-    State(node): State<Arc<Node>>,
+    State(node): State<Arc<Api>>,
     headers: HeaderMap,
     Query(q): Query<Vec<(String, String)>>,
 ) -> R {
@@ -407,18 +407,14 @@ async fn list(
     Ok(Json(body).into_response())
 }
 
-async fn show(
-    State(node): State<Arc<Node>>,
-    headers: HeaderMap,
-    UrlPath(id): UrlPath<String>,
-) -> R {
+async fn show(State(node): State<Arc<Api>>, headers: HeaderMap, UrlPath(id): UrlPath<String>) -> R {
     let s = who(&node, &headers)?;
     Ok(Json(image_json(&find(&node, &s, &id)?)).into_response())
 }
 
 /// JSON-patch (`application/openstack-images-v2.1-json-patch`): add, replace, remove.
 async fn update(
-    State(node): State<Arc<Node>>,
+    State(node): State<Arc<Api>>,
     headers: HeaderMap,
     UrlPath(id): UrlPath<String>,
     b: axum::body::Bytes,
@@ -476,7 +472,7 @@ async fn update(
 }
 
 async fn delete(
-    State(node): State<Arc<Node>>,
+    State(node): State<Arc<Api>>,
     headers: HeaderMap,
     UrlPath(id): UrlPath<String>,
 ) -> R {
@@ -488,7 +484,7 @@ async fn delete(
 }
 
 async fn upload(
-    State(node): State<Arc<Node>>,
+    State(node): State<Arc<Api>>,
     headers: HeaderMap,
     UrlPath(id): UrlPath<String>,
     body: Body,
@@ -527,7 +523,7 @@ async fn upload(
 }
 
 async fn download(
-    State(node): State<Arc<Node>>,
+    State(node): State<Arc<Api>>,
     headers: HeaderMap,
     UrlPath(id): UrlPath<String>,
 ) -> R {
@@ -553,7 +549,7 @@ async fn download(
 }
 
 async fn add_tag(
-    State(node): State<Arc<Node>>,
+    State(node): State<Arc<Api>>,
     headers: HeaderMap,
     UrlPath((id, tag)): UrlPath<(String, String)>,
 ) -> R {
@@ -572,7 +568,7 @@ async fn add_tag(
 }
 
 async fn remove_tag(
-    State(node): State<Arc<Node>>,
+    State(node): State<Arc<Api>>,
     headers: HeaderMap,
     UrlPath((id, tag)): UrlPath<(String, String)>,
 ) -> R {

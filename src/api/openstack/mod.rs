@@ -24,7 +24,7 @@ use serde_json::json;
 
 use crate::control::identity::TokenInfo;
 use crate::control::ControlError;
-use crate::daemon::Node;
+
 use crate::telemetry::error_chain;
 
 /// An error in OpenStack's shape: `{"error": {"code", "title", "message"}}`.
@@ -59,8 +59,14 @@ impl From<ControlError> for OsError {
     }
 }
 
+/// What the OpenStack API holds of its node: `control`, and nothing below it (no store
+/// transactions, no daemon).
+pub struct Api {
+    pub control: Arc<crate::control::Control>,
+}
+
 /// The token of a request, validated.
-pub fn authenticate(node: &Node, headers: &HeaderMap) -> Result<TokenInfo, OsError> {
+pub fn authenticate(node: &Api, headers: &HeaderMap) -> Result<TokenInfo, OsError> {
     let token = headers
         .get("x-auth-token")
         .and_then(|v| v.to_str().ok())
@@ -159,7 +165,7 @@ pub fn base_url(headers: &HeaderMap) -> String {
 /// Records every change asked through the API in the audit log (who, from where, what,
 /// the answer), after the answer is sent so that it adds no latency.
 async fn audit(
-    axum::extract::State(node): axum::extract::State<Arc<Node>>,
+    axum::extract::State(node): axum::extract::State<Arc<Api>>,
     req: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
@@ -218,7 +224,7 @@ async fn audit(
     resp
 }
 
-pub fn routes_with_audit(node: Arc<Node>) -> Router {
+pub fn routes_with_audit(node: Arc<Api>) -> Router {
     routes()
         .layer(axum::middleware::from_fn_with_state(node.clone(), audit))
         .with_state(node)
@@ -227,7 +233,7 @@ pub fn routes_with_audit(node: Arc<Node>) -> Router {
 /// The largest request body of the API's routes (Nova's user data is at most 64 KiB).
 pub const MAX_BODY: usize = 1 << 20;
 
-pub fn routes() -> Router<Arc<Node>> {
+pub fn routes() -> Router<Arc<Api>> {
     Router::new()
         .merge(identity::routes())
         .merge(compute::routes())

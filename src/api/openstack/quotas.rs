@@ -16,10 +16,10 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::{json, Map, Value};
 
+use super::Api;
 use super::{authenticate, OsError, Scope};
-use crate::daemon::Node;
 
-pub fn routes() -> Router<Arc<Node>> {
+pub fn routes() -> Router<Arc<Api>> {
     Router::new()
         .route(
             "/compute/v2.1/os-quota-sets/{project}",
@@ -103,7 +103,7 @@ fn err(code: StatusCode, m: impl Into<String>) -> Response {
 }
 
 /// The caller may read `project`'s quotas: its own, or any as admin.
-fn reader(node: &Node, headers: &HeaderMap, project: &str) -> Result<Scope, Response> {
+fn reader(node: &Api, headers: &HeaderMap, project: &str) -> Result<Scope, Response> {
     let t = authenticate(node, headers).map_err(IntoResponse::into_response)?;
     let s = Scope::of(&t).map_err(IntoResponse::into_response)?;
     if !s.admin && s.project != project {
@@ -115,13 +115,13 @@ fn reader(node: &Node, headers: &HeaderMap, project: &str) -> Result<Scope, Resp
     Ok(s)
 }
 
-fn admin(node: &Node, headers: &HeaderMap) -> Result<Scope, Response> {
+fn admin(node: &Api, headers: &HeaderMap) -> Result<Scope, Response> {
     let t = authenticate(node, headers).map_err(IntoResponse::into_response)?;
     super::require_admin(&t).map_err(IntoResponse::into_response)?;
     Scope::of(&t).map_err(IntoResponse::into_response)
 }
 
-fn limits(node: &Node, project: &str) -> Result<BTreeMap<String, i64>, Response> {
+fn limits(node: &Api, project: &str) -> Result<BTreeMap<String, i64>, Response> {
     node.control
         .quota_limits(project)
         .map_err(|e| OsError::from(e).into_response())
@@ -143,7 +143,7 @@ fn view(
 }
 
 fn detail(
-    node: &Node,
+    node: &Api,
     project: &str,
     names: &[(&str, &str)],
     used_key: &str,
@@ -218,7 +218,7 @@ fn wanted(
 
 /// Sets a project's limits from one service's body and answers with its view of them.
 async fn set(
-    node: &Node,
+    node: &Api,
     headers: &HeaderMap,
     project: &str,
     b: &[u8],
@@ -237,7 +237,7 @@ async fn set(
 }
 
 async fn nova_show(
-    State(node): State<Arc<Node>>,
+    State(node): State<Arc<Api>>,
     headers: HeaderMap,
     UrlPath(project): UrlPath<String>,
 ) -> R {
@@ -248,7 +248,7 @@ async fn nova_show(
 }
 
 async fn nova_defaults(
-    State(node): State<Arc<Node>>,
+    State(node): State<Arc<Api>>,
     headers: HeaderMap,
     UrlPath(project): UrlPath<String>,
 ) -> R {
@@ -263,7 +263,7 @@ async fn nova_defaults(
 }
 
 async fn nova_detail(
-    State(node): State<Arc<Node>>,
+    State(node): State<Arc<Api>>,
     headers: HeaderMap,
     UrlPath(project): UrlPath<String>,
 ) -> R {
@@ -274,7 +274,7 @@ async fn nova_detail(
 }
 
 async fn nova_set(
-    State(node): State<Arc<Node>>,
+    State(node): State<Arc<Api>>,
     headers: HeaderMap,
     UrlPath(project): UrlPath<String>,
     b: axum::body::Bytes,
@@ -283,7 +283,7 @@ async fn nova_set(
 }
 
 async fn cinder_show(
-    State(node): State<Arc<Node>>,
+    State(node): State<Arc<Api>>,
     headers: HeaderMap,
     UrlPath((_p, project)): UrlPath<(String, String)>,
     Query(q): Query<HashMap<String, String>>,
@@ -302,7 +302,7 @@ async fn cinder_show(
 }
 
 async fn cinder_defaults(
-    State(node): State<Arc<Node>>,
+    State(node): State<Arc<Api>>,
     headers: HeaderMap,
     UrlPath((_p, project)): UrlPath<(String, String)>,
 ) -> R {
@@ -317,7 +317,7 @@ async fn cinder_defaults(
 }
 
 async fn cinder_set(
-    State(node): State<Arc<Node>>,
+    State(node): State<Arc<Api>>,
     headers: HeaderMap,
     UrlPath((_p, project)): UrlPath<(String, String)>,
     b: axum::body::Bytes,
@@ -335,7 +335,7 @@ async fn cinder_set(
 }
 
 async fn neutron_show(
-    State(node): State<Arc<Node>>,
+    State(node): State<Arc<Api>>,
     headers: HeaderMap,
     UrlPath(project): UrlPath<String>,
 ) -> R {
@@ -344,7 +344,7 @@ async fn neutron_show(
 }
 
 async fn neutron_defaults(
-    State(node): State<Arc<Node>>,
+    State(node): State<Arc<Api>>,
     headers: HeaderMap,
     UrlPath(project): UrlPath<String>,
 ) -> R {
@@ -357,7 +357,7 @@ async fn neutron_defaults(
 }
 
 async fn neutron_detail(
-    State(node): State<Arc<Node>>,
+    State(node): State<Arc<Api>>,
     headers: HeaderMap,
     UrlPath(project): UrlPath<String>,
 ) -> R {
@@ -366,7 +366,7 @@ async fn neutron_detail(
 }
 
 async fn neutron_set(
-    State(node): State<Arc<Node>>,
+    State(node): State<Arc<Api>>,
     headers: HeaderMap,
     UrlPath(project): UrlPath<String>,
     b: axum::body::Bytes,

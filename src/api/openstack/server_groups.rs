@@ -15,12 +15,12 @@ use axum::{Json, Router};
 use serde_json::{json, Value};
 
 use super::compute::{cerr, nova};
+use super::Api;
 use super::{OsError, Scope};
 use crate::cluster::store::compute_tables::ServerGroupRecord;
 use crate::control::ControlError;
-use crate::daemon::Node;
 
-pub fn routes() -> Router<Arc<Node>> {
+pub fn routes() -> Router<Arc<Api>> {
     Router::new()
         .route("/compute/v2.1/os-server-groups", get(list).post(create))
         .route(
@@ -33,13 +33,13 @@ type R = Result<Response, Response>;
 
 use super::servers::who;
 
-fn group_json(node: &Node, g: &ServerGroupRecord) -> Value {
+fn group_json(node: &Api, g: &ServerGroupRecord) -> Value {
     let members = node.control.server_group_members(&g.id).unwrap_or_default();
     json!({"id": g.id, "name": g.name, "policies": [g.policy], "members": members, "metadata": {}})
 }
 
 /// A group the caller may see, by id.
-pub fn find(node: &Node, s: &Scope, id: &str) -> Result<ServerGroupRecord, Response> {
+pub fn find(node: &Api, s: &Scope, id: &str) -> Result<ServerGroupRecord, Response> {
     match node.control.server_group(id) {
         Ok(g) if s.sees(Some(g.project.as_str())) => Ok(g),
         Ok(_) | Err(ControlError::NotFound(_)) => Err(nova(
@@ -51,7 +51,7 @@ pub fn find(node: &Node, s: &Scope, id: &str) -> Result<ServerGroupRecord, Respo
 }
 
 async fn list(
-    State(node): State<Arc<Node>>,
+    State(node): State<Arc<Api>>,
     headers: HeaderMap,
     Query(q): Query<Vec<(String, String)>>,
 ) -> R {
@@ -70,17 +70,13 @@ async fn list(
     Ok(Json(json!({"server_groups": list})).into_response())
 }
 
-async fn show(
-    State(node): State<Arc<Node>>,
-    headers: HeaderMap,
-    UrlPath(id): UrlPath<String>,
-) -> R {
+async fn show(State(node): State<Arc<Api>>, headers: HeaderMap, UrlPath(id): UrlPath<String>) -> R {
     let s = who(&node, &headers)?;
     let g = find(&node, &s, &id)?;
     Ok(Json(json!({"server_group": group_json(&node, &g)})).into_response())
 }
 
-async fn create(State(node): State<Arc<Node>>, headers: HeaderMap, b: axum::body::Bytes) -> R {
+async fn create(State(node): State<Arc<Api>>, headers: HeaderMap, b: axum::body::Bytes) -> R {
     let s = who(&node, &headers)?;
     s.write().map_err(|OsError(c, m)| nova(c, m))?;
     let v: Value = serde_json::from_slice(&b).map_err(|e| {
@@ -133,7 +129,7 @@ async fn create(State(node): State<Arc<Node>>, headers: HeaderMap, b: axum::body
 }
 
 async fn delete(
-    State(node): State<Arc<Node>>,
+    State(node): State<Arc<Api>>,
     headers: HeaderMap,
     UrlPath(id): UrlPath<String>,
 ) -> R {

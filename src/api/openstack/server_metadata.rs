@@ -16,12 +16,12 @@ use serde_json::{json, Value};
 
 use super::compute::{cerr, nova};
 use super::servers::{bad, find, os, who};
+use super::Api;
 use crate::control::ControlError;
-use crate::daemon::Node;
 
 type R = Result<Response, Response>;
 
-pub fn routes() -> Router<Arc<Node>> {
+pub fn routes() -> Router<Arc<Api>> {
     let p = |s: &str| format!("/compute/v2.1/{s}");
     Router::new()
         .route(
@@ -37,7 +37,7 @@ pub fn routes() -> Router<Arc<Node>> {
 }
 
 async fn metadata(
-    State(node): State<Arc<Node>>,
+    State(node): State<Arc<Api>>,
     headers: HeaderMap,
     UrlPath(id): UrlPath<String>,
 ) -> R {
@@ -67,7 +67,7 @@ fn meta_body(b: &[u8], key: &str) -> Result<BTreeMap<String, String>, Response> 
 }
 
 async fn edit_metadata(
-    node: &Node,
+    node: &Api,
     headers: &HeaderMap,
     id: &str,
     edit: impl Fn(&mut BTreeMap<String, String>) -> Result<(), ControlError>,
@@ -79,7 +79,7 @@ async fn edit_metadata(
 }
 
 async fn merge_metadata(
-    State(node): State<Arc<Node>>,
+    State(node): State<Arc<Api>>,
     headers: HeaderMap,
     UrlPath(id): UrlPath<String>,
     b: axum::body::Bytes,
@@ -94,7 +94,7 @@ async fn merge_metadata(
 }
 
 async fn replace_metadata(
-    State(node): State<Arc<Node>>,
+    State(node): State<Arc<Api>>,
     headers: HeaderMap,
     UrlPath(id): UrlPath<String>,
     b: axum::body::Bytes,
@@ -109,7 +109,7 @@ async fn replace_metadata(
 }
 
 async fn metadata_item(
-    State(node): State<Arc<Node>>,
+    State(node): State<Arc<Api>>,
     headers: HeaderMap,
     UrlPath((id, key)): UrlPath<(String, String)>,
 ) -> R {
@@ -124,7 +124,7 @@ async fn metadata_item(
 }
 
 async fn set_metadata_item(
-    State(node): State<Arc<Node>>,
+    State(node): State<Arc<Api>>,
     headers: HeaderMap,
     UrlPath((id, key)): UrlPath<(String, String)>,
     b: axum::body::Bytes,
@@ -142,7 +142,7 @@ async fn set_metadata_item(
 }
 
 async fn delete_metadata_item(
-    State(node): State<Arc<Node>>,
+    State(node): State<Arc<Api>>,
     headers: HeaderMap,
     UrlPath((id, key)): UrlPath<(String, String)>,
 ) -> R {

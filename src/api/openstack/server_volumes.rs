@@ -15,12 +15,12 @@ use axum::{Json, Router};
 use serde_json::{json, Value};
 
 use super::compute::{cerr, nova};
+use super::Api;
 use super::OsError;
 use crate::control::vms::VmView;
 use crate::control::ControlError;
-use crate::daemon::Node;
 
-pub fn routes() -> Router<Arc<Node>> {
+pub fn routes() -> Router<Arc<Api>> {
     let p = |s: &str| format!("/compute/v2.1/{s}");
     Router::new()
         .route(
@@ -68,11 +68,7 @@ fn attachment_json(server: &str, vol: &str, dev: &str) -> Value {
     json!({"id": vol, "serverId": server, "volumeId": vol, "device": dev})
 }
 
-async fn list(
-    State(node): State<Arc<Node>>,
-    headers: HeaderMap,
-    UrlPath(id): UrlPath<String>,
-) -> R {
+async fn list(State(node): State<Arc<Api>>, headers: HeaderMap, UrlPath(id): UrlPath<String>) -> R {
     let s = who(&node, &headers)?;
     let v = find(&node, &s, &id)?;
     let list: Vec<Value> = attachments(&v)
@@ -83,7 +79,7 @@ async fn list(
 }
 
 async fn show(
-    State(node): State<Arc<Node>>,
+    State(node): State<Arc<Api>>,
     headers: HeaderMap,
     UrlPath((id, volume)): UrlPath<(String, String)>,
 ) -> R {
@@ -102,7 +98,7 @@ async fn show(
 }
 
 async fn attach(
-    State(node): State<Arc<Node>>,
+    State(node): State<Arc<Api>>,
     headers: HeaderMap,
     UrlPath(id): UrlPath<String>,
     b: axum::body::Bytes,
@@ -161,7 +157,7 @@ async fn attach(
 }
 
 async fn detach(
-    State(node): State<Arc<Node>>,
+    State(node): State<Arc<Api>>,
     headers: HeaderMap,
     UrlPath((id, volume)): UrlPath<(String, String)>,
 ) -> R {

@@ -21,15 +21,15 @@ use serde_json::{json, Map, Value};
 use sha2::Digest;
 
 use super::compute::{cerr, nova};
+use super::Api;
 use super::{authenticate, base_url, time, OsError, Scope};
 use crate::cluster::store::compute_tables::{PowerIntent, VmState};
 use crate::cluster::store::network_tables::FloatingIpRecord;
 use crate::control::servers::CreateServer;
 use crate::control::vms::{VmAction, VmView};
 use crate::control::ControlError;
-use crate::daemon::Node;
 
-pub fn routes() -> Router<Arc<Node>> {
+pub fn routes() -> Router<Arc<Api>> {
     let p = |s: &str| format!("/compute/v2.1/{s}");
     Router::new()
         .route(&p("servers"), get(list).post(create))
@@ -49,7 +49,7 @@ pub(super) fn os(e: OsError) -> Response {
     nova(e.0, e.1)
 }
 
-pub(super) fn who(node: &Node, headers: &HeaderMap) -> Result<Scope, Response> {
+pub(super) fn who(node: &Api, headers: &HeaderMap) -> Result<Scope, Response> {
     let t = authenticate(node, headers).map_err(IntoResponse::into_response)?;
     Scope::of(&t).map_err(os)
 }
@@ -67,7 +67,7 @@ pub(super) fn bad(m: impl Into<String>) -> Response {
 
 /// A server by id (never by name: clients look names up through the list), if the caller
 /// may see it.
-pub(super) fn find(node: &Node, s: &Scope, id: &str) -> Result<VmView, Response> {
+pub(super) fn find(node: &Api, s: &Scope, id: &str) -> Result<VmView, Response> {
     match node.control.vm(id) {
         Ok(v) if v.record.id.0 == id && s.sees(v.record.project.as_deref()) => Ok(v),
         Ok(_) | Err(ControlError::NotFound(_)) => Err(not_found(id)),
@@ -110,12 +110,12 @@ fn links(base: &str, kind: &str, id: &str) -> Value {
 
 /// Addresses per network name, fixed and floating, and the security group names of the
 /// server's ports.
-fn addresses(node: &Node, v: &VmView) -> (Value, Vec<String>) {
+fn addresses(node: &Api, v: &VmView) -> (Value, Vec<String>) {
     addresses_with(node, v, &node.control.floating_ips().unwrap_or_default())
 }
 
 /// [`addresses`] with the floating IPs read once (lists show many servers).
-fn addresses_with(node: &Node, v: &VmView, fips: &[FloatingIpRecord]) -> (Value, Vec<String>) {
+fn addresses_with(node: &Api, v: &VmView, fips: &[FloatingIpRecord]) -> (Value, Vec<String>) {
     let mut out: BTreeMap<String, Vec<Value>> = BTreeMap::new();
     let mut groups: Vec<String> = Vec::new();
     for p in &v.record.ports {
@@ -167,7 +167,7 @@ fn brief(v: &VmView, base: &str) -> Value {
     json!({"id": v.record.id.0, "name": v.record.name, "links": links(base, "servers", &v.record.id.0)})
 }
 
-fn server_json(node: &Node, s: &Scope, v: &VmView, base: &str) -> Value {
+fn server_json(node: &Api, s: &Scope, v: &VmView, base: &str) -> Value {
     server_json_with(
         node,
         s,
@@ -178,7 +178,7 @@ fn server_json(node: &Node, s: &Scope, v: &VmView, base: &str) -> Value {
 }
 
 fn server_json_with(
-    node: &Node,
+    node: &Api,
     s: &Scope,
     v: &VmView,
     base: &str,
@@ -235,7 +235,7 @@ fn server_json_with(
 }
 
 /// The servers a list shows, after Nova's filters.
-fn listed(node: &Node, s: &Scope, q: &[(String, String)]) -> Result<Vec<VmView>, Response> {
+fn listed(node: &Api, s: &Scope, q: &[(String, String)]) -> Result<Vec<VmView>, Response> {
     let q: HashMap<&str, &str> = q.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     let truthy = |k: &str| {
         q.get(k).is_some_and(|v| {
@@ -290,7 +290,7 @@ fn listed(node: &Node, s: &Scope, q: &[(String, String)]) -> Result<Vec<VmView>,
 }
 
 async fn list(
-    State(node): State<Arc<Node>>,
+    State(node): State<Arc<Api>>,
     headers: HeaderMap,
     Query(q): Query<Vec<(String, String)>>,
 ) -> R {
@@ -304,7 +304,7 @@ async fn list(
 }
 
 async fn detail(
-    State(node): State<Arc<Node>>,
+    State(node): State<Arc<Api>>,
     headers: HeaderMap,
     Query(q): Query<Vec<(String, String)>>,
 ) -> R {
@@ -318,11 +318,7 @@ async fn detail(
     Ok(Json(json!({"servers": list})).into_response())
 }
 
-async fn show(
-    State(node): State<Arc<Node>>,
-    headers: HeaderMap,
-    UrlPath(id): UrlPath<String>,
-) -> R {
+async fn show(State(node): State<Arc<Api>>, headers: HeaderMap, UrlPath(id): UrlPath<String>) -> R {
     let s = who(&node, &headers)?;
     let v = find(&node, &s, &id)?;
     Ok(Json(json!({"server": server_json(&node, &s, &v, &base_url(&headers))})).into_response())
@@ -364,7 +360,7 @@ fn last_segment(s: &str) -> String {
 }
 
 /// The networks to attach: Nova's `networks` (a list of `{uuid}`, `"auto"` or `"none"`).
-fn networks(node: &Node, s: &Scope, v: &Value) -> Result<Vec<String>, Response> {
+fn networks(node: &Api, s: &Scope, v: &Value) -> Result<Vec<String>, Response> {
     let pick_auto = || -> Result<Vec<String>, Response> {
         let mine: Vec<String> = node
             .control
@@ -416,7 +412,7 @@ fn networks(node: &Node, s: &Scope, v: &Value) -> Result<Vec<String>, Response> 
     }
 }
 
-async fn create(State(node): State<Arc<Node>>, headers: HeaderMap, b: axum::body::Bytes) -> R {
+async fn create(State(node): State<Arc<Api>>, headers: HeaderMap, b: axum::body::Bytes) -> R {
     let s = who(&node, &headers)?;
     s.write().map_err(os)?;
     let body: Value =
@@ -633,7 +629,7 @@ async fn create(State(node): State<Arc<Node>>, headers: HeaderMap, b: axum::body
 
 /// Renames (the one field of PUT /servers/{id} Strata keeps at 2.1).
 async fn update(
-    State(node): State<Arc<Node>>,
+    State(node): State<Arc<Api>>,
     headers: HeaderMap,
     UrlPath(id): UrlPath<String>,
     b: axum::body::Bytes,
@@ -668,7 +664,7 @@ async fn update(
 }
 
 async fn delete(
-    State(node): State<Arc<Node>>,
+    State(node): State<Arc<Api>>,
     headers: HeaderMap,
     UrlPath(id): UrlPath<String>,
 ) -> R {
@@ -691,7 +687,7 @@ fn conflict(v: &VmView, what: &str) -> Response {
 }
 
 async fn action(
-    State(node): State<Arc<Node>>,
+    State(node): State<Arc<Api>>,
     headers: HeaderMap,
     UrlPath(id): UrlPath<String>,
     b: axum::body::Bytes,
@@ -770,7 +766,7 @@ async fn action(
 }
 
 async fn secgroups(
-    State(node): State<Arc<Node>>,
+    State(node): State<Arc<Api>>,
     headers: HeaderMap,
     UrlPath(id): UrlPath<String>,
 ) -> R {
@@ -788,7 +784,7 @@ async fn secgroups(
     Ok(Json(json!({"security_groups": groups})).into_response())
 }
 
-async fn zones(State(node): State<Arc<Node>>, headers: HeaderMap) -> R {
+async fn zones(State(node): State<Arc<Api>>, headers: HeaderMap) -> R {
     who(&node, &headers)?;
     Ok(Json(json!({"availabilityZoneInfo": [
         {"zoneName": "nova", "zoneState": {"available": true}, "hosts": null}
@@ -796,7 +792,7 @@ async fn zones(State(node): State<Arc<Node>>, headers: HeaderMap) -> R {
     .into_response())
 }
 
-async fn limits(State(node): State<Arc<Node>>, headers: HeaderMap) -> R {
+async fn limits(State(node): State<Arc<Api>>, headers: HeaderMap) -> R {
     let s = who(&node, &headers)?;
     let l = node.control.quota_limits(&s.project).map_err(cerr)?;
     let u = node.control.quota_usage(&s.project).map_err(cerr)?;

@@ -16,17 +16,17 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::{json, Value};
 
+use super::Api;
 use super::{authenticate, base_url, OsError, Scope};
 use crate::cluster::store::storage_tables::{SnapshotRecord, SnapshotState, VolumeRecord};
 use crate::control::volumes::{CreateVolume, VolumeView};
 use crate::control::ControlError;
-use crate::daemon::Node;
 
 /// Highest microversion served.
 pub const MAX_MICRO: (u32, u32) = (3, 27);
 const DEFAULT_TYPE_ID: &str = "5f5b2d7e-0b0e-4d36-9a8f-2f8f0c3c1e01";
 
-pub fn routes() -> Router<Arc<Node>> {
+pub fn routes() -> Router<Arc<Api>> {
     let p = |s: &str| format!("/volume/v3/{{project}}/{s}");
     Router::new()
         .route("/volume", get(versions))
@@ -91,7 +91,7 @@ struct Call {
     micro: (u32, u32),
 }
 
-fn call(node: &Node, headers: &HeaderMap, project: &str) -> Result<Call, Response> {
+fn call(node: &Api, headers: &HeaderMap, project: &str) -> Result<Call, Response> {
     let t = authenticate(node, headers).map_err(IntoResponse::into_response)?;
     let s = Scope::of(&t).map_err(|OsError(c, m)| cinder(c, m))?;
     if s.project != project && !s.admin {
@@ -190,7 +190,7 @@ fn status(v: &VolumeView) -> &'static str {
 }
 
 /// Where each volume is attached: volume id → (server, device).
-fn attached(node: &Node) -> HashMap<String, (String, String)> {
+fn attached(node: &Api) -> HashMap<String, (String, String)> {
     let mut out = HashMap::new();
     for v in node.control.vms().unwrap_or_default() {
         for (vol, dev) in super::server_volumes::attachments(&v) {
@@ -254,7 +254,7 @@ fn volume_json(
 }
 
 /// A volume Cinder may show this caller (not an image's data).
-fn find(node: &Node, c: &Call, id: &str) -> Result<VolumeView, Response> {
+fn find(node: &Api, c: &Call, id: &str) -> Result<VolumeView, Response> {
     match node.control.volume(&c.s.caller, id) {
         Ok(v)
             if v.record.id.0 == id
@@ -271,7 +271,7 @@ fn find(node: &Node, c: &Call, id: &str) -> Result<VolumeView, Response> {
     }
 }
 
-fn listed(node: &Node, c: &Call, q: &[(String, String)]) -> Result<Vec<VolumeView>, Response> {
+fn listed(node: &Api, c: &Call, q: &[(String, String)]) -> Result<Vec<VolumeView>, Response> {
     let q: HashMap<&str, &str> = q.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     let all = c.s.admin
         && q.get("all_tenants")
@@ -292,7 +292,7 @@ fn listed(node: &Node, c: &Call, q: &[(String, String)]) -> Result<Vec<VolumeVie
 }
 
 async fn list(
-    State(node): State<Arc<Node>>,
+    State(node): State<Arc<Api>>,
     headers: HeaderMap,
     UrlPath(project): UrlPath<String>,
     Query(q): Query<Vec<(String, String)>>,
@@ -310,7 +310,7 @@ async fn list(
 }
 
 async fn detail(
-    State(node): State<Arc<Node>>,
+    State(node): State<Arc<Api>>,
     headers: HeaderMap,
     UrlPath(project): UrlPath<String>,
     Query(q): Query<Vec<(String, String)>>,
@@ -326,7 +326,7 @@ async fn detail(
 }
 
 async fn show(
-    State(node): State<Arc<Node>>,
+    State(node): State<Arc<Api>>,
     headers: HeaderMap,
     UrlPath((project, id)): UrlPath<(String, String)>,
 ) -> R {
@@ -392,7 +392,7 @@ const CREATE_KEYS: &[&str] = &[
 ];
 
 async fn create(
-    State(node): State<Arc<Node>>,
+    State(node): State<Arc<Api>>,
     headers: HeaderMap,
     UrlPath(project): UrlPath<String>,
     b: axum::body::Bytes,
@@ -510,7 +510,7 @@ async fn create(
 }
 
 async fn update(
-    State(node): State<Arc<Node>>,
+    State(node): State<Arc<Api>>,
     headers: HeaderMap,
     UrlPath((project, id)): UrlPath<(String, String)>,
     b: axum::body::Bytes,
@@ -545,7 +545,7 @@ async fn update(
 }
 
 async fn delete(
-    State(node): State<Arc<Node>>,
+    State(node): State<Arc<Api>>,
     headers: HeaderMap,
     UrlPath((project, id)): UrlPath<(String, String)>,
     Query(q): Query<Vec<(String, String)>>,
@@ -582,7 +582,7 @@ async fn delete(
 }
 
 async fn action(
-    State(node): State<Arc<Node>>,
+    State(node): State<Arc<Api>>,
     headers: HeaderMap,
     UrlPath((project, id)): UrlPath<(String, String)>,
     b: axum::body::Bytes,
@@ -653,7 +653,7 @@ fn snapshot_json(vol: &VolumeRecord, s: &SnapshotRecord, c: &Call, full: bool) -
 }
 
 fn find_snapshot(
-    node: &Node,
+    node: &Api,
     c: &Call,
     id: &str,
 ) -> Result<(VolumeRecord, SnapshotRecord), Response> {
@@ -668,7 +668,7 @@ fn find_snapshot(
     }
 }
 
-fn all_snapshots(node: &Node, c: &Call) -> Result<Vec<(VolumeRecord, SnapshotRecord)>, Response> {
+fn all_snapshots(node: &Api, c: &Call) -> Result<Vec<(VolumeRecord, SnapshotRecord)>, Response> {
     Ok(node
         .control
         .volumes()
@@ -685,7 +685,7 @@ fn all_snapshots(node: &Node, c: &Call) -> Result<Vec<(VolumeRecord, SnapshotRec
 }
 
 /// The project's snapshots, in the list or the detail view.
-fn snapshot_list(node: &Node, headers: &HeaderMap, project: &str, detail: bool) -> R {
+fn snapshot_list(node: &Api, headers: &HeaderMap, project: &str, detail: bool) -> R {
     let c = call(node, headers, project)?;
     let list: Vec<Value> = all_snapshots(node, &c)?
         .iter()
@@ -695,7 +695,7 @@ fn snapshot_list(node: &Node, headers: &HeaderMap, project: &str, detail: bool) 
 }
 
 async fn snapshots(
-    State(node): State<Arc<Node>>,
+    State(node): State<Arc<Api>>,
     headers: HeaderMap,
     UrlPath(project): UrlPath<String>,
 ) -> R {
@@ -703,7 +703,7 @@ async fn snapshots(
 }
 
 async fn snapshots_detail(
-    State(node): State<Arc<Node>>,
+    State(node): State<Arc<Api>>,
     headers: HeaderMap,
     UrlPath(project): UrlPath<String>,
 ) -> R {
@@ -711,7 +711,7 @@ async fn snapshots_detail(
 }
 
 async fn snapshot(
-    State(node): State<Arc<Node>>,
+    State(node): State<Arc<Api>>,
     headers: HeaderMap,
     UrlPath((project, id)): UrlPath<(String, String)>,
 ) -> R {
@@ -725,7 +725,7 @@ async fn snapshot(
 }
 
 async fn create_snapshot(
-    State(node): State<Arc<Node>>,
+    State(node): State<Arc<Api>>,
     headers: HeaderMap,
     UrlPath(project): UrlPath<String>,
     b: axum::body::Bytes,
@@ -763,7 +763,7 @@ async fn create_snapshot(
 }
 
 async fn delete_snapshot(
-    State(node): State<Arc<Node>>,
+    State(node): State<Arc<Api>>,
     headers: HeaderMap,
     UrlPath((project, id)): UrlPath<(String, String)>,
 ) -> R {
@@ -779,7 +779,7 @@ async fn delete_snapshot(
 
 /// Attachments (3.27): one per volume attached to a server of this project.
 async fn attachments(
-    State(node): State<Arc<Node>>,
+    State(node): State<Arc<Api>>,
     headers: HeaderMap,
     UrlPath(project): UrlPath<String>,
 ) -> R {
@@ -813,7 +813,7 @@ fn type_json() -> Value {
 }
 
 async fn types(
-    State(node): State<Arc<Node>>,
+    State(node): State<Arc<Api>>,
     headers: HeaderMap,
     UrlPath(project): UrlPath<String>,
 ) -> R {
@@ -822,7 +822,7 @@ async fn types(
 }
 
 async fn default_type(
-    State(node): State<Arc<Node>>,
+    State(node): State<Arc<Api>>,
     headers: HeaderMap,
     UrlPath(params): UrlPath<Vec<(String, String)>>,
 ) -> R {
@@ -844,7 +844,7 @@ async fn default_type(
 }
 
 async fn limits(
-    State(node): State<Arc<Node>>,
+    State(node): State<Arc<Api>>,
     headers: HeaderMap,
     UrlPath(project): UrlPath<String>,
 ) -> R {

@@ -11,12 +11,12 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{json, Value};
 
 use super::{body, created, named, nerr, not_found, ok, time, who, Scope, R};
+use crate::api::openstack::Api;
 use crate::cluster::store::network_tables::{FloatingIpRecord, RouterRecord};
 use crate::control::routers::{CreateFloatingIp, CreateRouter};
 use crate::control::ControlError;
-use crate::daemon::Node;
 
-fn router_json(node: &Node, r: &RouterRecord) -> Value {
+fn router_json(node: &Api, r: &RouterRecord) -> Value {
     let gw = r.gateway_port.as_ref().and_then(|g| {
         node.control
             .find_port(&crate::control::caller::Caller::system(), g)
@@ -46,7 +46,7 @@ fn fip_json(f: &FloatingIpRecord) -> Value {
     })
 }
 
-fn visible_routers(node: &Node, s: &Scope) -> Result<Vec<RouterRecord>, Response> {
+fn visible_routers(node: &Api, s: &Scope) -> Result<Vec<RouterRecord>, Response> {
     Ok(node
         .control
         .routers()
@@ -56,7 +56,7 @@ fn visible_routers(node: &Node, s: &Scope) -> Result<Vec<RouterRecord>, Response
         .collect())
 }
 
-fn router_of(node: &Node, s: &Scope, id: &str) -> Result<RouterRecord, Response> {
+fn router_of(node: &Api, s: &Scope, id: &str) -> Result<RouterRecord, Response> {
     visible_routers(node, s)?
         .into_iter()
         .find(|r| r.id == id || r.name == id)
@@ -64,7 +64,7 @@ fn router_of(node: &Node, s: &Scope, id: &str) -> Result<RouterRecord, Response>
 }
 
 pub(super) async fn routers(
-    State(node): State<Arc<Node>>,
+    State(node): State<Arc<Api>>,
     headers: HeaderMap,
     Query(q): Query<std::collections::HashMap<String, String>>,
 ) -> R {
@@ -77,7 +77,7 @@ pub(super) async fn routers(
 }
 
 pub(super) async fn router(
-    State(node): State<Arc<Node>>,
+    State(node): State<Arc<Api>>,
     headers: HeaderMap,
     UrlPath(id): UrlPath<String>,
 ) -> R {
@@ -87,7 +87,7 @@ pub(super) async fn router(
 }
 
 pub(super) async fn create_router(
-    State(node): State<Arc<Node>>,
+    State(node): State<Arc<Api>>,
     headers: HeaderMap,
     b: axum::body::Bytes,
 ) -> R {
@@ -113,7 +113,7 @@ pub(super) async fn create_router(
 }
 
 pub(super) async fn update_router(
-    State(node): State<Arc<Node>>,
+    State(node): State<Arc<Api>>,
     headers: HeaderMap,
     UrlPath(id): UrlPath<String>,
     b: axum::body::Bytes,
@@ -134,7 +134,7 @@ pub(super) async fn update_router(
 }
 
 pub(super) async fn delete_router(
-    State(node): State<Arc<Node>>,
+    State(node): State<Arc<Api>>,
     headers: HeaderMap,
     UrlPath(id): UrlPath<String>,
 ) -> R {
@@ -149,7 +149,7 @@ pub(super) async fn delete_router(
 }
 
 pub(super) async fn interface(
-    node: &Node,
+    node: &Api,
     headers: &HeaderMap,
     id: &str,
     b: &axum::body::Bytes,
@@ -192,7 +192,7 @@ pub(super) async fn interface(
 }
 
 pub(super) async fn add_interface(
-    State(node): State<Arc<Node>>,
+    State(node): State<Arc<Api>>,
     headers: HeaderMap,
     UrlPath(id): UrlPath<String>,
     b: axum::body::Bytes,
@@ -201,7 +201,7 @@ pub(super) async fn add_interface(
 }
 
 pub(super) async fn remove_interface(
-    State(node): State<Arc<Node>>,
+    State(node): State<Arc<Api>>,
     headers: HeaderMap,
     UrlPath(id): UrlPath<String>,
     b: axum::body::Bytes,
@@ -209,7 +209,7 @@ pub(super) async fn remove_interface(
     interface(&node, &headers, &id, &b, false).await
 }
 
-fn visible_fips(node: &Node, s: &Scope) -> Result<Vec<FloatingIpRecord>, Response> {
+fn visible_fips(node: &Api, s: &Scope) -> Result<Vec<FloatingIpRecord>, Response> {
     Ok(node
         .control
         .floating_ips()
@@ -220,7 +220,7 @@ fn visible_fips(node: &Node, s: &Scope) -> Result<Vec<FloatingIpRecord>, Respons
 }
 
 pub(super) async fn fips(
-    State(node): State<Arc<Node>>,
+    State(node): State<Arc<Api>>,
     headers: HeaderMap,
     Query(q): Query<std::collections::HashMap<String, String>>,
 ) -> R {
@@ -230,7 +230,7 @@ pub(super) async fn fips(
 }
 
 pub(super) async fn fip(
-    State(node): State<Arc<Node>>,
+    State(node): State<Arc<Api>>,
     headers: HeaderMap,
     UrlPath(id): UrlPath<String>,
 ) -> R {
@@ -243,7 +243,7 @@ pub(super) async fn fip(
 }
 
 pub(super) async fn create_fip(
-    State(node): State<Arc<Node>>,
+    State(node): State<Arc<Api>>,
     headers: HeaderMap,
     b: axum::body::Bytes,
 ) -> R {
@@ -267,7 +267,7 @@ pub(super) async fn create_fip(
 }
 
 pub(super) async fn update_fip(
-    State(node): State<Arc<Node>>,
+    State(node): State<Arc<Api>>,
     headers: HeaderMap,
     UrlPath(id): UrlPath<String>,
     b: axum::body::Bytes,
@@ -289,7 +289,7 @@ pub(super) async fn update_fip(
 }
 
 pub(super) async fn delete_fip(
-    State(node): State<Arc<Node>>,
+    State(node): State<Arc<Api>>,
     headers: HeaderMap,
     UrlPath(id): UrlPath<String>,
 ) -> R {

@@ -17,18 +17,18 @@ use axum::{Json, Router};
 use serde_json::{json, Value};
 
 use super::{authenticate, time, OsError};
+use crate::api::openstack::Api;
 use crate::cluster::store::network_tables::{NetworkRecord, SubnetRecord};
 use crate::control::caller::Caller;
 use crate::control::identity::TokenInfo;
 use crate::control::networks::{CreateNetwork, CreateSubnet};
 use crate::control::ports::{CreatePort, FixedIpRequest, PortView};
 use crate::control::ControlError;
-use crate::daemon::Node;
 
 mod l3;
 mod security;
 
-pub fn routes() -> Router<Arc<Node>> {
+pub fn routes() -> Router<Arc<Api>> {
     let p = |s: &str| format!("/networking/v2.0/{s}");
     Router::new()
         .route(&p("extensions"), get(extensions))
@@ -157,7 +157,7 @@ fn created(v: Value) -> R {
     Ok((StatusCode::CREATED, Json(v)).into_response())
 }
 
-fn who(node: &Node, headers: &HeaderMap) -> Result<Scope, Response> {
+fn who(node: &Api, headers: &HeaderMap) -> Result<Scope, Response> {
     let t = authenticate(node, headers).map_err(IntoResponse::into_response)?;
     scope(&t).map_err(IntoResponse::into_response)
 }
@@ -438,13 +438,13 @@ fn ext_json(alias: &str, name: &str) -> Value {
     json!({"alias": alias, "name": name, "description": name, "updated": STAMP, "links": []})
 }
 
-async fn extensions(State(node): State<Arc<Node>>, headers: HeaderMap) -> R {
+async fn extensions(State(node): State<Arc<Api>>, headers: HeaderMap) -> R {
     who(&node, &headers)?;
     ok(json!({"extensions": EXTENSIONS.iter().map(|(a, n)| ext_json(a, n)).collect::<Vec<_>>()}))
 }
 
 async fn extension(
-    State(node): State<Arc<Node>>,
+    State(node): State<Arc<Api>>,
     headers: HeaderMap,
     UrlPath(alias): UrlPath<String>,
 ) -> R {
@@ -455,7 +455,7 @@ async fn extension(
     }
 }
 
-fn visible_networks(node: &Node, s: &Scope) -> Result<Vec<NetworkRecord>, Response> {
+fn visible_networks(node: &Api, s: &Scope) -> Result<Vec<NetworkRecord>, Response> {
     Ok(node
         .control
         .networks()
@@ -466,7 +466,7 @@ fn visible_networks(node: &Node, s: &Scope) -> Result<Vec<NetworkRecord>, Respon
         .collect())
 }
 
-fn network_of(node: &Node, s: &Scope, id: &str) -> Result<NetworkRecord, Response> {
+fn network_of(node: &Api, s: &Scope, id: &str) -> Result<NetworkRecord, Response> {
     visible_networks(node, s)?
         .into_iter()
         .find(|n| n.id == id || n.name == id)
@@ -474,7 +474,7 @@ fn network_of(node: &Node, s: &Scope, id: &str) -> Result<NetworkRecord, Respons
 }
 
 async fn networks(
-    State(node): State<Arc<Node>>,
+    State(node): State<Arc<Api>>,
     headers: HeaderMap,
     Query(q): Query<std::collections::HashMap<String, String>>,
 ) -> R {
@@ -488,7 +488,7 @@ async fn networks(
 }
 
 async fn network(
-    State(node): State<Arc<Node>>,
+    State(node): State<Arc<Api>>,
     headers: HeaderMap,
     UrlPath(id): UrlPath<String>,
 ) -> R {
@@ -498,7 +498,7 @@ async fn network(
 }
 
 async fn create_network(
-    State(node): State<Arc<Node>>,
+    State(node): State<Arc<Api>>,
     headers: HeaderMap,
     b: axum::body::Bytes,
 ) -> R {
@@ -531,7 +531,7 @@ async fn create_network(
 }
 
 async fn delete_network(
-    State(node): State<Arc<Node>>,
+    State(node): State<Arc<Api>>,
     headers: HeaderMap,
     UrlPath(id): UrlPath<String>,
 ) -> R {
@@ -548,7 +548,7 @@ async fn delete_network(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-fn visible_subnets(node: &Node, s: &Scope) -> Result<Vec<SubnetRecord>, Response> {
+fn visible_subnets(node: &Api, s: &Scope) -> Result<Vec<SubnetRecord>, Response> {
     let nets: Vec<String> = visible_networks(node, s)?
         .into_iter()
         .map(|n| n.id)
@@ -563,7 +563,7 @@ fn visible_subnets(node: &Node, s: &Scope) -> Result<Vec<SubnetRecord>, Response
 }
 
 async fn subnets(
-    State(node): State<Arc<Node>>,
+    State(node): State<Arc<Api>>,
     headers: HeaderMap,
     Query(q): Query<std::collections::HashMap<String, String>>,
 ) -> R {
@@ -576,7 +576,7 @@ async fn subnets(
 }
 
 async fn subnet(
-    State(node): State<Arc<Node>>,
+    State(node): State<Arc<Api>>,
     headers: HeaderMap,
     UrlPath(id): UrlPath<String>,
 ) -> R {
@@ -589,7 +589,7 @@ async fn subnet(
 }
 
 async fn create_subnet(
-    State(node): State<Arc<Node>>,
+    State(node): State<Arc<Api>>,
     headers: HeaderMap,
     b: axum::body::Bytes,
 ) -> R {
@@ -636,7 +636,7 @@ async fn create_subnet(
 }
 
 async fn delete_subnet(
-    State(node): State<Arc<Node>>,
+    State(node): State<Arc<Api>>,
     headers: HeaderMap,
     UrlPath(id): UrlPath<String>,
 ) -> R {
@@ -656,7 +656,7 @@ async fn delete_subnet(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-fn visible_ports(node: &Node, s: &Scope) -> Result<Vec<PortView>, Response> {
+fn visible_ports(node: &Api, s: &Scope) -> Result<Vec<PortView>, Response> {
     Ok(node
         .control
         .ports()
@@ -667,7 +667,7 @@ fn visible_ports(node: &Node, s: &Scope) -> Result<Vec<PortView>, Response> {
 }
 
 async fn ports(
-    State(node): State<Arc<Node>>,
+    State(node): State<Arc<Api>>,
     headers: HeaderMap,
     Query(q): Query<std::collections::HashMap<String, String>>,
 ) -> R {
@@ -676,11 +676,7 @@ async fn ports(
     ok(json!({"ports": named(list, &q)}))
 }
 
-async fn port(
-    State(node): State<Arc<Node>>,
-    headers: HeaderMap,
-    UrlPath(id): UrlPath<String>,
-) -> R {
+async fn port(State(node): State<Arc<Api>>, headers: HeaderMap, UrlPath(id): UrlPath<String>) -> R {
     let s = who(&node, &headers)?;
     let p = visible_ports(&node, &s)?
         .into_iter()
@@ -689,7 +685,7 @@ async fn port(
     ok(json!({"port": port_json(&p)}))
 }
 
-async fn create_port(State(node): State<Arc<Node>>, headers: HeaderMap, b: axum::body::Bytes) -> R {
+async fn create_port(State(node): State<Arc<Api>>, headers: HeaderMap, b: axum::body::Bytes) -> R {
     let s = who(&node, &headers)?;
     s.write().map_err(IntoResponse::into_response)?;
     let v = body(&b)?;
@@ -731,7 +727,7 @@ async fn create_port(State(node): State<Arc<Node>>, headers: HeaderMap, b: axum:
 }
 
 async fn delete_port(
-    State(node): State<Arc<Node>>,
+    State(node): State<Arc<Api>>,
     headers: HeaderMap,
     UrlPath(id): UrlPath<String>,
 ) -> R {

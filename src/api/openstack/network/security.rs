@@ -11,10 +11,10 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{json, Value};
 
 use super::{body, created, named, nerr, not_found, ok, time, who, Scope, R};
+use crate::api::openstack::Api;
 use crate::cluster::store::network_tables::{Direction, RuleRecord, SecurityGroupRecord};
 use crate::control::secgroups::{CreateRule, CreateSecGroup};
 use crate::control::ControlError;
-use crate::daemon::Node;
 
 fn rule_json(r: &RuleRecord, g: &SecurityGroupRecord) -> Value {
     json!({
@@ -37,7 +37,7 @@ fn sg_json(g: &SecurityGroupRecord) -> Value {
     })
 }
 
-fn visible_groups(node: &Node, s: &Scope) -> Result<Vec<SecurityGroupRecord>, Response> {
+fn visible_groups(node: &Api, s: &Scope) -> Result<Vec<SecurityGroupRecord>, Response> {
     Ok(node
         .control
         .secgroups()
@@ -48,7 +48,7 @@ fn visible_groups(node: &Node, s: &Scope) -> Result<Vec<SecurityGroupRecord>, Re
 }
 
 pub(super) async fn secgroups(
-    State(node): State<Arc<Node>>,
+    State(node): State<Arc<Api>>,
     headers: HeaderMap,
     Query(q): Query<std::collections::HashMap<String, String>>,
 ) -> R {
@@ -63,7 +63,7 @@ pub(super) async fn secgroups(
 }
 
 pub(super) async fn secgroup(
-    State(node): State<Arc<Node>>,
+    State(node): State<Arc<Api>>,
     headers: HeaderMap,
     UrlPath(id): UrlPath<String>,
 ) -> R {
@@ -76,7 +76,7 @@ pub(super) async fn secgroup(
 }
 
 pub(super) async fn create_secgroup(
-    State(node): State<Arc<Node>>,
+    State(node): State<Arc<Api>>,
     headers: HeaderMap,
     b: axum::body::Bytes,
 ) -> R {
@@ -106,7 +106,7 @@ pub(super) async fn create_secgroup(
 }
 
 pub(super) async fn delete_secgroup(
-    State(node): State<Arc<Node>>,
+    State(node): State<Arc<Api>>,
     headers: HeaderMap,
     UrlPath(id): UrlPath<String>,
 ) -> R {
@@ -124,7 +124,7 @@ pub(super) async fn delete_secgroup(
 }
 
 fn find_rule(
-    node: &Node,
+    node: &Api,
     s: &Scope,
     id: &str,
 ) -> Result<(RuleRecord, SecurityGroupRecord), Response> {
@@ -141,7 +141,7 @@ fn find_rule(
 }
 
 pub(super) async fn rules(
-    State(node): State<Arc<Node>>,
+    State(node): State<Arc<Api>>,
     headers: HeaderMap,
     Query(q): Query<std::collections::HashMap<String, String>>,
 ) -> R {
@@ -159,7 +159,7 @@ pub(super) async fn rules(
 }
 
 pub(super) async fn rule(
-    State(node): State<Arc<Node>>,
+    State(node): State<Arc<Api>>,
     headers: HeaderMap,
     UrlPath(id): UrlPath<String>,
 ) -> R {
@@ -169,7 +169,7 @@ pub(super) async fn rule(
 }
 
 pub(super) async fn create_rule(
-    State(node): State<Arc<Node>>,
+    State(node): State<Arc<Api>>,
     headers: HeaderMap,
     b: axum::body::Bytes,
 ) -> R {
@@ -221,7 +221,7 @@ pub(super) async fn create_rule(
 }
 
 pub(super) async fn delete_rule(
-    State(node): State<Arc<Node>>,
+    State(node): State<Arc<Api>>,
     headers: HeaderMap,
     UrlPath(id): UrlPath<String>,
 ) -> R {
