@@ -41,7 +41,7 @@ pub fn raise_open_files() -> (u64, Option<String>) {
     let warning = (now < WANTED_OPEN_FILES).then(|| {
         format!(
             "the open-file limit is {now} (hard limit {}), below the {WANTED_OPEN_FILES} a node needs: \
-             raise it (ulimit -n, or LimitNOFILE= in a service unit) or run strata as root",
+             raise it (ulimit -n, LimitNOFILE= in a service unit, or run strata with CAP_SYS_RESOURCE)",
             cur.maximum.map(|m| m.to_string()).unwrap_or_else(|| "unlimited".into())
         )
     });
