@@ -455,6 +455,7 @@ fn main() {
         }
     }
     md += &console(&c, &addr, &ca, &pw);
+    md += &signin_flood(&c, &addr, &ca, &token, &first);
     for n in &notes {
         md += &format!("\nError seen: {n}\n");
     }
@@ -462,6 +463,67 @@ fn main() {
     let out = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench");
     let _ = std::fs::create_dir_all(&out);
     let _ = std::fs::write(out.join("api_latency.md"), &md);
+}
+
+/// `server show` while 64 clients send wrong passwords for `admin` as fast as they can
+/// (last: the name and the clients' address end up locked out), against the same
+/// request unloaded, and whether the Raft leader and term stayed the same.
+fn signin_flood(c: &Cluster, addr: &str, ca: &std::path::Path, token: &str, vm: &str) -> String {
+    let show = mk(
+        addr,
+        ca,
+        "GET",
+        &format!("/compute/v2.1/servers/{vm}"),
+        Some(token),
+        None,
+        1,
+        400,
+    );
+    let wrong = json!({"auth": {"identity": {"methods": ["password"], "password": {"user": {
+        "name": "admin", "domain": {"name": "Default"}, "password": "not-the-password"}}}}})
+    .to_string();
+    let flood = mk(
+        addr,
+        ca,
+        "POST",
+        "/identity/v3/auth/tokens",
+        None,
+        Some(&wrong),
+        64,
+        150,
+    );
+    let raft = |c: &Cluster| {
+        let v: Value = serde_json::from_slice(&c.nodes[0].cli(&["debug", "raft"]).stdout)
+            .unwrap_or(Value::Null);
+        (v["term"].as_u64().unwrap_or(0), v["leader"].clone())
+    };
+    let quiet = measure(c, &show);
+    let before = raft(c);
+    let (loaded, flooded) = std::thread::scope(|s| {
+        let f = s.spawn(|| measure(c, &flood));
+        std::thread::sleep(Duration::from_millis(300));
+        let l = measure(c, &show);
+        (l, f.join().expect("flood"))
+    });
+    let after = raft(c);
+    format!(
+        "\nSign-in flood: 64 clients, {} wrong passwords for `admin` ({:.0}/s, {} refused), while one client reads a server:\n\n\
+         | server show | p50 ms | p99 ms |\n|---|---|---|\n| unloaded | {:.2} | {:.2} |\n| during the flood | {:.2} | {:.2} |\n\n\
+         p99 during / unloaded: {:.1}x. Raft term {} -> {}, leader {} -> {} ({}).\n",
+        64 * 150,
+        flooded.rps,
+        flooded.errors,
+        quiet.p50_ms,
+        quiet.p99_ms,
+        loaded.p50_ms,
+        loaded.p99_ms,
+        loaded.p99_ms / quiet.p99_ms.max(0.001),
+        before.0,
+        after.0,
+        before.1,
+        after.1,
+        if before == after { "no election" } else { "an election happened" }
+    )
 }
 
 /// The web console with the same 1,000 servers: time to first byte and whole answer of

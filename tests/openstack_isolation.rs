@@ -318,6 +318,9 @@ fn a_project_cannot_reach_another_projects_resources_and_strangers_write_nothing
     );
     let e = common::stderr(&o);
     assert!(e.contains("image_size_total") || e.contains("413"), "{e}");
+    // (The client deletes the image whose upload was refused.) One image fits the count;
+    // a second does not.
+    os.json(&a, &["image", "create", "empty-one", "-f", "json"]);
     let o = os.run(&a, &["image", "create", "one-too-many"]);
     assert!(
         !o.status.success(),
@@ -325,6 +328,26 @@ fn a_project_cannot_reach_another_projects_resources_and_strangers_write_nothing
     );
     let e = common::stderr(&o);
     assert!(e.contains("image_count_total") || e.contains("413"), "{e}");
+
+    // 5,000 idle connections (no TLS handshake, nothing sent) do not stop a new client.
+    let script = r#"
+import socket, subprocess, sys
+ip, ca, url = sys.argv[1], sys.argv[2], sys.argv[3]
+idle = [socket.create_connection((ip, 5000)) for _ in range(5000)]
+r = subprocess.run(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "-m", "20",
+                    "--cacert", ca, url], capture_output=True, text=True)
+print(len(idle), r.stdout)
+"#;
+    let ca = c.nodes[0].dir.join("pki/ca.crt").display().to_string();
+    let o = std::process::Command::new("ip")
+        .args(["netns", "exec", &c.nodes[0].ns, "python3", "-c", script])
+        .arg(&c.nodes[0].ip)
+        .arg(&ca)
+        .arg(format!("https://{}:5000/compute/v2.1/", c.nodes[0].ip))
+        .output()
+        .expect("python3");
+    let out = String::from_utf8_lossy(&o.stdout).trim().to_string();
+    assert_eq!(out, "5000 200", "{out} {}", common::stderr(&o));
 
     // Without credentials: nothing reaches the store.
     let audit = table_len(&c, "audit");

@@ -142,6 +142,20 @@ pub fn check_image(r: &ImageRecord) -> Result<(), ControlError> {
     Ok(())
 }
 
+/// Upload data read and dropped after a refusal, at most, so that the client (which
+/// sends before it reads) hears the answer instead of a broken connection.
+const DRAIN_MAX: u64 = 64 << 20;
+
+async fn drain(body: &mut DataStream, max: u64) {
+    let mut seen = 0u64;
+    while seen < max {
+        match body.next().await {
+            Some(Ok(chunk)) => seen += chunk.len() as u64,
+            _ => return,
+        }
+    }
+}
+
 /// The refusal of image data past the owner's `image_size_total` quota.
 fn image_quota(bytes: u64, room: u64) -> ControlError {
     ControlError::OverQuota {
@@ -295,7 +309,7 @@ impl Control {
         &self,
         id: &str,
         len: Option<u64>,
-        body: DataStream,
+        mut body: DataStream,
     ) -> Result<ImageRecord, ControlError> {
         if let Some(l) = len {
             if l > MAX_IMAGE_BYTES {
@@ -313,6 +327,7 @@ impl Control {
         let room = self.image_bytes_left(&owner)?;
         if let (Some(l), Some(r)) = (len, room) {
             if l > r {
+                drain(&mut body, DRAIN_MAX).await;
                 return Err(image_quota(l, r));
             }
         }
@@ -444,6 +459,7 @@ impl Control {
                     .map_err(|e| ControlError::Invalid(format!("the upload was cut off: {e}")))?;
                 total += chunk.len() as u64;
                 if let Some(r) = room.filter(|r| total > *r) {
+                    drain(&mut body, DRAIN_MAX).await;
                     return Err(image_quota(total, r));
                 }
                 if total > len.unwrap_or(MAX_IMAGE_BYTES) {
