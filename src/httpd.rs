@@ -23,18 +23,21 @@ pub struct Limits {
     pub max_connections: usize,
     /// Open connections from one client address at most.
     pub per_source: usize,
-    /// Time for a TLS handshake and for each request's headers.
+    /// Time for a TLS handshake and for each request's headers (counted from when the
+    /// connection waits for the next request: it also bounds keep-alive idleness).
     pub header_timeout: Duration,
     /// A connection on which nothing was read or written for this long is closed.
     pub idle_timeout: Duration,
 }
 
 impl Limits {
-    /// The OpenStack API and web console (one listener, many clients, long polls).
+    /// The OpenStack API and web console (one listener, many clients, long polls). The
+    /// header deadline also closes a keep-alive connection idle between requests, so it
+    /// is hyper's usual 30 s: clients that pool connections rarely meet a closed one.
     pub const API: Limits = Limits {
         max_connections: 8_192,
         per_source: 6_000,
-        header_timeout: Duration::from_secs(10),
+        header_timeout: Duration::from_secs(30),
         idle_timeout: Duration::from_secs(120),
     };
     /// The metadata service, which guests reach.
