@@ -340,4 +340,51 @@ fn users_are_disabled_passwords_change_and_roles_go() {
     assert_eq!(net["project_id"], demo["id"], "{net}");
     let o = os.run(&boss, &["network", "create", "--share", "boss-shared"]);
     assert!(!o.status.success(), "a project admin made a shared network");
+
+    // The console's Users page does the same: disable and enable, set a password, take
+    // a role away.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let boss_id = os.json(&admin, &["user", "show", "boss", "-f", "json"])["id"]
+        .as_str()
+        .expect("boss id")
+        .to_string();
+    let web = common::console::Console::sign_in(&c);
+    let page = web.curl(&[&web.url("/admin/users")]);
+    assert!(
+        page.contains(&format!("/admin/users/{boss_id}/disable")),
+        "{page}"
+    );
+    let r = web.post(&format!("/admin/users/{boss_id}/disable"));
+    assert!(r.starts_with("HTTP/1.1 303"), "{r}");
+    assert_eq!(
+        token(&boss),
+        None,
+        "a user disabled in the console signed in"
+    );
+    let r = web.post(&format!("/admin/users/{boss_id}/enable"));
+    assert!(r.starts_with("HTTP/1.1 303"), "{r}");
+    token(&boss).expect("enabled again in the console");
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let r = web.post_form(
+        "/admin/users/password",
+        &[("user", "boss"), ("new_password", "boss-new-secret")],
+    );
+    assert!(r.starts_with("HTTP/1.1 303"), "{r}");
+    assert_eq!(token(&boss), None, "the old password works after a reset");
+    let boss2 = password_auth("boss", "boss-new-secret", "demo");
+    token(&boss2).expect("the password set in the console works");
+    let r = web.post_form(
+        "/admin/users/roles/remove",
+        &[
+            ("user", "boss"),
+            ("project", demo_id.as_str().unwrap_or_default()),
+            ("role", "admin"),
+        ],
+    );
+    assert!(r.starts_with("HTTP/1.1 303"), "{r}");
+    assert_eq!(
+        token(&boss2),
+        None,
+        "a role taken away in the console still works"
+    );
 }

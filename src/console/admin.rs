@@ -25,6 +25,9 @@ pub fn routes() -> Router<Arc<Web>> {
         .route("/admin/projects", get(projects).post(create_project))
         .route("/admin/users", get(users).post(create_user))
         .route("/admin/users/roles", post(assign_role))
+        .route("/admin/users/roles/remove", post(unassign_role))
+        .route("/admin/users/password", post(reset_password))
+        .route("/admin/users/{id}/{op}", post(enable_user))
         .route("/admin/quotas", get(quotas).post(set_quotas))
         .route("/audit", get(audit))
 }
@@ -149,12 +152,23 @@ fn users_view(web: &Web, ctx: &Ctx, err: Option<(&Fields, Failure)>) -> Page {
             Row {
                 id: u.id.clone(),
                 cells: vec![
-                    cell(u.name),
-                    cell(u.id),
+                    cell(u.name.clone()),
+                    cell(u.id.clone()),
                     cell(roles.join(", ")),
                     cell(if u.enabled { "yes" } else { "no" }),
                 ],
-                actions: vec![],
+                actions: vec![if u.enabled {
+                    danger(
+                        "Disable",
+                        format!("/admin/users/{}/disable", u.id),
+                        format!(
+                            "Disable user {}? They can no longer sign in, and their tokens stop working.",
+                            u.name
+                        ),
+                    )
+                } else {
+                    action("Enable", format!("/admin/users/{}/enable", u.id))
+                }],
             }
         })
         .collect();
@@ -183,18 +197,40 @@ fn users_view(web: &Web, ctx: &Ctx, err: Option<(&Fields, Failure)>) -> Page {
         "Give role",
     )
     .with(field("user", "User", "text").required())
+    .with(field("project", "Project", "select").options(popts.clone()))
+    .with(field("role", "Role", "select").options(ropts.clone()));
+    let mut unassign = FormView::new(
+        "remove-role",
+        "Take a role away",
+        "/admin/users/roles/remove",
+        "Take role away",
+    )
+    .with(field("user", "User", "text").required())
     .with(field("project", "Project", "select").options(popts))
     .with(field("role", "Role", "select").options(ropts));
+    let mut reset = FormView::new(
+        "reset-password",
+        "Set a password",
+        "/admin/users/password",
+        "Set password",
+    )
+    .with(field("user", "User", "text").required())
+    .with(
+        field("new_password", "New password", "password")
+            .required()
+            .help("At least 8 characters. The user's tokens and sessions end."),
+    );
     let err = err.map(|(f, e)| {
-        if f.get("password").is_some() {
-            create.refill(f, &e.1);
-        } else {
-            assign.refill(f, &e.1);
+        match f.get("form") {
+            _ if f.get("new_password").is_some() => reset.refill(f, &e.1),
+            _ if f.get("password").is_some() => create.refill(f, &e.1),
+            Some("remove") => unassign.refill(f, &e.1),
+            _ => assign.refill(f, &e.1),
         }
         e
     });
-    admin_page(ctx, web, "users", ("Users", "People who sign in here and to the OpenStack API, and their roles: admin, member (changes its project), reader (only looks)."),
-        vec![create, assign], vec![table("users", ctx, vec!["Name", "Id", "Roles", "Enabled"], rows)], err)
+    admin_page(ctx, web, "users", ("Users", "People who sign in here and to the OpenStack API, and their roles: admin (of the whole cloud on the admin project; elsewhere of that project only), member (changes its project), reader (only looks)."),
+        vec![create, assign, unassign, reset], vec![table("users", ctx, vec!["Name", "Id", "Roles", "Enabled"], rows)], err)
 }
 
 async fn users(State(web): State<Arc<Web>>, ctx: Ctx) -> Page {
@@ -271,6 +307,103 @@ async fn assign_role(State(web): State<Arc<Web>>, ctx: Ctx, Form(f): Form<Fields
         Ok(()) => Ok(Redirect::to("/admin/users").into_response()),
         Err(e) => users_view(&web, &ctx, Some((&f, e))),
     }
+}
+
+async fn unassign_role(State(web): State<Arc<Web>>, ctx: Ctx, Form(mut f): Form<Fields>) -> Page {
+    f.check(&ctx)?;
+    need_admin(&ctx)?;
+    let (user, project, role) = (f.text("user"), f.text("project"), f.text("role"));
+    let r = web
+        .act(
+            &ctx,
+            "role.unassign",
+            &format!("{role} on {project} from {user}"),
+            format!("{user} no longer has the {role} role there."),
+            web.control.unassign_role(&project, &user, &role),
+        )
+        .await;
+    match r {
+        Ok(()) => Ok(Redirect::to("/admin/users").into_response()),
+        Err(e) => {
+            // Refilled in its own form.
+            f.0.push(("form".into(), "remove".into()));
+            users_view(&web, &ctx, Some((&f, e)))
+        }
+    }
+}
+
+async fn reset_password(State(web): State<Arc<Web>>, ctx: Ctx, Form(f): Form<Fields>) -> Page {
+    f.check(&ctx)?;
+    need_admin(&ctx)?;
+    let user = f.text("user");
+    let password = f.get("new_password").unwrap_or("").to_string();
+    let r = async {
+        let u = web
+            .control
+            .find_user(
+                &user,
+                crate::cluster::store::identity_tables::DEFAULT_DOMAIN,
+            )
+            .map_err(|_| Failure(StatusCode::BAD_REQUEST, format!("User: no user {user:?}")))?;
+        let up = crate::control::users::UserUpdate {
+            password: Some(password),
+            ..Default::default()
+        };
+        web.act(
+            &ctx,
+            "user.password",
+            &u.name,
+            format!("The password of {} is set; their tokens ended.", u.name),
+            async { web.control.update_user(&u.id, up).await.map(|_| ()) },
+        )
+        .await
+    }
+    .await;
+    match r {
+        Ok(()) => Ok(Redirect::to("/admin/users").into_response()),
+        Err(e) => users_view(&web, &ctx, Some((&f, e))),
+    }
+}
+
+async fn enable_user(
+    State(web): State<Arc<Web>>,
+    ctx: Ctx,
+    axum::extract::Path((id, op)): axum::extract::Path<(String, String)>,
+    Form(f): Form<Fields>,
+) -> Page {
+    f.check(&ctx)?;
+    need_admin(&ctx)?;
+    let enabled = match op.as_str() {
+        "enable" => true,
+        "disable" => false,
+        _ => return Err(Failure(StatusCode::NOT_FOUND, format!("No action {op:?}."))),
+    };
+    if !enabled && id == ctx.user_id {
+        return Err(Failure(
+            StatusCode::BAD_REQUEST,
+            "You cannot disable yourself.".into(),
+        ));
+    }
+    let up = crate::control::users::UserUpdate {
+        enabled: Some(enabled),
+        ..Default::default()
+    };
+    web.act(
+        &ctx,
+        if enabled {
+            "user.enable"
+        } else {
+            "user.disable"
+        },
+        &id,
+        format!(
+            "User {id} is {}.",
+            if enabled { "enabled" } else { "disabled" }
+        ),
+        async { web.control.update_user(&id, up).await.map(|_| ()) },
+    )
+    .await?;
+    Ok(Redirect::to("/admin/users").into_response())
 }
 
 #[derive(serde::Deserialize, Default)]
