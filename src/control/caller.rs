@@ -65,14 +65,16 @@ impl Caller {
         })
     }
 
-    /// The caller a project-scoped token stands for (None for an unscoped token).
+    /// The caller a project-scoped token stands for (None for an unscoped token), with
+    /// the roles it acts with: `admin` counts only on the cloud's own project
+    /// ([`super::users::effective_roles`]), so `is_admin` is "cloud administrator".
     pub fn of_token(t: &super::identity::TokenInfo) -> Option<Caller> {
         let project = t.project.as_ref()?;
         Some(Caller::user(
             t.user.id.clone(),
             t.user.name.clone(),
             project.id.clone(),
-            t.roles.clone(),
+            super::users::effective_roles(t),
         ))
     }
 

@@ -104,26 +104,18 @@ pub struct Scope {
 
 impl Scope {
     pub fn of(t: &TokenInfo) -> Result<Scope, OsError> {
-        let project = t.project.as_ref().map(|p| p.id.clone()).ok_or_else(|| {
+        let caller = crate::control::caller::Caller::of_token(t).ok_or_else(|| {
             OsError(
                 StatusCode::UNAUTHORIZED,
                 "a project-scoped token is needed".into(),
             )
         })?;
-        // The admin role counts cloud-wide only on the cloud's own project.
-        let admin = crate::control::users::is_cloud_admin(t);
-        let roles = crate::control::users::effective_roles(t);
         Ok(Scope {
-            caller: crate::control::caller::Caller::user(
-                &t.user.id,
-                &t.user.name,
-                &project,
-                roles.clone(),
-            ),
-            project,
+            project: caller.project().unwrap_or_default().to_string(),
             user: t.user.id.clone(),
-            admin,
-            writer: admin || roles.iter().any(|r| r == "member"),
+            admin: caller.is_admin(),
+            writer: caller.is_writer(),
+            caller,
         })
     }
 

@@ -87,20 +87,18 @@ struct Scope {
 }
 
 fn scope(t: &TokenInfo) -> Result<Scope, OsError> {
-    let project = t.project.as_ref().map(|p| p.id.clone()).ok_or_else(|| {
+    let caller = Caller::of_token(t).ok_or_else(|| {
         neutron(
             StatusCode::UNAUTHORIZED,
             "NotAuthorized",
             "a project-scoped token is needed",
         )
     })?;
-    let admin = crate::control::users::is_cloud_admin(t);
-    let roles = crate::control::users::effective_roles(t);
     Ok(Scope {
-        writer: admin || roles.iter().any(|r| r == "member"),
-        caller: Caller::user(&t.user.id, &t.user.name, &project, roles),
-        project,
-        admin,
+        project: caller.project().unwrap_or_default().to_string(),
+        admin: caller.is_admin(),
+        writer: caller.is_writer(),
+        caller,
     })
 }
 
