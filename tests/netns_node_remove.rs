@@ -185,9 +185,9 @@ fn a_powered_off_node_is_removed_for_good() {
     let members = [ids_in(&s["voters"]), ids_in(&s["learners"])].concat();
     assert!(!members.contains(&victim), "back in Raft: {s}");
     // The cluster still works: a new volume is placed on the three remaining nodes.
-    let o = c.nodes[1].cli(&["volume", "create", "after", "--size", "1M", "--wait", "30"]);
+    let o = c.nodes[other].cli(&["volume", "create", "after", "--size", "1M", "--wait", "30"]);
     assert!(o.status.success(), "create after removal: {}", stderr(&o));
-    let v = json(&c.nodes[1].cli(&["volume", "show", "after", "--json"]));
+    let v = json(&c.nodes[other].cli(&["volume", "show", "after", "--json"]));
     assert!(
         !v.to_string().contains(&victim),
         "placed on the removed node: {v}"
