@@ -15,6 +15,10 @@ use crate::ids::VmId;
 /// The worker process's own log (its stderr), in the VM's directory.
 const WORKER_LOG: &str = "worker.log";
 
+/// The first user id of the VM workers, and how many there are.
+pub const VM_UID_BASE: u32 = 0x7000_0000;
+const VM_UIDS: u32 = 1 << 16;
+
 pub struct KvmDriver {
     root: PathBuf,
     /// The program that runs `vmm` (this binary).
@@ -39,6 +43,30 @@ impl KvmDriver {
 
     fn dir(&self, id: &VmId) -> PathBuf {
         self.root.join(&id.0)
+    }
+
+    /// The user the VM's worker becomes: one per running VM on this node, from a range no
+    /// distribution allocates (systemd leaves 0x70000000 and up unused), derived from the
+    /// VM's id and moved on past the users of the other running VMs.
+    fn choose_uid(&self, id: &VmId) -> u32 {
+        let taken: std::collections::HashSet<u32> = self
+            .running()
+            .iter()
+            .filter(|other| *other != id)
+            .filter_map(|other| {
+                let text = std::fs::read(self.dir(other).join(worker::SPEC_FILE)).ok()?;
+                serde_json::from_slice::<WorkerSpec>(&text).ok()?.uid
+            })
+            .collect();
+        let start = worker::mac_for(&id.0)
+            .iter()
+            .skip(3)
+            .fold(0u32, |a, b| (a << 8) | u32::from(*b))
+            % VM_UIDS;
+        (0..VM_UIDS)
+            .map(|i| VM_UID_BASE + (start + i) % VM_UIDS)
+            .find(|u| !taken.contains(u))
+            .unwrap_or(VM_UID_BASE + start)
     }
 
     fn pid(&self, id: &VmId) -> Option<i32> {
@@ -100,6 +128,7 @@ impl Hypervisor for KvmDriver {
             tap: spec.nics.first().map(|n| n.tap.clone()),
             mac: spec.nics.first().map(|n| n.mac.clone()),
             nbd: spec.volume.clone(),
+            uid: Some(self.choose_uid(&spec.id)),
         };
         std::fs::write(
             dir.join(worker::SPEC_FILE),

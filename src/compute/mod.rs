@@ -9,6 +9,7 @@ pub mod kvm;
 pub mod logs;
 pub mod qemu;
 pub mod qmp;
+pub mod seccomp;
 pub mod trim;
 pub mod vmdir;
 pub mod vmm;

@@ -144,6 +144,11 @@ pub fn command_line(spec: &VmSpec, dir: &Path, accel: Accel) -> Vec<String> {
         format!("{}M", spec.ram_mb),
         "-nodefaults".into(),
         "-no-user-config".into(),
+        // QEMU's seccomp filter: no obsolete system calls, no changes to scheduling or
+        // resource limits. Not `spawn=deny` nor `elevateprivileges=deny`: `-daemonize`
+        // forks and calls setsid after the filter is in place.
+        "-sandbox".into(),
+        "on,obsolete=deny,resourcecontrol=deny".into(),
         "-display".into(),
         "none".into(),
         // The serial port: logged to console.log by QEMU whether or not anyone is
@@ -482,6 +487,10 @@ mod tests {
         let a = command_line(&spec, Path::new("/vms/abc"), Accel::Tcg).join(" ");
         assert!(a.contains("-name web_1,process=strata-vm-abc"), "{a}");
         assert!(a.contains("-accel tcg -cpu max -smp 2 -m 512M"), "{a}");
+        assert!(
+            a.contains("-sandbox on,obsolete=deny,resourcecontrol=deny"),
+            "{a}"
+        );
         assert!(
             a.contains("-chardev socket,id=serial0,path=/vms/abc/serial.sock,server=on,wait=off,logfile=/vms/abc/console.log,logappend=on -serial chardev:serial0"),
             "{a}"

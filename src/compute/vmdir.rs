@@ -23,17 +23,26 @@ pub fn live_pid(pid_file: &Path, id: &VmId) -> Option<i32> {
 }
 
 pub fn append_event(dir: &Path, what: &str) {
+    if let Ok(f) = open_events(dir) {
+        append_event_to(&f, what);
+    }
+}
+
+/// `events.log` in `dir`, opened for appending.
+pub fn open_events(dir: &Path) -> std::io::Result<std::fs::File> {
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("events.log"))
+}
+
+/// One event line into an `events.log` already open (a worker without access to paths).
+pub fn append_event_to(mut f: &std::fs::File, what: &str) {
     let ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis())
         .unwrap_or(0);
-    if let Ok(mut f) = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(dir.join("events.log"))
-    {
-        let _ = writeln!(f, "{ms} {what}");
-    }
+    let _ = writeln!(f, "{ms} {what}");
 }
 
 /// Boots in an `events.log`: every start, and every reset (by the guest or by Strata).

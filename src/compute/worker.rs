@@ -5,9 +5,13 @@
 //! `powerdown` presses the ACPI power button → `pressed`, or `unhandled` when the guest has
 //! not enabled the button (no handler: only a forced stop will end it), or `paused`.
 //!
-//! After the VM is built (the only time it needs /dev/kvm, the TAP and the disks opened)
-//! the worker sets no-new-privileges, drops every capability, and releases the start-up
-//! pages of the binary it will not use again ([`super::trim`]).
+//! The worker opens everything it will ever need first, as root: /dev/kvm, the kernel and
+//! initramfs, the disks (a file, or its volume's NBD connection), the TAP, its logs. Then
+//! it builds and starts the VM, releases the start-up pages of the binary it will not use
+//! again ([`super::trim`]), sets no-new-privileges, becomes the VM's own unprivileged user
+//! (`uid` in the spec: no capabilities, no access to the node's files; without one it
+//! stays root but drops every capability) and installs its seccomp filter
+//! ([`super::seccomp`]). A guest reboot builds the VM again from the descriptors it holds.
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -38,6 +42,22 @@ pub struct WorkerSpec {
     /// A volume exported over NBD, attached as the first disk (instead of `disk`).
     #[serde(default)]
     pub nbd: Option<super::NbdDisk>,
+    /// The unprivileged user (and group) the worker becomes once the VM is built: one
+    /// per VM on a node (the driver chooses it), so workers cannot reach each other.
+    #[serde(default)]
+    pub uid: Option<u32>,
+}
+
+/// What the worker opens once, before it gives up its privileges.
+struct Held {
+    kvm: std::fs::File,
+    kernel: std::fs::File,
+    initrd: Option<std::fs::File>,
+    /// The disks, in the guest's order, with the serial each shows.
+    disks: Vec<(Arc<dyn crate::storage::Volume>, String)>,
+    tap: Option<super::vmm::virtio::tap::Tap>,
+    console: std::fs::File,
+    events: std::fs::File,
 }
 
 pub const SPEC_FILE: &str = "vm.json";
@@ -73,6 +93,17 @@ pub enum WorkerError {
     Volume(String),
     #[error("bad NIC MAC address {0:?}")]
     Mac(String),
+    #[error("the VM does not run without its seccomp filter")]
+    Seccomp(#[from] super::seccomp::SeccompError),
+    #[error("cannot become the VM's user {uid}: {step}")]
+    User {
+        uid: u32,
+        step: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot open the VM's TAP")]
+    Tap(#[from] super::vmm::virtio::tap::TapError),
 }
 
 /// Parses `aa:bb:cc:dd:ee:ff`.
@@ -91,7 +122,8 @@ fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> WorkerError {
 }
 
 impl WorkerSpec {
-    fn vm_config(&self, dir: &Path) -> Result<VmConfig, WorkerError> {
+    /// The VM's configuration from the spec alone (no file is opened).
+    fn base_config(&self, dir: &Path) -> Result<VmConfig, WorkerError> {
         let vcpus = u8::try_from(self.vcpus)
             .ok()
             .filter(|v| (1..=32).contains(v))
@@ -116,24 +148,80 @@ impl WorkerSpec {
                 read_only: false,
             })
             .collect();
-        if let Some(n) = &self.nbd {
-            let v = crate::storage::nbd::NbdVolume::connect_unix(&n.socket, &n.export)
-                .map_err(|e| WorkerError::Volume(crate::telemetry::error_chain(&e)))?;
-            c.disks.insert(
-                0,
-                DiskConfig::Volume {
-                    volume: Arc::new(v),
-                    read_only: false,
-                    id: n.export.chars().take(20).collect(),
-                },
-            );
-        }
         c.tap = self.tap.clone();
         c.mac = match &self.mac {
             Some(m) => parse_mac(m)?,
             None => mac_for(&self.id),
         };
         c.serial_log = Some(dir.join(CONSOLE_LOG));
+        Ok(c)
+    }
+
+    /// Opens everything the VM will use, for as long as the worker runs.
+    fn open(&self, dir: &Path) -> Result<Held, WorkerError> {
+        let file = |p: &Path, what: &str| {
+            std::fs::File::open(p).map_err(io(format!("cannot open the {what} {}", p.display())))
+        };
+        let mut disks: Vec<(Arc<dyn crate::storage::Volume>, String)> = Vec::new();
+        if let Some(n) = &self.nbd {
+            let v = crate::storage::nbd::NbdVolume::connect_unix(&n.socket, &n.export)
+                .map_err(|e| WorkerError::Volume(crate::telemetry::error_chain(&e)))?;
+            disks.push((Arc::new(v), n.export.chars().take(20).collect()));
+        }
+        if let Some(p) = &self.disk {
+            let v = crate::storage::file::FileVolume::open(p, false)
+                .map_err(|e| WorkerError::Volume(crate::telemetry::error_chain(&e)))?;
+            disks.push((Arc::new(v), "disk0".to_string()));
+        }
+        Ok(Held {
+            kvm: std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open("/dev/kvm")
+                .map_err(io("cannot open /dev/kvm"))?,
+            kernel: file(&self.kernel, "kernel")?,
+            initrd: self
+                .initrd
+                .as_deref()
+                .map(|p| file(p, "initramfs"))
+                .transpose()?,
+            disks,
+            tap: self
+                .tap
+                .as_deref()
+                .map(super::vmm::virtio::tap::Tap::open)
+                .transpose()?,
+            console: std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(dir.join(CONSOLE_LOG))
+                .map_err(io("cannot open the console log"))?,
+            events: vmdir::open_events(dir).map_err(io("cannot open events.log"))?,
+        })
+    }
+
+    /// The VM's configuration on the descriptors the worker holds.
+    fn vm_config(&self, dir: &Path, held: &Held) -> Result<VmConfig, WorkerError> {
+        let mut c = self.base_config(dir)?;
+        let dup = |f: &std::fs::File| f.try_clone().map_err(io("cannot duplicate a descriptor"));
+        c.disks = held
+            .disks
+            .iter()
+            .map(|(v, id)| DiskConfig::Volume {
+                volume: v.clone(),
+                read_only: false,
+                id: id.clone(),
+            })
+            .collect();
+        c.opened.kvm = Some(dup(&held.kvm)?);
+        c.opened.kernel = Some(dup(&held.kernel)?);
+        c.opened.initrd = held.initrd.as_ref().map(dup).transpose()?;
+        c.opened.serial_log = Some(dup(&held.console)?);
+        c.opened.tap = held
+            .tap
+            .as_ref()
+            .map(|t| t.try_clone().map_err(io("cannot duplicate the TAP")))
+            .transpose()?;
         Ok(c)
     }
 }
@@ -174,13 +262,27 @@ pub fn run(dir: &Path) -> Result<i32, WorkerError> {
         dir.join(CONTROL_SOCKET).display()
     )))?;
 
-    let mut handle = Vmm::new(spec.vm_config(dir)?)?.start()?;
-    drop_privileges(spec.tap.is_some());
+    let held = spec.open(dir)?;
+    let mut pid_file =
+        std::fs::File::create(dir.join(PID_FILE)).map_err(io("cannot create the pid file"))?;
+    let mut handle = Vmm::new(spec.vm_config(dir, &held)?)?.start()?;
     let trimmed = super::trim::trim_file_pages();
     tracing::info!(trimmed_kib = trimmed, "released start-up file pages");
-    std::fs::write(dir.join(PID_FILE), std::process::id().to_string())
+    drop_privileges(spec.uid)?;
+    // From here on, only the system calls a running VM needs (compute::seccomp).
+    let allowed = super::seccomp::install_worker_filter()?;
+    tracing::info!(
+        allowed,
+        uid = spec.uid,
+        "seccomp filter installed: any other system call ends this worker"
+    );
+    // The pid tells the driver the VM runs: written once the worker is confined.
+    pid_file
+        .write_all(std::process::id().to_string().as_bytes())
         .map_err(io("cannot write the pid file"))?;
-    vmdir::append_event(dir, "start started by Strata");
+    drop(pid_file);
+    let events = &held.events;
+    vmdir::append_event_to(events, "start started by Strata");
 
     let state = Arc::new(Mutex::new(RunState::Running));
     let (tx, rx) = mpsc::channel::<(Request, mpsc::Sender<String>)>();
@@ -204,24 +306,27 @@ pub fn run(dir: &Path) -> Result<i32, WorkerError> {
                     if handle.state() == RunState::Paused {
                         "paused".into()
                     } else if handle.press_power_button() {
-                        vmdir::append_event(dir, "powerdown power button pressed by Strata");
+                        vmdir::append_event_to(events, "powerdown power button pressed by Strata");
                         "pressed".into()
                     } else {
                         "unhandled".into()
                     }
                 }
                 Request::Reboot => {
-                    vmdir::append_event(dir, "reset rebooted by Strata");
+                    vmdir::append_event_to(events, "reset rebooted by Strata");
                     handle.stop();
                     drain(&handle);
-                    match Vmm::new(spec.vm_config(dir)?).and_then(|v| v.start()) {
+                    match Vmm::new(spec.vm_config(dir, &held)?).and_then(|v| v.start()) {
                         Ok(h) => {
                             handle = h;
                             "ok".into()
                         }
                         Err(e) => {
                             let why = crate::telemetry::error_chain(&e);
-                            vmdir::append_event(dir, &format!("shutdown failed to reboot: {why}"));
+                            vmdir::append_event_to(
+                                events,
+                                &format!("shutdown failed to reboot: {why}"),
+                            );
                             let _ = reply.send(format!("error {why}"));
                             return Ok(1);
                         }
@@ -229,7 +334,7 @@ pub fn run(dir: &Path) -> Result<i32, WorkerError> {
                 }
                 Request::Stop => {
                     handle.stop();
-                    vmdir::append_event(dir, "shutdown stopped by Strata");
+                    vmdir::append_event_to(events, "shutdown stopped by Strata");
                     let _ = reply.send("ok".into());
                     return Ok(0);
                 }
@@ -239,22 +344,22 @@ pub fn run(dir: &Path) -> Result<i32, WorkerError> {
         }
         match handle.next_event_timeout(Duration::from_millis(50)) {
             Some(VmmEvent::GuestReboot) => {
-                vmdir::append_event(dir, "reset guest rebooted");
+                vmdir::append_event_to(events, "reset guest rebooted");
                 handle.stop();
-                handle = Vmm::new(spec.vm_config(dir)?)?.start()?;
+                handle = Vmm::new(spec.vm_config(dir, &held)?)?.start()?;
             }
             Some(VmmEvent::GuestPowerOff) => {
                 handle.stop();
-                vmdir::append_event(dir, "shutdown guest powered off");
+                vmdir::append_event_to(events, "shutdown guest powered off");
                 return Ok(0);
             }
             Some(VmmEvent::Error(e)) => {
                 handle.stop();
-                vmdir::append_event(dir, &format!("panic VMM error: {e}"));
+                vmdir::append_event_to(events, &format!("panic VMM error: {e}"));
                 return Ok(1);
             }
             Some(VmmEvent::Stopped) => {
-                vmdir::append_event(dir, "shutdown stopped");
+                vmdir::append_event_to(events, "shutdown stopped");
                 return Ok(0);
             }
             Some(VmmEvent::Started) | None => {}
@@ -329,13 +434,32 @@ pub fn request(dir: &Path, what: &str) -> Result<String, String> {
     }
 }
 
-/// No new privileges, and no capabilities beyond CAP_NET_ADMIN (kept only when the VM has a
-/// TAP, which a rebooting guest opens again).
-fn drop_privileges(keep_net_admin: bool) {
+/// No new privileges; then the VM's own user and group (`uid`), which leaves no
+/// capabilities, or, without one, root without any capability.
+fn drop_privileges(uid: Option<u32>) -> Result<(), WorkerError> {
     // SAFETY: prctl with PR_SET_NO_NEW_PRIVS takes integer arguments only.
     let rc = unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) };
     if rc != 0 {
         tracing::warn!(error = %std::io::Error::last_os_error(), "cannot set no_new_privs");
+    }
+    if let Some(uid) = uid {
+        let fail = |step| {
+            let source = std::io::Error::last_os_error();
+            move || WorkerError::User { uid, step, source }
+        };
+        // SAFETY: setgroups with a zero count reads no memory.
+        if unsafe { libc::setgroups(0, std::ptr::null()) } != 0 {
+            return Err(fail("setgroups")());
+        }
+        // SAFETY: integer arguments only.
+        if unsafe { libc::setresgid(uid, uid, uid) } != 0 {
+            return Err(fail("setresgid")());
+        }
+        // SAFETY: integer arguments only. Leaving uid 0 clears every capability set.
+        if unsafe { libc::setresuid(uid, uid, uid) } != 0 {
+            return Err(fail("setresuid")());
+        }
+        return Ok(());
     }
     #[repr(C)]
     struct CapHeader {
@@ -350,12 +474,7 @@ fn drop_privileges(keep_net_admin: bool) {
         inheritable: u32,
     }
     const LINUX_CAPABILITY_VERSION_3: u32 = 0x2008_0522;
-    const CAP_NET_ADMIN: u32 = 12;
-    let keep = if keep_net_admin {
-        1u32 << CAP_NET_ADMIN
-    } else {
-        0
-    };
+    let keep = 0u32;
     let mut hdr = CapHeader {
         version: LINUX_CAPABILITY_VERSION_3,
         pid: 0,
@@ -378,6 +497,7 @@ fn drop_privileges(keep_net_admin: bool) {
     if rc != 0 {
         tracing::warn!(error = %std::io::Error::last_os_error(), "cannot drop capabilities");
     }
+    Ok(())
 }
 
 /// Plain text logs on stderr (the worker's `worker.log`) at info level, without the
@@ -424,8 +544,9 @@ mod tests {
             tap: None,
             mac: None,
             nbd: None,
+            uid: None,
         };
-        let c = spec.vm_config(d.path()).unwrap();
+        let c = spec.base_config(d.path()).unwrap();
         assert_eq!((c.vcpus, c.mem_mib, c.disks.len()), (2, 128, 1));
         assert_eq!(c.serial_log.unwrap(), d.path().join(CONSOLE_LOG));
         assert!(c.cmdline.starts_with("console=ttyS0 ") && c.cmdline.contains("i8042.noaux"));
@@ -433,7 +554,7 @@ mod tests {
             vcpus: 0,
             ..spec.clone()
         };
-        assert!(bad.vm_config(d.path()).is_err());
+        assert!(bad.base_config(d.path()).is_err());
         let bad = WorkerSpec {
             nbd: Some(super::super::NbdDisk {
                 socket: d.path().join("no.sock"),
@@ -441,14 +562,14 @@ mod tests {
             }),
             ..spec.clone()
         };
-        let e = bad.vm_config(d.path()).unwrap_err().to_string();
+        let e = bad.open(d.path()).err().unwrap().to_string();
         assert!(
             e.contains("cannot open the VM's volume") && e.contains("no.sock"),
             "{e}"
         );
         let bad = WorkerSpec { vcpus: 300, ..spec };
         assert!(bad
-            .vm_config(d.path())
+            .base_config(d.path())
             .unwrap_err()
             .to_string()
             .contains("300"));

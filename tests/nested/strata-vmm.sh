@@ -23,15 +23,16 @@ check() { # check NAME FILE PATTERN
     fails=$((fails + 1))
   fi
 }
-spec() { # spec DIR CMDLINE DISK TAP [VCPUS]
+spec() { # spec DIR CMDLINE DISK TAP [VCPUS] [UID]
   mkdir -p "$1"
   vcpus=${5:-1}
+  uid=${6:-null}
   disk=null; [ -n "$3" ] && disk="\"$3\""
   tap=null; [ -n "$4" ] && tap="\"$4\""
   cat >"$1/vm.json" <<JSON
 {"id":"$(basename "$1")","vcpus":$vcpus,"ram_mb":$MEM,"kernel":"/guest/vmlinuz",
  "initrd":"/guest/initramfs.cpio.gz","cmdline":"console=ttyS0 reboot=k panic=-1 pci=off quiet $2",
- "disk":$disk,"tap":$tap}
+ "disk":$disk,"tap":$tap,"uid":$uid}
 JSON
 }
 # overhead_kb PID GUEST_MB: total RSS minus the RSS of the guest RAM mapping(s).
@@ -47,7 +48,7 @@ run_vm() {
   t0=$(ms)
   "$STRATA" vmm --dir "$1" --name "strata-vm-$(basename "$1")" >"$1/worker.log" 2>&1 &
   pid=$!
-  US_MS="" OVER_KB="" GUEST_KB=""
+  US_MS="" OVER_KB="" GUEST_KB="" SECCOMP=""
   deadline=$(($(ms) + ${VM_TIMEOUT:-150} * 1000))
   while kill -0 "$pid" 2>/dev/null; do
     if [ "$(ms)" -gt "$deadline" ]; then
@@ -62,6 +63,7 @@ run_vm() {
       US_MS=$(($(ms) - t0))
       set -- "$1" $(overhead_kb "$pid" "$MEM")
       OVER_KB=$2 GUEST_KB=$3
+      SECCOMP=$(awk '/^Seccomp:/ {print $2}' "/proc/$pid/status")
     fi
     if [ -n "${STOP_AFTER_REBOOT:-}" ] && grep -q "reset guest rebooted" "$1/events.log" 2>/dev/null \
       && [ "$(grep -c STRATA-GUEST-USERSPACE "$1/console.log")" -ge 2 ]; then
@@ -71,6 +73,11 @@ run_vm() {
   done
   wait "$pid"
   RC=$?
+  # The guest ran under the worker's seccomp filter (mode 2).
+  if [ -n "$US_MS" ] && [ "$SECCOMP" != 2 ]; then
+    echo "STRATA-CHECK FAIL $(basename "$1") seccomp mode ${SECCOMP:-unknown}"
+    fails=$((fails + 1))
+  fi
   sed "s|^|[$(basename "$1")] |" "$1/console.log" | grep -E "STRATA-|Kernel panic|error|Brought up" || true
   echo "[$(basename "$1")] worker exit=$RC userspace_ms=${US_MS:-none} events: $(tr '\n' ';' <"$1/events.log")"
 }
@@ -86,6 +93,7 @@ check plain-userspace /tmp/plain/console.log STRATA-GUEST-USERSPACE
 check plain-poweroff-marker /tmp/plain/console.log STRATA-GUEST-POWEROFF
 check plain-poweroff-event /tmp/plain/events.log "shutdown guest powered off"
 [ "$RC" -eq 0 ] || { echo "STRATA-CHECK FAIL plain worker exit $RC"; fails=$((fails + 1)); }
+check plain-seccomp /tmp/plain/worker.log "seccomp filter installed"
 echo "STRATA-BENCH strata-vmm userspace_ms=${US_MS:-none} overhead_kb=${OVER_KB:-none} guest_rss_kb=${GUEST_KB:-none}"
 
 # 1b. two vCPUs: the guest counts the CPUs it brought up
@@ -115,8 +123,11 @@ option lease 3600
 CONF
 : >/tmp/udhcpd.leases
 udhcpd /tmp/udhcpd.conf
-spec /tmp/dev1 "strata.net=ping:10.0.2.1 strata.action=poweroff" /tmp/disk.raw tap0
+# As an unprivileged user of its own, as the KVM driver runs it: the disk and the TAP
+# were opened before the worker left root.
+spec /tmp/dev1 "strata.net=ping:10.0.2.1 strata.action=poweroff" /tmp/disk.raw tap0 1 1879048200
 run_vm /tmp/dev1
+check dev1-unprivileged /tmp/dev1/worker.log "uid=1879048200"
 check disk-first /tmp/dev1/console.log "STRATA-GUEST-DISK previous=none"
 check disk-wrote1 /tmp/dev1/console.log "STRATA-GUEST-DISK wrote=1"
 check net-dhcp /tmp/dev1/console.log "STRATA-GUEST-NET ip=10.0.2."
@@ -149,6 +160,11 @@ i=0
 until $S vm console web 2>/dev/null | grep -q STRATA-GUEST-USERSPACE || [ $i -ge 150 ]; do sleep 1; i=$((i + 1)); done
 $S vm console web >/tmp/web.console 2>&1
 check node-vm-console /tmp/web.console STRATA-GUEST-USERSPACE
+check node-vm-seccomp "$(ls /tmp/node/vms/*/worker.log | head -1)" "seccomp filter installed"
+# The driver runs each worker as a user of its own (0x70000000 and up), not root.
+wuid=$(awk '/^Uid:/ {print $2}' "/proc/$(cat /tmp/node/vms/*/vmm.pid | head -1)/status")
+if [ "${wuid:-0}" -ge 1879048192 ]; then echo "STRATA-CHECK ok node-vm-uid"; else
+  echo "STRATA-CHECK FAIL node-vm-uid (worker uid ${wuid:-unknown})"; fails=$((fails + 1)); fi
 $S vm pause web --wait 60 >/tmp/web.pause 2>&1
 check node-vm-pause /tmp/web.pause "state  *PAUSED"
 $S vm resume web --wait 60 >/tmp/web.resume 2>&1

@@ -78,7 +78,16 @@ impl ConsoleLog {
                     })
             })
             .transpose()?;
-        Ok(ConsoleLog {
+        Ok(Self::build(capacity, file))
+    }
+
+    /// A log appending to `file`, already open (at `path`, for messages).
+    pub fn with_file(capacity: usize, path: PathBuf, file: File) -> Self {
+        Self::build(capacity, Some((path, file)))
+    }
+
+    fn build(capacity: usize, file: Option<(PathBuf, File)>) -> Self {
+        ConsoleLog {
             inner: Arc::new(Mutex::new(LogInner {
                 ring: VecDeque::with_capacity(capacity),
                 capacity: capacity.max(1),
@@ -88,7 +97,7 @@ impl ConsoleLog {
                 hook: None,
             })),
             power_down_seen: Arc::new(AtomicBool::new(false)),
-        })
+        }
     }
 
     /// Appends guest output.

@@ -74,6 +74,32 @@ pub struct VmConfig {
     pub rng: bool,
     pub serial_log: Option<PathBuf>,
     pub console_ring_bytes: usize,
+    /// What the owner opened already; each takes the place of opening by path or name.
+    pub opened: Opened,
+}
+
+/// Files a worker opens once, before it gives up its privileges, so that building the VM
+/// again after a guest reboot needs no access to paths (`/dev/kvm`, the image files, the
+/// TAP, the console log). The VMM uses duplicates of these descriptors.
+#[derive(Default)]
+pub struct Opened {
+    pub kvm: Option<std::fs::File>,
+    pub kernel: Option<std::fs::File>,
+    pub initrd: Option<std::fs::File>,
+    pub tap: Option<Tap>,
+    pub serial_log: Option<std::fs::File>,
+}
+
+impl std::fmt::Debug for Opened {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Opened")
+            .field("kvm", &self.kvm.is_some())
+            .field("kernel", &self.kernel.is_some())
+            .field("initrd", &self.initrd.is_some())
+            .field("tap", &self.tap.as_ref().map(Tap::name))
+            .field("serial_log", &self.serial_log.is_some())
+            .finish()
+    }
 }
 
 impl VmConfig {
@@ -90,6 +116,7 @@ impl VmConfig {
             rng: true,
             serial_log: None,
             console_ring_bytes: DEFAULT_RING_BYTES,
+            opened: Opened::default(),
         }
     }
 }
@@ -181,7 +208,15 @@ impl Vmm {
         if config.vcpus == 0 || config.vcpus > boot::mptable::MAX_VCPUS {
             return Err(VmmError::VcpuCount(config.vcpus));
         }
-        let kvm = Kvm::new().map_err(VmmError::Kvm)?;
+        let mut config = config;
+        let kvm = match config.opened.kvm.take() {
+            Some(f) => {
+                use std::os::fd::IntoRawFd;
+                // SAFETY: the descriptor is an open /dev/kvm that this Kvm now owns alone.
+                unsafe { <Kvm as std::os::fd::FromRawFd>::from_raw_fd(f.into_raw_fd()) }
+            }
+            None => Kvm::new().map_err(VmmError::Kvm)?,
+        };
         let vm = Arc::new(kvm.create_vm().map_err(kvm_op("create VM"))?);
         vm.set_tss_address(KVM_TSS_ADDR as usize)
             .map_err(kvm_op("set TSS address"))?;
@@ -217,7 +252,14 @@ impl Vmm {
         let mut mmio = Bus::new();
 
         // Serial console on COM1, IRQ 4.
-        let console = ConsoleLog::new(config.console_ring_bytes, config.serial_log.as_deref())?;
+        let console = match config.opened.serial_log.take() {
+            Some(f) => ConsoleLog::with_file(
+                config.console_ring_bytes,
+                config.serial_log.clone().unwrap_or_default(),
+                f,
+            ),
+            None => ConsoleLog::new(config.console_ring_bytes, config.serial_log.as_deref())?,
+        };
         let hook_sink = sink.clone();
         console.set_power_down_hook(Box::new(move || hook_sink(GuestRequest::PowerOff)));
         let serial_evt = EventFd::new(libc::EFD_NONBLOCK).map_err(os("serial eventfd"))?;
@@ -263,7 +305,9 @@ impl Vmm {
             };
             models.push(Box::new(Block::new(backend, ro, &id)));
         }
-        if let Some(name) = &config.tap {
+        if let Some(tap) = config.opened.tap.take() {
+            models.push(Box::new(Net::new(Box::new(tap), config.mac)));
+        } else if let Some(name) = &config.tap {
             models.push(Box::new(Net::new(Box::new(Tap::open(name)?), config.mac)));
         }
         if config.rng {
@@ -321,8 +365,11 @@ impl Vmm {
 
         let info = boot::load_guest(
             &mem,
-            &config.kernel,
-            config.initrd.as_deref(),
+            (&config.kernel, config.opened.kernel.as_ref()),
+            config
+                .initrd
+                .as_deref()
+                .map(|p| (p, config.opened.initrd.as_ref())),
             &config.cmdline,
             config.vcpus,
             &acpi_devices,

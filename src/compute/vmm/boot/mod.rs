@@ -118,9 +118,25 @@ fn read_err<'a>(
     }
 }
 
+/// The file at `path`: a duplicate of `opened` (rewound) when the owner opened it already.
+fn open_or_reuse(path: &Path, opened: Option<&File>) -> std::io::Result<File> {
+    match opened {
+        Some(f) => {
+            let mut f = f.try_clone()?;
+            f.seek(SeekFrom::Start(0))?;
+            Ok(f)
+        }
+        None => File::open(path),
+    }
+}
+
 /// Loads a bzImage or ELF vmlinux (told apart by the ELF magic) at 1 MiB.
-pub fn load_kernel(mem: &GuestMemoryMmap, path: &Path) -> Result<KernelEntry, BootError> {
-    let mut file = File::open(path).map_err(read_err("kernel", path))?;
+pub fn load_kernel(
+    mem: &GuestMemoryMmap,
+    path: &Path,
+    opened: Option<&File>,
+) -> Result<KernelEntry, BootError> {
+    let mut file = open_or_reuse(path, opened).map_err(read_err("kernel", path))?;
     let mut magic = [0u8; 4];
     file.read_exact(&mut magic)
         .map_err(read_err("kernel", path))?;
@@ -178,9 +194,10 @@ pub fn initrd_addr(
 pub fn load_initrd(
     mem: &GuestMemoryMmap,
     path: &Path,
+    opened: Option<&File>,
     kernel: &KernelEntry,
 ) -> Result<InitrdPlacement, BootError> {
-    let mut file = File::open(path).map_err(read_err("initramfs", path))?;
+    let mut file = open_or_reuse(path, opened).map_err(read_err("initramfs", path))?;
     let size = file.metadata().map_err(read_err("initramfs", path))?.len();
     let max = kernel
         .setup_header
@@ -277,15 +294,15 @@ pub struct BootInfo {
 /// (describing `devices`), GDT and page tables.
 pub fn load_guest(
     mem: &GuestMemoryMmap,
-    kernel_path: &Path,
-    initrd_path: Option<&Path>,
+    kernel_path: (&Path, Option<&File>),
+    initrd_path: Option<(&Path, Option<&File>)>,
     cmdline: &str,
     vcpus: u8,
     devices: &[acpi::MmioDevice],
 ) -> Result<BootInfo, BootError> {
-    let kernel = load_kernel(mem, kernel_path)?;
+    let kernel = load_kernel(mem, kernel_path.0, kernel_path.1)?;
     let initrd = initrd_path
-        .map(|p| load_initrd(mem, p, &kernel))
+        .map(|(p, f)| load_initrd(mem, p, f, &kernel))
         .transpose()?;
     let cmdline = build_cmdline(cmdline)?;
     load_cmdline(mem, GuestAddress(CMDLINE_ADDR), &cmdline).map_err(BootError::LoadCmdline)?;
@@ -392,12 +409,12 @@ mod tests {
         let p = dir.path().join("k");
         std::fs::write(&p, b"not a kernel at all").unwrap();
         assert!(matches!(
-            load_kernel(&m, &p),
+            load_kernel(&m, &p, None),
             Err(BootError::LoadKernel { .. })
         ));
         let missing = dir.path().join("missing");
         assert!(matches!(
-            load_kernel(&m, &missing),
+            load_kernel(&m, &missing, None),
             Err(BootError::Read { .. })
         ));
     }

@@ -103,6 +103,15 @@ impl Tap {
     pub fn name(&self) -> &str {
         &self.name
     }
+
+    /// The same TAP queue through a second descriptor (a VM built again after a reboot
+    /// uses it without opening the TAP, which would need CAP_NET_ADMIN).
+    pub fn try_clone(&self) -> std::io::Result<Tap> {
+        Ok(Tap {
+            file: self.file.try_clone()?,
+            name: self.name.clone(),
+        })
+    }
 }
 
 impl NetBackend for Tap {
