@@ -115,6 +115,71 @@ fn three_nodes_form_refuse_bad_tokens_and_survive_leader_loss() {
         (get_local(&c, li, "after")? == serde_json::json!(2)).then_some(())
     })
     .expect("restarted node caught up");
+
+    // A voter whose Raft log lost the tail of its write-ahead log (cut mid-record while it
+    // was down) says so, does not vote until it has caught up, then votes again.
+    // The leader of the moment, so that the others elect a new one without its vote.
+    let cur = c.leader(&[0, 1, 2]).expect("a leader");
+    let vi = c.index_of(&cur).expect("leader index");
+    put(&c, vi, "before-cut", "3").expect("write before the cut");
+    c.nodes[vi].kill();
+    let log_dir = c.nodes[vi].dir.join("raft/log");
+    let wal = std::fs::read_dir(&log_dir)
+        .unwrap()
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.extension().is_some_and(|x| x == "log")
+                && std::fs::metadata(p).is_ok_and(|m| m.len() > 16)
+        })
+        .max()
+        .unwrap_or_else(|| panic!("no WAL with records in {}", log_dir.display()));
+    let len = std::fs::metadata(&wal).unwrap().len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&wal)
+        .unwrap()
+        .set_len(len - 7)
+        .unwrap();
+    let listing: Vec<String> = std::fs::read_dir(&log_dir)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| {
+            format!(
+                "{:?} {}",
+                e.file_name(),
+                e.metadata().map(|m| m.len()).unwrap_or(0)
+            )
+        })
+        .collect();
+    c.nodes[vi].start();
+    let log = wait_for(Duration::from_secs(30), || {
+        let log = c.nodes[vi].log();
+        log.contains("voting again after the Raft log lost its tail")
+            .then_some(log)
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "did not vote again (cut {} of {len} bytes; {listing:?}):\n{}",
+            wal.display(),
+            c.nodes[vi].log()
+        )
+    });
+    assert!(
+        log.contains("does not read back whole") && log.contains("raft/log"),
+        "{log}"
+    );
+    assert!(log.contains("caught up with the leader"), "{log}");
+    // It was the leader: it did not take its old term up again (a new leader was elected).
+    assert!(
+        log.contains("does not take that leadership up again"),
+        "{log}"
+    );
+    let now = c.leader(&[0, 1, 2]).expect("a leader");
+    assert_ne!(now, cur, "the node with the cut log leads again");
+    wait_for(Duration::from_secs(20), || {
+        (get_local(&c, vi, "before-cut")? == serde_json::json!(3)).then_some(())
+    })
+    .expect("the node with the cut log has the data back");
 }
 
 /// Partitions a minority that contains the leader (the hardest case: it must stop
@@ -149,6 +214,25 @@ fn partition_minority(n: usize) {
             "minority write must fail naming the cause: {err}"
         );
     }
+    // The old leader does not go on calling itself leader of its old term, and says why
+    // its writes fail.
+    let s = wait_for(Duration::from_secs(10), || {
+        let s = c.nodes[li].status()?;
+        (s["leader"].as_str() != Some(leader.as_str())).then_some(s)
+    })
+    .unwrap_or_else(|| panic!("the cut-off leader still reports itself leader"));
+    assert!(
+        s["raft_state"]
+            .as_str()
+            .unwrap_or("")
+            .contains("no quorum for"),
+        "{s}"
+    );
+    let err = put(&c, li, "cut-off", "1").unwrap_err();
+    assert!(
+        err.contains("no quorum of voters has answered it"),
+        "the cut-off leader's write: {err}"
+    );
     wait_for(Duration::from_secs(15), || {
         put(&c, majority[0], "majority", "7").ok()
     })

@@ -355,6 +355,8 @@ async fn debug_raft(State(node): State<Arc<Node>>) -> Result<Json<serde_json::Va
         "term": m.current_term,
         "vote": format!("{}", m.vote),
         "leader": m.current_leader.map(crate::ids::NodeId),
+        "cut_off_ms": raft.cut_off().map(|d| d.as_millis() as u64),
+        "not_voting": raft.not_voting(),
         "last_log_index": m.last_log_index,
         "committed": m.local_committed.as_ref().map(|l| l.index()),
         "last_applied": m.last_applied.as_ref().map(|l| l.index()),

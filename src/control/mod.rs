@@ -301,7 +301,9 @@ impl Control {
         let view = raft.membership();
         let gossip = self.membership.view();
         let settings = self.store.get::<Settings>("cluster")?.map(|s| s.value);
-        let leader = m.current_leader.map(NodeId);
+        // Not this node while it is cut off from a quorum (it would lead an old term).
+        let leader = raft.leader();
+        let cut_off = raft.cut_off();
         let mut nodes = Vec::new();
         let records: BTreeMap<NodeId, NodeRecord> = self
             .store
@@ -348,7 +350,10 @@ impl Control {
             cluster_name: settings.map(|s| s.name),
             node: self.node,
             leader,
-            raft_state: format!("{:?}", m.state),
+            raft_state: match cut_off {
+                Some(d) => format!("{:?}, no quorum for {} ms", m.state, d.as_millis()),
+                None => format!("{:?}", m.state),
+            },
             term: m.current_term,
             commit_index: m.local_committed.as_ref().map(|l| l.index()).unwrap_or(0),
             applied_index: m.last_applied.as_ref().map(|l| l.index()).unwrap_or(0),

@@ -9,7 +9,9 @@ use std::sync::Arc;
 
 use openraft::storage::{IOFlushed, RaftLogStorage};
 use openraft::{LogState, OptionalSend, RaftLogReader};
-use rocksdb::{ColumnFamilyDescriptor, Direction, IteratorMode, Options, WriteBatch, DB};
+use rocksdb::{
+    ColumnFamilyDescriptor, DBRecoveryMode, Direction, IteratorMode, Options, WriteBatch, DB,
+};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
@@ -40,6 +42,8 @@ pub struct LogStore {
     failed: Arc<std::sync::Mutex<Option<String>>>,
     /// Appends are refused below this much free space, before RocksDB can hit ENOSPC.
     min_free: u64,
+    /// Set when the write-ahead log did not read back whole at open (see [`Self::open`]).
+    lost_tail: Option<String>,
 }
 
 /// Free bytes on the file system holding `path`.
@@ -66,24 +70,53 @@ pub fn check_free_space(path: &Path, reserve: u64) -> io::Result<()> {
 }
 
 impl LogStore {
+    /// Opens the log. Every entry was acknowledged only once its write-ahead log record was
+    /// on disk, so the WAL must read back whole: it is first opened in RocksDB's
+    /// absolute-consistency mode. A WAL whose tail is damaged or cut (a disk that lied
+    /// about a flush, a copy of a running node's files) is then opened with point-in-time
+    /// recovery, which drops the damaged tail, and [`Self::lost_tail`] says so: entries
+    /// this node acknowledged may be gone, and it must not vote until it has caught up.
     pub fn open(path: &Path, min_free: u64) -> Result<Self, OpenError> {
-        let mut opts = Options::default();
-        opts.create_if_missing(true);
-        opts.create_missing_column_families(true);
-        opts.set_paranoid_checks(true);
-        let cfs = ["meta", "logs"]
-            .into_iter()
-            .map(|n| ColumnFamilyDescriptor::new(n, Options::default()));
-        let db = DB::open_cf_descriptors(&opts, path, cfs).map_err(|source| OpenError {
+        let open = |mode| {
+            let mut opts = Options::default();
+            opts.create_if_missing(true);
+            opts.create_missing_column_families(true);
+            opts.set_paranoid_checks(true);
+            opts.set_wal_recovery_mode(mode);
+            let cfs = ["meta", "logs"]
+                .into_iter()
+                .map(|n| ColumnFamilyDescriptor::new(n, Options::default()));
+            DB::open_cf_descriptors(&opts, path, cfs)
+        };
+        let fail = |source| OpenError {
             path: path.to_path_buf(),
             source,
-        })?;
+        };
+        let (db, lost_tail) = match open(DBRecoveryMode::AbsoluteConsistency) {
+            Ok(db) => (db, None),
+            Err(e) if e.kind() == rocksdb::ErrorKind::Corruption => {
+                let why = format!("{} (in {})", e.into_string(), path.display());
+                tracing::error!(
+                    error = %why,
+                    "the Raft log's write-ahead log does not read back whole: opening it \
+                     without its damaged tail; entries this node acknowledged may be lost"
+                );
+                (open(DBRecoveryMode::PointInTime).map_err(fail)?, Some(why))
+            }
+            Err(e) => return Err(fail(e)),
+        };
         Ok(LogStore {
             db: Arc::new(db),
             path: path.to_path_buf(),
             failed: Arc::new(std::sync::Mutex::new(None)),
             min_free,
+            lost_tail,
         })
+    }
+
+    /// Why the log was opened without the tail of its write-ahead log, if it was.
+    pub fn lost_tail(&self) -> Option<&str> {
+        self.lost_tail.as_deref()
     }
 
     fn cf(&self, name: &str) -> &rocksdb::ColumnFamily {
@@ -329,5 +362,52 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("disk on fire") && e.contains("read-only"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn a_write_ahead_log_cut_short_is_noticed_and_the_rest_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log");
+        // Whole, it reopens as it was.
+        {
+            let mut store = LogStore::open(&path, 0).unwrap();
+            store.save_vote(&Vote::new(1, 1)).await.unwrap();
+        }
+        {
+            let mut store = LogStore::open(&path, 0).unwrap();
+            assert!(store.lost_tail().is_none());
+            assert_eq!(store.read_vote().await.unwrap(), Some(Vote::new(1, 1)));
+        }
+        {
+            let mut store = LogStore::open(&path, 0).unwrap();
+            assert!(store.lost_tail().is_none());
+            for t in 1..=20 {
+                store.save_vote(&Vote::new(t, 1)).await.unwrap();
+            }
+        }
+        // The newest WAL file loses its last bytes (mid-record).
+        let wal = std::fs::read_dir(&path)
+            .unwrap()
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "log"))
+            .max()
+            .expect("a WAL file");
+        let len = std::fs::metadata(&wal).unwrap().len();
+        assert!(len > 20, "WAL of {len} bytes");
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&wal)
+            .unwrap()
+            .set_len(len - 7)
+            .unwrap();
+        let mut store = LogStore::open(&path, 0).unwrap();
+        let why = store.lost_tail().expect("the cut is noticed").to_string();
+        assert!(why.contains(&path.display().to_string()), "{why}");
+        // What came before the damaged record is kept.
+        let vote = store.read_vote().await.unwrap().expect("a vote");
+        assert!(
+            vote.leader_id().term >= 1 && vote.leader_id().term < 20,
+            "{vote:?}"
+        );
     }
 }

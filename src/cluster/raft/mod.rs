@@ -75,6 +75,13 @@ pub struct RaftNode {
     pub shared: Arc<Shared>,
     transport: Arc<Transport>,
     log: LogStore,
+    /// How long a leader may go without a quorum's acknowledgement before it stops
+    /// calling itself leader (the shortest election timeout: by then the others may
+    /// have elected another).
+    lease: Duration,
+    /// Why this node does not vote (nor stand for election) for now: its log lost the tail
+    /// of its write-ahead log, entries it acknowledged may be gone (see [`LogStore::open`]).
+    no_vote: std::sync::Mutex<Option<String>>,
 }
 
 /// A summary of Raft membership: voters, learners and their addresses.
@@ -95,7 +102,28 @@ impl RaftNode {
         tuning: &RaftTuning,
         transport: Arc<Transport>,
     ) -> Result<Arc<Self>, RaftError> {
-        let log = LogStore::open(&dir.join("log"), tuning.min_free_bytes)?;
+        let mut log = LogStore::open(&dir.join("log"), tuning.min_free_bytes)?;
+        if log.lost_tail().is_some() {
+            // A leader whose log lost entries must not take up its term again (it would
+            // impose its shortened log on the others): its vote is kept, but as a
+            // candidate's, not granted, so the others elect another leader.
+            use openraft::storage::{RaftLogReader, RaftLogStorage};
+            let vote = log
+                .read_vote()
+                .await
+                .map_err(|e| RaftError::Start(e.to_string()))?;
+            if let Some(v) = vote.filter(|v| v.is_committed() && v.leader_id().node_id == id.0) {
+                let term = v.leader_id().term;
+                log.save_vote(&Vote::new(term, id.0))
+                    .await
+                    .map_err(|e| RaftError::Start(e.to_string()))?;
+                tracing::warn!(
+                    term,
+                    "this node led the cluster before its Raft log lost its tail: it does not \
+                     take that leadership up again"
+                );
+            }
+        }
         let (sm, shared) = StateMachine::open(&dir.join("snapshots"))?;
         let config = openraft::Config {
             cluster_name: "strata".into(),
@@ -116,7 +144,12 @@ impl RaftNode {
         let raft = openraft::Raft::new(id.0, Arc::new(config), network, log.clone(), sm)
             .await
             .map_err(|e| RaftError::Start(e.to_string()))?;
-        Ok(Arc::new(RaftNode {
+        let no_vote = log.lost_tail().map(|why| {
+            raft.runtime_config().elect(false);
+            format!("its Raft log lost entries it may have acknowledged: {why}")
+        });
+        let catch_up = no_vote.is_some();
+        let node = Arc::new(RaftNode {
             id,
             dir: dir.to_path_buf(),
             min_free: tuning.min_free_bytes,
@@ -124,7 +157,13 @@ impl RaftNode {
             shared,
             transport,
             log,
-        }))
+            lease: tuning.election_timeout_min,
+            no_vote: std::sync::Mutex::new(no_vote),
+        });
+        if catch_up {
+            tokio::spawn(node.clone().vote_once_caught_up());
+        }
+        Ok(node)
     }
 
     /// Makes this node the single voter of a new cluster. Idempotent.
@@ -154,12 +193,37 @@ impl RaftNode {
         self.raft.metrics().borrow_watched().clone()
     }
 
+    /// The leader this node knows of. This node itself only while a quorum of voters
+    /// answers it: a leader cut off from the others is not reported as leader.
     pub fn leader(&self) -> Option<NodeId> {
-        self.raft
+        let l = self
+            .raft
             .metrics()
             .borrow_watched()
             .current_leader
-            .map(NodeId)
+            .map(NodeId);
+        if l == Some(self.id) && self.cut_off().is_some() {
+            return None;
+        }
+        l
+    }
+
+    /// When this node is the leader of several voters and no quorum of them has
+    /// acknowledged it within its lease: for how long (since it last had one, or since it
+    /// became leader).
+    pub fn cut_off(&self) -> Option<Duration> {
+        let m = self.raft.metrics();
+        let m = m.borrow_watched();
+        if m.state != ServerState::Leader
+            || m.membership_config.membership().voter_ids().count() < 2
+        {
+            return None;
+        }
+        let silent = match &m.last_quorum_acked {
+            Some(t) => openraft::Instant::elapsed(&**t),
+            None => return Some(self.lease),
+        };
+        (silent > self.lease).then_some(silent)
     }
 
     /// Resolves when the leader this node knows is no longer `from` (with the new one).
@@ -177,10 +241,79 @@ impl RaftNode {
         }
     }
 
+    /// Why this node does not vote for now, if it does not.
+    pub fn not_voting(&self) -> Option<String> {
+        self.no_vote
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// A node that lost the tail of its log votes again once it holds everything committed
+    /// (a read barrier through another leader), or when it is the only voter (nothing to
+    /// catch up from), or after a minute without any leader (so that a cluster whose
+    /// majority lost data can still elect one; said loudly).
+    async fn vote_once_caught_up(self: Arc<Self>) {
+        let started = Instant::now();
+        let why = loop {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let voters = self.membership().voters;
+            if voters.len() <= 1 {
+                break "it is the only voter".to_string();
+            }
+            let leader = self
+                .raft
+                .metrics()
+                .borrow_watched()
+                .current_leader
+                .map(NodeId);
+            match leader {
+                Some(l) if l != self.id => match self.read_barrier().await {
+                    Ok(()) => break format!("it caught up with the leader {l}"),
+                    Err(e) => tracing::info!(leader = %l, error = %e, "not caught up yet"),
+                },
+                _ if started.elapsed() > Duration::from_secs(60) => {
+                    tracing::warn!(
+                        "no leader for a minute: voting again so that the cluster can elect \
+                         one; entries this node lost may be missing from it"
+                    );
+                    break "no leader was elected for a minute".to_string();
+                }
+                _ => {}
+            }
+        };
+        *self.no_vote.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        self.raft.runtime_config().elect(true);
+        tracing::info!(reason = %why, "voting again after the Raft log lost its tail");
+    }
+
+    fn cut_off_message(&self, silent: Duration) -> String {
+        format!(
+            "this node leads term {} but no quorum of voters has answered it for {} ms \
+             (cut off from the others?)",
+            self.metrics().current_term,
+            silent.as_millis()
+        )
+    }
+
+    /// Resolves when this node, as leader, is cut off from a quorum (see [`Self::cut_off`]).
+    async fn until_cut_off(&self) -> Duration {
+        loop {
+            if let Some(d) = self.cut_off() {
+                return d;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Leader, and acknowledged by a quorum within its lease (see [`Self::cut_off`]).
     pub fn is_leader(&self) -> bool {
-        let m = self.raft.metrics();
-        let m = m.borrow_watched();
-        m.state == ServerState::Leader && m.current_leader == Some(self.id.0)
+        let leads = {
+            let m = self.raft.metrics();
+            let m = m.borrow_watched();
+            m.state == ServerState::Leader && m.current_leader == Some(self.id.0)
+        };
+        leads && self.cut_off().is_none()
     }
 
     pub fn log_entries(&self) -> u64 {
@@ -219,9 +352,23 @@ impl RaftNode {
         let mut last_err = String::from("no leader is known");
         while Instant::now() < deadline {
             let left = deadline.saturating_duration_since(Instant::now());
+            if let Some(silent) = self.cut_off() {
+                last_err = self.cut_off_message(silent);
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
             match self.leader() {
                 Some(l) if l == self.id => {
-                    match tokio::time::timeout(left, self.raft.client_write(cmd.clone())).await {
+                    let write = tokio::time::timeout(left, self.raft.client_write(cmd.clone()));
+                    let answer = tokio::select! {
+                        r = write => r,
+                        // Proposed but not committed, and this node is cut off: it is not
+                        // proposed again (it may still commit if the partition heals).
+                        silent = self.until_cut_off() => {
+                            return Err(RaftError::NoQuorum(self.cut_off_message(silent)));
+                        }
+                    };
+                    match answer {
                         Err(_) => {
                             last_err = "the leader could not reach a quorum of voters".into();
                         }
@@ -265,6 +412,11 @@ impl RaftNode {
                         Ok(CtlResponse::Write(Ok(r))) => return Ok(r),
                         Ok(CtlResponse::Write(Err(RemoteError::Failed(e)))) => {
                             return Err(RaftError::Write(e))
+                        }
+                        Ok(CtlResponse::Write(Err(RemoteError::NotLeader { leader: None }))) => {
+                            last_err = format!(
+                                "the leader {l} is cut off from a quorum of voters or has stepped down"
+                            );
                         }
                         Ok(CtlResponse::Write(Err(RemoteError::NotLeader { .. }))) => {
                             last_err = format!("node {l} is no longer the leader");
@@ -400,6 +552,13 @@ impl RaftNode {
         match req {
             CtlRequest::Append(r) => {
                 CtlResponse::Append(self.raft.append_entries(r).await.map_err(|e| e.to_string()))
+            }
+            CtlRequest::Vote(_) | CtlRequest::PreVote(_) if self.not_voting().is_some() => {
+                CtlResponse::Vote(Err(format!(
+                    "node {} does not vote until it has caught up: {}",
+                    self.id,
+                    self.not_voting().unwrap_or_default()
+                )))
             }
             CtlRequest::Vote(r) => {
                 CtlResponse::Vote(self.raft.vote(r).await.map_err(|e| e.to_string()))
