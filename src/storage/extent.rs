@@ -503,6 +503,20 @@ impl ExtentVolume {
         out
     }
 
+    /// Whether `[offset, offset + len)` lies only in extents that are open and already
+    /// dirty, with no lock held on them right now: a write there changes memory (the page
+    /// cache) only, with no extent to create and no dirty flag to sync, and a read opens
+    /// nothing. Never blocks.
+    pub fn is_hot(&self, offset: u64, len: u64) -> bool {
+        let Ok(map) = self.extents.try_read() else {
+            return false;
+        };
+        self.pieces(offset, len).iter().all(|(n, _, _)| {
+            map.get(n)
+                .is_some_and(|e| e.try_read().is_ok_and(|e| e.dirty))
+        })
+    }
+
     fn mark_dirty(&self, e: &mut Extent, path: &Path) -> Result<(), VolumeError> {
         if e.dirty {
             return Ok(());

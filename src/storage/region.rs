@@ -90,6 +90,12 @@ impl Region {
         })
     }
 
+    /// Whether I/O on `[offset, offset + len)` of the live layer stays in memory (see
+    /// [`ExtentVolume::is_hot`]); never with a snapshot, whose copy-on-write syncs.
+    pub fn is_hot(&self, offset: u64, len: u64) -> bool {
+        self.layers.try_read().is_ok_and(|l| l.is_empty()) && self.live.is_hot(offset, len)
+    }
+
     pub fn live(&self) -> &ExtentVolume {
         &self.live
     }

@@ -398,6 +398,45 @@ impl ReplicaServer {
         Ok(Some(r))
     }
 
+    /// Whether `req` can be served in place on an async thread: small ([`is_quick`]), on a
+    /// region already open, touching only extents that are open and dirty, without a
+    /// snapshot to copy into. Anything that may sync, create an extent or open a region
+    /// goes to a blocking thread. Never blocks.
+    pub fn is_quick(&self, req: &BlkRequest) -> bool {
+        if !is_quick(req) {
+            return false;
+        }
+        let region = |volume: &str| {
+            self.regions
+                .try_lock()
+                .ok()
+                .and_then(|r| r.get(volume).cloned())
+        };
+        match req {
+            BlkRequest::Status { .. } => true,
+            BlkRequest::Write {
+                volume,
+                offset,
+                data,
+                ..
+            } => region(volume).is_some_and(|r| r.is_hot(*offset, data.len() as u64)),
+            BlkRequest::Read {
+                volume,
+                offset,
+                len,
+                layer: None,
+                ..
+            } => region(volume).is_some_and(|r| r.is_hot(*offset, u64::from(*len))),
+            BlkRequest::Batch { volume, ops, .. } => region(volume).is_some_and(|r| {
+                ops.iter().all(|op| match op {
+                    BlkOp::Write { offset, len, .. } => r.is_hot(*offset, u64::from(*len)),
+                    BlkOp::Discard { .. } => false,
+                })
+            }),
+            _ => false,
+        }
+    }
+
     /// Handles one request (blocking: call from a blocking thread).
     pub fn handle(&self, req: &BlkRequest) -> BlkResponse {
         let volume = req.volume().to_string();
@@ -557,8 +596,9 @@ fn expand(codes: &[u8], data: &[u8]) -> Result<(Vec<BlockState>, Vec<u8>), Volum
     Ok((states, full))
 }
 
-/// Whether a request is cheap enough to serve on the async runtime's thread (writes and
-/// reads of the page cache: tens of microseconds).
+/// Whether a request is small enough to be served on the async runtime's thread (writes and
+/// reads of the page cache: tens of microseconds), if its region allows
+/// ([`ReplicaServer::is_quick`]).
 pub fn is_quick(req: &BlkRequest) -> bool {
     match req {
         BlkRequest::Write { data, .. } => data.len() <= 64 << 10,
@@ -588,9 +628,10 @@ impl Service for BlkService {
             .map_err(|e| e.to_string())
             .and_then(|(mut req, tail)| req.attach(tail).map(|_| req));
         let resp = match req {
-            // Small reads and writes go to the page cache in microseconds: done in place.
-            // Flushes, activations and big requests wait on the disk: a blocking thread.
-            Ok(req) if is_quick(&req) => self.0.handle(&req),
+            // Small reads and writes of open, dirty extents go to the page cache in
+            // microseconds: done in place. Anything that may sync, create an extent, copy
+            // into a snapshot or open a region waits on the disk: a blocking thread.
+            Ok(req) if self.0.is_quick(&req) => self.0.handle(&req),
             Ok(req) => {
                 let server = self.0.clone();
                 tokio::task::spawn_blocking(move || server.handle(&req))
@@ -678,6 +719,55 @@ mod tests {
         long.push(0);
         let e = decode().attach(Bytes::from(long)).unwrap_err();
         assert!(e.contains("1 bytes follow the request"), "{e}");
+    }
+
+    #[test]
+    fn only_io_that_cannot_touch_the_disk_is_served_in_place() {
+        let (d, s) = server();
+        let w = |offset| write("v1", 1, offset, 5);
+        assert!(!s.is_quick(&w(0)), "no region open yet");
+        s.create_region("v1", 4 << 20, 1 << 20).unwrap();
+        s.handle(&BlkRequest::Activate {
+            volume: "v1".into(),
+            generation: 1,
+        });
+        assert!(!s.is_quick(&w(0)), "the extent does not exist yet");
+        assert!(matches!(s.handle(&w(0)), BlkResponse::Done));
+        assert!(s.is_quick(&w(4096)), "same extent, open and dirty");
+        assert!(!s.is_quick(&w(1 << 20)), "another extent, not created");
+        let read = |offset, layer: Option<&str>| BlkRequest::Read {
+            volume: "v1".into(),
+            generation: 1,
+            layer: layer.map(str::to_string),
+            offset,
+            len: 4096,
+        };
+        assert!(s.is_quick(&read(0, None)));
+        // After a flush the extent is clean: the next write syncs its dirty flag.
+        s.handle(&BlkRequest::Flush {
+            volume: "v1".into(),
+            generation: 1,
+        });
+        assert!(!s.is_quick(&w(0)), "clean extent");
+        assert!(matches!(s.handle(&w(0)), BlkResponse::Done));
+        assert!(s.is_quick(&w(0)));
+        // With a snapshot, a write may copy the old block first.
+        s.handle(&BlkRequest::Snapshot {
+            volume: "v1".into(),
+            generation: 1,
+            name: "s1".into(),
+        });
+        assert!(!s.is_quick(&w(0)), "copy-on-write into the snapshot");
+        assert!(!s.is_quick(&read(0, Some("s1"))));
+        // Big requests never.
+        let big = BlkRequest::Write {
+            volume: "v1".into(),
+            generation: 1,
+            offset: 0,
+            data: vec![0; 128 << 10],
+        };
+        assert!(!s.is_quick(&big));
+        drop(d);
     }
 
     #[test]
