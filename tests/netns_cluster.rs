@@ -203,9 +203,19 @@ fn partition_minority(n: usize) {
         .filter(|i| !minority.contains(i))
         .collect();
     let majority_ips: Vec<String> = majority.iter().map(|i| c.nodes[*i].ip.clone()).collect();
+    let cut_at = Instant::now();
     for m in &minority {
         c.nodes[*m].isolate_from(&majority_ips, true);
     }
+    // Writes through the majority resume once it elects a leader (measured, not asserted).
+    wait_for(Duration::from_secs(15), || {
+        put(&c, majority[0], "majority-first", "1").ok()
+    })
+    .expect("the majority accepts writes");
+    eprintln!(
+        "FIGURES {n}-node: leader cut off, writes through the majority accepted after {:?}",
+        cut_at.elapsed()
+    );
 
     for m in &minority {
         let err = put(&c, *m, &format!("minority{m}"), "1").unwrap_err();

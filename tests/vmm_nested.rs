@@ -5,6 +5,8 @@
 //! there after a VM restart), gets an address by DHCP and pings over virtio-net, reads
 //! virtio-rng, and its reboot and power-off are reported; then a single-node cluster in the
 //! test host creates, boots, stops and deletes a VM through its agent with the KVM driver.
+//! Every VM runs under the worker's seccomp filter; one direct run and the node's VM run
+//! as unprivileged users of their own.
 //! Scenario: tests/nested/strata-vmm.sh.
 //!
 //! Needs root, qemu-system-x86_64 and the test guest (`make images-guest`).
@@ -152,6 +154,11 @@ fn strata_vmm_boots_linux_with_disk_network_rng_reboot_and_poweroff_on_real_kvm(
         "node-vm-reboot",
         "node-vm-stop",
         "node-vm-delete",
+        // Confined: seccomp on every VM (checked in run_vm), an unprivileged user.
+        "plain-seccomp",
+        "dev1-unprivileged",
+        "node-vm-seccomp",
+        "node-vm-uid",
     ] {
         assert!(
             console.contains(&format!("STRATA-CHECK ok {check}")),
