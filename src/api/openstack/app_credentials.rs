@@ -167,7 +167,10 @@ async fn create(
         })?;
     let s = |k: &str| c.get(k).and_then(Value::as_str).map(str::to_string);
     let roles = match c.get("roles") {
+        // No roles, or an empty list (what `openstack application credential create`
+        // sends without --role): the token's roles, as Keystone does.
         None | Some(Value::Null) => None,
+        Some(Value::Array(a)) if a.is_empty() => None,
         Some(Value::Array(a)) => Some(
             a.iter()
                 .map(|r| {

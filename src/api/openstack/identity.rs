@@ -321,13 +321,23 @@ fn subject(headers: &HeaderMap) -> Result<String, OsError> {
         .ok_or_else(|| bad("X-Subject-Token is missing."))
 }
 
+/// Keystone's `identity:validate_token`/`check_token`: a user's own tokens, or any for an
+/// administrator (services validate with an admin token).
+fn may_see_token(me: &TokenInfo, target: &TokenInfo) -> Result<(), OsError> {
+    if target.user.id != me.user.id {
+        require_admin(me)?;
+    }
+    Ok(())
+}
+
 async fn validate(State(node): State<Arc<Api>>, headers: HeaderMap) -> Result<Response, OsError> {
-    authenticate(&node, &headers)?;
+    let me = authenticate(&node, &headers)?;
     let sub = subject(&headers)?;
     let info = node.control.validate_token(&sub).map_err(|e| match e {
         crate::control::ControlError::Unauthorized(m) => OsError(StatusCode::NOT_FOUND, m),
         e => e.into(),
     })?;
+    may_see_token(&me, &info)?;
     let mut resp = Json(token_body(&info, &base_url(&headers))).into_response();
     if let Ok(v) = sub.parse() {
         resp.headers_mut().insert("x-subject-token", v);
@@ -336,10 +346,10 @@ async fn validate(State(node): State<Arc<Api>>, headers: HeaderMap) -> Result<Re
 }
 
 async fn check(State(node): State<Arc<Api>>, headers: HeaderMap) -> Result<StatusCode, OsError> {
-    authenticate(&node, &headers)?;
+    let me = authenticate(&node, &headers)?;
     let sub = subject(&headers)?;
     match node.control.validate_token(&sub) {
-        Ok(_) => Ok(StatusCode::OK),
+        Ok(info) => may_see_token(&me, &info).map(|_| StatusCode::OK),
         Err(_) => Ok(StatusCode::NOT_FOUND),
     }
 }
@@ -352,9 +362,7 @@ async fn revoke(State(node): State<Arc<Api>>, headers: HeaderMap) -> Result<Stat
         e => e.into(),
     })?;
     // One's own tokens, or any with the admin role.
-    if target.user.id != me.user.id {
-        require_admin(&me)?;
-    }
+    may_see_token(&me, &target)?;
     node.control.revoke_token(&sub).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -426,9 +434,10 @@ async fn project(
             .roles_of(&me.user.id, &p.id)
             .is_ok_and(|r| !r.is_empty());
     if !allowed {
+        // Keystone's answer for a project the caller has no role on.
         return Err(OsError(
-            StatusCode::NOT_FOUND,
-            format!("Could not find project: {id}."),
+            StatusCode::FORBIDDEN,
+            "You are not authorized to perform the requested action: identity:get_project.".into(),
         ));
     }
     Ok(Json(json!({"project": project_json(&p)})))
