@@ -59,6 +59,20 @@ fn routes() -> Vec<Route> {
     out
 }
 
+/// Reads every `.route(...)` of the web console's routers.
+fn console_routes() -> Vec<Route> {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("src/console");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&root)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "rs"))
+        .collect();
+    files.sort();
+    let out: Vec<Route> = files.iter().flat_map(|f| routes_in(f)).collect();
+    assert!(out.len() > 40, "only {} console routes: {out:?}", out.len());
+    out
+}
+
 fn routes_in(file: &Path) -> Vec<Route> {
     let s = std::fs::read_to_string(file).unwrap();
     // The file's path helper: `let p = |s: &str| format!("PREFIX{s}");`
@@ -99,7 +113,7 @@ fn routes_in(file: &Path) -> Vec<Route> {
         } else {
             panic!("{}: a route this test cannot read: {call}", file.display());
         };
-        for m in ["get", "head", "post", "put", "patch", "delete"] {
+        for m in ["get", "head", "post", "put", "patch", "delete", "any"] {
             let plain = handlers.contains(&format!(", {m}("))
                 || handlers.contains(&format!(",\n{m}("))
                 || handlers.contains(&format!(".{m}("));
@@ -444,6 +458,122 @@ fn body_cases(route: &Route, ids: &Ids) -> Result<Vec<Case>, &'static str> {
         _ => panic!("no case for {m} {p}"),
     };
     Ok(cases)
+}
+
+/// A console route with B's ids: the form (field, value) pairs it is sent with and the
+/// statuses the console answers; `Err` for a route that names nothing of a project's.
+fn console_case(r: &Route, ids: &Ids, node: &str) -> Result<Vec<ConsoleCase>, &'static str> {
+    let m = r.method.as_str();
+    let p = r.path.as_str();
+    let fill = |path: &str| {
+        path.replace("/instances/{id}", &format!("/instances/{}", ids.b_server))
+            .replace("/networks/{id}", &format!("/networks/{}", ids.b_network))
+            .replace(
+                "/security-groups/{id}",
+                &format!("/security-groups/{}", ids.b_group),
+            )
+            .replace("/rules/{rule}", &format!("/rules/{}", ids.b_rule))
+            .replace("/volumes/{id}", &format!("/volumes/{}", ids.b_volume))
+            .replace("/images/{id}", &format!("/images/{}", ids.b_image))
+            .replace(
+                "/floating-ips/{id}",
+                &format!("/floating-ips/{}", ids.b_fip),
+            )
+            .replace("/keypairs/{name}", &format!("/keypairs/{}", ids.b_keypair))
+            .replace(
+                "/users/{id}/{op}",
+                &format!("/users/{}/disable", ids.b_user),
+            )
+            .replace("/nodes/requests/{id}", "/nodes/requests/0000000000000000")
+            .replace("/nodes/{id}", &format!("/nodes/{node}"))
+    };
+    let one = |fields: Vec<(&'static str, String)>, want: &'static [u16]| {
+        vec![ConsoleCase {
+            method: m.to_string(),
+            path: fill(p),
+            fields,
+            want,
+        }]
+    };
+    let admin_only = p.starts_with("/admin") || p.starts_with("/nodes/");
+    Ok(match (m, p) {
+        (_, "/static/{*file}") => return Err("static files"),
+        (_, "/login") | ("POST", "/logout") => return Err("signing in and out"),
+        ("GET", _) if !p.contains('{') => return Err("a page: checked for B's ids below"),
+        ("POST", "/keypairs") | ("POST", "/keypairs/generate") => {
+            return Err("its form names nothing of another project's")
+        }
+        ("POST", "/networks") | ("POST", "/security-groups") => {
+            return Err("its form names nothing of another project's")
+        }
+        (_, _) if admin_only => one(vec![("reason", "x".into())], &[403]),
+        ("GET", _) => one(vec![], &[404]),
+        ("ANY", "/instances/{id}/console/ws") => one(vec![], &[404]),
+        ("POST", "/instances/{id}/action") => one(vec![("do", "stop".into())], &[404]),
+        ("POST", "/instances/{id}/attach") | ("POST", "/instances/{id}/detach") => {
+            one(vec![("volume", ids.b_volume.clone())], &[404])
+        }
+        ("POST", "/instances") => {
+            let base = |k: &'static str, v: &str| {
+                vec![
+                    ("name", "x".to_string()),
+                    ("flavor", "m1.tiny".to_string()),
+                    (k, v.to_string()),
+                ]
+            };
+            let mk = |fields, want| ConsoleCase {
+                method: m.to_string(),
+                path: p.to_string(),
+                fields,
+                want,
+            };
+            vec![
+                mk(base("image", &ids.b_image), &[400, 404]),
+                mk(base("volume", &ids.b_volume), &[400, 404]),
+            ]
+        }
+        ("POST", "/floating-ips") => one(vec![("network", ids.b_network.clone())], &[400, 404]),
+        ("POST", "/floating-ips/associate") => one(
+            vec![
+                ("fip", ids.b_fip.clone()),
+                ("instance", ids.b_server.clone()),
+            ],
+            &[404],
+        ),
+        // The console answers a choice outside its form's list as a form error (400).
+        ("POST", "/security-groups/rules") => one(
+            vec![
+                ("group", ids.b_group.clone()),
+                ("direction", "ingress".into()),
+                ("protocol", "tcp".into()),
+                ("ports", "22".into()),
+            ],
+            &[400, 404],
+        ),
+        ("POST", "/volumes") => one(
+            vec![
+                ("name", "x".into()),
+                ("size", "1".into()),
+                ("image", ids.b_image.clone()),
+            ],
+            &[400, 404],
+        ),
+        ("POST", "/images") => one(
+            vec![("name", "x".into()), ("kernel_id", ids.b_image.clone())],
+            &[400, 404],
+        ),
+        ("PUT", "/images/{id}/file") => one(vec![], &[404]),
+        ("POST", "/project") => one(vec![("project", ids.b_project.clone())], &[403, 404]),
+        ("POST", x) if x.contains('{') => one(vec![], &[404]),
+        _ => panic!("no console case for {m} {p}"),
+    })
+}
+
+struct ConsoleCase {
+    method: String,
+    path: String,
+    fields: Vec<(&'static str, String)>,
+    want: &'static [u16],
 }
 
 /// Runs the cases through one curl (one connection); status and body of each.
@@ -826,24 +956,10 @@ fn every_route_refuses_another_projects_ids_and_changes_nothing() {
         skipped.len()
     );
 
-    let before = desired_state(&c);
     let mut wrong = Vec::new();
-    for (case, (code, body)) in cases.iter().zip(send(&c, &a_token, &cases)) {
-        if !case.want.contains(&code) {
-            wrong.push(format!(
-                "{} {} {}: got {code}, want {:?}: {}",
-                case.route.method,
-                case.path,
-                case.body
-                    .as_ref()
-                    .map(|b| b.to_string())
-                    .unwrap_or_default(),
-                case.want,
-                body.chars().take(300).collect::<String>()
-            ));
-        }
-    }
-    // Every list A can read holds none of B's ids.
+    // Every list and page A can read holds none of B's ids (read before A sends B's ids
+    // anywhere: A's own activity log would show what A sent). Reading also makes what
+    // the services make on first read (a project's default security group).
     let read_cases: Vec<Case> = reads
         .iter()
         .map(|r| Case {
@@ -865,6 +981,98 @@ fn every_route_refuses_another_projects_ids_and_changes_nothing() {
             ));
         }
     }
+    let web = common::console::Console::sign_in_as(&c, "alice", "alice-secret");
+    let node = c.nodes[0].status().expect("status")["node"]
+        .as_str()
+        .expect("node id")
+        .to_string();
+    let console_all = console_routes();
+    let console_pages: Vec<String> = console_all
+        .iter()
+        .filter(|r| r.method == "GET" && !r.path.contains('{'))
+        .map(|r| r.path.clone())
+        .collect();
+    for page in &console_pages {
+        // (`/live` streams updates: what it sends in its first seconds.)
+        let body = web.curl(&["--max-time", "5", &web.url(page)]);
+        for leak in b_ids.iter().filter(|i| body.contains(**i)) {
+            wrong.push(format!("console page {page} shows B's {leak}"));
+        }
+    }
+
+    let before = desired_state(&c);
+    for (case, (code, body)) in cases.iter().zip(send(&c, &a_token, &cases)) {
+        if !case.want.contains(&code) {
+            wrong.push(format!(
+                "{} {} {}: got {code}, want {:?}: {}",
+                case.route.method,
+                case.path,
+                case.body
+                    .as_ref()
+                    .map(|b| b.to_string())
+                    .unwrap_or_default(),
+                case.want,
+                body.chars().take(300).collect::<String>()
+            ));
+        }
+    }
+    // The web console, as alice: every route with B's ids in its URL or its form.
+    let mut console_cases = 0;
+    for r in &console_all {
+        let Ok(cs) = console_case(r, &ids, &node) else {
+            continue;
+        };
+        for k in cs {
+            console_cases += 1;
+            let mut args: Vec<String> = vec![
+                "-o".into(),
+                "/dev/null".into(),
+                "-w".into(),
+                "%{http_code}".into(),
+                "--max-time".into(),
+                "10".into(),
+            ];
+            match k.method.as_str() {
+                "ANY" => {
+                    for h in [
+                        "Connection: Upgrade",
+                        "Upgrade: websocket",
+                        "Sec-WebSocket-Version: 13",
+                        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==",
+                    ] {
+                        args.extend(["-H".into(), h.into()]);
+                    }
+                }
+                "GET" => {}
+                // Uploads carry the CSRF token in a header, as the console's script does.
+                "PUT" => {
+                    args.extend(["-X".into(), "PUT".into()]);
+                    args.extend(["-H".into(), format!("X-CSRF-Token: {}", web.csrf())]);
+                    args.extend(["--data-binary".into(), "x".into()]);
+                }
+                other => {
+                    args.extend(["-X".into(), other.into()]);
+                    args.extend(["--data-urlencode".into(), format!("csrf={}", web.csrf())]);
+                    for (f, v) in &k.fields {
+                        args.extend(["--data-urlencode".into(), format!("{f}={v}")]);
+                    }
+                }
+            }
+            args.push(web.url(&k.path));
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            let code: u16 = web.curl(&args).trim().parse().unwrap_or(0);
+            if !k.want.contains(&code) {
+                wrong.push(format!(
+                    "console {} {} {:?}: got {code}, want {:?}",
+                    k.method, k.path, k.fields, k.want
+                ));
+            }
+        }
+    }
+    eprintln!(
+        "FIGURES matrix: console {console_cases} cases, {} pages checked",
+        console_pages.len()
+    );
     let after = desired_state(&c);
     for (t, v) in &before {
         if Some(v) != after.get(t) {

@@ -38,20 +38,25 @@ impl<'a> Console<'a> {
     }
 
     pub fn sign_in(c: &'a Cluster) -> Console<'a> {
+        let pw = super::admin_password(c);
+        Self::sign_in_as(c, "admin", &pw)
+    }
+
+    /// Signs `user` in (to their first project).
+    pub fn sign_in_as(c: &'a Cluster, user: &str, password: &str) -> Console<'a> {
         let mut s = Console {
             c,
             jar: tempfile::tempdir().unwrap(),
             csrf: String::new(),
         };
-        let pw = super::admin_password(c);
         s.curl(&[
             "--data-urlencode",
-            "username=admin",
+            &format!("username={user}"),
             "--data-urlencode",
-            &format!("password={pw}"),
+            &format!("password={password}"),
             &s.url("/login"),
         ]);
-        let page = s.curl(&[&s.url("/nodes")]);
+        let page = s.curl(&[&s.url("/instances")]);
         s.csrf = page
             .split("data-csrf=\"")
             .nth(1)
@@ -59,6 +64,11 @@ impl<'a> Console<'a> {
             .unwrap_or_else(|| panic!("not signed in: {page}"))
             .to_string();
         s
+    }
+
+    /// The CSRF token of this session.
+    pub fn csrf(&self) -> &str {
+        &self.csrf
     }
 
     pub fn post(&self, path: &str) -> String {
