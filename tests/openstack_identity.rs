@@ -161,8 +161,9 @@ fn the_openstack_client_authenticates_and_manages_identity() {
             "v3applicationcredential".into(),
             "--os-application-credential-id".into(),
             ac_id.clone(),
-            "--os-application-credential-secret".into(),
-            secret.to_string(),
+            // `=`: a secret may start with '-' (URL-safe base64), which argparse would
+            // take for an option.
+            format!("--os-application-credential-secret={secret}"),
         ]
     };
     let good = app(&secret);
