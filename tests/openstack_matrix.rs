@@ -460,6 +460,122 @@ fn body_cases(route: &Route, ids: &Ids) -> Result<Vec<Case>, &'static str> {
     Ok(cases)
 }
 
+/// A's own resources, for the reader dimension.
+struct Own {
+    network: String,
+    subnet: String,
+    group: String,
+    rule: String,
+    router: String,
+    port: String,
+    volume: String,
+    image: String,
+}
+
+/// What a reader of project A gets on every route that writes, with A's own resources:
+/// Nova's, Neutron's, Cinder's and Glance's 403. `Err` for a route a reader may use, or
+/// one whose resource A does not hold in this test, with the reason.
+fn reader_case(r: &Route, ids: &Ids, own: &Own) -> Result<Case, &'static str> {
+    let m = r.method.as_str();
+    let p = r.path.as_str();
+    if matches!(m, "GET" | "HEAD") {
+        return Err("a read");
+    }
+    if p.starts_with("/identity/") && !p.contains("/roles/") {
+        return Err("identity: the user's own tokens, password and credentials");
+    }
+    if p.contains("os-keypairs") {
+        return Err("key pairs belong to the user, not the project");
+    }
+    if p.contains("/servers") {
+        return Err("no server of A's here (a reader's server actions: openstack_servers)");
+    }
+    if p.contains("/flavors") {
+        return Err("flavors: an administrator's (the member case)");
+    }
+    let mut path = String::new();
+    for seg in p.split('/').skip(1) {
+        path.push('/');
+        let prev = path.trim_end_matches('/').rsplit('/').next().unwrap_or("");
+        let v = match (prev, seg) {
+            ("v3", "{project}") => ids.a_project.clone(),
+            ("os-quota-sets", _) | ("quotas", _) => ids.a_project.clone(),
+            ("projects", _) => ids.a_project.clone(),
+            ("users", _) => ids.b_user.clone(),
+            ("roles", _) => ids.member_role.clone(),
+            ("networks", _) => own.network.clone(),
+            ("subnets", _) => own.subnet.clone(),
+            ("ports", _) => own.port.clone(),
+            ("security-groups", _) => own.group.clone(),
+            ("security-group-rules", _) => own.rule.clone(),
+            ("routers", _) => own.router.clone(),
+            ("volumes", _) => own.volume.clone(),
+            ("images", _) => own.image.clone(),
+            ("tags", _) => "t".into(),
+            ("floatingips", _) | ("snapshots", _) | ("os-server-groups", _) => {
+                return Err("no resource of that kind of A's here")
+            }
+            (_, x) if x.starts_with('{') => panic!("reader: no case for {x} in {p}"),
+            (_, x) => x.to_string(),
+        };
+        path.push_str(&v);
+    }
+    let mut content_type = "application/json";
+    let body = match (m, p) {
+        ("DELETE", _) => None,
+        (_, x) if x.ends_with("/file") => {
+            content_type = "application/octet-stream";
+            None
+        }
+        (_, x) if x.contains("/tags/") || x.contains("/roles/") => None,
+        ("PATCH", _) => {
+            content_type = "application/openstack-images-v2.1-json-patch";
+            Some(j!([{"op": "replace", "path": "/name", "value": "x"}]))
+        }
+        (_, x) if x.contains("os-quota-sets") => Some(j!({"quota_set": {"instances": 1}})),
+        (_, x) if x.contains("/quotas/") => Some(j!({"quota": {"network": 1}})),
+        (_, x) if x.ends_with("_router_interface") => Some(j!({"subnet_id": own.subnet})),
+        ("PUT", x) if x.ends_with("/routers/{id}") => Some(j!({"router": {"name": "x"}})),
+        ("PUT", x) if x.ends_with("/floatingips/{id}") => return Err("no floating IP of A's"),
+        ("PUT", x) if x.ends_with("/volumes/{id}") => Some(j!({"volume": {"name": "x"}})),
+        ("POST", x) if x.ends_with("/volumes/{id}/action") => {
+            Some(j!({"os-extend": {"new_size": 2}}))
+        }
+        ("POST", "/networking/v2.0/networks") => Some(j!({"network": {"name": "x"}})),
+        ("POST", "/networking/v2.0/subnets") => Some(
+            j!({"subnet": {"network_id": own.network, "cidr": "10.98.0.0/24", "ip_version": 4}}),
+        ),
+        ("POST", "/networking/v2.0/ports") => Some(j!({"port": {"network_id": own.network}})),
+        ("POST", "/networking/v2.0/security-groups") => Some(j!({"security_group": {"name": "x"}})),
+        ("POST", "/networking/v2.0/security-group-rules") => Some(
+            j!({"security_group_rule": {"security_group_id": own.group, "direction": "ingress"}}),
+        ),
+        ("POST", "/networking/v2.0/routers") => Some(j!({"router": {"name": "x"}})),
+        ("POST", "/networking/v2.0/floatingips") => {
+            Some(j!({"floatingip": {"floating_network_id": ids.public}}))
+        }
+        ("POST", x) if x.ends_with("/volumes") => Some(j!({"volume": {"size": 1}})),
+        ("POST", x) if x.ends_with("/snapshots") => {
+            Some(j!({"snapshot": {"volume_id": own.volume}}))
+        }
+        ("POST", "/compute/v2.1/os-server-groups") => {
+            Some(j!({"server_group": {"name": "x", "policies": ["affinity"]}}))
+        }
+        ("POST", "/image/v2/images") => {
+            Some(j!({"name": "x", "disk_format": "raw", "container_format": "bare"}))
+        }
+        _ => panic!("reader: no body for {m} {p}"),
+    };
+    Ok(Case {
+        route: r.clone(),
+        path,
+        body,
+        content_type,
+        subject: None,
+        want: &[403],
+    })
+}
+
 /// A console route with B's ids: the form (field, value) pairs it is sent with and the
 /// statuses the console answers; `Err` for a route that names nothing of a project's.
 fn console_case(r: &Route, ids: &Ids, node: &str) -> Result<Vec<ConsoleCase>, &'static str> {
@@ -903,8 +1019,69 @@ fn every_route_refuses_another_projects_ids_and_changes_nothing() {
         a_router,
         public: id(&ja(&admin, &["network", "show", "public", "-f", "json"])),
     };
-    let _ = &ids.a_router;
     let a_token = token(&os, &a);
+    // A reader of project A, and A's own resources of each kind it may try to change.
+    os.add_user(&admin, "pa", "carol", "carol-secret", "reader");
+    let carol = password_auth("carol", "carol-secret", "pa");
+    let reader_token = token(&os, &carol);
+    let a_volume = id(&ja(
+        &a,
+        &["volume", "create", "--size", "1", "va", "-f", "json"],
+    ));
+    common::wait_for(std::time::Duration::from_secs(60), || {
+        (ja(&a, &["volume", "show", "va", "-f", "json"])["status"] == "available").then_some(())
+    })
+    .expect("A's volume available");
+    let own = Own {
+        network: ids.a_network.clone(),
+        subnet: ids.a_subnet.clone(),
+        group: ids.a_group.clone(),
+        rule: id(&ja(
+            &a,
+            &[
+                "security",
+                "group",
+                "rule",
+                "create",
+                "--protocol",
+                "tcp",
+                "--dst-port",
+                "80",
+                "ga",
+                "-f",
+                "json",
+            ],
+        )),
+        router: ids.a_router.clone(),
+        port: id(&ja(
+            &a,
+            &["port", "create", "--network", "na", "pa1", "-f", "json"],
+        )),
+        volume: a_volume,
+        image: id(&ja(
+            &a,
+            &[
+                "image",
+                "create",
+                "--file",
+                file.to_str().unwrap(),
+                "--disk-format",
+                "raw",
+                "--container-format",
+                "bare",
+                "--private",
+                "ia",
+                "-f",
+                "json",
+            ],
+        )),
+    };
+    let mut reader_cases = Vec::new();
+    for r in &all {
+        if let Ok(case) = reader_case(r, &ids, &own) {
+            reader_cases.push(case);
+        }
+    }
 
     // The cases, from the route table.
     let mut cases = Vec::new();
@@ -1016,6 +1193,26 @@ fn every_route_refuses_another_projects_ids_and_changes_nothing() {
             ));
         }
     }
+    // A reader of A changes nothing of A's.
+    for (case, (code, body)) in reader_cases
+        .iter()
+        .zip(send(&c, &reader_token, &reader_cases))
+    {
+        if !case.want.contains(&code) {
+            wrong.push(format!(
+                "reader: {} {} {}: got {code}, want {:?}: {}",
+                case.route.method,
+                case.path,
+                case.body
+                    .as_ref()
+                    .map(|b| b.to_string())
+                    .unwrap_or_default(),
+                case.want,
+                body.chars().take(300).collect::<String>()
+            ));
+        }
+    }
+    eprintln!("FIGURES matrix: reader {} cases", reader_cases.len());
     // The web console, as alice: every route with B's ids in its URL or its form.
     let mut console_cases = 0;
     for r in &console_all {
