@@ -13,32 +13,8 @@ mod common;
 
 use std::collections::BTreeMap;
 
-use common::{http, json, password_auth, Cluster, Os};
+use common::{desired_state, http, json, password_auth, Cluster, Os};
 use serde_json::Value;
-
-/// Tables that change on their own (observed state, logs, samples): left out of the
-/// comparison. Every other table is desired state and must not change.
-const MOVING: &[&str] = &[
-    "audit",
-    "events",
-    "usage_samples",
-    "node_storage",
-    "port_statuses",
-    "vm_status",
-    "nodes",
-    "pending_joins",
-    "debug_kv",
-];
-
-fn desired_state(c: &Cluster) -> BTreeMap<String, Value> {
-    let all = json(&c.nodes[0].cli(&["debug", "store"]));
-    all.as_object()
-        .expect("store dump")
-        .iter()
-        .filter(|(t, _)| !MOVING.contains(&t.as_str()))
-        .map(|(t, v)| (t.clone(), v.clone()))
-        .collect()
-}
 
 fn table_len(c: &Cluster, table: &str) -> usize {
     json(&c.nodes[0].cli(&["debug", "store"]))[table]

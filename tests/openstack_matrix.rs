@@ -14,22 +14,8 @@ mod common;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
-use common::{json, password_auth, Cluster, Os};
+use common::{desired_state, json, password_auth, Cluster, Os};
 use serde_json::{json as j, Value};
-
-/// Tables that change on their own (observed state, logs, samples).
-const MOVING: &[&str] = &[
-    "audit",
-    "events",
-    "usage_samples",
-    "node_storage",
-    "port_statuses",
-    "vm_status",
-    "nodes",
-    "pending_joins",
-    "debug_kv",
-    "revoked_tokens",
-];
 
 /// One route and method, as the router declares it.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -750,14 +736,23 @@ fn send(c: &Cluster, token: &str, cases: &[Case]) -> Vec<(u16, String)> {
         .collect()
 }
 
-fn desired_state(c: &Cluster) -> BTreeMap<String, Value> {
-    let all = json(&c.nodes[0].cli(&["debug", "store"]));
-    all.as_object()
-        .expect("store dump")
-        .iter()
-        .filter(|(t, _)| !MOVING.contains(&t.as_str()))
-        .map(|(t, v)| (t.clone(), v.clone()))
-        .collect()
+/// Sends `cases` with `token` and notes each answer that is not the one wanted.
+fn check(c: &Cluster, token: &str, cases: &[Case], label: &str, wrong: &mut Vec<String>) {
+    for (case, (code, body)) in cases.iter().zip(send(c, token, cases)) {
+        if !case.want.contains(&code) {
+            wrong.push(format!(
+                "{label}{} {} {}: got {code}, want {:?}: {}",
+                case.route.method,
+                case.path,
+                case.body
+                    .as_ref()
+                    .map(|b| b.to_string())
+                    .unwrap_or_default(),
+                case.want,
+                body.chars().take(300).collect::<String>()
+            ));
+        }
+    }
 }
 
 fn id(v: &Value) -> String {
@@ -1178,40 +1173,9 @@ fn every_route_refuses_another_projects_ids_and_changes_nothing() {
     }
 
     let before = desired_state(&c);
-    for (case, (code, body)) in cases.iter().zip(send(&c, &a_token, &cases)) {
-        if !case.want.contains(&code) {
-            wrong.push(format!(
-                "{} {} {}: got {code}, want {:?}: {}",
-                case.route.method,
-                case.path,
-                case.body
-                    .as_ref()
-                    .map(|b| b.to_string())
-                    .unwrap_or_default(),
-                case.want,
-                body.chars().take(300).collect::<String>()
-            ));
-        }
-    }
+    check(&c, &a_token, &cases, "", &mut wrong);
     // A reader of A changes nothing of A's.
-    for (case, (code, body)) in reader_cases
-        .iter()
-        .zip(send(&c, &reader_token, &reader_cases))
-    {
-        if !case.want.contains(&code) {
-            wrong.push(format!(
-                "reader: {} {} {}: got {code}, want {:?}: {}",
-                case.route.method,
-                case.path,
-                case.body
-                    .as_ref()
-                    .map(|b| b.to_string())
-                    .unwrap_or_default(),
-                case.want,
-                body.chars().take(300).collect::<String>()
-            ));
-        }
-    }
+    check(&c, &reader_token, &reader_cases, "reader: ", &mut wrong);
     eprintln!("FIGURES matrix: reader {} cases", reader_cases.len());
     // The web console, as alice: every route with B's ids in its URL or its form.
     let mut console_cases = 0;

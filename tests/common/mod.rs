@@ -638,3 +638,30 @@ pub fn http(
     let body = std::fs::read_to_string(&out).unwrap_or_default();
     (code, body)
 }
+
+/// Tables that change on their own (observed state, logs, samples, pruned records): left
+/// out when a test compares the store before and after refused requests.
+pub const MOVING: &[&str] = &[
+    "audit",
+    "events",
+    "usage_samples",
+    "node_storage",
+    "port_statuses",
+    "vm_status",
+    "nodes",
+    "pending_joins",
+    "debug_kv",
+    "revoked_tokens",
+];
+
+/// Every desired-state table of node 0's store (`strata debug store`: records and
+/// revisions), without the [`MOVING`] ones.
+pub fn desired_state(c: &Cluster) -> std::collections::BTreeMap<String, serde_json::Value> {
+    let all = json(&c.nodes[0].cli(&["debug", "store"]));
+    all.as_object()
+        .expect("store dump")
+        .iter()
+        .filter(|(t, _)| !MOVING.contains(&t.as_str()))
+        .map(|(t, v)| (t.clone(), v.clone()))
+        .collect()
+}
