@@ -201,6 +201,8 @@ fn quotas_are_enforced_and_bad_input_is_refused_without_changes() {
         ("GET", "/networking/v2.0/networks/nope".into(), None, 404, "NeutronError"),
         ("POST", format!("/volume/v3/{pid}/volumes"), Some(br#"{"volume": {"size": "abc"}}"#), 400, "badRequest"),
         ("POST", format!("/volume/v3/{pid}/volumes"), Some(br#"{"volume": {"size": 1, "bogus": 1}}"#), 400, "was unexpected"),
+        // 2^34 GiB is 2^64 bytes: refused, not wrapped to an empty volume.
+        ("POST", format!("/volume/v3/{pid}/volumes"), Some(br#"{"volume": {"size": 17179869184}}"#), 400, "too large"),
         ("GET", format!("/volume/v3/{pid}/volumes/nope"), None, 404, "itemNotFound"),
         ("POST", "/image/v2/images".into(), Some(br#"{"name": "i1", "min_ram": "lots"}"#), 400, "min_ram"),
         ("POST", "/image/v2/images".into(), Some(br#"{"name": "i1", "status": "active"}"#), 403, "read-only"),

@@ -94,9 +94,15 @@ impl Control {
         }
         let subnets = self.subnets_of(&net.id)?;
         let mac = match &req.mac {
+            // Stored as parsed, so one address has one spelling (the uniqueness key).
             Some(m) => {
-                ipam::parse_mac(m).map_err(invalid)?;
-                Some(m.to_ascii_lowercase())
+                let b = ipam::parse_mac(m).map_err(invalid)?;
+                Some(
+                    b.iter()
+                        .map(|x| format!("{x:02x}"))
+                        .collect::<Vec<_>>()
+                        .join(":"),
+                )
             }
             None => None,
         };

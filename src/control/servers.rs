@@ -108,7 +108,10 @@ impl Control {
                     )));
                 }
                 let image_bytes = file.size.min(MAX_IMAGE_BYTES).next_multiple_of(1 << 20);
-                let want = (flavor.disk_gb << 30).max(img.min_disk << 30);
+                let want = flavor
+                    .disk_gb
+                    .saturating_mul(1 << 30)
+                    .max(img.min_disk.saturating_mul(1 << 30));
                 if want > 0 && want < image_bytes {
                     return Err(ControlError::Invalid(format!(
                         "Flavor's disk is too small for requested image ({} GiB < {image_bytes} bytes).",

@@ -155,7 +155,8 @@ pub fn parse_mac(s: &str) -> Result<[u8; 6], String> {
     }
     let mut m = [0u8; 6];
     for (i, p) in parts.iter().enumerate() {
-        if p.len() != 2 {
+        // Two hex digits exactly (`from_str_radix` would take "+a").
+        if p.len() != 2 || !p.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err(bad());
         }
         m[i] = u8::from_str_radix(p, 16).map_err(|_| bad())?;
@@ -271,5 +272,12 @@ mod tests {
             .unwrap_err()
             .contains("multicast"));
         assert!(parse_mac("zz:00:5e:00:00:01").is_err());
+        // A sign is not a hex digit (u8::from_str_radix would take it).
+        assert!(parse_mac("fa:16:3e:00:00:+a").is_err());
+        assert!(parse_mac("fa:16:3e:00:00:-1").is_err());
+        assert_eq!(
+            parse_mac("FA:16:3E:00:00:0A"),
+            Ok([0xfa, 0x16, 0x3e, 0, 0, 0x0a])
+        );
     }
 }

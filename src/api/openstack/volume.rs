@@ -474,6 +474,15 @@ async fn create(
         }
         (None, None) => None,
     };
+    // Sizes are GiB; a size whose bytes do not fit in 64 bits is refused, not wrapped.
+    let size = match size {
+        Some(g) if g.checked_mul(1 << 30).is_none() => {
+            return Err(bad(format!(
+                "Invalid input received: Volume size {g}GB is too large"
+            )))
+        }
+        s => s,
+    };
     let bytes = match (size, &source) {
         (Some(g), Some((_, min))) if (g << 30) < *min => {
             return Err(bad(format!(
@@ -603,6 +612,11 @@ async fn action(
             if v.record.used_by.is_some() {
                 return Err(bad(format!(
                     "Invalid volume: Volume {id} status must be 'available' to extend, currently in-use."
+                )));
+            }
+            if new.checked_mul(1 << 30).is_none() {
+                return Err(bad(format!(
+                    "Invalid input received: New size for extend {new}GB is too large"
                 )));
             }
             if new <= gib(v.record.size) {
