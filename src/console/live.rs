@@ -99,6 +99,10 @@ async fn relay(web: Arc<Web>, ctx: Ctx, id: String, sock: WebSocket) {
     let mut offset: Option<u64> = None;
     let mut first = true;
     let mut tick = tokio::time::interval(Duration::from_millis(200));
+    // The viewer's rights are read again every 2 s: a role taken away, a disabled user or
+    // a project left ends typing or the stream, as on every other page.
+    let mut writer = ctx.writer;
+    let mut ticks = 0u32;
     loop {
         tokio::select! {
             _ = tick.tick() => {
@@ -122,6 +126,22 @@ async fn relay(web: Arc<Web>, ctx: Ctx, id: String, sock: WebSocket) {
                     let _ = tx.send(Message::Close(None)).await;
                     return;
                 }
+                ticks = ticks.wrapping_add(1);
+                if ticks.is_multiple_of(10) {
+                    match web.control.principal(&ctx.user_id, &ctx.project_id) {
+                        Ok(info) => {
+                            writer = crate::control::users::is_cloud_admin(&info)
+                                || crate::control::users::effective_roles(&info)
+                                    .iter()
+                                    .any(|r| r == "member");
+                        }
+                        Err(_) => {
+                            let _ = tx.send(Message::Text("\r\n[access ended]\r\n".into())).await;
+                            let _ = tx.send(Message::Close(None)).await;
+                            return;
+                        }
+                    }
+                }
             }
             m = rx.next() => {
                 let data: Vec<u8> = match m {
@@ -130,7 +150,7 @@ async fn relay(web: Arc<Web>, ctx: Ctx, id: String, sock: WebSocket) {
                     Some(Ok(_)) => continue,
                     _ => return,
                 };
-                if !ctx.writer {
+                if !writer {
                     let _ = tx.send(Message::Text("\r\n[read-only: your role is reader]\r\n".into())).await;
                     continue;
                 }
