@@ -122,8 +122,8 @@ fn arch() -> Result<TargetArch, SeccompError> {
     }
 }
 
-/// The allow-list: every call not in it kills the process.
-fn allow_list() -> Result<BpfProgram, SeccompError> {
+/// The allow-list: every call not in it kills the process. With how many calls it names.
+fn allow_list() -> Result<(BpfProgram, usize), SeccompError> {
     let mut rules: BTreeMap<i64, Vec<SeccompRule>> = BTreeMap::new();
     for nr in ALLOWED {
         rules.insert(*nr, vec![]);
@@ -172,13 +172,14 @@ fn allow_list() -> Result<BpfProgram, SeccompError> {
         )?])?);
     }
     rules.insert(libc::SYS_ioctl, ioctls);
+    let named = rules.len();
     let filter = SeccompFilter::new(
         rules,
         SeccompAction::KillProcess,
         SeccompAction::Allow,
         arch()?,
     )?;
-    Ok(filter.try_into()?)
+    Ok((filter.try_into()?, named))
 }
 
 /// `clone3` answered with ENOSYS (the C library then uses `clone`).
@@ -198,12 +199,11 @@ fn no_clone3() -> Result<BpfProgram, SeccompError> {
 /// `no_new_privs` (set by the worker before) or `CAP_SYS_ADMIN`. Returns how many system
 /// calls the allow-list names.
 pub fn install_worker_filter() -> Result<usize, SeccompError> {
-    let allow = allow_list()?;
+    let (allow, named) = allow_list()?;
     let clone3 = no_clone3()?;
     seccompiler::apply_filter_all_threads(&clone3)?;
     seccompiler::apply_filter_all_threads(&allow)?;
-    // The conditional entries: clone3, clone, socket, prctl, ioctl.
-    Ok(ALLOWED.len() + 5)
+    Ok(named)
 }
 
 /// This process's seccomp mode from /proc (0 none, 1 strict, 2 filter); for logs and tests.

@@ -398,12 +398,12 @@ impl ReplicaServer {
         Ok(Some(r))
     }
 
-    /// Whether `req` can be served in place on an async thread: small ([`is_quick`]), on a
+    /// Whether `req` can be served in place on an async thread: small ([`small_enough`]), on a
     /// region already open, touching only extents that are open and dirty, without a
     /// snapshot to copy into. Anything that may sync, create an extent or open a region
     /// goes to a blocking thread. Never blocks.
     pub fn is_quick(&self, req: &BlkRequest) -> bool {
-        if !is_quick(req) {
+        if !small_enough(req) {
             return false;
         }
         let region = |volume: &str| {
@@ -599,7 +599,7 @@ fn expand(codes: &[u8], data: &[u8]) -> Result<(Vec<BlockState>, Vec<u8>), Volum
 /// Whether a request is small enough to be served on the async runtime's thread (writes and
 /// reads of the page cache: tens of microseconds), if its region allows
 /// ([`ReplicaServer::is_quick`]).
-pub fn is_quick(req: &BlkRequest) -> bool {
+fn small_enough(req: &BlkRequest) -> bool {
     match req {
         BlkRequest::Write { data, .. } => data.len() <= 64 << 10,
         BlkRequest::Batch { ops, .. } => {
