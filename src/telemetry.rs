@@ -70,6 +70,7 @@ pub struct Metrics {
     pub raft_learners: Gauge,
     pub membership_alive: Gauge,
     pub membership_size: Gauge,
+    pub extent_files_open: Gauge,
     pub rpc_seconds: Family<RpcLabels, Histogram>,
     pub requests_refused: Family<RefusedLabels, Counter>,
 }
@@ -87,6 +88,7 @@ impl Metrics {
             raft_learners: Gauge::default(),
             membership_alive: Gauge::default(),
             membership_size: Gauge::default(),
+            extent_files_open: Gauge::default(),
             rpc_seconds: Family::new_with_constructor(|| {
                 Histogram::new([
                     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
@@ -136,6 +138,11 @@ impl Metrics {
             "membership_size",
             "Nodes admitted to the cluster",
             m.membership_size.clone(),
+        );
+        registry.register(
+            "extent_files_open",
+            "Extent files of local volume replicas held open (a bounded set)",
+            m.extent_files_open.clone(),
         );
         registry.register(
             "rpc_duration_seconds",

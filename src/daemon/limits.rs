@@ -1,6 +1,6 @@
-//! Process limits set at start. A node keeps a file open per extent of every region it
-//! serves, a socket per client and per peer: the kernel's default of 1,024 open files
-//! is far too few, so the soft limit is raised to the hard one, and the hard one (as
+//! Process limits set at start. A node keeps files open for the extents in use of every
+//! region it serves (a bounded set, see `storage::extent::open`), a socket per client and
+//! per peer: the kernel's default of 1,024 open files is far too few, so the soft limit is raised to the hard one, and the hard one (as
 //! root) to what the kernel allows.
 
 use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};

@@ -401,6 +401,8 @@ impl Node {
             .filter(|p| p.liveness != crate::cluster::membership::Liveness::Down)
             .count();
         g.membership_alive.set(alive as i64 + 1);
+        g.extent_files_open
+            .set(crate::storage::extent::open::open_files() as i64);
         for ((via, reason), n) in self.control.refusals.counts() {
             g.set_refused(&via, reason, n);
         }
@@ -486,10 +488,18 @@ fn serve_pxe(node: &Arc<Node>, dir: &std::path::Path) -> Result<(), ServeError> 
 
 /// Runs a node until SIGINT/SIGTERM or until Raft stops on a fatal storage error.
 pub async fn serve(config: Config) -> Result<(), ServeError> {
-    match limits::raise_open_files() {
-        (n, None) => tracing::info!(open_files = n, "open-file limit"),
-        (_, Some(w)) => tracing::warn!("{w}"),
-    }
+    let open_files = match limits::raise_open_files() {
+        (n, None) => {
+            tracing::info!(open_files = n, "open-file limit");
+            n
+        }
+        (n, Some(w)) => {
+            tracing::warn!("{w}");
+            n
+        }
+    };
+    // Extent files may take half of the descriptors; sockets and the rest keep the others.
+    crate::storage::extent::open::set_budget(usize::try_from(open_files / 2).unwrap_or(usize::MAX));
     let node = Node::start(config).await?;
     let admin_path = node.config.admin_socket.clone();
     let admin = admin::listen(&admin_path).map_err(|source| ServeError::Admin {

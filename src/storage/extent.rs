@@ -23,7 +23,6 @@
 //! count is reported by [`ExtentVolume::torn_blocks_repaired`]. A replicated volume mends
 //! such extents from another replica instead.
 
-use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
@@ -35,6 +34,7 @@ use serde::{Deserialize, Serialize};
 use super::file::punch_hole;
 use super::{check_range, check_size, Volume, VolumeError, SECTOR};
 use disk::{read_trailer, sync_dir, write_meta, write_slots, write_trailer};
+use open::OpenExtents;
 
 /// Checksummed unit inside an extent.
 pub const BLOCK: u64 = 4096;
@@ -163,7 +163,7 @@ impl Extent {
 pub struct ExtentVolume {
     dir: PathBuf,
     meta: Mutex<RegionMeta>,
-    extents: RwLock<HashMap<u64, Arc<RwLock<Extent>>>>,
+    extents: RwLock<OpenExtents>,
     flushes: AtomicU64,
     torn_repaired: u64,
 }
@@ -209,7 +209,7 @@ impl ExtentVolume {
         Ok(ExtentVolume {
             dir: dir.to_path_buf(),
             meta: Mutex::new(meta),
-            extents: RwLock::new(HashMap::new()),
+            extents: RwLock::new(OpenExtents::new()),
             flushes: AtomicU64::new(0),
             torn_repaired: 0,
         })
@@ -240,7 +240,7 @@ impl ExtentVolume {
         let mut v = ExtentVolume {
             dir: dir.to_path_buf(),
             meta: Mutex::new(meta),
-            extents: RwLock::new(HashMap::new()),
+            extents: RwLock::new(OpenExtents::new()),
             flushes: AtomicU64::new(0),
             torn_repaired: 0,
         };
@@ -275,6 +275,19 @@ impl ExtentVolume {
 
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// Extent files this region holds open now.
+    pub fn open_extents(&self) -> usize {
+        self.extents.read().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    /// Bounds the extent files this region keeps open (default [`open::PER_REGION`]).
+    pub fn set_open_limit(&self, extents: usize) {
+        self.extents
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .set_cap(extents);
     }
 
     /// Blocks whose checksums were recomputed at open (torn by an unclean stop).
@@ -351,7 +364,7 @@ impl ExtentVolume {
                 .extents
                 .read()
                 .unwrap_or_else(|p| p.into_inner())
-                .get(&n)
+                .peek(n)
                 .cloned();
             let dirty = match loaded {
                 Some(e) => e.read().unwrap_or_else(|p| p.into_inner()).dirty,
@@ -419,13 +432,13 @@ impl ExtentVolume {
             .extents
             .read()
             .unwrap_or_else(|p| p.into_inner())
-            .get(&n)
+            .get(n)
         {
-            return Ok(Some(e.clone()));
+            return Ok(Some(e));
         }
         let mut map = self.extents.write().unwrap_or_else(|p| p.into_inner());
-        if let Some(e) = map.get(&n) {
-            return Ok(Some(e.clone()));
+        if let Some(e) = map.get(n) {
+            return Ok(Some(e));
         }
         let path = extent_path(&self.dir, n);
         if path.exists() {
@@ -512,7 +525,7 @@ impl ExtentVolume {
             return false;
         };
         self.pieces(offset, len).iter().all(|(n, _, _)| {
-            map.get(n)
+            map.peek(*n)
                 .is_some_and(|e| e.try_read().is_ok_and(|e| e.dirty))
         })
     }
@@ -875,13 +888,8 @@ impl Volume for ExtentVolume {
     }
 
     fn flush(&self) -> Result<(), VolumeError> {
-        let extents: Vec<(u64, Arc<RwLock<Extent>>)> = self
-            .extents
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .iter()
-            .map(|(n, e)| (*n, e.clone()))
-            .collect();
+        let extents: Vec<(u64, Arc<RwLock<Extent>>)> =
+            self.extents.read().unwrap_or_else(|p| p.into_inner()).all();
         let flush_no = self.flushes.fetch_add(1, Ordering::Relaxed) + 1;
         let es = self.extent_size();
         let generation = self.generation();
@@ -898,6 +906,11 @@ impl Volume for ExtentVolume {
                 .map_err(|x| VolumeError::io("flush", &path, x))?;
             e.dirty = false;
         }
+        // Now clean, idle extents beyond the bound can be closed.
+        self.extents
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .trim(None);
         Ok(())
     }
 
@@ -937,5 +950,6 @@ fn matches_block(block: &[u8], slots: [u64; 2]) -> Option<Option<u8>> {
 const _: () = assert!(BLOCK.is_multiple_of(SECTOR));
 
 mod disk;
+pub mod open;
 #[cfg(test)]
 mod tests;

@@ -213,3 +213,44 @@ fn destroy_frees_the_region() {
     v.destroy().unwrap();
     assert!(!dir.exists());
 }
+
+#[test]
+fn idle_clean_extents_are_closed_beyond_the_bound_and_read_back_on_use() {
+    let d = tempfile::tempdir().unwrap();
+    let es = 64 << 10;
+    let count = 100u64;
+    let v = ExtentVolume::create(d.path(), "v", count * es, es).unwrap();
+    v.set_open_limit(4);
+    for n in 0..count {
+        v.write_at(n * es + 512, &pattern(n * es, 4096, n)).unwrap();
+    }
+    assert_eq!(
+        v.open_extents(),
+        count as usize,
+        "dirty extents stay open until a flush makes them clean"
+    );
+    v.flush().unwrap();
+    assert_eq!(v.open_extents(), 4, "the flush closes the idle ones");
+    for n in 0..count {
+        let mut b = vec![0u8; 4096];
+        v.read_at(n * es + 512, &mut b).unwrap();
+        assert_eq!(b, pattern(n * es, 4096, n), "extent {n}");
+        assert!(v.open_extents() <= 4, "{} open", v.open_extents());
+    }
+    // A closed extent written again is opened again, and its data is kept.
+    v.write_at(7 * es, &pattern(7, 512, 9)).unwrap();
+    v.flush().unwrap();
+    drop(v);
+    let v = ExtentVolume::open(d.path()).unwrap();
+    assert_eq!(
+        v.open_extents(),
+        open::PER_REGION,
+        "opening keeps the bound too"
+    );
+    let mut b = vec![0u8; 512];
+    v.read_at(7 * es, &mut b).unwrap();
+    assert_eq!(b, pattern(7, 512, 9));
+    let mut b = vec![0u8; 4096];
+    v.read_at(99 * es + 512, &mut b).unwrap();
+    assert_eq!(b, pattern(99 * es, 4096, 99));
+}
