@@ -333,6 +333,8 @@ fn a_vm_boots_with_a_replicated_volume_as_its_disk_and_keeps_its_data() {
         "attached where the VM runs: {v}"
     );
 
+    confined_qemu(&c, vm["id"].as_str().unwrap(), &name);
+
     // A second VM cannot take the same volume; the volume cannot be deleted under it.
     let o = create("db2", &name, &[]);
     assert!(!o.status.success());
@@ -378,6 +380,71 @@ fn a_vm_boots_with_a_replicated_volume_as_its_disk_and_keeps_its_data() {
             .unwrap()
             .contains("preferring nodes holding a replica"),
         "{vm}"
+    );
+}
+
+/// The VM's QEMU runs as a user of its own with no capabilities, and on its node's
+/// abstract NBD socket that user may open its VM's volume and nothing else; another user
+/// may open nothing (review F7).
+fn confined_qemu(c: &Cluster, vm_id: &str, volume: &str) {
+    let (node, pid) = c
+        .nodes
+        .iter()
+        .find_map(|n| {
+            let p = std::fs::read_to_string(n.dir.join("vms").join(vm_id).join("qemu.pid")).ok()?;
+            Some((n, p.trim().to_string()))
+        })
+        .expect("the VM's QEMU pid file");
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .unwrap_or_default()
+            .split_whitespace()
+            .next()
+            .unwrap_or_default()
+            .to_string()
+    };
+    let uid: u32 = field("Uid:").parse().unwrap();
+    assert!(uid >= 0x7000_0000, "QEMU runs as {uid}: {status}");
+    assert_eq!(field("CapEff:"), "0000000000000000", "{status}");
+    let export = json(&c.nodes[0].cli(&["volume", "show", volume, "--json"]))["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let socket = format!(
+        "strata-nbd-{:08x}",
+        crc32fast::hash(node.dir.join("nbd.sock").as_os_str().as_encoded_bytes())
+    );
+    let open = |as_uid: u32, export: &str| {
+        let spec = format!(
+            r#"json:{{"driver":"raw","file":{{"driver":"nbd","export":"{export}","server":{{"type":"unix","path":"{socket}","abstract":true}}}}}}"#
+        );
+        let reuid = format!("--reuid={as_uid}");
+        let regid = format!("--regid={as_uid}");
+        node.in_ns(&[
+            "setpriv",
+            &reuid,
+            &regid,
+            "--clear-groups",
+            "timeout",
+            "30",
+            "qemu-io",
+            "-r",
+            &spec,
+            "-c",
+            "read 0 512",
+        ])
+    };
+    let o = open(uid, &export);
+    assert!(o.status.success(), "the VM's own user: {}", stderr(&o));
+    let o = open(uid + 1, &export);
+    assert!(!o.status.success(), "another user opened the volume");
+    let o = open(uid, "vol-none");
+    assert!(
+        !o.status.success(),
+        "the VM's user opened an export not its own"
     );
 }
 

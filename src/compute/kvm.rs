@@ -15,10 +15,6 @@ use crate::ids::VmId;
 /// The worker process's own log (its stderr), in the VM's directory.
 const WORKER_LOG: &str = "worker.log";
 
-/// The first user id of the VM workers, and how many there are.
-pub const VM_UID_BASE: u32 = 0x7000_0000;
-const VM_UIDS: u32 = 1 << 16;
-
 pub struct KvmDriver {
     root: PathBuf,
     /// The program that runs `vmm` (this binary).
@@ -58,15 +54,7 @@ impl KvmDriver {
                 serde_json::from_slice::<WorkerSpec>(&text).ok()?.uid
             })
             .collect();
-        let start = worker::mac_for(&id.0)
-            .iter()
-            .skip(3)
-            .fold(0u32, |a, b| (a << 8) | u32::from(*b))
-            % VM_UIDS;
-        (0..VM_UIDS)
-            .map(|i| VM_UID_BASE + (start + i) % VM_UIDS)
-            .find(|u| !taken.contains(u))
-            .unwrap_or(VM_UID_BASE + start)
+        vmdir::pick_uid(id, &taken)
     }
 
     fn pid(&self, id: &VmId) -> Option<i32> {

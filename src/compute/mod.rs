@@ -93,7 +93,23 @@ pub struct NbdDisk {
     pub export: String,
 }
 
+/// The abstract Unix socket (no file, no permissions) on which a node serves its NBD
+/// exports to VM processes that run as users of their own; the server gives each user
+/// only its VM's exports ([`Hypervisor::may_use_export`]). Derived from the node's path
+/// socket, so each node on a machine has its own and a restarted daemon binds it again.
+pub fn nbd_abstract_name(path_socket: &Path) -> String {
+    use std::os::unix::ffi::OsStrExt;
+    format!(
+        "strata-nbd-{:08x}",
+        crc32fast::hash(path_socket.as_os_str().as_bytes())
+    )
+}
+
 impl NbdDisk {
+    pub fn abstract_name(&self) -> String {
+        nbd_abstract_name(&self.socket)
+    }
+
     pub fn uri(&self) -> String {
         format!(
             "nbd+unix:///{}?socket={}",
@@ -192,6 +208,12 @@ pub trait Hypervisor: Send + Sync + 'static {
     }
     /// VMs this driver finds running on the host (re-adoption after a daemon restart).
     fn running(&self) -> Vec<VmId>;
+    /// Whether the process of a running VM, as user `uid`, may open NBD export `export`
+    /// (through the node's abstract socket). A driver whose VM processes get their
+    /// connections from root answers no.
+    fn may_use_export(&self, _uid: u32, _export: &str) -> bool {
+        false
+    }
 }
 
 /// Which accelerator this host can use for guests, and why.

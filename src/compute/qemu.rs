@@ -4,7 +4,14 @@
 //! power-off), which are appended to the VM's `events.log`.
 //!
 //! Files under `<root>/<vm id>/`: `qemu.pid`, `qmp.sock`, `events.sock`, `console.log`
-//! (the serial console), `events.log`.
+//! (the serial console), `events.log`, `user` (the user QEMU runs as) and `exports` (the
+//! NBD exports that user may open, one per line).
+//!
+//! QEMU opens its kernel, initrd, TAP devices, logs and sockets as root, then becomes a
+//! user of its own (`-runas`, one per running VM, with no capabilities) under its seccomp
+//! filter (`-sandbox`). It reaches volumes through the node's abstract NBD socket, where
+//! the server gives that user only the exports listed for its VM (review F7), so it can
+//! reconnect after a daemon restart and can never open another VM's volume.
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -43,6 +50,32 @@ impl QemuDriver {
 
     fn dir(&self, id: &VmId) -> PathBuf {
         self.root.join(&id.0)
+    }
+
+    /// The user for a VM's QEMU: its own if it has run before, else one no other running
+    /// VM has.
+    fn choose_uid(&self, id: &VmId) -> u32 {
+        let taken: HashSet<u32> = self
+            .running()
+            .iter()
+            .filter(|other| *other != id)
+            .filter_map(|other| read_uid(&self.dir(other)))
+            .collect();
+        match read_uid(&self.dir(id)) {
+            Some(u) if !taken.contains(&u) => u,
+            _ => vmdir::pick_uid(id, &taken),
+        }
+    }
+
+    /// Adds (`add`) or removes an export from those the VM's user may open.
+    fn set_export(&self, id: &VmId, export: &str, add: bool) -> Result<(), ComputeError> {
+        let path = self.dir(id).join(EXPORTS_FILE);
+        let mut list = read_exports(&self.dir(id));
+        list.retain(|e| e != export);
+        if add {
+            list.push(export.to_string());
+        }
+        write_lines(&path, &list)
     }
 
     /// The pid of the VM's QEMU if it is running (checked against its command line).
@@ -112,17 +145,52 @@ impl QemuDriver {
     }
 }
 
-/// A data disk as a QEMU block node: raw over QEMU's own NBD client.
+const USER_FILE: &str = "user";
+const EXPORTS_FILE: &str = "exports";
+
+fn read_uid(dir: &Path) -> Option<u32> {
+    std::fs::read_to_string(dir.join(USER_FILE))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+fn read_exports(dir: &Path) -> Vec<String> {
+    std::fs::read_to_string(dir.join(EXPORTS_FILE))
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| !l.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+/// Replaces a small file in one step (written beside it, then renamed).
+fn write_lines(path: &Path, lines: &[String]) -> Result<(), ComputeError> {
+    let tmp = path.with_extension("new");
+    let mut text = lines.join("\n");
+    text.push('\n');
+    std::fs::write(&tmp, text)
+        .and_then(|_| std::fs::rename(&tmp, path))
+        .map_err(|source| ComputeError::Io {
+            path: path.to_path_buf(),
+            source,
+        })
+}
+
+/// A disk as a QEMU block node: raw over QEMU's own NBD client, on the node's abstract
+/// socket (reachable by QEMU's unprivileged user; the server checks which exports).
 fn blockdev(d: &super::NbdDisk, slot: &str) -> serde_json::Value {
     serde_json::json!({
         "driver": "raw", "node-name": slot,
         "file": {"driver": "nbd", "export": d.export,
-                 "server": {"type": "unix", "path": d.socket.display().to_string()}},
+                 "server": {"type": "unix", "path": d.abstract_name(), "abstract": true}},
     })
 }
 
-/// The QEMU command line for a VM (kept separate so it can be checked in tests).
-pub fn command_line(spec: &VmSpec, dir: &Path, accel: Accel) -> Vec<String> {
+/// The QEMU command line for a VM (kept separate so it can be checked in tests); `uid`:
+/// the user QEMU becomes once it has opened its files.
+pub fn command_line(spec: &VmSpec, dir: &Path, accel: Accel, uid: Option<u32>) -> Vec<String> {
     let p = |f: &str| dir.join(f).display().to_string();
     let mut a: Vec<String> = vec![
         "-name".into(),
@@ -173,6 +241,9 @@ pub fn command_line(spec: &VmSpec, dir: &Path, accel: Accel) -> Vec<String> {
         "-kernel".into(),
         spec.boot.kernel.clone(),
     ];
+    if let Some(uid) = uid {
+        a.extend(["-runas".into(), format!("{uid}:{uid}")]);
+    }
     if let Some(i) = &spec.boot.initrd {
         a.extend(["-initrd".into(), i.clone()]);
     }
@@ -192,10 +263,13 @@ pub fn command_line(spec: &VmSpec, dir: &Path, accel: Accel) -> Vec<String> {
         ]);
     }
     if let Some(v) = &spec.volume {
-        // QEMU's own NBD client; the node's export writes through to every replica.
+        // QEMU's own NBD client; the node's export writes through to every replica. The
+        // first virtio disk, so the guest sees it as vda.
         a.extend([
-            "-drive".into(),
-            format!("file={},format=raw,if=virtio", v.uri().replace(',', ",,")),
+            "-blockdev".into(),
+            blockdev(v, "boot").to_string(),
+            "-device".into(),
+            "virtio-blk-pci,drive=boot,id=boot".into(),
         ]);
     }
     for d in &spec.data_disks {
@@ -228,6 +302,7 @@ impl Hypervisor for QemuDriver {
     async fn plug_disk(&self, id: &VmId, disk: &super::NbdDisk) -> Result<(), ComputeError> {
         let slot = super::disk_slot(disk);
         let mut q = self.qmp(id, "plug disk").await?;
+        self.set_export(id, &disk.export, true)?;
         let fail = |reason: String| ComputeError::Control {
             id: id.clone(),
             op: "plug disk",
@@ -275,8 +350,8 @@ impl Hypervisor for QemuDriver {
                 .execute("blockdev-del", Some(serde_json::json!({"node-name": slot})))
                 .await
             {
-                Ok(_) => return Ok(()),
-                Err(e) if e.contains("Cannot find") || e.contains("not found") => return Ok(()),
+                Ok(_) => break,
+                Err(e) if e.contains("Cannot find") || e.contains("not found") => break,
                 Err(e) if tokio::time::Instant::now() >= deadline => {
                     return Err(fail(format!(
                         "the guest did not release the disk within {} s: {e}",
@@ -286,6 +361,8 @@ impl Hypervisor for QemuDriver {
                 Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
             }
         }
+        // QEMU's user may no longer open it.
+        self.set_export(id, &disk.export, false)
     }
 
     async fn start(&self, spec: &VmSpec) -> Result<(), ComputeError> {
@@ -305,7 +382,18 @@ impl Hypervisor for QemuDriver {
         // QEMU appends to its console log (so the agent can bound it under it): each
         // start begins a fresh one, as QEMU's own truncation did.
         let _ = std::fs::File::create(dir.join("console.log"));
-        let args = command_line(spec, &dir, self.accel);
+        let uid = vmdir::can_drop_privileges().then(|| self.choose_uid(&spec.id));
+        if let Some(uid) = uid {
+            write_lines(&dir.join(USER_FILE), &[uid.to_string()])?;
+        }
+        let exports: Vec<String> = spec
+            .volume
+            .iter()
+            .chain(&spec.data_disks)
+            .map(|d| d.export.clone())
+            .collect();
+        write_lines(&dir.join(EXPORTS_FILE), &exports)?;
+        let args = command_line(spec, &dir, self.accel, uid);
         let out = tokio::process::Command::new(QEMU)
             .args(&args)
             .output()
@@ -452,6 +540,13 @@ impl Hypervisor for QemuDriver {
     fn running(&self) -> Vec<VmId> {
         vmdir::running(&self.root, "qemu.pid")
     }
+
+    fn may_use_export(&self, uid: u32, export: &str) -> bool {
+        self.running().iter().any(|id| {
+            let dir = self.dir(id);
+            read_uid(&dir) == Some(uid) && read_exports(&dir).iter().any(|e| e == export)
+        })
+    }
 }
 
 #[cfg(test)]
@@ -484,7 +579,8 @@ mod tests {
                 mac: "fa:16:3e:00:00:01".into(),
             }],
         };
-        let a = command_line(&spec, Path::new("/vms/abc"), Accel::Tcg).join(" ");
+        let a = command_line(&spec, Path::new("/vms/abc"), Accel::Tcg, Some(0x7000_0001)).join(" ");
+        assert!(a.contains("-runas 1879048193:1879048193"), "{a}");
         assert!(a.contains("-name web_1,process=strata-vm-abc"), "{a}");
         assert!(a.contains("-accel tcg -cpu max -smp 2 -m 512M"), "{a}");
         assert!(
@@ -502,9 +598,12 @@ mod tests {
             a.contains("-netdev tap,id=nic0,ifname=tap1234,script=no,downscript=no -device virtio-net-pci,netdev=nic0,mac=fa:16:3e:00:00:01"),
             "{a}"
         );
-        assert!(
-            a.contains("file=nbd+unix:///vol-1?socket=/data/nbd.sock,format=raw,if=virtio"),
-            "{a}"
+        let name = crate::compute::nbd_abstract_name(Path::new("/data/nbd.sock"));
+        let boot = format!(
+            r#"-blockdev {{"driver":"raw","node-name":"boot","file":{{"driver":"nbd","export":"vol-1","server":{{"type":"unix","path":"{name}","abstract":true}}}}}} -device virtio-blk-pci,drive=boot,id=boot"#
         );
+        assert!(a.contains(&boot), "{a}");
+        let without = command_line(&spec, Path::new("/vms/abc"), Accel::Tcg, None).join(" ");
+        assert!(!without.contains("-runas"), "{without}");
     }
 }

@@ -161,6 +161,30 @@ pub fn stop_reason(dir: &Path) -> String {
         .unwrap_or_else(|| "not running".into())
 }
 
+/// The first user id of VM processes, and how many there are: a range no distribution
+/// allocates (systemd leaves 0x70000000 and up unused).
+pub const VM_UID_BASE: u32 = 0x7000_0000;
+const VM_UIDS: u32 = 1 << 16;
+
+/// A user for a VM's process: one per running VM on this node, derived from the VM's id
+/// and moved on past `taken` (the users of the other running VMs).
+pub fn pick_uid(id: &VmId, taken: &std::collections::HashSet<u32>) -> u32 {
+    let start = super::worker::mac_for(&id.0)
+        .iter()
+        .skip(3)
+        .fold(0u32, |a, b| (a << 8) | u32::from(*b))
+        % VM_UIDS;
+    (0..VM_UIDS)
+        .map(|i| VM_UID_BASE + (start + i) % VM_UIDS)
+        .find(|u| !taken.contains(u))
+        .unwrap_or(VM_UID_BASE + start)
+}
+
+/// Whether this process may hand a VM's process another user (it is root).
+pub fn can_drop_privileges() -> bool {
+    rustix::process::geteuid().is_root()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

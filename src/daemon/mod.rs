@@ -170,6 +170,14 @@ impl Node {
             .set(Arc::new(crate::agent::images::ImageData(Arc::downgrade(
                 &attachments,
             ))));
+        // VM processes that run as users of their own reach their exports, and only
+        // theirs, through the abstract socket (see `storage::nbd`).
+        let access_driver = driver.clone();
+        attachments
+            .exports
+            .set_access(Arc::new(move |uid, export: &str| {
+                access_driver.may_use_export(uid, export)
+            }));
         let vm_agent = VmAgent::new(
             control.clone(),
             driver,
@@ -191,6 +199,16 @@ impl Node {
         .map_err(nbd_err)?;
         tokio::spawn(crate::storage::nbd::serve_unix(
             nbd,
+            attachments.exports.clone(),
+        ));
+        let vm_nbd = crate::compute::nbd_abstract_name(&nbd_path);
+        let vm_nbd =
+            crate::storage::nbd::bind_abstract(&vm_nbd).map_err(|source| ServeError::Nbd {
+                path: std::path::PathBuf::from(format!("@{vm_nbd}")),
+                source,
+            })?;
+        tokio::spawn(crate::storage::nbd::serve_unix(
+            vm_nbd,
             attachments.exports.clone(),
         ));
         transport.register(
@@ -461,8 +479,8 @@ fn serve_pxe(node: &Arc<Node>, dir: &std::path::Path) -> Result<(), ServeError> 
                 .await
                 .map_err(|e| pxe::PxeError::Task(e.to_string()))??;
             let files = Arc::new(files);
-            let addr =
-                std::net::SocketAddr::from((std::net::Ipv4Addr::UNSPECIFIED, pxe::HTTP_PORT));
+            // Only on the address the install config and iPXE script name (review F14).
+            let addr = std::net::SocketAddr::from((ip, pxe::HTTP_PORT));
             let listener = tokio::net::TcpListener::bind(addr)
                 .await
                 .map_err(|source| pxe::PxeError::Listen {

@@ -26,6 +26,14 @@
 //!   and implements discard with `WRITE_ZEROES` (so discarded ranges read as zeros, which
 //!   `TRIM` does not promise).
 //!
+//! - Who may use what: a Unix-socket client's user comes from the kernel
+//!   (`SO_PEERCRED`, [`Peer`]). Root sees every export; any other user (the process of a
+//!   VM) sees only the exports [`Exports::set_access`] gives it, in lists too. A node
+//!   serves two sockets: its path socket, root's only (mode 0600 in the 0700 data
+//!   directory), and an abstract socket ([`bind_abstract`], named by
+//!   `compute::nbd_abstract_name`) that the VMs' unprivileged
+//!   processes reach, where that rule is the only gate.
+//!
 //! Not supported: oldstyle and non-fixed newstyle negotiation, TLS (`NBD_OPT_STARTTLS` is
 //! answered with `NBD_REP_ERR_UNSUP`), structured and extended replies, block status and
 //! metadata contexts, `NBD_CMD_CACHE`, fast zeroes, resize, reconnection, and timeouts (a
@@ -38,7 +46,18 @@ mod server;
 mod tests;
 
 pub use client::NbdVolume;
-pub use server::{serve_connection, serve_tcp, serve_unix, Exports};
+pub use server::{
+    serve_connection, serve_connection_as, serve_tcp, serve_unix, Access, Exports, Peer,
+};
+
+/// Binds an abstract Unix socket (Linux only), for [`serve_unix`].
+pub fn bind_abstract(name: &str) -> std::io::Result<tokio::net::UnixListener> {
+    use std::os::linux::net::SocketAddrExt;
+    let addr = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes())?;
+    let l = std::os::unix::net::UnixListener::bind_addr(&addr)?;
+    l.set_nonblocking(true)?;
+    tokio::net::UnixListener::from_std(l)
+}
 
 /// Errors of the NBD protocol: connection setup, negotiation and malformed messages.
 #[derive(Debug, thiserror::Error)]

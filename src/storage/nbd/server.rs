@@ -20,6 +20,63 @@ use crate::storage::{check_range, Volume, VolumeError, WriteDone};
 #[derive(Default)]
 pub struct Exports {
     volumes: RwLock<BTreeMap<String, Arc<dyn Volume>>>,
+    access: RwLock<Option<Access>>,
+}
+
+/// Whether an unprivileged user (a VM's process) may use an export.
+pub type Access = Arc<dyn Fn(u32, &str) -> bool + Send + Sync>;
+
+/// Who is on the other end of a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Peer {
+    /// Root on this node, or a transport that only root can reach: every export.
+    Trusted,
+    /// A local process of this user (`SO_PEERCRED`): only the exports the access rule
+    /// gives it ([`Exports::set_access`]), none without one.
+    Uid(u32),
+}
+
+impl Peer {
+    /// The peer of a Unix-socket connection, from the kernel's credentials (unknown
+    /// credentials count as the most restricted user).
+    pub fn of_unix(stream: &tokio::net::UnixStream) -> Peer {
+        match stream.peer_cred().map(|c| c.uid()) {
+            Ok(0) => Peer::Trusted,
+            Ok(uid) => Peer::Uid(uid),
+            Err(_) => Peer::Uid(u32::MAX),
+        }
+    }
+}
+
+/// The exports one peer may see.
+struct Visible<'a> {
+    exports: &'a Exports,
+    peer: Peer,
+}
+
+impl Visible<'_> {
+    fn allows(&self, name: &str) -> bool {
+        match self.peer {
+            Peer::Trusted => true,
+            Peer::Uid(uid) => self
+                .exports
+                .access
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .as_ref()
+                .is_some_and(|rule| rule(uid, name)),
+        }
+    }
+
+    fn get(&self, name: &str) -> Option<Arc<dyn Volume>> {
+        self.exports.get(name).filter(|_| self.allows(name))
+    }
+
+    fn names(&self) -> Vec<String> {
+        let mut names = self.exports.names();
+        names.retain(|n| self.allows(n));
+        names
+    }
 }
 
 impl Exports {
@@ -62,16 +119,23 @@ impl Exports {
         let volumes = self.volumes.read().unwrap_or_else(|e| e.into_inner());
         volumes.keys().cloned().collect()
     }
+
+    /// Sets which exports an unprivileged peer may use (none until this is called).
+    pub fn set_access(&self, rule: Access) {
+        *self.access.write().unwrap_or_else(|e| e.into_inner()) = Some(rule);
+    }
 }
 
-/// Accepts connections forever, serving each on its own task.
+/// Accepts connections forever, serving each on its own task; what each client may use
+/// depends on its user ([`Peer::of_unix`]).
 pub async fn serve_unix(listener: UnixListener, exports: Arc<Exports>) {
     loop {
         match listener.accept().await {
             Ok((stream, _)) => {
                 let exports = exports.clone();
+                let peer = Peer::of_unix(&stream);
                 tokio::spawn(async move {
-                    let _ = serve_connection(stream, exports).await;
+                    let _ = serve_connection_as(stream, exports, peer).await;
                 });
             }
             Err(e) => accept_failed(e).await,
@@ -114,8 +178,24 @@ pub async fn serve_connection<S>(stream: S, exports: Arc<Exports>) -> Result<(),
 where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
+    serve_connection_as(stream, exports, Peer::Trusted).await
+}
+
+/// [`serve_connection`] for a peer that may see only some exports.
+pub async fn serve_connection_as<S>(
+    stream: S,
+    exports: Arc<Exports>,
+    peer: Peer,
+) -> Result<(), NbdError>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
     let mut export_name = None;
-    let result = serve(stream, &exports, &mut export_name).await;
+    let visible = Visible {
+        exports: &exports,
+        peer,
+    };
+    let result = serve(stream, &visible, &mut export_name).await;
     let export = export_name.as_deref().unwrap_or("-");
     match &result {
         Ok(()) => debug!(export, "NBD connection closed"),
@@ -126,7 +206,7 @@ where
 
 async fn serve<S>(
     stream: S,
-    exports: &Exports,
+    exports: &Visible<'_>,
     export_name: &mut Option<String>,
 ) -> Result<(), NbdError>
 where
@@ -238,7 +318,7 @@ enum Outcome {
 async fn negotiate<R, W>(
     r: &mut R,
     w: &mut W,
-    exports: &Exports,
+    exports: &Visible<'_>,
 ) -> Result<Option<Export>, NbdError>
 where
     R: AsyncRead + Unpin,
@@ -289,7 +369,7 @@ where
 fn handle_option(
     option: u32,
     data: Vec<u8>,
-    exports: &Exports,
+    exports: &Visible<'_>,
     no_zeroes: bool,
 ) -> (Vec<u8>, Outcome) {
     let refuse = |reply: u32, message: &str| {

@@ -204,3 +204,58 @@ fn qemu_io_reads_a_read_only_export_and_cannot_write_it() {
     assert!(!out.status.success(), "{}", text(&out));
     assert_eq!(std::fs::read(&path).unwrap(), vec![0x5c; 1 << 20]);
 }
+
+/// A VM's process (here qemu-io as an unprivileged user) reaches the abstract socket, and
+/// sees and opens only the exports the access rule gives its user; root sees all.
+#[test]
+fn an_unprivileged_client_gets_only_the_exports_given_to_its_user() {
+    use std::os::unix::process::CommandExt;
+    if !rustix::process::geteuid().is_root() {
+        eprintln!("skipped: needs root to run a client as another user");
+        return;
+    }
+    let server = Server::start();
+    let name = format!("strata-nbd-test-{}", std::process::id());
+    let listener = {
+        let _guard = server.rt.enter();
+        crate::storage::nbd::bind_abstract(&name).unwrap()
+    };
+    server.rt.spawn(crate::storage::nbd::serve_unix(
+        listener,
+        server.exports.clone(),
+    ));
+    let mine = server.mem("mine", 1 << 20);
+    mine.write_at(0, &pattern(0, 512, 4)).unwrap();
+    server.mem("theirs", 1 << 20);
+    const UID: u32 = 0x7000_1234;
+    server
+        .exports
+        .set_access(Arc::new(|uid, export| uid == UID && export == "mine"));
+    let open = |export: &str, uid: u32| {
+        let spec = format!(
+            r#"json:{{"driver":"raw","file":{{"driver":"nbd","export":"{export}","server":{{"type":"unix","path":"{name}","abstract":true}}}}}}"#
+        );
+        let mut cmd = Command::new("timeout");
+        cmd.arg("60")
+            .arg(tool("qemu-io"))
+            .args([&spec, "-c", "read -P 0 4096 512"])
+            .stdin(Stdio::null());
+        if uid != 0 {
+            cmd.uid(uid).gid(uid);
+        }
+        cmd.output().unwrap()
+    };
+    let out = open("mine", UID);
+    assert!(out.status.success(), "its own export: {}", text(&out));
+    let out = open("theirs", UID);
+    assert!(!out.status.success(), "another export: {}", text(&out));
+    assert!(
+        text(&out).contains("theirs"),
+        "the refusal names the export: {}",
+        text(&out)
+    );
+    let out = open("mine", UID + 1);
+    assert!(!out.status.success(), "another user: {}", text(&out));
+    let out = open("theirs", 0);
+    assert!(out.status.success(), "root: {}", text(&out));
+}
