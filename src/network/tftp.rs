@@ -2,7 +2,9 @@
 //! for network boot firmware that is not iPXE: it loads iPXE from here (`undionly.kpxe`
 //! for BIOS, `snponly.efi` for UEFI), which then fetches the installer over HTTP. Only the
 //! named files in memory are served; every transfer runs on its own socket and gives up
-//! after a few unanswered retransmissions.
+//! after a few unanswered retransmissions. Transfers are bounded: at most
+//! [`MAX_PER_CLIENT`] at once per client address and [`MAX_TRANSFERS`] in all; a request
+//! beyond them gets no answer at all (nothing to reflect, no socket spent).
 
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -20,6 +22,43 @@ const ERROR: u16 = 5;
 const OACK: u16 = 6;
 const RETRIES: u32 = 5;
 const TIMEOUT: Duration = Duration::from_secs(1);
+/// Transfers at once from one client address (firmware fetches one file at a time).
+pub const MAX_PER_CLIENT: usize = 2;
+/// Transfers at once in all.
+pub const MAX_TRANSFERS: usize = 32;
+
+/// Transfers in progress, by client address.
+#[derive(Default)]
+struct Running(std::sync::Mutex<HashMap<std::net::IpAddr, usize>>);
+
+impl Running {
+    /// Takes a place for a transfer to `ip`, if one is free.
+    fn take(self: &Arc<Self>, ip: std::net::IpAddr) -> Option<Place> {
+        let mut m = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let total: usize = m.values().sum();
+        let mine = m.entry(ip).or_insert(0);
+        if *mine >= MAX_PER_CLIENT || total >= MAX_TRANSFERS {
+            return None;
+        }
+        *mine += 1;
+        Some(Place(self.clone(), ip))
+    }
+}
+
+/// A transfer's place, given back when it ends.
+struct Place(Arc<Running>, std::net::IpAddr);
+
+impl Drop for Place {
+    fn drop(&mut self) {
+        let mut m = (self.0).0.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = m.get_mut(&self.1) {
+            *n -= 1;
+            if *n == 0 {
+                m.remove(&self.1);
+            }
+        }
+    }
+}
 
 /// A read request, as far as this server needs it.
 #[derive(Debug, PartialEq, Eq)]
@@ -80,8 +119,13 @@ fn data(block: u16, chunk: &[u8]) -> Vec<u8> {
 /// Serves `files` (name → contents) on `socket` for as long as the task runs.
 pub async fn serve(socket: UdpSocket, files: Arc<HashMap<String, Bytes>>) {
     let mut buf = vec![0u8; 1500];
+    let running = Arc::new(Running::default());
     loop {
         let Ok((n, from)) = socket.recv_from(&mut buf).await else {
+            continue;
+        };
+        let Some(place) = running.take(from.ip()) else {
+            tracing::debug!(%from, "TFTP request ignored: too many transfers at once");
             continue;
         };
         let req = parse_rrq(&buf[..n]);
@@ -90,6 +134,7 @@ pub async fn serve(socket: UdpSocket, files: Arc<HashMap<String, Bytes>>) {
             if let Err(e) = transfer(req, from, &files).await {
                 tracing::debug!(%from, error = %e, "TFTP transfer ended");
             }
+            drop(place);
         });
     }
 }
@@ -256,6 +301,37 @@ mod tests {
             fetch(addr, "nope", None).await.unwrap_err(),
             "file not found"
         );
+        task.abort();
+    }
+
+    #[tokio::test]
+    async fn transfers_at_once_are_bounded_per_client() {
+        let sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let addr = sock.local_addr().unwrap();
+        let files = Arc::new(HashMap::from([(
+            "big".to_string(),
+            Bytes::from(vec![1u8; 5000]),
+        )]));
+        let task = tokio::spawn(serve(sock, files));
+        // Five requests from one address, none acknowledged: the first two are answered.
+        let mut clients = Vec::new();
+        for _ in 0..5 {
+            let c = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+            c.send_to(&rrq("big", &[]), addr).await.unwrap();
+            clients.push(c);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let mut answered = 0;
+        for c in &clients {
+            let mut buf = [0u8; 600];
+            if tokio::time::timeout(Duration::from_millis(400), c.recv_from(&mut buf))
+                .await
+                .is_ok()
+            {
+                answered += 1;
+            }
+        }
+        assert_eq!(answered, MAX_PER_CLIENT, "answered requests");
         task.abort();
     }
 }
