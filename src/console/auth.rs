@@ -120,9 +120,13 @@ async fn login(
                     "The user name or password is wrong.".to_string(),
                 ),
             };
+            let locked = why == crate::control::audit::Refusal::LockedOut;
             web.control
                 .refusals
                 .note(audit(Some(e.to_string()), String::new()), why);
+            if locked {
+                tokio::time::sleep(crate::control::passwords::LOCKED_OUT_WAIT).await;
+            }
             return refuse(&msg, StatusCode::UNAUTHORIZED);
         }
     };

@@ -98,6 +98,12 @@ struct Failures {
     locked_until: Option<Instant>,
 }
 
+/// How long a sign-in refused because its name or address is locked out waits before it
+/// is answered: the answer costs nothing to compute, so without a wait a flood of them
+/// runs as fast as its clients' TLS lets it and takes the CPU from everyone else. The
+/// wait is a timer, not work: a client gets at most one answer per connection per wait.
+pub const LOCKED_OUT_WAIT: std::time::Duration = std::time::Duration::from_millis(250);
+
 /// Failed sign-ins per user name and per client address.
 #[derive(Default)]
 pub struct Throttle {

@@ -230,7 +230,11 @@ async fn issue(
                 error: Some(e.1.clone()),
                 ..Default::default()
             };
+            let locked = why == crate::control::audit::Refusal::LockedOut;
             node.control.refusals.note(rec, why);
+            if locked {
+                tokio::time::sleep(crate::control::passwords::LOCKED_OUT_WAIT).await;
+            }
         }
     }
     r
