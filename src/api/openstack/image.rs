@@ -118,7 +118,7 @@ pub fn image_json(i: &ImageRecord) -> Value {
         "status": status_str(i.status), "visibility": i.visibility, "protected": i.protected,
         "os_hidden": i.hidden, "checksum": i.checksum,
         "os_hash_algo": i.sha512.as_ref().map(|_| "sha512"), "os_hash_value": i.sha512,
-        "owner": i.owner, "size": i.size, "virtual_size": null,
+        "owner": i.owner, "size": i.size, "virtual_size": i.virtual_size,
         "min_ram": i.min_ram, "min_disk": i.min_disk,
         "disk_format": i.disk_format, "container_format": i.container_format,
         "created_at": time(i.created_at), "updated_at": time(i.updated_at),
@@ -132,9 +132,10 @@ pub fn image_json(i: &ImageRecord) -> Value {
     v
 }
 
-/// Whether `s` may see the image (owner, admin, public or community).
-pub fn visible(s: &Scope, i: &ImageRecord) -> bool {
-    s.admin || i.owner == s.project || i.visibility == "public" || i.visibility == "community"
+/// Whether `s` may see the image: `control`'s rule (owner, admin, public or community).
+pub fn visible(control: &crate::control::Control, s: &Scope, i: &ImageRecord) -> bool {
+    use crate::control::caller::Scoped;
+    i.visible_to(&s.caller, control)
 }
 
 /// Whether `s` may change it.
@@ -152,8 +153,8 @@ fn owns(s: &Scope, i: &ImageRecord) -> Result<(), Response> {
 
 fn find(node: &Api, s: &Scope, id: &str) -> Result<ImageRecord, Response> {
     match node.control.image(&s.caller, id) {
-        Ok(i) if visible(s, &i) => Ok(i),
-        Ok(_) | Err(ControlError::NotFound(_)) => Err(gerr(
+        Ok(i) => Ok(i),
+        Err(ControlError::NotFound(_)) => Err(gerr(
             StatusCode::NOT_FOUND,
             format!("No image found with ID {id}"),
         )),
@@ -304,12 +305,14 @@ async fn create(State(node): State<Arc<Api>>, headers: HeaderMap, b: axum::body:
         min_disk: 0,
         min_ram: 0,
         size: None,
+        virtual_size: None,
         checksum: None,
         sha512: None,
         tags: vec![],
         properties: BTreeMap::new(),
         volume: None,
         snapshot: None,
+        source: None,
         created_at: 0,
         updated_at: 0,
     };
@@ -363,13 +366,15 @@ async fn list(
     for i in &all {
         let vis_filter = q.get("visibility").map(String::as_str);
         let shown = match vis_filter {
+            // Glance lists community images only when asked for them.
             Some("all") | None => {
-                s.admin
-                    || i.owner == s.project
-                    || i.visibility == "public"
-                    || (vis_filter == Some("all") && i.visibility == "community")
+                visible(&node.control, &s, i)
+                    && (i.visibility != "community"
+                        || vis_filter == Some("all")
+                        || s.admin
+                        || i.owner == s.project)
             }
-            Some(v) => visible(&s, i) && i.visibility == v,
+            Some(v) => visible(&node.control, &s, i) && i.visibility == v,
         };
         let ok = shown
             && (!i.hidden || q.get("os_hidden").map(String::as_str) == Some("true"))

@@ -453,11 +453,7 @@ async fn create(
     let source = match (&image, &snapshot) {
         (Some(_), Some(_)) => return Err(bad("Give imageRef or snapshot_id, not both")),
         (Some(i), None) => {
-            let img = node
-                .control
-                .image(&c.s.caller, i)
-                .ok()
-                .filter(|img| super::image::visible(&c.s, img));
+            let img = node.control.image(&c.s.caller, i).ok();
             if img.is_none() {
                 return Err(cinder(
                     StatusCode::NOT_FOUND,

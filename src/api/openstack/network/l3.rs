@@ -3,6 +3,7 @@
 // Handlers return `Result<Response, Response>` as axum handlers do.
 #![allow(clippy::result_large_err)]
 
+use crate::control::caller::Scoped;
 use std::sync::Arc;
 
 use axum::extract::{Path as UrlPath, Query, State};
@@ -52,7 +53,7 @@ fn visible_routers(node: &Api, s: &Scope) -> Result<Vec<RouterRecord>, Response>
         .routers()
         .map_err(nerr)?
         .into_iter()
-        .filter(|r| s.sees(&r.project))
+        .filter(|r| r.visible_to(&s.caller, &node.control))
         .collect())
 }
 
@@ -215,7 +216,7 @@ fn visible_fips(node: &Api, s: &Scope) -> Result<Vec<FloatingIpRecord>, Response
         .floating_ips()
         .map_err(nerr)?
         .into_iter()
-        .filter(|f| s.sees(&f.project))
+        .filter(|f| f.visible_to(&s.caller, &node.control))
         .collect())
 }
 

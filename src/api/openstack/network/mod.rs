@@ -7,6 +7,7 @@
 // the cold one and is turned into the reply at once.
 #![allow(clippy::result_large_err)]
 
+use crate::control::caller::Scoped;
 use std::sync::Arc;
 
 use axum::extract::{Path as UrlPath, Query, State};
@@ -460,7 +461,7 @@ fn visible_networks(node: &Api, s: &Scope) -> Result<Vec<NetworkRecord>, Respons
         .map_err(nerr)?
         .into_iter()
         .map(|v| v.record)
-        .filter(|n| s.sees(&n.project) || n.shared || n.external)
+        .filter(|n| n.visible_to(&s.caller, &node.control))
         .collect())
 }
 
@@ -547,16 +548,12 @@ async fn delete_network(
 }
 
 fn visible_subnets(node: &Api, s: &Scope) -> Result<Vec<SubnetRecord>, Response> {
-    let nets: Vec<String> = visible_networks(node, s)?
-        .into_iter()
-        .map(|n| n.id)
-        .collect();
     Ok(node
         .control
         .subnets()
         .map_err(nerr)?
         .into_iter()
-        .filter(|x| nets.contains(&x.network))
+        .filter(|x| x.visible_to(&s.caller, &node.control))
         .collect())
 }
 
@@ -660,7 +657,7 @@ fn visible_ports(node: &Api, s: &Scope) -> Result<Vec<PortView>, Response> {
         .ports()
         .map_err(nerr)?
         .into_iter()
-        .filter(|p| s.sees(&p.record.project))
+        .filter(|p| p.record.visible_to(&s.caller, &node.control))
         .collect())
 }
 

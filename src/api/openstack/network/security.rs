@@ -3,6 +3,7 @@
 // Handlers return `Result<Response, Response>` as axum handlers do.
 #![allow(clippy::result_large_err)]
 
+use crate::control::caller::Scoped;
 use std::sync::Arc;
 
 use axum::extract::{Path as UrlPath, Query, State};
@@ -43,7 +44,7 @@ fn visible_groups(node: &Api, s: &Scope) -> Result<Vec<SecurityGroupRecord>, Res
         .secgroups()
         .map_err(nerr)?
         .into_iter()
-        .filter(|g| s.sees(&g.project))
+        .filter(|g| g.visible_to(&s.caller, &node.control))
         .collect())
 }
 
