@@ -106,11 +106,11 @@ ln -sf /bin/busybox "$root/sbin/modprobe"
 # Tools the installer and the node run (called by absolute path: busybox's shell runs
 # its own applets of the same name first).
 for t in /sbin/sfdisk /sbin/mke2fs /sbin/mkfs.fat /sbin/blkid /usr/sbin/nft /bin/efibootmgr \
-         /usr/lib/grub/i386-pc/grub-bios-setup /usr/sbin/grub-bios-setup; do
+         /usr/lib/grub/i386-pc/grub-bios-setup /usr/sbin/grub-bios-setup /usr/bin/qemu-img; do
   [ -e "$t" ] || continue
   copy_with_libs "$root" "$(readlink -f "$t")" "/usr/libexec/strata/$(basename "$t")"
 done
-for t in sfdisk mke2fs mkfs.fat blkid nft efibootmgr grub-bios-setup; do
+for t in sfdisk mke2fs mkfs.fat blkid nft efibootmgr grub-bios-setup qemu-img; do
   [ -e "$root/usr/libexec/strata/$t" ] || die "tool $t not found on the build host (run scripts/install-deps.sh --usb)"
 done
 install -D -m 0644 /etc/mke2fs.conf "$root/etc/mke2fs.conf"

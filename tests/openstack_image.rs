@@ -182,4 +182,100 @@ fn images_are_uploaded_into_replicated_volumes_and_read_back() {
         (!vols.to_string().contains(&id)).then_some(())
     });
     assert!(gone.is_some(), "the image's volume outlived it");
+
+    // Images as users have them, and what is refused by name: a qcow2 with a backing
+    // file, a truncated qcow2, raw data declared qcow2, a qcow2 declared raw. Each leaves
+    // no data behind.
+    let qemu_img = |args: &[&str]| {
+        let o = std::process::Command::new("qemu-img")
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "qemu-img {args:?}: {}", stderr(&o));
+    };
+    let p = |name: &str| dir.path().join(name).display().to_string();
+    std::fs::write(p("base.raw"), common::boot_sector_disk()).unwrap();
+    qemu_img(&[
+        "convert",
+        "-f",
+        "raw",
+        "-O",
+        "qcow2",
+        &p("base.raw"),
+        &p("good.qcow2"),
+    ]);
+    qemu_img(&[
+        "create",
+        "-f",
+        "qcow2",
+        "-b",
+        &p("good.qcow2"),
+        "-F",
+        "qcow2",
+        &p("child.qcow2"),
+    ]);
+    let good = std::fs::read(p("good.qcow2")).unwrap();
+    std::fs::write(p("short.qcow2"), &good[..good.len() / 2]).unwrap();
+    // The refusal's words are in the body (the client shows only the status, as with
+    // Glance), so the data goes in with curl.
+    let token = os.json(&admin, &["token", "issue", "-f", "json"])["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let ca = c.nodes[0].dir.join("pki/ca.crt");
+    for (file, format, says) in [
+        ("child.qcow2", "qcow2", "backing file"),
+        ("short.qcow2", "qcow2", "corrupt"),
+        ("base.raw", "qcow2", "not a qcow2 image"),
+        ("good.qcow2", "raw", "is a qcow2 image"),
+    ] {
+        let name = format!("bad-{file}-{format}");
+        let curl = |method: &str, path: &str, kind: &str, data: &str| {
+            // From node 0's namespace, as the isolation test's curl runs.
+            let o = std::process::Command::new("ip")
+                .args(["netns", "exec", &c.nodes[0].ns, "curl"])
+                .args(["-sS", "-X", method, "--cacert"])
+                .arg(&ca)
+                .args(["-H", &format!("X-Auth-Token: {token}")])
+                .args(["-H", &format!("Content-Type: {kind}")])
+                .args(["--data-binary", data])
+                .args(["-w", "\n%{http_code}"])
+                .arg(format!("https://{}:5000/image/v2/{path}", c.nodes[0].ip))
+                .output()
+                .unwrap();
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&o.stderr),
+                String::from_utf8_lossy(&o.stdout)
+            )
+        };
+        let made = curl(
+            "POST",
+            "images",
+            "application/json",
+            &format!(
+                r#"{{"name": "{name}", "disk_format": "{format}", "container_format": "bare"}}"#
+            ),
+        );
+        let made: serde_json::Value = serde_json::from_str(made.rsplit_once('\n').unwrap().0)
+            .unwrap_or_else(|e| panic!("image create: {e}: {made}"));
+        let bad_id = made["id"].as_str().unwrap().to_string();
+        let out = curl(
+            "PUT",
+            &format!("images/{bad_id}/file"),
+            "application/octet-stream",
+            &format!("@{}", p(file)),
+        );
+        assert!(out.ends_with("\n400"), "{file} as {format}: {out}");
+        assert!(out.contains(says), "{file} as {format}: {out}");
+        let shown = os.json(&admin, &["image", "show", &name, "-f", "json"]);
+        assert_ne!(shown["status"], "active", "{shown}");
+        let left = json(&c.nodes[0].cli(&["volume", "list", "--json"]));
+        assert!(
+            !left.to_string().contains(&bad_id),
+            "a refused upload left data: {left}"
+        );
+        let o = os.run(&admin, &["image", "delete", &name]);
+        assert!(o.status.success(), "{}", stderr(&o));
+    }
 }

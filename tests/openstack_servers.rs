@@ -568,6 +568,84 @@ fn the_openstack_client_boots_manages_and_deletes_servers() {
             .success());
     }
 
+    // An image with its own bootloader, uploaded as qcow2, is stored as its raw disk and
+    // boots through the firmware (SeaBIOS): its boot sector prints a marker.
+    let dir = tempfile::tempdir().unwrap();
+    let raw = dir.path().join("fw.raw");
+    std::fs::write(&raw, common::boot_sector_disk()).unwrap();
+    let qcow = dir.path().join("fw.qcow2");
+    let o = std::process::Command::new("qemu-img")
+        .args(["convert", "-f", "raw", "-O", "qcow2"])
+        .arg(&raw)
+        .arg(&qcow)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let qcow_bytes = std::fs::read(&qcow).unwrap();
+    let img = j(
+        &demo,
+        &[
+            "image",
+            "create",
+            "--disk-format",
+            "qcow2",
+            "--container-format",
+            "bare",
+            "--file",
+            qcow.to_str().unwrap(),
+            "fw",
+            "-f",
+            "json",
+        ],
+    );
+    assert_eq!(img["status"], "active", "{img}");
+    assert_eq!(img["size"], qcow_bytes.len() as u64, "{img}");
+    assert_eq!(img["virtual_size"], 1u64 << 20, "{img}");
+    // Downloaded as it was sent (the client checks the MD5).
+    let saved = dir.path().join("saved.qcow2");
+    let o = os.run(
+        &demo,
+        &["image", "save", "--file", saved.to_str().unwrap(), "fw"],
+    );
+    assert!(o.status.success(), "image save: {}", stderr(&o));
+    assert!(
+        std::fs::read(&saved).unwrap() == qcow_bytes,
+        "the download differs"
+    );
+    let s = j(
+        &demo,
+        &[
+            "server",
+            "create",
+            "--flavor",
+            "m1.tiny",
+            "--image",
+            "fw",
+            "--network",
+            "net1",
+            "--wait",
+            "fw1",
+            "-f",
+            "json",
+        ],
+    );
+    assert_eq!(s["status"], "ACTIVE", "{s}");
+    let booted = wait_for(Duration::from_secs(120), || {
+        let o = os.run(&demo, &["console", "log", "show", "fw1"]);
+        String::from_utf8_lossy(&o.stdout)
+            .contains("STRATA-FIRMWARE-BOOT")
+            .then_some(())
+    });
+    assert!(
+        booted.is_some(),
+        "the firmware did not boot the image's disk: {}",
+        String::from_utf8_lossy(&os.run(&demo, &["console", "log", "show", "fw1"]).stdout)
+    );
+    let o = os.run(&demo, &["server", "delete", "--wait", "fw1"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = os.run(&demo, &["image", "delete", "fw"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+
     // The image is deleted while the server's disk still reads from it: its data stays
     // until the server goes, then goes too. The server takes its port and boot disk.
     let o = os.run(&demo, &["image", "delete", "guest"]);

@@ -27,11 +27,15 @@ const CHUNK: u64 = 4 << 20;
 
 /// Held by `control` (which `Attachments` holds in turn), so it keeps only a weak
 /// reference: a strong one would be a cycle that keeps the node alive after shutdown.
-pub struct ImageData(pub std::sync::Weak<Attachments>);
+pub struct ImageData {
+    pub attachments: std::sync::Weak<Attachments>,
+    /// Where uploads to convert are spooled (on the data disk).
+    pub scratch: PathBuf,
+}
 
 impl ImageData {
     fn attachments(&self) -> Result<Arc<Attachments>, String> {
-        self.0
+        self.attachments
             .upgrade()
             .ok_or_else(|| "the node is shutting down".to_string())
     }
@@ -91,6 +95,10 @@ impl VolumeData for ImageData {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+
+    fn scratch_dir(&self) -> PathBuf {
+        self.scratch.clone()
     }
 
     fn snapshot_reader(

@@ -87,6 +87,16 @@ impl Hypervisor for KvmDriver {
             return Ok(());
         }
         check_boot(&spec.boot)?;
+        if let Some(fw) = &spec.boot.firmware {
+            return Err(ComputeError::StartFailed {
+                id: spec.id.clone(),
+                reason: format!(
+                    "the image boots through {fw} firmware from its own bootloader, which \
+                     Strata's VMM cannot do yet (it boots a kernel given directly: set the \
+                     image's kernel_id and ramdisk_id)"
+                ),
+            });
+        }
         if spec.nics.len() > 1 {
             return Err(ComputeError::StartFailed {
                 id: spec.id.clone(),

@@ -291,7 +291,7 @@ pub fn check_kernel(path: &str) -> Result<(), ComputeError> {
 pub fn check_boot(boot: &BootSpec) -> Result<(), ComputeError> {
     // Kernels and initramfs images from the image service are checked by their digest
     // when the VM's node fetches them.
-    if boot.kernel_image.is_none() {
+    if boot.kernel_image.is_none() && boot.firmware.is_none() {
         check_kernel(&boot.kernel)?;
     }
     if let (Some(i), None) = (&boot.initrd, &boot.initrd_image) {

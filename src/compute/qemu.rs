@@ -146,6 +146,11 @@ impl QemuDriver {
 }
 
 const USER_FILE: &str = "user";
+/// UEFI firmware (Debian package `ovmf`): the code, read-only, and the variable store a
+/// VM gets its own copy of.
+pub const OVMF_CODE: &str = "/usr/share/OVMF/OVMF_CODE_4M.fd";
+pub const OVMF_VARS: &str = "/usr/share/OVMF/OVMF_VARS_4M.fd";
+const UEFI_VARS: &str = "uefi-vars.fd";
 const EXPORTS_FILE: &str = "exports";
 
 fn read_uid(dir: &Path) -> Option<u32> {
@@ -238,21 +243,40 @@ pub fn command_line(spec: &VmSpec, dir: &Path, accel: Accel, uid: Option<u32>) -
         "-pidfile".into(),
         p("qemu.pid"),
         "-daemonize".into(),
-        "-kernel".into(),
-        spec.boot.kernel.clone(),
     ];
     if let Some(uid) = uid {
         a.extend(["-runas".into(), format!("{uid}:{uid}")]);
     }
-    if let Some(i) = &spec.boot.initrd {
-        a.extend(["-initrd".into(), i.clone()]);
+    match spec.boot.firmware.as_deref() {
+        // SeaBIOS, QEMU's own default, boots the first disk.
+        Some("bios") => {}
+        Some(_) => a.extend([
+            "-drive".into(),
+            format!("if=pflash,format=raw,unit=0,readonly=on,file={OVMF_CODE}"),
+            "-drive".into(),
+            format!(
+                "if=pflash,format=raw,unit=1,file={}",
+                p(UEFI_VARS).replace(',', ",,")
+            ),
+        ]),
+        None => {
+            a.extend(["-kernel".into(), spec.boot.kernel.clone()]);
+            if let Some(i) = &spec.boot.initrd {
+                a.extend(["-initrd".into(), i.clone()]);
+            }
+            let cmdline = if spec.boot.cmdline.is_empty() {
+                "console=ttyS0".to_string()
+            } else {
+                spec.boot.cmdline.clone()
+            };
+            a.extend(["-append".into(), cmdline]);
+        }
     }
-    let cmdline = if spec.boot.cmdline.is_empty() {
-        "console=ttyS0".to_string()
+    let bootindex = if spec.boot.firmware.is_some() {
+        ",bootindex=0"
     } else {
-        spec.boot.cmdline.clone()
+        ""
     };
-    a.extend(["-append".into(), cmdline]);
     for (i, n) in spec.nics.iter().enumerate() {
         // The TAP exists and sits on its network's bridge already; QEMU only opens it.
         a.extend([
@@ -269,7 +293,7 @@ pub fn command_line(spec: &VmSpec, dir: &Path, accel: Accel, uid: Option<u32>) -
             "-blockdev".into(),
             blockdev(v, "boot").to_string(),
             "-device".into(),
-            "virtio-blk-pci,drive=boot,id=boot".into(),
+            format!("virtio-blk-pci,drive=boot,id=boot{bootindex}"),
         ]);
     }
     for d in &spec.data_disks {
@@ -382,6 +406,23 @@ impl Hypervisor for QemuDriver {
         // QEMU appends to its console log (so the agent can bound it under it): each
         // start begins a fresh one, as QEMU's own truncation did.
         let _ = std::fs::File::create(dir.join("console.log"));
+        if spec.boot.firmware.as_deref() == Some("uefi") {
+            let vars = dir.join(UEFI_VARS);
+            let missing = |what: &str| ComputeError::StartFailed {
+                id: spec.id.clone(),
+                reason: format!(
+                    "the image asks for UEFI firmware (hw_firmware_type=uefi) and this node \
+                     lacks {what} (Debian package ovmf)"
+                ),
+            };
+            if !Path::new(OVMF_CODE).is_file() {
+                return Err(missing(OVMF_CODE));
+            }
+            // The VM's own variable store, kept across its restarts.
+            if !vars.exists() {
+                std::fs::copy(OVMF_VARS, &vars).map_err(|_| missing(OVMF_VARS))?;
+            }
+        }
         let uid = vmdir::can_drop_privileges().then(|| self.choose_uid(&spec.id));
         if let Some(uid) = uid {
             write_lines(&dir.join(USER_FILE), &[uid.to_string()])?;
@@ -568,6 +609,7 @@ mod tests {
                 disk: Some("/d,x.img".into()),
                 kernel_image: None,
                 initrd_image: None,
+                firmware: None,
             },
             volume: Some(crate::compute::NbdDisk {
                 socket: "/data/nbd.sock".into(),
@@ -605,5 +647,30 @@ mod tests {
         assert!(a.contains(&boot), "{a}");
         let without = command_line(&spec, Path::new("/vms/abc"), Accel::Tcg, None).join(" ");
         assert!(!without.contains("-runas"), "{without}");
+
+        // Through firmware: no kernel; the boot volume is the first boot device; UEFI
+        // adds OVMF's code and the VM's own variable store.
+        let mut fw = spec.clone();
+        fw.boot.disk = None;
+        fw.boot.firmware = Some("bios".into());
+        let a = command_line(&fw, Path::new("/vms/abc"), Accel::Tcg, None).join(" ");
+        assert!(!a.contains("-kernel") && !a.contains("-append"), "{a}");
+        assert!(
+            a.contains("virtio-blk-pci,drive=boot,id=boot,bootindex=0"),
+            "{a}"
+        );
+        assert!(!a.contains("pflash"), "{a}");
+        fw.boot.firmware = Some("uefi".into());
+        let a = command_line(&fw, Path::new("/vms/abc"), Accel::Tcg, None).join(" ");
+        assert!(
+            a.contains(&format!(
+                "if=pflash,format=raw,unit=0,readonly=on,file={OVMF_CODE}"
+            )),
+            "{a}"
+        );
+        assert!(
+            a.contains("if=pflash,format=raw,unit=1,file=/vms/abc/uefi-vars.fd"),
+            "{a}"
+        );
     }
 }

@@ -55,6 +55,8 @@ const CHUNK: usize = 4 << 20;
 pub trait VolumeData: Send + Sync + 'static {
     /// The writer of a volume attached to this node, once it is ready.
     async fn writer(&self, volume: &VolumeId) -> Result<Arc<dyn Volume>, String>;
+    /// Where this node spools uploads it converts (on its data disk).
+    fn scratch_dir(&self) -> std::path::PathBuf;
     /// A read-only view of one snapshot of a volume.
     fn snapshot_reader(
         &self,
@@ -144,9 +146,9 @@ pub fn check_image(r: &ImageRecord) -> Result<(), ControlError> {
 
 /// Upload data read and dropped after a refusal, at most, so that the client (which
 /// sends before it reads) hears the answer instead of a broken connection.
-const DRAIN_MAX: u64 = 64 << 20;
+pub(super) const DRAIN_MAX: u64 = 64 << 20;
 
-async fn drain(body: &mut DataStream, max: u64) {
+pub(super) async fn drain(body: &mut DataStream, max: u64) {
     let mut seen = 0u64;
     while seen < max {
         match body.next().await {
@@ -157,7 +159,7 @@ async fn drain(body: &mut DataStream, max: u64) {
 }
 
 /// The refusal of image data past the owner's `image_size_total` quota.
-fn image_quota(bytes: u64, room: u64) -> ControlError {
+pub(super) fn image_quota(bytes: u64, room: u64) -> ControlError {
     ControlError::OverQuota {
         resource: "image_size_total".into(),
         message: format!(
@@ -225,12 +227,14 @@ impl Control {
             min_disk: req.min_disk,
             min_ram: req.min_ram,
             size: None,
+            virtual_size: None,
             checksum: None,
             sha512: None,
             tags: req.tags,
             properties: req.properties,
             volume: None,
             snapshot: None,
+            source: None,
             created_at: now,
             updated_at: now,
         };
@@ -319,11 +323,12 @@ impl Control {
             }
         }
         // The owner's image data quota bounds the upload, announced or not.
-        let owner = self
+        let (owner, declared) = self
             .store
             .get::<Images>(id)?
-            .map(|i| i.value.owner)
+            .map(|i| (i.value.owner, i.value.disk_format.unwrap_or_default()))
             .ok_or_else(|| ControlError::NotFound(format!("No image found with ID {id}")))?;
+        let kind = super::image_format::kind(&declared)?;
         let room = self.image_bytes_left(&owner)?;
         if let (Some(l), Some(r)) = (len, room) {
             if l > r {
@@ -349,13 +354,102 @@ impl Control {
             Ok(())
         })
         .await?;
+        // A format to convert is received into a file first (its checksums are those of
+        // the bytes as sent), checked and converted to raw; the raw disk goes in the volume.
+        let mut converted = None;
+        let (body, len, room, head_check) = match kind {
+            super::image_format::Kind::Raw => (body, len, room, Some(declared.as_str())),
+            super::image_format::Kind::Convert(format) => {
+                match super::image_format::receive_and_convert(
+                    &data.scratch_dir(),
+                    id,
+                    format,
+                    len,
+                    room,
+                    body,
+                )
+                .await
+                {
+                    Ok(c) => {
+                        let (stream, size) = (c.raw_stream()?, c.virtual_size);
+                        converted = Some(c);
+                        (stream, Some(size), None, None)
+                    }
+                    Err(e) => {
+                        self.kill_image(id, None).await;
+                        return Err(e);
+                    }
+                }
+            }
+        };
+        let stored = self
+            .store_image_volume(&data, id, "", len, room, head_check, body)
+            .await;
+        let result = async {
+            let (vol, snap, (size, md5, sha512)) = stored?;
+            // A converted image keeps the bytes as sent too, for downloads.
+            let (size, md5, sha512, source) = match &converted {
+                Some(c) => {
+                    let stream = c.source_stream()?;
+                    let kept = self
+                        .store_image_volume(&data, id, "-source", Some(c.size), None, None, stream)
+                        .await;
+                    match kept {
+                        Ok((v, s, _)) => (c.size, c.md5.clone(), c.sha512.clone(), Some((v, s))),
+                        Err(e) => {
+                            self.remove_image_volume(&vol).await;
+                            return Err(e);
+                        }
+                    }
+                }
+                None => (size, md5, sha512, None),
+            };
+            let virtual_size = converted.as_ref().map_or(size, |c| c.virtual_size);
+            let rec = self
+                .update_image(id, |r| {
+                    r.status = ImageStatus::Active;
+                    r.size = Some(size);
+                    r.virtual_size = Some(virtual_size);
+                    r.checksum = Some(md5.clone());
+                    r.sha512 = Some(sha512.clone());
+                    r.volume = Some(vol.clone());
+                    r.snapshot = Some(snap.clone());
+                    r.source = source.clone();
+                    Ok(())
+                })
+                .await?;
+            tracing::info!(image = %id, bytes = size, virtual_size, "image uploaded");
+            Ok(rec)
+        }
+        .await;
+        drop(converted);
+        if let Err(e) = &result {
+            self.kill_image(id, None).await;
+            tracing::warn!(image = %id, error = %crate::telemetry::error_chain(e), "image upload failed");
+        }
+        result
+    }
+
+    /// Writes `body` into a new volume of the image (`image-<id><suffix>`), then
+    /// snapshots it once every replica has it; the volume is removed if any step fails.
+    #[allow(clippy::too_many_arguments)]
+    async fn store_image_volume(
+        &self,
+        data: &Arc<dyn VolumeData>,
+        id: &str,
+        suffix: &str,
+        len: Option<u64>,
+        room: Option<u64>,
+        head_check: Option<&str>,
+        body: DataStream,
+    ) -> Result<(VolumeId, String, (u64, String, String)), ControlError> {
         // Room for what is announced; grown as data arrives when nothing is.
         let initial = len.unwrap_or(64 << 20).max(1).next_multiple_of(1 << 20);
-        let vol = match self
+        let vol = self
             .create_volume(
                 &crate::control::caller::Caller::system(),
                 CreateVolume {
-                    name: format!("image-{id}"),
+                    name: format!("image-{id}{suffix}"),
                     size_bytes: initial,
                     replicas: None,
                     source_snapshot: None,
@@ -365,55 +459,28 @@ impl Control {
                     ..Default::default()
                 },
             )
-            .await
-        {
-            Ok(v) => v.record.id,
+            .await?
+            .record
+            .id;
+        let done = async {
+            let sums = self
+                .write_image(data, &vol, len, room, head_check, body)
+                .await?;
+            self.detach_volume(&vol.0, None).await?;
+            // A replica that missed writes (its node restarted) is rebuilt now that the
+            // volume is attached nowhere; the snapshot needs it in sync.
+            self.wait_in_sync(&vol).await?;
+            let snap = self.snapshot_volume(&vol.0, IMAGE_SNAPSHOT).await?;
+            Ok::<_, ControlError>((snap.id, sums))
+        }
+        .await;
+        match done {
+            Ok((snap, sums)) => Ok((vol, snap, sums)),
             Err(e) => {
-                self.kill_image(id, None).await;
-                return Err(e);
-            }
-        };
-        let result = match self.write_image(&data, &vol, len, room, body).await {
-            Ok((size, md5, sha512)) => {
-                let snap = async {
-                    self.detach_volume(&vol.0, None).await?;
-                    // A replica that missed writes (its node restarted) is rebuilt now
-                    // that the volume is attached nowhere; the snapshot needs it in sync.
-                    self.wait_in_sync(&vol).await?;
-                    self.snapshot_volume(&vol.0, IMAGE_SNAPSHOT).await
-                }
-                .await;
-                match snap {
-                    Ok(s) => {
-                        let rec = self
-                            .update_image(id, |r| {
-                                r.status = ImageStatus::Active;
-                                r.size = Some(size);
-                                r.checksum = Some(md5.clone());
-                                r.sha512 = Some(sha512.clone());
-                                r.volume = Some(vol.clone());
-                                r.snapshot = Some(s.id.clone());
-                                Ok(())
-                            })
-                            .await?;
-                        tracing::info!(image = %id, bytes = size, "image uploaded");
-                        Ok(rec)
-                    }
-                    Err(e) => {
-                        self.kill_image(id, Some(&vol)).await;
-                        Err(e)
-                    }
-                }
-            }
-            Err(e) => {
-                self.kill_image(id, Some(&vol)).await;
+                self.remove_image_volume(&vol).await;
                 Err(e)
             }
-        };
-        if let Err(e) = &result {
-            tracing::warn!(image = %id, error = %crate::telemetry::error_chain(e), "image upload failed");
         }
-        result
     }
 
     /// Waits, at most [`SYNC_WAIT`], until every replica of an image's volume on a live
@@ -443,6 +510,7 @@ impl Control {
         vol: &VolumeId,
         len: Option<u64>,
         room: Option<u64>,
+        head_check: Option<&str>,
         mut body: DataStream,
     ) -> Result<(u64, String, String), ControlError> {
         self.attach_volume(&vol.0, self.node).await?;
@@ -474,6 +542,9 @@ impl Control {
             }
             if buf.len() >= CHUNK || (end && !buf.is_empty()) {
                 let mut out = std::mem::replace(&mut buf, Vec::with_capacity(CHUNK));
+                if let (0, Some(declared)) = (offset, head_check) {
+                    super::image_format::check_raw_head(declared, &out)?;
+                }
                 // Whole sectors only; the tail of the last one reads as zeros.
                 let keep = if end {
                     0
@@ -492,15 +563,18 @@ impl Control {
                 }
                 let (w, at) = (writer.clone(), offset);
                 offset += out.len() as u64;
-                tokio::task::spawn_blocking(move || w.write_at(at, &out))
-                    .await
-                    .map_err(|e| ControlError::Unavailable(e.to_string()))?
-                    .map_err(|e| {
-                        ControlError::Unavailable(format!(
-                            "cannot write the image: {}",
-                            crate::telemetry::error_chain(&e)
-                        ))
-                    })?;
+                // The volume is new: what was never written reads as zeros already.
+                if out.iter().any(|b| *b != 0) {
+                    tokio::task::spawn_blocking(move || w.write_at(at, &out))
+                        .await
+                        .map_err(|e| ControlError::Unavailable(e.to_string()))?
+                        .map_err(|e| {
+                            ControlError::Unavailable(format!(
+                                "cannot write the image: {}",
+                                crate::telemetry::error_chain(&e)
+                            ))
+                        })?;
+                }
             }
             if end {
                 break;
@@ -639,6 +713,9 @@ impl Control {
         if let Some(v) = &cur.value.volume {
             self.remove_image_volume(v).await;
         }
+        if let Some((v, _)) = &cur.value.source {
+            self.remove_image_volume(v).await;
+        }
         Ok(())
     }
 
@@ -651,7 +728,8 @@ impl Control {
                 image: r.id.clone(),
                 volume: v.clone(),
                 snapshot: s.clone(),
-                size,
+                // The disk as stored: raw (a converted image's bytes as sent are kept apart).
+                size: r.virtual_size.unwrap_or(size),
                 sha512: sha.clone(),
             }),
             _ => Err(ControlError::Invalid(format!(
@@ -668,9 +746,15 @@ impl Control {
         id: &str,
     ) -> Result<(ImageRecord, DataStream), ControlError> {
         let rec = self.image(caller, id)?;
-        let f = self.image_file(caller, id).map_err(|_| {
+        let mut f = self.image_file(caller, id).map_err(|_| {
             ControlError::Conflict(format!("image {id} has no data (status {:?})", rec.status))
         })?;
+        // A converted image is downloaded as it was sent (its checksum describes that).
+        if let (Some((v, s)), Some(size)) = (&rec.source, rec.size) {
+            f.volume = v.clone();
+            f.snapshot = s.clone();
+            f.size = size;
+        }
         let data =
             self.volume_data.get().cloned().ok_or_else(|| {
                 ControlError::NotReady("the node agent is not running yet".into())

@@ -85,6 +85,7 @@ impl Control {
             anti_affinity_group: rec.anti_affinity_group.clone(),
             affinity_group: rec.affinity_group.clone(),
             hypervisor: None,
+            firmware_boot: rec.boot.firmware.is_some(),
             weigher: Weigher::Spread,
             prefer: volume_nodes,
         };

@@ -6,6 +6,7 @@ pub mod audit;
 pub mod caller;
 pub mod debug;
 pub mod identity;
+pub mod image_format;
 pub mod images;
 pub mod join;
 pub mod join_requests;

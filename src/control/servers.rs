@@ -46,13 +46,32 @@ impl Control {
     fn image_boot(&self, caller: &Caller, image: &str) -> Result<BootSpec, ControlError> {
         let img = self.image(caller, image)?;
         let owner = Caller::member_of(&img.owner);
-        let kernel = img.properties.get("kernel_id").ok_or_else(|| {
-            ControlError::Invalid(format!(
-                "image {} ({}) has no kernel_id property: Strata boots guests with their kernel given directly; \
-                 upload the kernel (disk format aki) and initramfs (ari) as images and set kernel_id and ramdisk_id",
-                img.name, img.id
-            ))
-        })?;
+        if let Some(f @ ("aki" | "ari")) = img.disk_format.as_deref() {
+            return Err(ControlError::Invalid(format!(
+                "image {} ({}) is a {} (disk format {f}), not a disk: boot a disk image \
+                 whose kernel_id and ramdisk_id name it",
+                img.name,
+                img.id,
+                if f == "aki" { "kernel" } else { "ramdisk" }
+            )));
+        }
+        let Some(kernel) = img.properties.get("kernel_id") else {
+            // The image's own bootloader, through firmware.
+            let firmware = match img.properties.get("hw_firmware_type").map(String::as_str) {
+                None | Some("bios") => "bios",
+                Some("uefi") => "uefi",
+                Some(other) => {
+                    return Err(ControlError::Invalid(format!(
+                        "image {} ({}): hw_firmware_type {other:?} is neither bios nor uefi",
+                        img.name, img.id
+                    )))
+                }
+            };
+            return Ok(BootSpec {
+                firmware: Some(firmware.into()),
+                ..Default::default()
+            });
+        };
         let kernel_image = Some(self.image_file(&owner, kernel).map_err(|e| {
             ControlError::Invalid(format!("the kernel of image {}: {e}", img.name))
         })?);
@@ -74,6 +93,7 @@ impl Control {
             disk: None,
             kernel_image,
             initrd_image,
+            firmware: None,
         })
     }
 

@@ -193,6 +193,7 @@ impl Control {
             anti_affinity_group: req.anti_affinity_group.clone(),
             affinity_group: req.affinity_group.clone(),
             hypervisor: req.hypervisor.clone(),
+            firmware_boot: req.boot.firmware.is_some(),
             weigher,
             prefer: volume
                 .as_ref()

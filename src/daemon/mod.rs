@@ -165,11 +165,14 @@ impl Node {
         transport.register(Class::Mig, Arc::new(crate::transport::bulk::Sink));
         let volume_agent = VolumeAgent::new(control.clone(), replica_server.clone(), regions);
         let attachments = Attachments::new(control.clone(), transport.clone(), replica_server);
+        // Spooled uploads of an earlier run: none is in flight before the API listens.
+        let _ = std::fs::remove_dir_all(datadir.root.join("image-scratch"));
         let _ = control
             .volume_data
-            .set(Arc::new(crate::agent::images::ImageData(Arc::downgrade(
-                &attachments,
-            ))));
+            .set(Arc::new(crate::agent::images::ImageData {
+                attachments: Arc::downgrade(&attachments),
+                scratch: datadir.root.join("image-scratch"),
+            }));
         // VM processes that run as users of their own reach their exports, and only
         // theirs, through the abstract socket (see `storage::nbd`).
         let access_driver = driver.clone();

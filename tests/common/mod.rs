@@ -385,6 +385,20 @@ pub fn data_dir_of(n: &Node) -> &Path {
 }
 
 /// The JSON a successful CLI call printed.
+/// A 1 MiB raw disk whose boot sector (real-mode code, hand-assembled) writes
+/// `STRATA-FIRMWARE-BOOT` to COM1 and halts: an image with its own bootloader.
+pub fn boot_sector_disk() -> Vec<u8> {
+    // cli; xor ax,ax; mov ds,ax; mov si,msg; mov dx,0x3f8;
+    // 1: lodsb; test al,al; jz 2f; out dx,al; jmp 1b; 2: hlt; jmp 2b
+    let mut d = hex::decode("fa31c08ed8be167cbaf803ac84c07403eeebf8f4ebfd").unwrap();
+    assert_eq!(d.len(), 0x16, "the message follows the code at 0x7c16");
+    d.extend_from_slice(b"STRATA-FIRMWARE-BOOT\r\n\0");
+    d.resize(510, 0);
+    d.extend_from_slice(&[0x55, 0xaa]);
+    d.resize(1 << 20, 0);
+    d
+}
+
 pub fn json(o: &Output) -> serde_json::Value {
     assert!(o.status.success(), "{}", stderr(o));
     serde_json::from_slice(&o.stdout).expect("json")

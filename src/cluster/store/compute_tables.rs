@@ -68,9 +68,9 @@ pub enum PowerIntent {
     Paused,
 }
 
-/// How the VM boots. Kernel and initramfs are files present on the nodes (until images
-/// live in the storage layer).
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+/// How the VM boots: a kernel given directly (files on the nodes, or images with
+/// `kernel_id`/`ramdisk_id`), or through firmware from the boot disk's own bootloader.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
 pub struct BootSpec {
     pub kernel: String,
     #[serde(default)]
@@ -86,6 +86,10 @@ pub struct BootSpec {
     pub kernel_image: Option<ImageFile>,
     #[serde(default)]
     pub initrd_image: Option<ImageFile>,
+    /// Boot from the disk through firmware instead of a kernel: `bios` or `uefi`
+    /// (Glance's `hw_firmware_type`).
+    #[serde(default)]
+    pub firmware: Option<String>,
 }
 
 /// An image's bytes as a node finds them: a snapshot of a volume, and their digest.

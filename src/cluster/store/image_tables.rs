@@ -44,8 +44,11 @@ pub struct ImageRecord {
     pub container_format: Option<String>,
     pub min_disk: u64,
     pub min_ram: u64,
-    /// Bytes, once uploaded.
+    /// Bytes, once uploaded (as sent).
     pub size: Option<u64>,
+    /// The disk's size in bytes (the raw size of a converted image).
+    #[serde(default)]
+    pub virtual_size: Option<u64>,
     /// MD5 of the data (Glance's legacy `checksum`).
     pub checksum: Option<String>,
     /// SHA-512 of the data (`os_hash_algo` / `os_hash_value`).
@@ -60,6 +63,9 @@ pub struct ImageRecord {
     pub volume: Option<VolumeId>,
     #[serde(default)]
     pub snapshot: Option<String>,
+    /// A converted image's bytes as sent (volume and snapshot), for downloads.
+    #[serde(default)]
+    pub source: Option<(VolumeId, String)>,
     pub created_at: u64,
     pub updated_at: u64,
 }
