@@ -175,10 +175,7 @@ fn vms_are_placed_booted_controlled_and_deleted_on_a_three_node_cluster() {
         "{v}"
     );
     assert!(console(&c, other, "web").contains("STRATA-GUEST-POWERBUTTON"));
-    assert!(
-        qemu_pid(&c, &id).is_none()
-            || !std::path::Path::new(&format!("/proc/{}", qemu_pid(&c, &id).unwrap())).exists()
-    );
+    assert!(qemu_pid(&c, &id).is_none() || !vm_process_alive(&qemu_pid(&c, &id).unwrap()));
     let o = c.nodes[2].cli(&["vm", "start", "web", "--wait", "60"]);
     assert!(o.status.success(), "start: {}", stderr(&o));
     let boots = vm(&c, 0, "web")["boots"].as_u64().unwrap();

@@ -305,6 +305,17 @@ pub fn command_line(spec: &VmSpec, dir: &Path, accel: Accel, uid: Option<u32>) -
             format!("virtio-blk-pci,drive={slot},id={slot}"),
         ]);
     }
+    if let Some(cd) = &spec.config_drive {
+        // A CD-ROM on the chipset's IDE controller, as Nova attaches config drives: the
+        // virtio disks keep their names (vda, vdb, ...).
+        a.extend([
+            "-drive".into(),
+            format!(
+                "file={},if=ide,index=1,media=cdrom,readonly=on,format=raw",
+                cd.display().to_string().replace(',', ",,")
+            ),
+        ]);
+    }
     if let Some(d) = &spec.boot.disk {
         a.extend([
             "-drive".into(),
@@ -456,6 +467,8 @@ impl Hypervisor for QemuDriver {
 
     async fn state(&self, id: &VmId) -> RunState {
         if self.pid(id).is_none() {
+            // QEMU, no longer root when it exits, cannot remove its own pid file.
+            let _ = std::fs::remove_file(self.dir(id).join("qemu.pid"));
             return RunState::Stopped(vmdir::stop_reason(&self.dir(id)));
         }
         self.watch(id);
@@ -616,6 +629,7 @@ mod tests {
                 export: "vol-1".into(),
             }),
             data_disks: vec![],
+            config_drive: Some("/cd/x.iso".into()),
             nics: vec![crate::compute::Nic {
                 tap: "tap1234".into(),
                 mac: "fa:16:3e:00:00:01".into(),
@@ -623,6 +637,10 @@ mod tests {
         };
         let a = command_line(&spec, Path::new("/vms/abc"), Accel::Tcg, Some(0x7000_0001)).join(" ");
         assert!(a.contains("-runas 1879048193:1879048193"), "{a}");
+        assert!(
+            a.contains("-drive file=/cd/x.iso,if=ide,index=1,media=cdrom,readonly=on,format=raw"),
+            "{a}"
+        );
         assert!(a.contains("-name web_1,process=strata-vm-abc"), "{a}");
         assert!(a.contains("-accel tcg -cpu max -smp 2 -m 512M"), "{a}");
         assert!(
