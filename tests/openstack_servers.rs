@@ -623,6 +623,10 @@ fn the_openstack_client_boots_manages_and_deletes_servers() {
             "fw",
             "--network",
             "net1",
+            "--key-name",
+            "k1",
+            "--config-drive",
+            "true",
             "--wait",
             "fw1",
             "-f",
@@ -630,6 +634,45 @@ fn the_openstack_client_boots_manages_and_deletes_servers() {
         ],
     );
     assert_eq!(s["status"], "ACTIVE", "{s}");
+    // Its config drive: an ISO 9660 volume labelled config-2 holding the instance's
+    // metadata (its key among it), a CD-ROM of its QEMU.
+    let fw_id = s["id"].as_str().unwrap().to_string();
+    assert_eq!(
+        j(&demo, &["server", "show", "fw1", "-f", "json"])["config_drive"],
+        "True"
+    );
+    let iso = c
+        .nodes
+        .iter()
+        .map(|n| n.dir.join("config-drives").join(format!("{fw_id}.iso")))
+        .find(|p| p.exists())
+        .expect("no node holds the config drive");
+    let label = std::process::Command::new("blkid")
+        .args(["-p", "-o", "value", "-s", "LABEL"])
+        .arg(&iso)
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&label.stdout).trim(), "config-2");
+    let bytes = std::fs::read(&iso).unwrap();
+    let public = std::fs::read_to_string(&key).unwrap();
+    let public = public.split_whitespace().nth(1).unwrap().to_string();
+    assert!(
+        bytes.windows(public.len()).any(|w| w == public.as_bytes()),
+        "the key is not on the config drive"
+    );
+    let cmdline = c
+        .nodes
+        .iter()
+        .find_map(|n| {
+            let pid =
+                std::fs::read_to_string(n.dir.join("vms").join(&fw_id).join("qemu.pid")).ok()?;
+            std::fs::read(format!("/proc/{}/cmdline", pid.trim())).ok()
+        })
+        .expect("fw1's QEMU");
+    assert!(
+        String::from_utf8_lossy(&cmdline).contains("media=cdrom"),
+        "no CD-ROM on fw1"
+    );
     let booted = wait_for(Duration::from_secs(120), || {
         let o = os.run(&demo, &["console", "log", "show", "fw1"]);
         String::from_utf8_lossy(&o.stdout)
@@ -643,6 +686,10 @@ fn the_openstack_client_boots_manages_and_deletes_servers() {
     );
     let o = os.run(&demo, &["server", "delete", "--wait", "fw1"]);
     assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        wait_for(Duration::from_secs(30), || (!iso.exists()).then_some(())).is_some(),
+        "the config drive outlived its server"
+    );
     let o = os.run(&demo, &["image", "delete", "fw"]);
     assert!(o.status.success(), "{}", stderr(&o));
 

@@ -3,6 +3,7 @@
 //! `console` serves their serial consoles to the rest of the cluster.
 
 pub mod attach;
+mod configdrive;
 pub mod console;
 pub mod disks;
 pub mod host;

@@ -835,6 +835,18 @@ fn lease_for(p: &PortRecord, subnets: &[&SubnetRecord], net: &NetworkRecord) -> 
     })
 }
 
+/// What the metadata service would tell the VM behind `port` (a port this node
+/// carries), for its config drive.
+pub(super) fn port_metadata(control: &Arc<Control>, port: &str) -> Option<InstanceMeta> {
+    let p = control.store.get::<Ports>(port).ok()??.value;
+    let net = control.store.get::<Networks>(&p.network).ok()??.value;
+    let ip = p.fixed_ips.first()?.ip.parse().ok()?;
+    StoreMetadata {
+        control: control.clone(),
+    }
+    .lookup(net.vni, ip)
+}
+
 /// Instance data from the cluster state, for the ports this node carries.
 struct StoreMetadata {
     control: Arc<Control>,

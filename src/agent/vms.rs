@@ -64,6 +64,7 @@ fn spec(rec: &VmRecord) -> VmSpec {
         volume: None,
         nics: Vec::new(),
         data_disks: Vec::new(),
+        config_drive: None,
     }
 }
 
@@ -110,6 +111,9 @@ impl VmAgent {
             );
         }
         s.nics = self.nics(rec).await?;
+        if rec.config_drive {
+            s.config_drive = Some(self.config_drive(rec)?);
+        }
         for d in &rec.data_volumes {
             s.data_disks.push(self.attach_here(d).await?);
         }
@@ -310,6 +314,12 @@ impl VmAgent {
                     Ok(()) => {
                         tracing::info!(vm = %id, "VM deleted: destroyed on this node");
                         agent.forget_plugged(&id);
+                        let _ = std::fs::remove_file(
+                            agent
+                                .nbd_socket
+                                .with_file_name("config-drives")
+                                .join(format!("{}.iso", id.0)),
+                        );
                         if agent.control.forget_vm_status(&id).await.is_ok() {
                             let mut st = agent.st();
                             st.reported.remove(&id);

@@ -87,6 +87,14 @@ impl Hypervisor for KvmDriver {
             return Ok(());
         }
         check_boot(&spec.boot)?;
+        if spec.config_drive.is_some() {
+            return Err(ComputeError::StartFailed {
+                id: spec.id.clone(),
+                reason: "a config drive is asked for, which Strata's VMM cannot attach yet \
+                         (it takes one disk): use the metadata service"
+                    .into(),
+            });
+        }
         if let Some(fw) = &spec.boot.firmware {
             return Err(ComputeError::StartFailed {
                 id: spec.id.clone(),

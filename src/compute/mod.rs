@@ -5,6 +5,7 @@
 //! whose KVM cannot run a guest (no `/dev/kvm`, or the `kvm_pvm` nested hypervisor), and
 //! with `-accel kvm` elsewhere until Strata's own rust-vmm VMM replaces it there.
 
+pub mod iso9660;
 pub mod kvm;
 pub mod logs;
 pub mod qemu;
@@ -69,6 +70,8 @@ pub struct VmSpec {
     pub nics: Vec<Nic>,
     /// Further disks (data volumes) after the first, in order.
     pub data_disks: Vec<NbdDisk>,
+    /// A config drive: an ISO 9660 image file, attached read-only as a CD-ROM.
+    pub config_drive: Option<PathBuf>,
 }
 
 /// The device id a data disk has inside its VM (the same at start and at hot-plug, so

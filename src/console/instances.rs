@@ -299,6 +299,7 @@ fn parse_create(ctx: &Ctx, f: &Fields) -> Result<CreateServer, String> {
         user: ctx.user_id.clone(),
         anti_affinity_group: None,
         affinity_group: None,
+        config_drive: false,
     })
 }
 

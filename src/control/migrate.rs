@@ -85,7 +85,7 @@ impl Control {
             anti_affinity_group: rec.anti_affinity_group.clone(),
             affinity_group: rec.affinity_group.clone(),
             hypervisor: None,
-            firmware_boot: rec.boot.firmware.is_some(),
+            qemu_only: super::vms::qemu_only(&rec.boot, rec.config_drive),
             weigher: Weigher::Spread,
             prefer: volume_nodes,
         };

@@ -33,8 +33,8 @@ pub struct Request {
     pub affinity_group: Option<String>,
     /// Only nodes with this driver (`kvm`, `tcg`), if set.
     pub hypervisor: Option<String>,
-    /// The VM boots through firmware from its disk (only the QEMU driver can).
-    pub firmware_boot: bool,
+    /// What the VM needs that only the QEMU driver does (in words), if anything.
+    pub qemu_only: Option<String>,
     pub weigher: Weigher,
     /// Nodes to prefer among those that pass (where the VM's volume has a replica, so
     /// that its reads stay local).
@@ -99,8 +99,8 @@ pub fn place(req: &Request, nodes: &[Candidate]) -> Result<(NodeId, String), Str
             Some(format!("node is in maintenance ({m})"))
         } else if req.hypervisor.as_ref().is_some_and(|h| *h != n.hypervisor) {
             Some(format!("hypervisor is {}", n.hypervisor))
-        } else if req.firmware_boot && n.hypervisor == "kvm" {
-            Some("its driver, Strata's VMM (kvm), cannot boot an image through firmware yet".into())
+        } else if let Some(what) = req.qemu_only.as_ref().filter(|_| n.hypervisor == "kvm") {
+            Some(format!("its driver, Strata's VMM (kvm), cannot {what} yet"))
         } else if n.used_vcpus + req.vcpus > vcpu_cap {
             Some(format!(
                 "not enough vCPUs ({} of {} allocated)",
@@ -205,7 +205,7 @@ mod tests {
             anti_affinity_group: None,
             affinity_group: None,
             hypervisor: None,
-            firmware_boot: false,
+            qemu_only: None,
             weigher: Weigher::Spread,
             prefer: vec![],
         }

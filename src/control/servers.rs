@@ -33,6 +33,8 @@ pub struct CreateServer {
     pub user: String,
     pub anti_affinity_group: Option<String>,
     pub affinity_group: Option<String>,
+    /// Nova's `config_drive`.
+    pub config_drive: bool,
 }
 
 /// Kernel command line when the image does not give one.
@@ -212,6 +214,7 @@ impl Control {
                     delete_volume: made || req.delete_volume,
                     security_groups: req.security_groups.clone(),
                     affinity_group: req.affinity_group.clone(),
+                    config_drive: req.config_drive,
                 },
             )
             .await;

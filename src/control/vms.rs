@@ -21,6 +21,19 @@ use crate::cluster::store::{StoreError, TxnBuilder, Versioned};
 use crate::compute;
 use crate::ids::{NodeId, VmId};
 
+/// What a VM needs that only the QEMU driver does yet, in words (placement keeps such VMs
+/// off nodes running Strata's VMM).
+pub(super) fn qemu_only(boot: &BootSpec, config_drive: bool) -> Option<String> {
+    let mut needs = Vec::new();
+    if boot.firmware.is_some() {
+        needs.push("boot an image through firmware");
+    }
+    if config_drive {
+        needs.push("give a VM a config drive");
+    }
+    (!needs.is_empty()).then(|| needs.join(" or "))
+}
+
 /// A request to create a VM.
 #[derive(Serialize, Deserialize, Debug, Clone)]
 pub struct CreateVm {
@@ -76,6 +89,9 @@ pub struct CreateVm {
     /// Placed with the other VMs of this group.
     #[serde(default)]
     pub affinity_group: Option<String>,
+    /// Given a config drive.
+    #[serde(default)]
+    pub config_drive: bool,
 }
 
 /// A VM as users see it: desired state and what its node reports.
@@ -193,7 +209,7 @@ impl Control {
             anti_affinity_group: req.anti_affinity_group.clone(),
             affinity_group: req.affinity_group.clone(),
             hypervisor: req.hypervisor.clone(),
-            firmware_boot: req.boot.firmware.is_some(),
+            qemu_only: qemu_only(&req.boot, req.config_drive),
             weigher,
             prefer: volume
                 .as_ref()
@@ -318,6 +334,7 @@ impl Control {
                 delete_volume: req.delete_volume,
                 data_volumes: Vec::new(),
                 affinity_group: req.affinity_group.clone(),
+                config_drive: req.config_drive,
             };
             let mut txn = TxnBuilder::new()
                 .require_revision::<PlacementEpochs>("vms", rev)

@@ -159,6 +159,37 @@ fn meta_data(m: &InstanceMeta) -> serde_json::Value {
     })
 }
 
+/// The files of an OpenStack config drive, the documents the service serves, under
+/// `openstack/latest/` (cloud-init's ConfigDrive source reads a volume labelled
+/// `config-2`); `with_network`: describe the instance's NIC (false for one without).
+pub fn config_drive_files(m: &InstanceMeta, with_network: bool) -> Vec<(String, Vec<u8>)> {
+    let doc = |v: serde_json::Value| serde_json::to_vec(&v).unwrap_or_default();
+    let net = if with_network {
+        network_data(m)
+    } else {
+        json!({"links": [], "networks": [], "services": []})
+    };
+    let mut files = vec![
+        (
+            "openstack/latest/meta_data.json".to_string(),
+            doc(meta_data(m)),
+        ),
+        ("openstack/latest/network_data.json".to_string(), doc(net)),
+        (
+            "openstack/latest/vendor_data.json".to_string(),
+            b"{}".to_vec(),
+        ),
+        (
+            "openstack/latest/vendor_data2.json".to_string(),
+            b"{}".to_vec(),
+        ),
+    ];
+    if let Some(u) = &m.user_data {
+        files.push(("openstack/latest/user_data".to_string(), u.clone()));
+    }
+    files
+}
+
 fn network_data(m: &InstanceMeta) -> serde_json::Value {
     let link = format!(
         "tap{}",

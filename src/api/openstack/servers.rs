@@ -212,7 +212,8 @@ fn server_json_with(
         "addresses": addrs, "accessIPv4": "", "accessIPv6": "",
         "links": links(base, "servers", &r.id.0),
         "OS-DCF:diskConfig": "MANUAL", "progress": 0,
-        "OS-EXT-AZ:availability_zone": "nova", "config_drive": "",
+        "OS-EXT-AZ:availability_zone": "nova",
+        "config_drive": if r.config_drive { "True" } else { "" },
         "key_name": r.key_name,
         "OS-SRV-USG:launched_at": (v.boots > 0).then(|| time(r.created_at).replace('Z', ".000000")),
         "OS-SRV-USG:terminated_at": null,
@@ -505,6 +506,29 @@ async fn create(State(node): State<Arc<Api>>, headers: HeaderMap, b: axum::body:
         }
         None => None,
     };
+    // Nova's boolean parameter type: true/false, their spellings as strings, 1/0.
+    let config_drive = match srv.get("config_drive") {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(b)) => *b,
+        Some(Value::Number(n)) if n.as_u64() == Some(1) => true,
+        Some(Value::Number(n)) if n.as_u64() == Some(0) => false,
+        Some(Value::String(v)) => match v.to_ascii_lowercase().as_str() {
+            "true" | "1" | "yes" | "on" | "y" | "t" => true,
+            "false" | "0" | "no" | "off" | "n" | "f" | "" => false,
+            _ => {
+                return Err(bad(format!(
+                    "Invalid input for field/attribute config_drive. Value: {v}. \
+                     {v} is not of type 'boolean'"
+                )))
+            }
+        },
+        Some(v) => {
+            return Err(bad(format!(
+                "Invalid input for field/attribute config_drive. Value: {v}. \
+                 {v} is not of type 'boolean'"
+            )))
+        }
+    };
     let user_data = match srv.get("user_data").and_then(Value::as_str) {
         Some(u) => Some(
             base64::engine::general_purpose::STANDARD
@@ -601,6 +625,7 @@ async fn create(State(node): State<Arc<Api>>, headers: HeaderMap, b: axum::body:
                     user: s.user.clone(),
                     anti_affinity_group: anti.clone(),
                     affinity_group: affinity.clone(),
+                    config_drive,
                 },
             )
             .await

@@ -158,6 +158,10 @@ pub struct VmRecord {
     /// Kept on the node of the other VMs of this group (Nova's affinity policy).
     #[serde(default)]
     pub affinity_group: Option<String>,
+    /// Given a config drive (Nova's `config_drive`): a read-only ISO 9660 volume labelled
+    /// `config-2` with the instance's metadata, for guests that cannot reach the service.
+    #[serde(default)]
+    pub config_drive: bool,
 }
 
 pub struct VmStatuses;
