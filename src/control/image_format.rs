@@ -136,6 +136,17 @@ fn stderr_of(o: &std::process::Output) -> String {
         .to_string()
 }
 
+/// `qemu-img <cmd> --output=json` on an untrusted file, under the limits; a failure is
+/// refused as `what: <qemu-img's words>`.
+async fn json_of(cmd: &str, format: &str, file: &str, what: &str) -> Result<Value, ControlError> {
+    let o = run(&[cmd, "--output=json", "-f", format, file], true).await?;
+    if !o.status.success() {
+        return Err(ControlError::Invalid(format!("{what}: {}", stderr_of(&o))));
+    }
+    serde_json::from_slice(&o.stdout)
+        .map_err(|e| ControlError::Invalid(format!("qemu-img {cmd} gave no JSON: {e}")))
+}
+
 /// What the checks learned about an image to convert.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Inspected {
@@ -167,15 +178,13 @@ pub async fn inspect(path: &Path, format: &str, max: u64) -> Result<Inspected, C
         }
         _ => {}
     }
-    let o = run(&["info", "--output=json", "-f", format, &file], true).await?;
-    if !o.status.success() {
-        return Err(bad(format!(
-            "the data is not a valid {declared} image: {}",
-            stderr_of(&o)
-        )));
-    }
-    let info: Value = serde_json::from_slice(&o.stdout)
-        .map_err(|e| bad(format!("qemu-img info gave no JSON: {e}")))?;
+    let info = json_of(
+        "info",
+        format,
+        &file,
+        &format!("the data is not a valid {declared} image"),
+    )
+    .await?;
     if let Some(b) = info.get("backing-filename").and_then(Value::as_str) {
         return Err(bad(format!(
             "the image has a backing file ({b:?}): upload a standalone image \
@@ -235,15 +244,13 @@ pub async fn inspect(path: &Path, format: &str, max: u64) -> Result<Inspected, C
     // A truncated image can pass `check` (its tables end before its data does): every
     // mapped extent must lie inside the file.
     let file_len = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
-    let o = run(&["map", "--output=json", "-f", format, &file], true).await?;
-    if !o.status.success() {
-        return Err(bad(format!(
-            "the {declared} image cannot be read: {}",
-            stderr_of(&o)
-        )));
-    }
-    let map: Value = serde_json::from_slice(&o.stdout)
-        .map_err(|e| bad(format!("qemu-img map gave no JSON: {e}")))?;
+    let map = json_of(
+        "map",
+        format,
+        &file,
+        &format!("the {declared} image cannot be read"),
+    )
+    .await?;
     for e in map.as_array().map(Vec::as_slice).unwrap_or_default() {
         if let (Some(off), Some(len)) = (e["offset"].as_u64(), e["length"].as_u64()) {
             if e["data"] == true && off.saturating_add(len) > file_len {
@@ -420,16 +427,7 @@ pub async fn receive_and_convert(
         let chunk =
             chunk.map_err(|e| ControlError::Invalid(format!("the upload was cut off: {e}")))?;
         total += chunk.len() as u64;
-        if let Some(r) = room.filter(|r| total > *r) {
-            super::images::drain(&mut body, super::images::DRAIN_MAX).await;
-            return Err(super::images::image_quota(total, r));
-        }
-        if total > len.unwrap_or(max) {
-            return Err(ControlError::Invalid(format!(
-                "more data than announced ({} bytes)",
-                len.unwrap_or(max)
-            )));
-        }
+        super::images::account(&mut body, total, len, room).await?;
         md5.update(&chunk);
         sha.update(&chunk);
         f.write_all(&chunk)

@@ -159,6 +159,27 @@ pub(super) async fn drain(body: &mut DataStream, max: u64) {
 }
 
 /// The refusal of image data past the owner's `image_size_total` quota.
+/// Checks the bytes received so far against the owner's room (the rest of the upload is
+/// drained when it is past) and the announced length.
+pub(super) async fn account(
+    body: &mut DataStream,
+    total: u64,
+    len: Option<u64>,
+    room: Option<u64>,
+) -> Result<(), ControlError> {
+    if let Some(r) = room.filter(|r| total > *r) {
+        drain(body, DRAIN_MAX).await;
+        return Err(image_quota(total, r));
+    }
+    let max = len.unwrap_or(MAX_IMAGE_BYTES);
+    if total > max {
+        return Err(ControlError::Invalid(format!(
+            "more data than announced ({max} bytes)"
+        )));
+    }
+    Ok(())
+}
+
 pub(super) fn image_quota(bytes: u64, room: u64) -> ControlError {
     ControlError::OverQuota {
         resource: "image_size_total".into(),
@@ -526,16 +547,7 @@ impl Control {
                 let chunk = chunk
                     .map_err(|e| ControlError::Invalid(format!("the upload was cut off: {e}")))?;
                 total += chunk.len() as u64;
-                if let Some(r) = room.filter(|r| total > *r) {
-                    drain(&mut body, DRAIN_MAX).await;
-                    return Err(image_quota(total, r));
-                }
-                if total > len.unwrap_or(MAX_IMAGE_BYTES) {
-                    return Err(ControlError::Invalid(format!(
-                        "more data than announced ({} bytes)",
-                        len.unwrap_or(MAX_IMAGE_BYTES)
-                    )));
-                }
+                account(&mut body, total, len, room).await?;
                 md5.update(&chunk);
                 sha.update(&chunk);
                 buf.extend_from_slice(&chunk);
