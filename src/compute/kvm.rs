@@ -45,16 +45,10 @@ impl KvmDriver {
     /// distribution allocates (systemd leaves 0x70000000 and up unused), derived from the
     /// VM's id and moved on past the users of the other running VMs.
     fn choose_uid(&self, id: &VmId) -> u32 {
-        let taken: std::collections::HashSet<u32> = self
-            .running()
-            .iter()
-            .filter(|other| *other != id)
-            .filter_map(|other| {
-                let text = std::fs::read(self.dir(other).join(worker::SPEC_FILE)).ok()?;
-                serde_json::from_slice::<WorkerSpec>(&text).ok()?.uid
-            })
-            .collect();
-        vmdir::pick_uid(id, &taken)
+        vmdir::choose_uid(id, &self.running(), None, |other| {
+            let text = std::fs::read(self.dir(other).join(worker::SPEC_FILE)).ok()?;
+            serde_json::from_slice::<WorkerSpec>(&text).ok()?.uid
+        })
     }
 
     fn pid(&self, id: &VmId) -> Option<i32> {

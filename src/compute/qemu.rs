@@ -55,16 +55,9 @@ impl QemuDriver {
     /// The user for a VM's QEMU: its own if it has run before, else one no other running
     /// VM has.
     fn choose_uid(&self, id: &VmId) -> u32 {
-        let taken: HashSet<u32> = self
-            .running()
-            .iter()
-            .filter(|other| *other != id)
-            .filter_map(|other| read_uid(&self.dir(other)))
-            .collect();
-        match read_uid(&self.dir(id)) {
-            Some(u) if !taken.contains(&u) => u,
-            _ => vmdir::pick_uid(id, &taken),
-        }
+        vmdir::choose_uid(id, &self.running(), read_uid(&self.dir(id)), |other| {
+            read_uid(&self.dir(other))
+        })
     }
 
     /// Adds (`add`) or removes an export from those the VM's user may open.

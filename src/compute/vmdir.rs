@@ -166,9 +166,28 @@ pub fn stop_reason(dir: &Path) -> String {
 pub const VM_UID_BASE: u32 = 0x7000_0000;
 const VM_UIDS: u32 = 1 << 16;
 
-/// A user for a VM's process: one per running VM on this node, derived from the VM's id
-/// and moved on past `taken` (the users of the other running VMs).
-pub fn pick_uid(id: &VmId, taken: &std::collections::HashSet<u32>) -> u32 {
+/// A user for the process of VM `id`: `previous` (the one it had) if no other running VM
+/// has it, else one derived from the VM's id and moved on past those of the others;
+/// `uid_of` reads a running VM's user.
+pub fn choose_uid(
+    id: &VmId,
+    running: &[VmId],
+    previous: Option<u32>,
+    uid_of: impl Fn(&VmId) -> Option<u32>,
+) -> u32 {
+    let taken: std::collections::HashSet<u32> = running
+        .iter()
+        .filter(|other| *other != id)
+        .filter_map(uid_of)
+        .collect();
+    match previous {
+        Some(u) if !taken.contains(&u) => u,
+        _ => pick_uid(id, &taken),
+    }
+}
+
+/// A user derived from the VM's id and moved on past `taken`.
+fn pick_uid(id: &VmId, taken: &std::collections::HashSet<u32>) -> u32 {
     let start = super::worker::mac_for(&id.0)
         .iter()
         .skip(3)
