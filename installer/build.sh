@@ -114,6 +114,11 @@ for t in sfdisk mke2fs mkfs.fat blkid nft efibootmgr grub-bios-setup qemu-img; d
   [ -e "$root/usr/libexec/strata/$t" ] || die "tool $t not found on the build host (run scripts/install-deps.sh --usb)"
 done
 install -D -m 0644 /etc/mke2fs.conf "$root/etc/mke2fs.conf"
+# BIOS firmware for guests that boot their own bootloader on Strata's VMM (Debian's
+# SeaBIOS build for virtio-mmio machines).
+[ -f /usr/share/seabios/bios-microvm.bin ] || die "no /usr/share/seabios/bios-microvm.bin (Debian package seabios)"
+install -D -m 0644 /usr/share/seabios/bios-microvm.bin "$root/usr/share/seabios/bios-microvm.bin"
+echo "seabios $(dpkg-query -W -f='${Version}' seabios) $(sha256sum /usr/share/seabios/bios-microvm.bin | cut -d' ' -f1)" >>"$PKGS_USED"
 
 # strata itself (a stripped copy) and its shared libraries.
 strip -o "$WORK_DIR/strata" "$bin"

@@ -3,7 +3,7 @@
 # missing (otherwise). Idempotent; does nothing when everything is present.
 set -euo pipefail
 PKGS=(libclang-dev librocksdb-dev libsnappy-dev liblz4-dev libzstd-dev libbz2-dev zlib1g-dev
-      iproute2 nftables iptables procps curl qemu-system-x86 qemu-utils busybox
+      iproute2 nftables iptables procps curl qemu-system-x86 qemu-utils seabios busybox
       python3 python3-venv chromium chromium-driver
       grub-pc-bin grub-efi-amd64-bin grub-common xorriso mtools dosfstools ovmf efibootmgr
       fdisk e2fsprogs cpio kmod openssh-client)

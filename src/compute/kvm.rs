@@ -15,6 +15,18 @@ use crate::ids::VmId;
 /// The worker process's own log (its stderr), in the VM's directory.
 const WORKER_LOG: &str = "worker.log";
 
+/// Where Debian's SeaBIOS build for virtio-mmio machines is found (package `seabios`;
+/// QEMU's firmware directory links to it).
+pub const BIOS_IMAGES: [&str; 2] = [
+    "/usr/share/seabios/bios-microvm.bin",
+    "/usr/share/qemu/bios-microvm.bin",
+];
+
+/// The BIOS image firmware boot uses on this node, if there is one.
+pub fn bios_image() -> Option<PathBuf> {
+    BIOS_IMAGES.iter().map(PathBuf::from).find(|p| p.is_file())
+}
+
 pub struct KvmDriver {
     root: PathBuf,
     /// The program that runs `vmm` (this binary).
@@ -81,33 +93,28 @@ impl Hypervisor for KvmDriver {
             return Ok(());
         }
         check_boot(&spec.boot)?;
-        if spec.config_drive.is_some() {
-            return Err(ComputeError::StartFailed {
-                id: spec.id.clone(),
-                reason: "a config drive is asked for, which Strata's VMM cannot attach yet \
-                         (it takes one disk): use the metadata service"
-                    .into(),
-            });
-        }
-        if let Some(fw) = &spec.boot.firmware {
-            return Err(ComputeError::StartFailed {
+        let firmware = match spec.boot.firmware.as_deref() {
+            None => None,
+            Some("bios") => Some(bios_image().ok_or_else(|| ComputeError::StartFailed {
                 id: spec.id.clone(),
                 reason: format!(
-                    "the image boots through {fw} firmware from its own bootloader, which \
-                     Strata's VMM cannot do yet (it boots a kernel given directly: set the \
-                     image's kernel_id and ramdisk_id)"
+                    "the image boots through BIOS firmware and this node has no SeaBIOS \
+                     microvm image ({}; Debian package seabios)",
+                    BIOS_IMAGES.join(" or ")
                 ),
-            });
-        }
-        if spec.nics.len() > 1 {
-            return Err(ComputeError::StartFailed {
-                id: spec.id.clone(),
-                reason: format!(
-                    "{} NICs asked; Strata's VMM gives a VM one network card",
-                    spec.nics.len()
-                ),
-            });
-        }
+            })?),
+            Some(other) => {
+                return Err(ComputeError::StartFailed {
+                    id: spec.id.clone(),
+                    reason: format!(
+                        "the image asks for {other} firmware (hw_firmware_type={other}); \
+                         Strata's VMM boots through BIOS firmware only (UEFI firmware needs \
+                         virtio-pci devices, which it does not have): use \
+                         hw_firmware_type=bios or a node running the QEMU driver"
+                    ),
+                })
+            }
+        };
         let dir = self.dir(&spec.id);
         let io = |source| ComputeError::Io {
             path: dir.clone(),
@@ -129,6 +136,10 @@ impl Hypervisor for KvmDriver {
             mac: spec.nics.first().map(|n| n.mac.clone()),
             nbd: spec.volume.clone(),
             uid: Some(self.choose_uid(&spec.id)),
+            more_nics: spec.nics.iter().skip(1).cloned().collect(),
+            data_disks: spec.data_disks.clone(),
+            config_drive: spec.config_drive.clone(),
+            firmware,
         };
         std::fs::write(
             dir.join(worker::SPEC_FILE),

@@ -188,7 +188,8 @@ pub trait Hypervisor: Send + Sync + 'static {
             id: id.clone(),
             op: "plug disk",
             reason: format!(
-                "the {} driver does not take data volumes yet (only the boot disk)",
+                "the {} driver cannot plug disks into a running VM yet: the volume is \
+                 attached when the VM next starts",
                 self.name()
             ),
         })
@@ -204,7 +205,8 @@ pub trait Hypervisor: Send + Sync + 'static {
             id: id.clone(),
             op: "unplug disk",
             reason: format!(
-                "the {} driver does not take data volumes yet (only the boot disk)",
+                "the {} driver cannot unplug disks from a running VM yet: the volume is \
+                 detached when the VM next starts",
                 self.name()
             ),
         })

@@ -23,7 +23,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::vmdir;
-use super::vmm::vm::{DiskConfig, RunState, VmConfig, Vmm, VmmEvent, VmmHandle};
+use super::vmm::vm::{DiskConfig, NicConfig, RunState, VmConfig, Vmm, VmmEvent, VmmHandle};
 
 /// What the driver hands the worker, as `vm.json` in the VM's directory.
 #[derive(Serialize, Deserialize, Debug, Clone)]
@@ -46,16 +46,30 @@ pub struct WorkerSpec {
     /// per VM on a node (the driver chooses it), so workers cannot reach each other.
     #[serde(default)]
     pub uid: Option<u32>,
+    /// NICs after the first (`tap` and `mac`), in order.
+    #[serde(default)]
+    pub more_nics: Vec<super::Nic>,
+    /// Data volumes (NBD exports), attached after the boot disk in order.
+    #[serde(default)]
+    pub data_disks: Vec<super::NbdDisk>,
+    /// A config drive image, attached read-only after the data disks.
+    #[serde(default)]
+    pub config_drive: Option<PathBuf>,
+    /// A BIOS image to boot through instead of `kernel` (firmware boot).
+    #[serde(default)]
+    pub firmware: Option<PathBuf>,
 }
 
 /// What the worker opens once, before it gives up its privileges.
 struct Held {
     kvm: std::fs::File,
+    /// The kernel (direct boot) or the BIOS image (firmware boot).
     kernel: std::fs::File,
     initrd: Option<std::fs::File>,
-    /// The disks, in the guest's order, with the serial each shows.
-    disks: Vec<(Arc<dyn crate::storage::Volume>, String)>,
-    tap: Option<super::vmm::virtio::tap::Tap>,
+    /// The disks, in the guest's order, with the serial each shows and whether it is
+    /// read-only.
+    disks: Vec<(Arc<dyn crate::storage::Volume>, String, bool)>,
+    taps: Vec<super::vmm::virtio::tap::Tap>,
     console: std::fs::File,
     events: std::fs::File,
 }
@@ -148,11 +162,22 @@ impl WorkerSpec {
                 read_only: false,
             })
             .collect();
-        c.tap = self.tap.clone();
-        c.mac = match &self.mac {
-            Some(m) => parse_mac(m)?,
-            None => mac_for(&self.id),
-        };
+        c.firmware = self.firmware.clone();
+        if let Some(tap) = &self.tap {
+            c.nics.push(NicConfig {
+                tap: tap.clone(),
+                mac: match &self.mac {
+                    Some(m) => parse_mac(m)?,
+                    None => mac_for(&self.id),
+                },
+            });
+        }
+        for n in &self.more_nics {
+            c.nics.push(NicConfig {
+                tap: n.tap.clone(),
+                mac: parse_mac(&n.mac)?,
+            });
+        }
         c.serial_log = Some(dir.join(CONSOLE_LOG));
         Ok(c)
     }
@@ -162,16 +187,32 @@ impl WorkerSpec {
         let file = |p: &Path, what: &str| {
             std::fs::File::open(p).map_err(io(format!("cannot open the {what} {}", p.display())))
         };
-        let mut disks: Vec<(Arc<dyn crate::storage::Volume>, String)> = Vec::new();
-        if let Some(n) = &self.nbd {
+        let mut disks: Vec<(Arc<dyn crate::storage::Volume>, String, bool)> = Vec::new();
+        let nbd = |n: &super::NbdDisk| -> Result<_, WorkerError> {
             let v = crate::storage::nbd::NbdVolume::connect_unix(&n.socket, &n.export)
                 .map_err(|e| WorkerError::Volume(crate::telemetry::error_chain(&e)))?;
-            disks.push((Arc::new(v), n.export.chars().take(20).collect()));
+            // The serial the guest sees (/dev/disk/by-id/virtio-<serial>), as on QEMU.
+            Ok((
+                Arc::new(v) as Arc<dyn crate::storage::Volume>,
+                n.export.chars().take(20).collect::<String>(),
+                false,
+            ))
+        };
+        if let Some(n) = &self.nbd {
+            disks.push(nbd(n)?);
         }
         if let Some(p) = &self.disk {
             let v = crate::storage::file::FileVolume::open(p, false)
                 .map_err(|e| WorkerError::Volume(crate::telemetry::error_chain(&e)))?;
-            disks.push((Arc::new(v), "disk0".to_string()));
+            disks.push((Arc::new(v), "disk0".to_string(), false));
+        }
+        for d in &self.data_disks {
+            disks.push(nbd(d)?);
+        }
+        if let Some(p) = &self.config_drive {
+            let v = crate::storage::file::FileVolume::open(p, true)
+                .map_err(|e| WorkerError::Volume(crate::telemetry::error_chain(&e)))?;
+            disks.push((Arc::new(v), "config-2".to_string(), true));
         }
         Ok(Held {
             kvm: std::fs::OpenOptions::new()
@@ -179,18 +220,22 @@ impl WorkerSpec {
                 .write(true)
                 .open("/dev/kvm")
                 .map_err(io("cannot open /dev/kvm"))?,
-            kernel: file(&self.kernel, "kernel")?,
+            kernel: match &self.firmware {
+                Some(fw) => file(fw, "firmware")?,
+                None => file(&self.kernel, "kernel")?,
+            },
             initrd: self
                 .initrd
                 .as_deref()
                 .map(|p| file(p, "initramfs"))
                 .transpose()?,
             disks,
-            tap: self
+            taps: self
                 .tap
-                .as_deref()
-                .map(super::vmm::virtio::tap::Tap::open)
-                .transpose()?,
+                .iter()
+                .chain(self.more_nics.iter().map(|n| &n.tap))
+                .map(|t| super::vmm::virtio::tap::Tap::open(t))
+                .collect::<Result<_, _>>()?,
             console: std::fs::OpenOptions::new()
                 .create(true)
                 .append(true)
@@ -207,21 +252,25 @@ impl WorkerSpec {
         c.disks = held
             .disks
             .iter()
-            .map(|(v, id)| DiskConfig::Volume {
+            .map(|(v, id, ro)| DiskConfig::Volume {
                 volume: v.clone(),
-                read_only: false,
+                read_only: *ro,
                 id: id.clone(),
             })
             .collect();
         c.opened.kvm = Some(dup(&held.kvm)?);
-        c.opened.kernel = Some(dup(&held.kernel)?);
+        if self.firmware.is_some() {
+            c.opened.firmware = Some(dup(&held.kernel)?);
+        } else {
+            c.opened.kernel = Some(dup(&held.kernel)?);
+        }
         c.opened.initrd = held.initrd.as_ref().map(dup).transpose()?;
         c.opened.serial_log = Some(dup(&held.console)?);
-        c.opened.tap = held
-            .tap
-            .as_ref()
+        c.opened.taps = held
+            .taps
+            .iter()
             .map(|t| t.try_clone().map_err(io("cannot duplicate the TAP")))
-            .transpose()?;
+            .collect::<Result<_, _>>()?;
         Ok(c)
     }
 }
@@ -545,9 +594,18 @@ mod tests {
             mac: None,
             nbd: None,
             uid: None,
+            more_nics: vec![super::super::Nic {
+                tap: "tap9".into(),
+                mac: "52:54:00:00:00:09".into(),
+            }],
+            data_disks: Vec::new(),
+            config_drive: None,
+            firmware: None,
         };
         let c = spec.base_config(d.path()).unwrap();
         assert_eq!((c.vcpus, c.mem_mib, c.disks.len()), (2, 128, 1));
+        assert_eq!(c.nics.len(), 1);
+        assert_eq!(c.nics[0].mac, [0x52, 0x54, 0, 0, 0, 9]);
         assert_eq!(c.serial_log.unwrap(), d.path().join(CONSOLE_LOG));
         assert!(c.cmdline.starts_with("console=ttyS0 ") && c.cmdline.contains("i8042.noaux"));
         let bad = WorkerSpec {

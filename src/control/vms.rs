@@ -23,15 +23,9 @@ use crate::ids::{NodeId, VmId};
 
 /// What a VM needs that only the QEMU driver does yet, in words (placement keeps such VMs
 /// off nodes running Strata's VMM).
-pub(super) fn qemu_only(boot: &BootSpec, config_drive: bool) -> Option<String> {
-    let mut needs = Vec::new();
-    if boot.firmware.is_some() {
-        needs.push("boot an image through firmware");
-    }
-    if config_drive {
-        needs.push("give a VM a config drive");
-    }
-    (!needs.is_empty()).then(|| needs.join(" or "))
+pub(super) fn qemu_only(boot: &BootSpec, _config_drive: bool) -> Option<String> {
+    (boot.firmware.as_deref() == Some("uefi"))
+        .then(|| "boot an image through UEFI firmware (it has BIOS firmware only)".to_string())
 }
 
 /// A request to create a VM.

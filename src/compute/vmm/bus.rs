@@ -279,6 +279,36 @@ impl BusDevice for DebugExit {
     }
 }
 
+/// The BIOS debug console (QEMU's `debugcon` on port 0x402): reads answer 0xE9, which
+/// tells SeaBIOS the port is there; what it writes goes to the VMM's log, line by line.
+pub const DEBUGCON_PORT: u64 = 0x402;
+
+#[derive(Default)]
+pub struct DebugCon {
+    line: Vec<u8>,
+}
+
+impl BusDevice for DebugCon {
+    fn read(&mut self, _offset: u64, data: &mut [u8]) {
+        data.fill(0);
+        if let Some(b) = data.first_mut() {
+            *b = 0xe9;
+        }
+    }
+    fn write(&mut self, _offset: u64, data: &[u8]) {
+        for &b in data {
+            if b == b'\n' || self.line.len() >= 256 {
+                let text = String::from_utf8_lossy(&self.line);
+                tracing::info!(target: "firmware", "{}", text.trim_end());
+                self.line.clear();
+            }
+            if b != b'\n' {
+                self.line.push(b);
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

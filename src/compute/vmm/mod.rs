@@ -33,6 +33,8 @@
 
 pub mod boot;
 pub mod bus;
+pub mod cmos;
+pub mod fw_cfg;
 pub mod memory;
 pub mod serial;
 pub mod vcpu;

@@ -20,10 +20,13 @@ use vm_memory::{GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
 use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 use vmm_sys_util::eventfd::EventFd;
 
-use super::boot::{self, acpi, cpu, BootError};
+use super::boot::{self, acpi, cpu, firmware, BootError};
 use super::bus::{
-    lock, AcpiPm, Bus, BusOverlap, DebugExit, GuestRequest, DEBUG_EXIT_PORT, I8042, I8042_DATA_PORT,
+    lock, AcpiPm, Bus, BusOverlap, DebugCon, DebugExit, GuestRequest, DEBUGCON_PORT,
+    DEBUG_EXIT_PORT, I8042, I8042_DATA_PORT,
 };
+use super::cmos::{Cmos, CMOS_PORT, CMOS_PORTS_LEN};
+use super::fw_cfg::{FW_CFG_PORT, FW_CFG_PORTS_LEN};
 use super::memory::{self, MemoryError, KVM_IDENTITY_MAP_ADDR, KVM_TSS_ADDR, VIRTIO_MMIO_SIZE};
 use super::serial::{
     ConsoleLog, SerialDevice, SerialError, DEFAULT_RING_BYTES, SERIAL_IRQ, SERIAL_PORT,
@@ -60,17 +63,29 @@ impl std::fmt::Debug for DiskConfig {
     }
 }
 
+/// A network card: the TAP carrying it and its MAC address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NicConfig {
+    pub tap: String,
+    pub mac: [u8; 6],
+}
+
 #[derive(Debug)]
 pub struct VmConfig {
     pub vcpus: u8,
     pub mem_mib: u64,
+    /// The kernel for a direct boot; unused when `firmware` is set.
     pub kernel: PathBuf,
+    /// A BIOS image (SeaBIOS `bios-microvm.bin`): the VM starts in it, in the reset state,
+    /// and it boots the first disk's own bootloader. Then `kernel`, `initrd` and `cmdline`
+    /// are not used.
+    pub firmware: Option<PathBuf>,
     pub initrd: Option<PathBuf>,
     /// Kernel command line. Devices are described by ACPI, not on the command line.
     pub cmdline: String,
+    /// Disks in the guest's order; with firmware the first is the one booted.
     pub disks: Vec<DiskConfig>,
-    pub tap: Option<String>,
-    pub mac: [u8; 6],
+    pub nics: Vec<NicConfig>,
     pub rng: bool,
     pub serial_log: Option<PathBuf>,
     pub console_ring_bytes: usize,
@@ -86,7 +101,9 @@ pub struct Opened {
     pub kvm: Option<std::fs::File>,
     pub kernel: Option<std::fs::File>,
     pub initrd: Option<std::fs::File>,
-    pub tap: Option<Tap>,
+    pub firmware: Option<std::fs::File>,
+    /// The TAPs of `VmConfig::nics`, in the same order.
+    pub taps: Vec<Tap>,
     pub serial_log: Option<std::fs::File>,
 }
 
@@ -96,7 +113,8 @@ impl std::fmt::Debug for Opened {
             .field("kvm", &self.kvm.is_some())
             .field("kernel", &self.kernel.is_some())
             .field("initrd", &self.initrd.is_some())
-            .field("tap", &self.tap.as_ref().map(Tap::name))
+            .field("firmware", &self.firmware.is_some())
+            .field("taps", &self.taps.iter().map(Tap::name).collect::<Vec<_>>())
             .field("serial_log", &self.serial_log.is_some())
             .finish()
     }
@@ -108,11 +126,11 @@ impl VmConfig {
             vcpus: 1,
             mem_mib: 256,
             kernel,
+            firmware: None,
             initrd: None,
             cmdline: "console=ttyS0 reboot=k panic=1 pci=off".into(),
             disks: Vec::new(),
-            tap: None,
-            mac: [0x52, 0x54, 0x00, 0x12, 0x34, 0x56],
+            nics: Vec::new(),
             rng: true,
             serial_log: None,
             console_ring_bytes: DEFAULT_RING_BYTES,
@@ -192,6 +210,8 @@ pub struct Vmm {
     _kvm: Kvm,
     vm: Arc<VmFd>,
     _mem: GuestMemoryMmap,
+    /// The firmware image's mapping below 4 GiB (firmware boot only).
+    _rom: Option<GuestMemoryMmap>,
     vcpus: Vec<VcpuFd>,
     io: Bus,
     mmio: Bus,
@@ -305,10 +325,13 @@ impl Vmm {
             };
             models.push(Box::new(Block::new(backend, ro, &id)));
         }
-        if let Some(tap) = config.opened.tap.take() {
-            models.push(Box::new(Net::new(Box::new(tap), config.mac)));
-        } else if let Some(name) = &config.tap {
-            models.push(Box::new(Net::new(Box::new(Tap::open(name)?), config.mac)));
+        let mut opened_taps = std::mem::take(&mut config.opened.taps).into_iter();
+        for nic in &config.nics {
+            let tap = match opened_taps.next() {
+                Some(t) => t,
+                None => Tap::open(&nic.tap)?,
+            };
+            models.push(Box::new(Net::new(Box::new(tap), nic.mac)));
         }
         if config.rng {
             models.push(Box::new(Rng));
@@ -363,17 +386,53 @@ impl Vmm {
             });
         }
 
-        let info = boot::load_guest(
-            &mem,
-            (&config.kernel, config.opened.kernel.as_ref()),
-            config
-                .initrd
-                .as_deref()
-                .map(|p| (p, config.opened.initrd.as_ref())),
-            &config.cmdline,
-            config.vcpus,
-            &acpi_devices,
-        )?;
+        // Direct boot: kernel entry in long mode. Firmware boot: the reset state in the
+        // BIOS, which reads the machine's description from fw_cfg and the CMOS.
+        let mut rom = None;
+        let entry = match &config.firmware {
+            None => {
+                let info = boot::load_guest(
+                    &mem,
+                    (&config.kernel, config.opened.kernel.as_ref()),
+                    config
+                        .initrd
+                        .as_deref()
+                        .map(|p| (p, config.opened.initrd.as_ref())),
+                    &config.cmdline,
+                    config.vcpus,
+                    &acpi_devices,
+                )?;
+                Some(info.kernel.entry)
+            }
+            Some(path) => {
+                let fw = firmware::load_firmware(&mem, path, config.opened.firmware.as_ref())?;
+                for region in fw.rom.iter() {
+                    let r = kvm_userspace_memory_region {
+                        slot: mem.num_regions() as u32,
+                        flags: 0,
+                        guest_phys_addr: region.start_addr().0,
+                        memory_size: region.len(),
+                        userspace_addr: region.as_ptr() as u64,
+                    };
+                    // SAFETY: the mapping is owned by `fw.rom`, which this Vmm keeps for
+                    // as long as the VM exists.
+                    unsafe { vm.set_user_memory_region(r) }
+                        .map_err(kvm_op("set firmware memory region"))?;
+                }
+                rom = Some(fw.rom);
+                let cfg = firmware::fw_cfg(&mem, config.vcpus, &acpi_devices)?;
+                io.insert(FW_CFG_PORT, FW_CFG_PORTS_LEN, Arc::new(Mutex::new(cfg)))?;
+                let low = memory::low_ram_end(&mem);
+                let high = mem.iter().map(|r| r.len()).sum::<u64>() - low;
+                io.insert(
+                    CMOS_PORT,
+                    CMOS_PORTS_LEN,
+                    Arc::new(Mutex::new(Cmos::new(low, high, config.vcpus))),
+                )?;
+                io.insert(DEBUGCON_PORT, 1, Arc::new(Mutex::new(DebugCon::default())))?;
+                None
+            }
+        };
         let mut supported = kvm
             .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
             .map_err(kvm_op("get supported CPUID"))?;
@@ -389,14 +448,25 @@ impl Vmm {
             let fd = vm
                 .create_vcpu(u64::from(id))
                 .map_err(kvm_op("create vCPU"))?;
-            cpu::configure_vcpu(&fd, id, config.vcpus, &supported, info.kernel.entry)?;
+            match entry {
+                Some(entry) => cpu::configure_vcpu(&fd, id, config.vcpus, &supported, entry)?,
+                None => cpu::configure_reset_vcpu(&fd, id, config.vcpus, &supported)?,
+            }
             vcpus.push(fd);
         }
-        tracing::info!(vcpus = config.vcpus, mem_mib = config.mem_mib, cmdline = %config.cmdline, "VM built");
+        match &config.firmware {
+            None => {
+                tracing::info!(vcpus = config.vcpus, mem_mib = config.mem_mib, cmdline = %config.cmdline, "VM built")
+            }
+            Some(fw) => {
+                tracing::info!(vcpus = config.vcpus, mem_mib = config.mem_mib, firmware = %fw.display(), "VM built")
+            }
+        }
         Ok(Vmm {
             _kvm: kvm,
             vm,
             _mem: mem,
+            _rom: rom,
             vcpus,
             io,
             mmio,
@@ -420,6 +490,7 @@ impl Vmm {
             _kvm,
             vm,
             _mem,
+            _rom,
             vcpus,
             io,
             mmio,
@@ -452,6 +523,7 @@ impl Vmm {
             _kvm,
             _vm: vm,
             _mem,
+            _rom,
             set,
             console,
             serial,
@@ -551,6 +623,7 @@ pub struct VmmHandle {
     _kvm: Kvm,
     _vm: Arc<VmFd>,
     _mem: GuestMemoryMmap,
+    _rom: Option<GuestMemoryMmap>,
     set: Arc<VcpuSet>,
     console: ConsoleLog,
     serial: Arc<Mutex<SerialDevice>>,

@@ -224,8 +224,27 @@ fn build_rsdp(xsdt_addr: u64) -> Vec<u8> {
 
 /// Lays out all tables from `RSDP_ADDR`; returns (address, bytes) pieces.
 pub fn build_tables(vcpus: u8, devices: &[MmioDevice]) -> Vec<(u64, Vec<u8>)> {
+    let (rsdp, tables) = layout(RSDP_ADDR + 64, vcpus, devices);
+    let mut v = vec![(RSDP_ADDR, rsdp)];
+    v.extend(tables.tables);
+    v
+}
+
+/// The tables other than the RSDP, laid out from an address, and where their pointers are.
+pub struct Layout {
+    /// (address, table): XSDT, FADT, MADT, DSDT.
+    pub tables: Vec<(u64, Vec<u8>)>,
+    /// Offsets (from the XSDT) of the 8-byte pointers in the XSDT and the FADT's X_DSDT,
+    /// and of the FADT's 4-byte DSDT pointer.
+    pub pointers64: Vec<u64>,
+    pub pointers32: Vec<u64>,
+}
+
+/// Offset of the XSDT pointer in the RSDP.
+pub const RSDP_XSDT_OFFSET: u32 = 24;
+
+fn layout(xsdt_addr: u64, vcpus: u8, devices: &[MmioDevice]) -> (Vec<u8>, Layout) {
     let align = |a: u64| (a + 15) & !15;
-    let xsdt_addr = RSDP_ADDR + 64;
     // XSDT has two entries: FADT and MADT.
     let fadt_addr = align(xsdt_addr + 36 + 16);
     let fadt_len = 276;
@@ -236,12 +255,55 @@ pub fn build_tables(vcpus: u8, devices: &[MmioDevice]) -> Vec<(u64, Vec<u8>)> {
     let mut xsdt_body = Vec::new();
     xsdt_body.extend_from_slice(&fadt_addr.to_le_bytes());
     xsdt_body.extend_from_slice(&madt_addr.to_le_bytes());
+    let rel = |a: u64| a - xsdt_addr;
+    (
+        build_rsdp(xsdt_addr),
+        Layout {
+            tables: vec![
+                (xsdt_addr, sdt(b"XSDT", 1, &xsdt_body)),
+                (fadt_addr, build_fadt(dsdt_addr)),
+                (madt_addr, madt),
+                (dsdt_addr, dsdt),
+            ],
+            pointers64: vec![36, 44, rel(fadt_addr) + 140],
+            pointers32: vec![rel(fadt_addr) + 40],
+        },
+    )
+}
+
+/// The fw_cfg files through which firmware installs the same tables:
+/// `etc/acpi/rsdp`, `etc/acpi/tables` (the other tables, their pointers relative to the
+/// start of the file) and `etc/table-loader` (allocate both, patch the pointers, fix the
+/// checksums).
+pub fn fw_cfg_files(vcpus: u8, devices: &[MmioDevice]) -> Vec<(&'static str, Vec<u8>)> {
+    use super::super::fw_cfg::{TableLoader, Zone};
+    const RSDP: &str = "etc/acpi/rsdp";
+    const TABLES: &str = "etc/acpi/tables";
+    let (rsdp, l) = layout(0, vcpus, devices);
+    let end = l.tables.last().map_or(0, |(a, t)| *a as usize + t.len());
+    let mut blob = vec![0u8; end];
+    for (a, t) in &l.tables {
+        blob[*a as usize..*a as usize + t.len()].copy_from_slice(t);
+    }
+    let mut loader = TableLoader::default();
+    loader.allocate(RSDP, 16, Zone::FSeg);
+    loader.allocate(TABLES, 64, Zone::High);
+    loader.add_pointer(RSDP, TABLES, RSDP_XSDT_OFFSET, 8);
+    for p in &l.pointers64 {
+        loader.add_pointer(TABLES, TABLES, *p as u32, 8);
+    }
+    for p in &l.pointers32 {
+        loader.add_pointer(TABLES, TABLES, *p as u32, 4);
+    }
+    for (a, t) in &l.tables {
+        loader.add_checksum(TABLES, *a as u32 + 9, *a as u32, t.len() as u32);
+    }
+    loader.add_checksum(RSDP, 8, 0, 20);
+    loader.add_checksum(RSDP, 32, 0, 36);
     vec![
-        (RSDP_ADDR, build_rsdp(xsdt_addr)),
-        (xsdt_addr, sdt(b"XSDT", 1, &xsdt_body)),
-        (fadt_addr, build_fadt(dsdt_addr)),
-        (madt_addr, madt),
-        (dsdt_addr, dsdt),
+        (RSDP, rsdp),
+        (TABLES, blob),
+        ("etc/table-loader", loader.into_bytes()),
     ]
 }
 
@@ -354,5 +416,66 @@ mod tests {
         assert_eq!(hay(b"_S5_"), 1);
         assert_eq!(hay(b"V001"), 1);
         assert_eq!(hay(&0xd000_1000u32.to_le_bytes()), 1);
+    }
+
+    #[test]
+    fn loader_files_patch_to_the_same_tables() {
+        let devs = [MmioDevice {
+            base: 0xd000_0000,
+            len: 0x1000,
+            gsi: 5,
+        }];
+        let files = fw_cfg_files(2, &devs);
+        let get = |n: &str| files.iter().find(|(f, _)| *f == n).unwrap().1.clone();
+        let (mut rsdp, mut tables) = (get("etc/acpi/rsdp"), get("etc/acpi/tables"));
+        let loader = get("etc/table-loader");
+        assert_eq!(loader.len() % 128, 0);
+        // Run the loader as firmware does, with the tables placed at 0x7fe0000.
+        let base = 0x7fe_0000u64;
+        let name = |b: &[u8]| {
+            let end = b.iter().position(|c| *c == 0).unwrap_or(b.len());
+            String::from_utf8(b[..end].to_vec()).unwrap()
+        };
+        for c in loader.chunks(128) {
+            let cmd = u32::from_le_bytes(c[..4].try_into().unwrap());
+            let file = name(&c[4..60]);
+            let buf = if file == "etc/acpi/rsdp" {
+                &mut rsdp
+            } else {
+                &mut tables
+            };
+            match cmd {
+                2 => {
+                    assert_eq!(name(&c[60..116]), "etc/acpi/tables");
+                    let off = u32::from_le_bytes(c[116..120].try_into().unwrap()) as usize;
+                    let size = c[120] as usize;
+                    let mut v = [0u8; 8];
+                    v[..size].copy_from_slice(&buf[off..off + size]);
+                    let patched = (u64::from_le_bytes(v) + base).to_le_bytes();
+                    buf[off..off + size].copy_from_slice(&patched[..size]);
+                }
+                3 => {
+                    let off = u32::from_le_bytes(c[60..64].try_into().unwrap()) as usize;
+                    let start = u32::from_le_bytes(c[64..68].try_into().unwrap()) as usize;
+                    let len = u32::from_le_bytes(c[68..72].try_into().unwrap()) as usize;
+                    let s = sum(&buf[start..start + len]);
+                    buf[off] = buf[off].wrapping_sub(s);
+                }
+                _ => {}
+            }
+        }
+        assert_eq!(sum(&rsdp[..20]), 0);
+        assert_eq!(sum(&rsdp), 0);
+        assert_eq!(
+            u64::from_le_bytes(rsdp[24..32].try_into().unwrap()),
+            base,
+            "RSDP points at the XSDT"
+        );
+        // The same tables as direct boot's, relocated to `base`.
+        let direct = layout(base, 2, &devs).1;
+        for (a, t) in &direct.tables {
+            let off = (*a - base) as usize;
+            assert_eq!(&tables[off..off + t.len()], &t[..]);
+        }
     }
 }

@@ -231,6 +231,24 @@ pub struct VcpuSetupError {
 }
 
 /// Sets CPUID, MSRs, registers, FPU and LAPIC of vCPU `id` for the 64-bit boot.
+/// A vCPU for firmware boot: CPUID and the LAPIC's LINT pins, registers left in KVM's
+/// reset state (the BSP starts at the reset vector, the others wait for INIT and SIPI).
+pub fn configure_reset_vcpu(
+    vcpu: &VcpuFd,
+    id: u8,
+    count: u8,
+    supported_cpuid: &CpuId,
+) -> Result<(), VcpuSetupError> {
+    let err = |what| move |source| VcpuSetupError { id, what, source };
+    let mut cpuid = supported_cpuid.clone();
+    filter_cpuid(&mut cpuid, id, count);
+    vcpu.set_cpuid2(&cpuid).map_err(err("CPUID"))?;
+    let mut lapic = vcpu.get_lapic().map_err(err("LAPIC"))?;
+    set_lint(&mut lapic);
+    vcpu.set_lapic(&lapic).map_err(err("LAPIC"))?;
+    Ok(())
+}
+
 pub fn configure_vcpu(
     vcpu: &VcpuFd,
     id: u8,

@@ -7,6 +7,7 @@
 
 pub mod acpi;
 pub mod cpu;
+pub mod firmware;
 pub mod mptable;
 
 use std::fs::File;
@@ -75,6 +76,8 @@ pub enum BootError {
     MpTable(#[from] mptable::MpTableError),
     #[error("ACPI tables")]
     Acpi(#[from] acpi::AcpiError),
+    #[error("firmware")]
+    Firmware(#[from] firmware::FirmwareError),
 }
 
 /// Where the kernel landed and how to enter it.
