@@ -2,7 +2,7 @@
 CARGO ?= cargo
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: up test deps build release lint bench clean images images-guest images-test usb
+.PHONY: up test deps build release lint bench clean images images-guest images-tiny images-test usb
 
 deps:
 	@scripts/install-deps.sh
@@ -18,7 +18,7 @@ up: release
 	@scripts/up.sh
 
 ## Everything: unit tests, in-process cluster tests and the network-namespace cluster tests.
-test: deps images-guest
+test: deps images-guest images-tiny
 	$(CARGO) test --locked -- --test-threads=1
 
 lint: deps
@@ -46,16 +46,24 @@ clean:
 usb: release
 	installer/build.sh $(if $(CONFIG),--config $(CONFIG))
 
-## Guest images from Debian packages (root): test guest, Debian rootfs (into images/out/).
+## Guest images from Debian packages (root): test guest, strata-tiny cloud image, Debian
+## rootfs (into images/out/).
 images:
 	@images/install-deps.sh
 	images/build-guest.sh
+	images/build-tiny.sh
 	images/build-rootfs.sh
 
 ## Only the small busybox test guest (kernel + initramfs).
 images-guest:
 	@images/install-deps.sh
 	images/build-guest.sh
+
+## strata-tiny: a small CirrOS-like cloud image (GRUB for BIOS and UEFI, config drive or
+## metadata service, SSH keys, dropbear), qcow2 and raw.
+images-tiny:
+	@images/install-deps.sh
+	images/build-tiny.sh
 
 ## QEMU/KVM boots the test guest inside the nested-KVM test host (TCG); prints STRATA-BENCH.
 images-test: images-guest

@@ -11,8 +11,10 @@ case "${1:-}" in
   # What `make usb` (installer/build.sh) needs is in the default list above.
   --bench) PKGS+=(etcd-server etcd-client fio iperf3 python3) ;;
   # What images/ needs: apt-get download, dpkg-deb, cpio, gzip, depmod (kmod), debootstrap,
-  # mkfs.ext4 -d (e2fsprogs), QEMU with SeaBIOS for the test host and smoke tests.
-  --images) PKGS=(qemu-system-x86 seabios cpio gzip kmod debootstrap e2fsprogs coreutils findutils) ;;
+  # mkfs.ext4 -d (e2fsprogs), QEMU with SeaBIOS for the test host and smoke tests; for
+  # strata-tiny: sfdisk, mkfs.fat, mtools, GRUB for BIOS and UEFI, readelf, qemu-img.
+  --images) PKGS=(qemu-system-x86 qemu-utils seabios cpio gzip kmod debootstrap e2fsprogs coreutils
+                  findutils fdisk dosfstools mtools grub-pc-bin grub-efi-amd64-bin binutils) ;;
 esac
 find_missing() {
   missing=()
