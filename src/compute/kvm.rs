@@ -259,6 +259,22 @@ impl Hypervisor for KvmDriver {
         Ok(StopOutcome::Forced(why))
     }
 
+    /// Typed through the worker, which waits while the guest reads (back-pressure).
+    async fn console_input(&self, id: &VmId, data: &[u8]) -> Result<(), ComputeError> {
+        let dir = self.dir(id);
+        let line = format!("input {}", hex::encode(data));
+        tokio::task::spawn_blocking(move || worker::request(&dir, &line))
+            .await
+            .map_err(|e| e.to_string())
+            .and_then(|r| r)
+            .map(|_| ())
+            .map_err(|reason| ComputeError::Control {
+                id: id.clone(),
+                op: "console input",
+                reason,
+            })
+    }
+
     async fn reboot(&self, id: &VmId) -> Result<(), ComputeError> {
         self.request(id, "reboot").await.map(|_| ())
     }

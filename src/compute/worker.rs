@@ -3,7 +3,9 @@
 //! events in `events.log`, and answers a line protocol on `control.sock`:
 //! `state` → `running|paused`, `pause`, `resume`, `reboot`, `stop` → `ok` or `error <why>`;
 //! `powerdown` presses the ACPI power button → `pressed`, or `unhandled` when the guest has
-//! not enabled the button (no handler: only a forced stop will end it), or `paused`.
+//! not enabled the button (no handler: only a forced stop will end it), or `paused`;
+//! `input <hex>` types bytes into the serial console, waiting while the guest reads them
+//! (at most [`INPUT_MAX`] bytes; `error` when the guest stops reading for [`INPUT_STALL`]).
 //!
 //! The worker opens everything it will ever need first, as root: /dev/kvm, the kernel and
 //! initramfs, the disks (a file, or its volume's NBD connection), the TAP, its logs. Then
@@ -75,6 +77,13 @@ struct Held {
 }
 
 pub const SPEC_FILE: &str = "vm.json";
+/// Most bytes one `input` request types.
+pub const INPUT_MAX: usize = 64 * 1024;
+/// How long typing waits for a guest that reads none of its console input.
+pub const INPUT_STALL: Duration = Duration::from_secs(10);
+
+/// The running VM's console input (replaced when the VM is built again after a reboot).
+type InputSlot = Arc<Mutex<Option<Arc<Mutex<super::vmm::serial::SerialDevice>>>>>;
 pub const PID_FILE: &str = "vmm.pid";
 pub const CONTROL_SOCKET: &str = "control.sock";
 pub const CONSOLE_LOG: &str = "console.log";
@@ -334,10 +343,14 @@ pub fn run(dir: &Path) -> Result<i32, WorkerError> {
     vmdir::append_event_to(events, "start started by Strata");
 
     let state = Arc::new(Mutex::new(RunState::Running));
+    let input: InputSlot = Arc::new(Mutex::new(Some(handle.console_input())));
+    let set_input = |h: &VmmHandle| {
+        *input.lock().unwrap_or_else(|p| p.into_inner()) = Some(h.console_input());
+    };
     let (tx, rx) = mpsc::channel::<(Request, mpsc::Sender<String>)>();
     {
-        let state = state.clone();
-        std::thread::spawn(move || serve_control(listener, state, tx));
+        let (state, input) = (state.clone(), input.clone());
+        std::thread::spawn(move || serve_control(listener, state, input, tx));
     }
     loop {
         // Requests from the driver, between guest events.
@@ -368,6 +381,7 @@ pub fn run(dir: &Path) -> Result<i32, WorkerError> {
                     match Vmm::new(spec.vm_config(dir, &held)?).and_then(|v| v.start()) {
                         Ok(h) => {
                             handle = h;
+                            set_input(&handle);
                             "ok".into()
                         }
                         Err(e) => {
@@ -396,6 +410,7 @@ pub fn run(dir: &Path) -> Result<i32, WorkerError> {
                 vmdir::append_event_to(events, "reset guest rebooted");
                 handle.stop();
                 handle = Vmm::new(spec.vm_config(dir, &held)?)?.start()?;
+                set_input(&handle);
             }
             Some(VmmEvent::GuestPowerOff) => {
                 handle.stop();
@@ -421,17 +436,48 @@ fn drain(h: &VmmHandle) {
     while h.next_event_timeout(Duration::from_millis(1)).is_some() {}
 }
 
+/// Types hex-encoded `text` into the console: the answer line.
+fn type_input(input: &InputSlot, text: &str) -> String {
+    let Ok(bytes) = hex::decode(text.trim()) else {
+        return "error console input is not hex".into();
+    };
+    if bytes.len() > INPUT_MAX {
+        return format!("error at most {INPUT_MAX} bytes of console input at once");
+    }
+    let Some(dev) = input.lock().unwrap_or_else(|p| p.into_inner()).clone() else {
+        return "error the VM is not running".into();
+    };
+    let sent = super::vmm::serial::type_all(&dev, &bytes, INPUT_STALL);
+    if sent == bytes.len() {
+        "ok".into()
+    } else {
+        format!(
+            "error the guest read {sent} of {} bytes and then nothing for {} s (is anything \
+             reading its serial console?)",
+            bytes.len(),
+            INPUT_STALL.as_secs()
+        )
+    }
+}
+
 fn serve_control(
     listener: UnixListener,
     state: Arc<Mutex<RunState>>,
+    input: InputSlot,
     tx: mpsc::Sender<(Request, mpsc::Sender<String>)>,
 ) {
     for conn in listener.incoming() {
         let Ok(conn) = conn else { continue };
         let _ = conn.set_read_timeout(Some(Duration::from_secs(5)));
         let mut line = String::new();
-        let mut reader = BufReader::new(&conn);
+        // Bounded: an `input` line carries at most INPUT_MAX bytes, hex-encoded.
+        let mut reader = BufReader::new(std::io::Read::take(&conn, 2 * INPUT_MAX as u64 + 64));
         if reader.read_line(&mut line).is_err() {
+            continue;
+        }
+        if let Some(text) = line.trim().strip_prefix("input ") {
+            let answer = type_input(&input, text);
+            let _ = (&conn).write_all(format!("{answer}\n").as_bytes());
             continue;
         }
         let req = match line.trim() {

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 
-use vm_superio::serial::NoEvents;
+use vm_superio::serial::SerialEvents;
 use vm_superio::{Serial, Trigger};
 use vmm_sys_util::eventfd::EventFd;
 
@@ -195,16 +195,37 @@ impl Trigger for IrqTrigger {
     }
 }
 
+/// Tells writers of console input that the guest emptied the UART's input FIFO.
+#[derive(Default)]
+pub struct InputSpace {
+    /// Counts the times the FIFO was emptied.
+    drained: Mutex<u64>,
+    cv: std::sync::Condvar,
+}
+
+impl SerialEvents for InputSpace {
+    fn buffer_read(&self) {}
+    fn out_byte(&self) {}
+    fn tx_lost_byte(&self) {}
+    fn in_buffer_empty(&self) {
+        *lock(&self.drained) += 1;
+        self.cv.notify_all();
+    }
+}
+
 /// The UART as a port-bus device.
 pub struct SerialDevice {
-    uart: Serial<IrqTrigger, NoEvents, LogWriter>,
+    uart: Serial<IrqTrigger, Arc<InputSpace>, LogWriter>,
+    space: Arc<InputSpace>,
 }
 
 impl SerialDevice {
     /// A UART whose interrupt fires `irq` (register it as an irqfd on GSI 4).
     pub fn new(irq: EventFd, log: ConsoleLog) -> Self {
+        let space = Arc::new(InputSpace::default());
         SerialDevice {
-            uart: Serial::new(IrqTrigger(irq), LogWriter(log)),
+            uart: Serial::with_events(IrqTrigger(irq), space.clone(), LogWriter(log)),
+            space,
         }
     }
 
@@ -234,6 +255,37 @@ impl BusDevice for SerialDevice {
 /// Sends input to a shared UART.
 pub fn send_input(dev: &Arc<Mutex<SerialDevice>>, bytes: &[u8]) -> Result<usize, SerialError> {
     lock(dev).send_input(bytes)
+}
+
+/// Types all of `bytes` into a shared UART, a FIFO's worth at a time, waiting for the
+/// guest to read each before the next (back-pressure, not an error, when the FIFO is
+/// full). Gives up when the guest has read nothing for `stall`; returns how many bytes
+/// the guest was given.
+pub fn type_all(dev: &Arc<Mutex<SerialDevice>>, bytes: &[u8], stall: std::time::Duration) -> usize {
+    let space = lock(dev).space.clone();
+    let mut sent = 0;
+    while sent < bytes.len() {
+        let seen = *lock(&space.drained);
+        let n = lock(dev).send_input(&bytes[sent..]).unwrap_or(0);
+        sent += n;
+        if sent == bytes.len() {
+            break;
+        }
+        if n > 0 {
+            continue;
+        }
+        // Full: wait until the guest empties the FIFO (or the clock says it stalled).
+        let guard = lock(&space.drained);
+        let (guard, timeout) = space
+            .cv
+            .wait_timeout_while(guard, stall, |d| *d == seen)
+            .unwrap_or_else(|e| e.into_inner());
+        drop(guard);
+        if timeout.timed_out() {
+            break;
+        }
+    }
+    sent
 }
 
 #[cfg(test)]
@@ -303,6 +355,41 @@ mod tests {
         dev.read(0, &mut b);
         assert_eq!(b[0], b'x');
         assert!(irq.read().is_ok());
+    }
+
+    #[test]
+    fn typing_more_than_the_fifo_waits_for_the_guest() {
+        let log = ConsoleLog::new(64, None).unwrap();
+        let irq = EventFd::new(libc::EFD_NONBLOCK).unwrap();
+        let dev = Arc::new(Mutex::new(SerialDevice::new(irq, log)));
+        let text: Vec<u8> = (0..200u32).map(|i| b'a' + (i % 26) as u8).collect();
+        // A "guest" that reads the receive buffer while it has data.
+        let reader_dev = dev.clone();
+        let reader = std::thread::spawn(move || {
+            let mut got = Vec::new();
+            while got.len() < 200 {
+                let mut lsr = [0u8];
+                lock(&reader_dev).read(5, &mut lsr);
+                if lsr[0] & 1 == 1 {
+                    let mut b = [0u8];
+                    lock(&reader_dev).read(0, &mut b);
+                    got.push(b[0]);
+                } else {
+                    std::thread::sleep(std::time::Duration::from_millis(1));
+                }
+            }
+            got
+        });
+        let sent = type_all(&dev, &text, std::time::Duration::from_secs(10));
+        assert_eq!(sent, 200, "all input delivered, none refused");
+        assert_eq!(reader.join().unwrap(), text, "in order, nothing lost");
+        // A guest that never reads: one FIFO's worth is taken, then typing gives up.
+        let stuck = Arc::new(Mutex::new(SerialDevice::new(
+            EventFd::new(libc::EFD_NONBLOCK).unwrap(),
+            ConsoleLog::new(64, None).unwrap(),
+        )));
+        let n = type_all(&stuck, &text, std::time::Duration::from_millis(100));
+        assert!(n > 0 && n < 200, "{n}");
     }
 
     #[test]

@@ -679,6 +679,11 @@ impl VmmHandle {
         Ok(super::serial::send_input(&self.serial, bytes)?)
     }
 
+    /// The serial console's input, usable from other threads while the VM runs.
+    pub fn console_input(&self) -> Arc<Mutex<SerialDevice>> {
+        self.serial.clone()
+    }
+
     /// Presses the ACPI power button: a guest with a button handler shuts down cleanly
     /// (ending the VM with `GuestPowerOff`). Returns whether the guest had enabled the
     /// button; a guest that ignores it keeps running.
