@@ -9,6 +9,7 @@ pub mod disks;
 pub mod host;
 pub mod images;
 pub mod network;
+pub mod nics;
 pub mod repair;
 pub mod snapshots;
 pub mod vms;

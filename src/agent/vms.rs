@@ -34,6 +34,8 @@ pub struct VmAgent {
     pub(super) nbd_socket: PathBuf,
     /// Per running VM: the data volumes plugged into it, in order.
     pub(super) plugged: Mutex<HashMap<VmId, Vec<VolumeId>>>,
+    /// Per running VM: the ports whose NICs it has, in order.
+    pub(super) plugged_nics: Mutex<HashMap<VmId, Vec<String>>>,
 }
 
 #[derive(Default)]
@@ -88,6 +90,7 @@ impl VmAgent {
             volumes,
             nbd_socket,
             plugged: Mutex::new(HashMap::new()),
+            plugged_nics: Mutex::new(HashMap::new()),
         })
     }
 
@@ -150,44 +153,48 @@ impl VmAgent {
     /// is on the network's bridge).
     async fn nics(&self, rec: &VmRecord) -> Result<Vec<Nic>, String> {
         let mut out = Vec::new();
-        let deadline = tokio::time::Instant::now() + VOLUME_ATTACH_WAIT;
         for p in &rec.ports {
-            loop {
-                let port = self
-                    .control
-                    .store
-                    .get::<Ports>(p)
-                    .map_err(|e| error_chain(&e))?
-                    .ok_or_else(|| format!("its port {p} is gone"))?
-                    .value;
-                let st = self
-                    .control
-                    .store
-                    .get::<PortStatuses>(p)
-                    .map_err(|e| error_chain(&e))?
-                    .map(|s| s.value);
-                match st {
-                    Some(s) if s.node == self.control.node && s.status == "ACTIVE" => {
-                        out.push(Nic {
-                            tap: s.tap,
-                            mac: port.mac,
-                        });
-                        break;
-                    }
-                    Some(s) if s.node == self.control.node && s.status == "ERROR" => {
-                        return Err(format!("its port {p} cannot be set up: {}", s.detail));
-                    }
-                    _ if tokio::time::Instant::now() >= deadline => {
-                        return Err(format!(
-                            "its port {p} was not set up on this node within {} s",
-                            VOLUME_ATTACH_WAIT.as_secs()
-                        ));
-                    }
-                    _ => tokio::time::sleep(Duration::from_millis(100)).await,
-                }
-            }
+            out.push(self.nic_of(p).await?);
         }
         Ok(out)
+    }
+
+    /// The NIC of port `p`, once this node's data plane carries it (its TAP exists).
+    pub(super) async fn nic_of(&self, p: &str) -> Result<Nic, String> {
+        let deadline = tokio::time::Instant::now() + VOLUME_ATTACH_WAIT;
+        loop {
+            let port = self
+                .control
+                .store
+                .get::<Ports>(p)
+                .map_err(|e| error_chain(&e))?
+                .ok_or_else(|| format!("its port {p} is gone"))?
+                .value;
+            let st = self
+                .control
+                .store
+                .get::<PortStatuses>(p)
+                .map_err(|e| error_chain(&e))?
+                .map(|s| s.value);
+            match st {
+                Some(s) if s.node == self.control.node && s.status == "ACTIVE" => {
+                    return Ok(Nic {
+                        tap: s.tap,
+                        mac: port.mac,
+                    });
+                }
+                Some(s) if s.node == self.control.node && s.status == "ERROR" => {
+                    return Err(format!("its port {p} cannot be set up: {}", s.detail));
+                }
+                _ if tokio::time::Instant::now() >= deadline => {
+                    return Err(format!(
+                        "its port {p} was not set up on this node within {} s",
+                        VOLUME_ATTACH_WAIT.as_secs()
+                    ));
+                }
+                _ => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
     }
 
     pub fn driver(&self) -> &Arc<dyn Hypervisor> {
@@ -314,6 +321,7 @@ impl VmAgent {
                     Ok(()) => {
                         tracing::info!(vm = %id, "VM deleted: destroyed on this node");
                         agent.forget_plugged(&id);
+                        agent.forget_plugged_nics(&id);
                         let _ = std::fs::remove_file(
                             agent
                                 .nbd_socket
@@ -410,6 +418,7 @@ impl VmAgent {
                                 st.seen_running.insert(id.clone());
                             }
                             agent.set_plugged(&id, rec.data_volumes.clone());
+                            agent.set_plugged_nics(&id, rec.ports.clone());
                             let why = agent.active_reason(&rec);
                             agent
                                 .report(&rec, VmState::Active, why, rec.reboot_seq)
@@ -449,7 +458,7 @@ impl VmAgent {
                     self.clone().power_op(rec, done_reboots, false).await;
                     return;
                 }
-                if self.clone().sync_disks(&rec) {
+                if self.clone().sync_disks(&rec) || self.clone().sync_nics(&rec) {
                     return;
                 }
                 let why = self.active_reason(&rec);
@@ -472,6 +481,7 @@ impl VmAgent {
             (PowerIntent::Stopped, RunState::Stopped(why)) => {
                 self.st().seen_running.remove(&id);
                 self.forget_plugged(&id);
+                self.forget_plugged_nics(&id);
                 // Already reported off (by the stop, which says how it went): keep that.
                 if status.as_ref().is_some_and(|s| s.state == VmState::Shutoff) {
                     return;

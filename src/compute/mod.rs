@@ -82,6 +82,12 @@ pub fn disk_slot(d: &NbdDisk) -> String {
     format!("d{id}")
 }
 
+/// The device id a NIC has inside its VM (the same at start and at hot-plug, so that
+/// either can be unplugged): from its TAP's name, which follows from its port.
+pub fn nic_slot(n: &Nic) -> String {
+    format!("n{}", n.tap)
+}
+
 /// A VM NIC: the TAP carrying its port, and the port's MAC.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct Nic {
@@ -207,6 +213,36 @@ pub trait Hypervisor: Send + Sync + 'static {
             reason: format!(
                 "the {} driver cannot unplug disks from a running VM yet: the volume is \
                  detached when the VM next starts",
+                self.name()
+            ),
+        })
+    }
+    /// Plugs a NIC into a running VM (PCI hot-plug).
+    async fn plug_nic(&self, id: &VmId, _nic: &Nic) -> Result<(), ComputeError> {
+        Err(ComputeError::Control {
+            id: id.clone(),
+            op: "plug NIC",
+            reason: format!(
+                "the {} driver cannot plug NICs into a running VM yet: the port joins the VM \
+                 when it next starts",
+                self.name()
+            ),
+        })
+    }
+    /// Unplugs the NIC whose TAP is `nic.tap` from a running VM; waits (up to `grace`)
+    /// for the guest to let go.
+    async fn unplug_nic(
+        &self,
+        id: &VmId,
+        _nic: &Nic,
+        _grace: Duration,
+    ) -> Result<(), ComputeError> {
+        Err(ComputeError::Control {
+            id: id.clone(),
+            op: "unplug NIC",
+            reason: format!(
+                "the {} driver cannot unplug NICs from a running VM yet: the port leaves the \
+                 VM when it next starts",
                 self.name()
             ),
         })

@@ -270,13 +270,15 @@ pub fn command_line(spec: &VmSpec, dir: &Path, accel: Accel, uid: Option<u32>) -
     } else {
         ""
     };
-    for (i, n) in spec.nics.iter().enumerate() {
+    for n in &spec.nics {
         // The TAP exists and sits on its network's bridge already; QEMU only opens it.
+        // Device and backend share an id that hot-unplug can name.
+        let slot = super::nic_slot(n);
         a.extend([
             "-netdev".into(),
-            format!("tap,id=nic{i},ifname={},script=no,downscript=no", n.tap),
+            format!("tap,id={slot},ifname={},script=no,downscript=no", n.tap),
             "-device".into(),
-            format!("virtio-net-pci,netdev=nic{i},mac={}", n.mac),
+            format!("virtio-net-pci,netdev={slot},mac={},id={slot}", n.mac),
         ]);
     }
     if let Some(v) = &spec.volume {
@@ -391,6 +393,100 @@ impl Hypervisor for QemuDriver {
         }
         // QEMU's user may no longer open it.
         self.set_export(id, &disk.export, false)
+    }
+
+    /// The TAP is opened here (QEMU runs as a user that may not) and handed over QMP.
+    async fn plug_nic(&self, id: &VmId, nic: &super::Nic) -> Result<(), ComputeError> {
+        let slot = super::nic_slot(nic);
+        let fail = |reason: String| ComputeError::Control {
+            id: id.clone(),
+            op: "plug NIC",
+            reason,
+        };
+        let tap = super::vmm::virtio::tap::Tap::open(&nic.tap)
+            .map_err(|e| fail(crate::telemetry::error_chain(&e)))?
+            .into_file();
+        let mut q = self.qmp(id, "plug NIC").await?;
+        use std::os::fd::AsFd;
+        q.execute_with_fd(
+            "getfd",
+            Some(serde_json::json!({"fdname": slot})),
+            tap.as_fd(),
+        )
+        .await
+        .map_err(fail)?;
+        drop(tap);
+        let netdev = serde_json::json!({"type": "tap", "id": slot, "fd": slot});
+        if let Err(e) = q.execute("netdev_add", Some(netdev)).await {
+            let _ = q
+                .execute("closefd", Some(serde_json::json!({"fdname": slot})))
+                .await;
+            return Err(fail(e));
+        }
+        let dev = serde_json::json!({
+            "driver": "virtio-net-pci", "netdev": slot, "mac": nic.mac, "id": slot,
+        });
+        if let Err(e) = q.execute("device_add", Some(dev)).await {
+            let _ = q
+                .execute("netdev_del", Some(serde_json::json!({"id": slot})))
+                .await;
+            return Err(fail(e));
+        }
+        Ok(())
+    }
+
+    async fn unplug_nic(
+        &self,
+        id: &VmId,
+        nic: &super::Nic,
+        grace: Duration,
+    ) -> Result<(), ComputeError> {
+        let slot = super::nic_slot(nic);
+        let mut q = self.qmp(id, "unplug NIC").await?;
+        let fail = |reason: String| ComputeError::Control {
+            id: id.clone(),
+            op: "unplug NIC",
+            reason,
+        };
+        if let Err(e) = q
+            .execute("device_del", Some(serde_json::json!({"id": slot})))
+            .await
+        {
+            if !e.contains("not found") {
+                return Err(fail(e));
+            }
+        }
+        // The backend can go once the guest has let go of the device.
+        let deadline = tokio::time::Instant::now() + grace;
+        loop {
+            let gone = q
+                .execute(
+                    "qom-list",
+                    Some(serde_json::json!({"path": "/machine/peripheral"})),
+                )
+                .await
+                .map_err(fail)?
+                .as_array()
+                .is_some_and(|a| !a.iter().any(|p| p["name"] == slot.as_str()));
+            if gone {
+                break;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(fail(format!(
+                    "the guest did not release the NIC within {} s",
+                    grace.as_secs()
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        match q
+            .execute("netdev_del", Some(serde_json::json!({"id": slot})))
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) if e.contains("not found") => Ok(()),
+            Err(e) => Err(fail(e)),
+        }
     }
 
     async fn start(&self, spec: &VmSpec) -> Result<(), ComputeError> {
@@ -648,7 +744,7 @@ mod tests {
         assert!(a.contains("file=/d,,x.img,if=virtio"), "{a}");
         assert!(a.contains("-initrd /i"), "{a}");
         assert!(
-            a.contains("-netdev tap,id=nic0,ifname=tap1234,script=no,downscript=no -device virtio-net-pci,netdev=nic0,mac=fa:16:3e:00:00:01"),
+            a.contains("-netdev tap,id=ntap1234,ifname=tap1234,script=no,downscript=no -device virtio-net-pci,netdev=ntap1234,mac=fa:16:3e:00:00:01,id=ntap1234"),
             "{a}"
         );
         let name = crate::compute::nbd_abstract_name(Path::new("/data/nbd.sock"));

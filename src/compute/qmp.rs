@@ -69,6 +69,62 @@ impl Qmp {
         }
     }
 
+    /// Runs a command that takes a descriptor (`getfd`, `add-fd`): `fd` travels with the
+    /// command's bytes as SCM_RIGHTS, as QEMU expects.
+    pub async fn execute_with_fd(
+        &mut self,
+        cmd: &str,
+        args: Option<Value>,
+        fd: std::os::fd::BorrowedFd<'_>,
+    ) -> Result<Value, String> {
+        use rustix::net::{SendAncillaryBuffer, SendAncillaryMessage, SendFlags};
+        let mut msg = json!({ "execute": cmd });
+        if let Some(a) = args {
+            msg["arguments"] = a;
+        }
+        let mut text = msg.to_string();
+        text.push('\n');
+        let bytes = text.as_bytes();
+        let sent = loop {
+            self.writer
+                .as_ref()
+                .writable()
+                .await
+                .map_err(|e| e.to_string())?;
+            let fds = [fd];
+            let mut space = [std::mem::MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
+            let mut anc = SendAncillaryBuffer::new(&mut space);
+            if !anc.push(SendAncillaryMessage::ScmRights(&fds)) {
+                return Err("cannot attach the descriptor".into());
+            }
+            match rustix::net::sendmsg(
+                self.writer.as_ref(),
+                &[std::io::IoSlice::new(bytes)],
+                &mut anc,
+                SendFlags::NOSIGNAL,
+            ) {
+                Ok(n) => break n,
+                Err(rustix::io::Errno::AGAIN) => continue,
+                Err(e) => return Err(format!("cannot send {cmd}: {e}")),
+            }
+        };
+        // The rest of the line, if the socket took only part of it (the descriptor went
+        // with the first byte).
+        self.writer
+            .write_all(&bytes[sent..])
+            .await
+            .map_err(|e| e.to_string())?;
+        loop {
+            let v = self.read_line().await?;
+            if let Some(r) = v.get("return") {
+                return Ok(r.clone());
+            }
+            if let Some(e) = v.get("error") {
+                return Err(e["desc"].as_str().unwrap_or("QMP error").to_string());
+            }
+        }
+    }
+
     /// Waits for the next asynchronous event.
     pub async fn next_event(&mut self) -> Result<Value, String> {
         loop {

@@ -8,6 +8,7 @@ pub mod debug;
 pub mod identity;
 pub mod image_format;
 pub mod images;
+pub mod interfaces;
 pub mod join;
 pub mod join_requests;
 pub mod keypairs;

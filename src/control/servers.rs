@@ -339,16 +339,19 @@ impl Control {
                     vr.id
                 )));
             }
-            // Strata's own VMM runs only the boot disk so far: refuse rather than record
-            // an attachment its guest would never see.
-            let driver = self
+            // Strata's own VMM takes data volumes at start but cannot hot-plug them yet:
+            // refuse for a running VM rather than record a disk its guest would not see.
+            let status = self
                 .store
                 .get::<crate::cluster::store::compute_tables::VmStatuses>(vm)?
-                .map(|s| s.value.driver)
-                .unwrap_or_default();
-            if driver == "kvm" {
+                .map(|s| s.value);
+            if status.is_some_and(|s| {
+                s.driver == "kvm"
+                    && s.state != crate::cluster::store::compute_tables::VmState::Shutoff
+            }) {
                 return Err(ControlError::Conflict(format!(
-                    "instance {vm} runs on Strata's KVM driver, which does not take data volumes yet"
+                    "instance {vm} runs on Strata's VMM (the KVM driver), which cannot plug \
+                     disks into a running VM yet: stop it first"
                 )));
             }
             let mut rec = v.value.clone();
@@ -399,6 +402,19 @@ impl Control {
                     "volume {volume} is not attached to instance {vm}"
                 )));
             };
+            let status = self
+                .store
+                .get::<crate::cluster::store::compute_tables::VmStatuses>(vm)?
+                .map(|s| s.value);
+            if status.is_some_and(|s| {
+                s.driver == "kvm"
+                    && s.state != crate::cluster::store::compute_tables::VmState::Shutoff
+            }) {
+                return Err(ControlError::Conflict(format!(
+                    "instance {vm} runs on Strata's VMM (the KVM driver), which cannot unplug \
+                     disks from a running VM yet: stop it first"
+                )));
+            }
             let vid = rec.data_volumes.remove(at);
             let mut txn = TxnBuilder::new()
                 .require_revision::<Vms>(vm.to_string(), v.revision)

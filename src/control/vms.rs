@@ -329,6 +329,7 @@ impl Control {
                 data_volumes: Vec::new(),
                 affinity_group: req.affinity_group.clone(),
                 config_drive: req.config_drive,
+                kept_ports: Vec::new(),
             };
             let mut txn = TxnBuilder::new()
                 .require_revision::<PlacementEpochs>("vms", rev)
@@ -568,10 +569,18 @@ impl Control {
         let mut txn = TxnBuilder::new()
             .require_revision::<Vms>(rec.id.to_string(), cur.revision)
             .delete::<Vms>(rec.id.to_string());
-        // Its NICs' ports go with it.
+        // Its NICs' ports go with it, but for those attached from existing ports, which
+        // are unbound and kept (as Nova keeps them).
         for p in &rec.ports {
             if let Some(port) = self.store.get::<Ports>(p)? {
-                txn = super::ports::delete_ops(txn, &port.value);
+                txn = if rec.kept_ports.contains(p) {
+                    let mut pr = port.value.clone();
+                    super::interfaces::release(&mut pr);
+                    txn.require_revision::<Ports>(p.clone(), port.revision)
+                        .put::<Ports>(p.clone(), &pr)
+                } else {
+                    super::ports::delete_ops(txn, &port.value)
+                };
             }
         }
         // Its data volumes are released and detached.

@@ -100,6 +100,7 @@ pub fn fill(path: &str, ids: &Ids) -> Result<String, &'static str> {
             ("servers", _) => ids.b_server.clone(),
             ("metadata", _) => "k".into(),
             ("os-volume_attachments", _) => ids.b_volume.clone(),
+            ("os-interface", _) => ids.b_port.clone(),
             ("os-server-groups", _) => ids.b_server_group.clone(),
             ("flavors", _) => return Err("flavors are public"),
             ("types", _) => return Err("volume types are public"),
@@ -162,6 +163,9 @@ pub fn url_case(route: &Route, path: String, ids: &Ids) -> Case {
         (_, x) if x.ends_with("/metadata/{key}") => Some(j!({"meta": {"k": "v"}})),
         ("POST", x) if x.ends_with("/os-volume_attachments") => {
             Some(j!({"volumeAttachment": {"volumeId": ids.b_volume}}))
+        }
+        ("POST", x) if x.ends_with("/os-interface") => {
+            Some(j!({"interfaceAttachment": {"port_id": ids.b_port}}))
         }
         ("PUT", x) if x.ends_with("/volumes/{id}") => Some(j!({"volume": {"name": "x"}})),
         ("POST", x) if x.ends_with("/volumes/{id}/action") => {

@@ -10,6 +10,7 @@ pub mod image;
 pub mod network;
 pub mod quotas;
 pub mod server_groups;
+pub mod server_interfaces;
 pub mod server_metadata;
 pub mod server_volumes;
 pub mod servers;
@@ -233,6 +234,7 @@ pub fn routes() -> Router<Arc<Api>> {
         .merge(image::routes())
         .merge(servers::routes())
         .merge(server_volumes::routes())
+        .merge(server_interfaces::routes())
         .merge(server_groups::routes())
         .merge(volume::routes())
         .merge(quotas::routes())

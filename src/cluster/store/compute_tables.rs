@@ -162,6 +162,10 @@ pub struct VmRecord {
     /// `config-2` with the instance's metadata, for guests that cannot reach the service.
     #[serde(default)]
     pub config_drive: bool,
+    /// Ports among `ports` that existed before they were attached (Nova's interface
+    /// attach with a port id): unbound, not deleted, when detached or when the VM goes.
+    #[serde(default)]
+    pub kept_ports: Vec<String>,
 }
 
 pub struct VmStatuses;

@@ -104,6 +104,11 @@ impl Tap {
         &self.name
     }
 
+    /// The TAP's descriptor, for another VMM (QEMU takes it over QMP).
+    pub fn into_file(self) -> File {
+        self.file
+    }
+
     /// The same TAP queue through a second descriptor (a VM built again after a reboot
     /// uses it without opening the TAP, which would need CAP_NET_ADMIN).
     pub fn try_clone(&self) -> std::io::Result<Tap> {
