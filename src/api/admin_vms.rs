@@ -21,7 +21,7 @@ pub fn routes() -> Router<Arc<Node>> {
         .route("/v1/vms/{id}", get(show).delete(delete))
         .route("/v1/vms/{id}/action", post(action))
         .route("/v1/vms/{id}/gone", get(gone))
-        .route("/v1/vms/{id}/console", get(console))
+        .route("/v1/vms/{id}/console", get(console).post(console_input))
         .route("/v1/debug/placement/{id}", get(placement))
 }
 
@@ -107,6 +107,27 @@ async fn console(
         "data": base64::engine::general_purpose::STANDARD.encode(&data),
         "offset": offset,
     })))
+}
+
+#[derive(Deserialize)]
+struct ConsoleInput {
+    /// Base64 of the bytes to type.
+    data: String,
+}
+
+/// Types into the VM's serial console (on the node that runs it).
+async fn console_input(
+    State(node): State<Arc<Node>>,
+    UrlPath(id): UrlPath<String>,
+    Json(b): Json<ConsoleInput>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let data = base64::engine::general_purpose::STANDARD
+        .decode(b.data.as_bytes())
+        .map_err(|e| {
+            crate::control::ControlError::Invalid(format!("console input is not base64: {e}"))
+        })?;
+    node.control.vm_console_write(&id, &data).await?;
+    Ok(Json(json!({"typed": data.len()})))
 }
 
 async fn placement(

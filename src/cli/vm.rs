@@ -125,6 +125,9 @@ pub enum VmCmd {
         /// Keep printing new output until interrupted.
         #[arg(long, short)]
         follow: bool,
+        /// Type TEXT into the console, then Enter (instead of printing it).
+        #[arg(long = "type", value_name = "TEXT")]
+        type_text: Option<String>,
     },
 }
 
@@ -332,7 +335,21 @@ pub async fn run(socket: &Path, cmd: &VmCmd) -> Result<(), CliError> {
             println!("deleted VM {} ({id})", v["name"].as_str().unwrap_or(vm));
             Ok(())
         }
-        VmCmd::Console { vm, bytes, follow } => {
+        VmCmd::Console {
+            vm,
+            type_text: Some(text),
+            ..
+        } => {
+            let data = format!("{text}\r");
+            let body = serde_json::json!({
+                "data": base64::engine::general_purpose::STANDARD.encode(data.as_bytes()),
+            });
+            client::call(socket, "POST", &format!("/v1/vms/{vm}/console"), Some(body)).await?;
+            Ok(())
+        }
+        VmCmd::Console {
+            vm, bytes, follow, ..
+        } => {
             let mut offset: Option<u64> = None;
             let mut first = true;
             loop {
