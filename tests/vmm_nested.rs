@@ -6,7 +6,8 @@
 //! virtio-rng, and its reboot and power-off are reported; then a single-node cluster in the
 //! test host creates, boots, stops and deletes a VM through its agent with the KVM driver.
 //! Every VM runs under the worker's seccomp filter; one direct run and the node's VM run
-//! as unprivileged users of their own.
+//! as unprivileged users of their own. Firmware boot: strata-tiny, a cloud image with its
+//! own GRUB, boots through SeaBIOS with a config drive and two NICs to an SSH login.
 //! Scenario: tests/nested/strata-vmm.sh.
 //!
 //! Needs root, qemu-system-x86_64 and the test guest (`make images-guest`).
@@ -20,7 +21,7 @@ fn root() -> PathBuf {
 
 /// Builds a test host around `scenario` (with `@STRATA@` replaced by a stripped copy of the
 /// binary), boots it, and returns its serial console and exit status.
-pub fn run_in_test_host(scenario: &Path, tmp: &Path) -> (String, i32) {
+pub fn run_in_test_host(scenario: &Path, tmp: &Path, extra: &[String]) -> (String, i32) {
     let bin = tmp.join("strata");
     let o = Command::new("strip")
         .arg("-o")
@@ -44,6 +45,7 @@ pub fn run_in_test_host(scenario: &Path, tmp: &Path) -> (String, i32) {
         .arg(&bin)
         .arg("--out")
         .arg(&initrd)
+        .args(extra)
         .output()
         .expect("run images/testhost/build.sh");
     assert!(
@@ -114,6 +116,51 @@ fn boot_test_host(initrd: &Path, log: &Path) -> Option<i32> {
     }
 }
 
+/// What the firmware-boot part of the scenario needs in the test host: strata-tiny (raw),
+/// SeaBIOS, a config drive made by Strata's ISO writer with a fresh key, the private key
+/// and OpenSSH's client. As `images/testhost/build.sh` arguments.
+fn tiny_files(tmp: &Path) -> Vec<String> {
+    let raw = root().join("images/out/tiny/strata-tiny.raw");
+    assert!(
+        raw.exists(),
+        "strata-tiny is missing: run `make images-tiny` first"
+    );
+    let bios = strata::compute::kvm::bios_image()
+        .expect("no SeaBIOS microvm image (Debian package seabios)");
+    let key = tmp.join("tiny_key");
+    let o = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg(&key)
+        .output()
+        .expect("ssh-keygen (Debian package openssh-client)");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let public = std::fs::read_to_string(tmp.join("tiny_key.pub")).unwrap();
+    let meta = serde_json::json!({
+        "uuid": "7e1c5b8a-0000-4000-8000-000000000001",
+        "name": "tiny-vmm",
+        "hostname": "tiny-vmm.novalocal",
+        "public_keys": {"k": public.trim()},
+    });
+    let iso = strata::compute::iso9660::build(
+        "config-2",
+        &[(
+            "openstack/latest/meta_data.json".to_string(),
+            meta.to_string().into_bytes(),
+        )],
+    )
+    .unwrap();
+    let iso_path = tmp.join("tiny-config.iso");
+    std::fs::write(&iso_path, iso).unwrap();
+    let file = |src: &Path, dst: &str| ["--file".to_string(), format!("{}:{dst}", src.display())];
+    let mut v = Vec::new();
+    v.extend(file(&raw, "/guest/tiny.raw"));
+    v.extend(file(&bios, "/guest/bios-microvm.bin"));
+    v.extend(file(&iso_path, "/guest/tiny-config.iso"));
+    v.extend(file(&key, "/guest/tiny_key"));
+    v.extend(["--bin".to_string(), "/usr/bin/ssh".to_string()]);
+    v
+}
+
 #[test]
 fn strata_vmm_boots_linux_with_disk_network_rng_reboot_and_poweroff_on_real_kvm() {
     let guest = root().join("images/out/guest/vmlinuz");
@@ -122,7 +169,12 @@ fn strata_vmm_boots_linux_with_disk_network_rng_reboot_and_poweroff_on_real_kvm(
         "the test guest is missing: run `make images-guest` first"
     );
     let tmp = tempfile::tempdir().unwrap();
-    let (console, rc) = run_in_test_host(&root().join("tests/nested/strata-vmm.sh"), tmp.path());
+    let extra = tiny_files(tmp.path());
+    let (console, rc) = run_in_test_host(
+        &root().join("tests/nested/strata-vmm.sh"),
+        tmp.path(),
+        &extra,
+    );
     let lines: Vec<&str> = console
         .lines()
         .filter(|l| l.contains("STRATA-") || l.contains("worker exit") || l.contains("panic"))
@@ -149,6 +201,7 @@ fn strata_vmm_boots_linux_with_disk_network_rng_reboot_and_poweroff_on_real_kvm(
         "node-vm-active",
         "node-vm-driver",
         "node-vm-console",
+        "node-vm-console-input",
         "node-vm-pause",
         "node-vm-resume",
         "node-vm-reboot",
@@ -159,6 +212,14 @@ fn strata_vmm_boots_linux_with_disk_network_rng_reboot_and_poweroff_on_real_kvm(
         "dev1-unprivileged",
         "node-vm-seccomp",
         "node-vm-uid",
+        // Firmware boot of a cloud image with its own bootloader, to an SSH login.
+        "tiny-seabios",
+        "tiny-ready",
+        "tiny-configdrive",
+        "tiny-keys",
+        "tiny-nic0",
+        "tiny-nic1",
+        "tiny-ssh",
     ] {
         assert!(
             console.contains(&format!("STRATA-CHECK ok {check}")),

@@ -7,7 +7,10 @@
 #  2. virtio-blk + virtio-net (tap0 on br0 with udhcpd here) + virtio-rng, booted twice:
 #     disk previous=none then previous=1 (data survives a VM restart), DHCP, ping.
 #  3. strata.action=reboot: the guest reboot is reported and the VM comes back.
-#  4. a single-node cluster running the guest through the KVM driver: create, console,
+#  3b. firmware boot (SeaBIOS) of strata-tiny, a cloud image with its own GRUB, with a
+#     config drive and two NICs, to an SSH login with the key the config drive carries.
+#  4. a single-node cluster running the guest through the KVM driver: create, console
+#     (read, and typed into),
 #     pause/resume, reboot, a graceful stop (ACPI power button), start, a forced stop of a
 #     paused VM, delete; and a VM whose disk is a Strata volume (over NBD).
 # The harness replaces @STRATA@ with the path of the strata binary copied in.
@@ -143,6 +146,46 @@ STOP_AFTER_REBOOT=1 run_vm /tmp/reboot
 check reboot-marker /tmp/reboot/console.log STRATA-GUEST-REBOOT
 check reboot-event /tmp/reboot/events.log "reset guest rebooted"
 
+# 3b. firmware boot: strata-tiny (a cloud image with GRUB on its own disk) through SeaBIOS,
+#     with its config drive as a second disk and two NICs; then an SSH login with its key.
+if [ -f /guest/tiny.raw ]; then
+  tunctl -t tap1 >/dev/null
+  brctl addif br0 tap1
+  ip link set tap1 up
+  mkdir -p /tmp/tiny
+  cat >/tmp/tiny/vm.json <<JSON
+{"id":"tiny","vcpus":1,"ram_mb":$MEM,"kernel":"","initrd":null,"cmdline":"",
+ "disk":"/guest/tiny.raw","tap":"tap0","mac":"52:54:00:00:00:10",
+ "more_nics":[{"tap":"tap1","mac":"52:54:00:00:00:11"}],
+ "config_drive":"/guest/tiny-config.iso","firmware":"/guest/bios-microvm.bin","uid":1879048201}
+JSON
+  "$STRATA" vmm --dir /tmp/tiny --name strata-vm-tiny >/tmp/tiny/worker.log 2>&1 &
+  tpid=$!
+  t0=$(ms)
+  i=0
+  until grep -q STRATA-TINY-READY /tmp/tiny/console.log 2>/dev/null || [ $i -ge 1800 ]; do
+    sleep 0.1; i=$((i + 1))
+  done
+  echo "STRATA-BENCH strata-vmm-firmware ssh_ready_ms=$(($(ms) - t0))"
+  grep -a -E "SeaBIOS|Booting|STRATA-TINY|Kernel panic" /tmp/tiny/console.log | sed 's/^/[tiny] /'
+  check tiny-seabios /tmp/tiny/console.log "SeaBIOS"
+  check tiny-ready /tmp/tiny/console.log "STRATA-TINY-READY hostname=tiny-vmm"
+  check tiny-configdrive /tmp/tiny/console.log "STRATA-TINY-DATASOURCE configdrive"
+  check tiny-keys /tmp/tiny/console.log "STRATA-TINY-KEYS n=1"
+  check tiny-nic0 /tmp/tiny/console.log "STRATA-TINY-NET eth0 ip=10.0.2."
+  check tiny-nic1 /tmp/tiny/console.log "STRATA-TINY-NET eth1 ip=10.0.2."
+  addr=$(grep -a -o "STRATA-TINY-NET eth0 ip=[0-9.]*" /tmp/tiny/console.log | head -n1 | sed 's/.*ip=//')
+  mkdir -p /root/.ssh
+  i=0
+  until ssh -i /guest/tiny_key -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null \
+    -o BatchMode=yes -o ConnectTimeout=10 -o LogLevel=ERROR "root@$addr" 'echo "ssh-on=$(hostname)"' \
+    >/tmp/tiny/ssh.out 2>&1 || [ $i -ge 6 ]; do sleep 2; i=$((i + 1)); done
+  cat /tmp/tiny/ssh.out | sed 's/^/[tiny ssh] /'
+  check tiny-ssh /tmp/tiny/ssh.out "ssh-on=tiny-vmm"
+  kill -TERM "$tpid"
+  wait "$tpid"
+fi
+
 # 4. the whole node: a single-node cluster whose agent runs the VM with the KVM driver
 S="$STRATA --data-dir /tmp/node"
 $S init --listen 127.0.0.1:7440 --cluster-name nested >/dev/null 2>&1
@@ -160,6 +203,15 @@ i=0
 until $S vm console web 2>/dev/null | grep -q STRATA-GUEST-USERSPACE || [ $i -ge 150 ]; do sleep 1; i=$((i + 1)); done
 $S vm console web >/tmp/web.console 2>&1
 check node-vm-console /tmp/web.console STRATA-GUEST-USERSPACE
+# Typing into the console (agent → KVM driver → worker → UART): the guest's shell runs it.
+i=0
+until $S vm console web 2>/dev/null | grep -q STRATA-GUEST-SHELL || [ $i -ge 60 ]; do sleep 1; i=$((i + 1)); done
+$S vm console web --type 'echo STRATA-TYPED-$((6*7))' >/tmp/web.type 2>&1
+i=0
+until $S vm console web 2>/dev/null | grep -q STRATA-TYPED-42 || [ $i -ge 30 ]; do sleep 1; i=$((i + 1)); done
+$S vm console web >/tmp/web.console-typed 2>&1
+cat /tmp/web.type
+check node-vm-console-input /tmp/web.console-typed STRATA-TYPED-42
 check node-vm-seccomp "$(ls /tmp/node/vms/*/worker.log | head -1)" "seccomp filter installed"
 # The driver runs each worker as a user of its own (0x70000000 and up), not root.
 wuid=$(awk '/^Uid:/ {print $2}' "/proc/$(cat /tmp/node/vms/*/vmm.pid | head -1)/status")
