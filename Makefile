@@ -36,6 +36,7 @@ bench:
 	$(CARGO) bench --locked --bench api_latency
 	@images/install-deps.sh
 	images/build-guest.sh
+	images/build-tiny.sh
 	$(CARGO) bench --locked --bench vmm_vs_qemu
 
 clean:
