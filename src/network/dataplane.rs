@@ -325,13 +325,18 @@ impl DataPlane {
             }
         }
         let inner = NsLinks::open(ns).await?;
-        inner.default_route(r.default_via).await?;
         for (ip, mac, dev) in &r.neighbours {
             inner.neighbour(dev, *ip, *mac).await?;
         }
-        for (dst, prefix, via, dev) in &r.routes {
-            inner.route(*dst, *prefix, *via, dev).await?;
+        // On-link routes first, then routes through a next hop, then the default route:
+        // a floating-IP instance holds only /32 addresses, so its next hops are reachable
+        // only once the on-link routes exist.
+        for on_link in [true, false] {
+            for (dst, prefix, via, dev) in r.routes.iter().filter(|x| x.2.is_none() == on_link) {
+                inner.route(*dst, *prefix, *via, dev).await?;
+            }
         }
+        inner.default_route(r.default_via).await?;
         let nat = r.nat.clone();
         ns.run(move || {
             std::fs::write("/proc/sys/net/ipv4/ip_forward", "1")?;
@@ -746,9 +751,13 @@ impl NsLinks {
         let mut b = rtnetlink::RouteMessageBuilder::<Ipv4Addr>::new()
             .destination_prefix(dst, prefix)
             .output_interface(idx);
-        if let Some(v) = via {
-            b = b.gateway(v);
-        }
+        b = match via {
+            Some(v) => b.gateway(v),
+            // On-link, as `ip route add ... dev` makes it: a next hop in this prefix is
+            // then reachable for routes through it (the kernel wants a link-scope route
+            // to a gateway).
+            None => b.scope(rtnetlink::packet_route::route::RouteScope::Link),
+        };
         self.handle
             .route()
             .add(b.build())
