@@ -4,9 +4,13 @@
 //! (TCG here) to ACTIVE from a copy-on-write clone of the image, its console log shows
 //! the guest's boot markers, stop/start/reboot work, a floating IP shows in its
 //! addresses; another project gets 404, a reader 403; `server delete --wait` removes the
-//! server, its port and its boot disk.
+//! server, its port and its boot disk. Then a cloud image with its own bootloader
+//! ([`tiny`]): booted through the firmware with a config drive, logged into over SSH
+//! through a floating IP, a volume and a port hot-plugged and unplugged.
 
 mod common;
+#[path = "openstack_servers/tiny.rs"]
+mod tiny;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -568,130 +572,8 @@ fn the_openstack_client_boots_manages_and_deletes_servers() {
             .success());
     }
 
-    // An image with its own bootloader, uploaded as qcow2, is stored as its raw disk and
-    // boots through the firmware (SeaBIOS): its boot sector prints a marker.
-    let dir = tempfile::tempdir().unwrap();
-    let raw = dir.path().join("fw.raw");
-    std::fs::write(&raw, common::boot_sector_disk()).unwrap();
-    let qcow = dir.path().join("fw.qcow2");
-    let o = std::process::Command::new("qemu-img")
-        .args(["convert", "-f", "raw", "-O", "qcow2"])
-        .arg(&raw)
-        .arg(&qcow)
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", stderr(&o));
-    let qcow_bytes = std::fs::read(&qcow).unwrap();
-    let img = j(
-        &demo,
-        &[
-            "image",
-            "create",
-            "--disk-format",
-            "qcow2",
-            "--container-format",
-            "bare",
-            "--file",
-            qcow.to_str().unwrap(),
-            "fw",
-            "-f",
-            "json",
-        ],
-    );
-    assert_eq!(img["status"], "active", "{img}");
-    assert_eq!(img["size"], qcow_bytes.len() as u64, "{img}");
-    assert_eq!(img["virtual_size"], 1u64 << 20, "{img}");
-    // Downloaded as it was sent (the client checks the MD5).
-    let saved = dir.path().join("saved.qcow2");
-    let o = os.run(
-        &demo,
-        &["image", "save", "--file", saved.to_str().unwrap(), "fw"],
-    );
-    assert!(o.status.success(), "image save: {}", stderr(&o));
-    assert!(
-        std::fs::read(&saved).unwrap() == qcow_bytes,
-        "the download differs"
-    );
-    let s = j(
-        &demo,
-        &[
-            "server",
-            "create",
-            "--flavor",
-            "m1.tiny",
-            "--image",
-            "fw",
-            "--network",
-            "net1",
-            "--key-name",
-            "k1",
-            "--config-drive",
-            "true",
-            "--wait",
-            "fw1",
-            "-f",
-            "json",
-        ],
-    );
-    assert_eq!(s["status"], "ACTIVE", "{s}");
-    // Its config drive: an ISO 9660 volume labelled config-2 holding the instance's
-    // metadata (its key among it), a CD-ROM of its QEMU.
-    let fw_id = s["id"].as_str().unwrap().to_string();
-    assert_eq!(
-        j(&demo, &["server", "show", "fw1", "-f", "json"])["config_drive"],
-        "True"
-    );
-    let iso = c
-        .nodes
-        .iter()
-        .map(|n| n.dir.join("config-drives").join(format!("{fw_id}.iso")))
-        .find(|p| p.exists())
-        .expect("no node holds the config drive");
-    let label = std::process::Command::new("blkid")
-        .args(["-p", "-o", "value", "-s", "LABEL"])
-        .arg(&iso)
-        .output()
-        .unwrap();
-    assert_eq!(String::from_utf8_lossy(&label.stdout).trim(), "config-2");
-    let bytes = std::fs::read(&iso).unwrap();
-    let public = std::fs::read_to_string(&key).unwrap();
-    let public = public.split_whitespace().nth(1).unwrap().to_string();
-    assert!(
-        bytes.windows(public.len()).any(|w| w == public.as_bytes()),
-        "the key is not on the config drive"
-    );
-    let cmdline = c
-        .nodes
-        .iter()
-        .find_map(|n| {
-            let pid =
-                std::fs::read_to_string(n.dir.join("vms").join(&fw_id).join("qemu.pid")).ok()?;
-            std::fs::read(format!("/proc/{}/cmdline", pid.trim())).ok()
-        })
-        .expect("fw1's QEMU");
-    assert!(
-        String::from_utf8_lossy(&cmdline).contains("media=cdrom"),
-        "no CD-ROM on fw1"
-    );
-    let booted = wait_for(Duration::from_secs(120), || {
-        let o = os.run(&demo, &["console", "log", "show", "fw1"]);
-        String::from_utf8_lossy(&o.stdout)
-            .contains("STRATA-FIRMWARE-BOOT")
-            .then_some(())
-    });
-    assert!(
-        booted.is_some(),
-        "the firmware did not boot the image's disk: {}",
-        String::from_utf8_lossy(&os.run(&demo, &["console", "log", "show", "fw1"]).stdout)
-    );
-    let o = os.run(&demo, &["server", "delete", "--wait", "fw1"]);
-    assert!(o.status.success(), "{}", stderr(&o));
-    assert!(
-        wait_for(Duration::from_secs(30), || (!iso.exists()).then_some(())).is_some(),
-        "the config drive outlived its server"
-    );
-    let o = os.run(&demo, &["image", "delete", "fw"]);
-    assert!(o.status.success(), "{}", stderr(&o));
+    // A cloud image with its own bootloader (strata-tiny), over SSH from outside.
+    tiny::cloud_image_over_ssh(&c, &os, &demo, dir.path());
 
     // The image is deleted while the server's disk still reads from it: its data stays
     // until the server goes, then goes too. The server takes its port and boot disk.

@@ -223,6 +223,27 @@ mod tests {
     }
 
     #[test]
+    fn uefi_images_go_to_qemu_nodes_bios_ones_anywhere() {
+        use crate::cluster::store::compute_tables::BootSpec;
+        let mut kvm = node(1, 8192, 0);
+        kvm.hypervisor = "kvm".into();
+        let tcg = node(2, 1024, 0);
+        let boot = |fw: &str| BootSpec {
+            firmware: Some(fw.into()),
+            ..Default::default()
+        };
+        // BIOS firmware and config drives run on Strata's VMM: the roomier node wins.
+        let mut r = req(256);
+        r.qemu_only = super::super::vms::qemu_only(&boot("bios"), true);
+        assert_eq!(place(&r, &[kvm.clone(), tcg.clone()]).unwrap().0, NodeId(1));
+        // UEFI does not: the QEMU node, and the reason when there is none.
+        r.qemu_only = super::super::vms::qemu_only(&boot("uefi"), false);
+        assert_eq!(place(&r, &[kvm.clone(), tcg]).unwrap().0, NodeId(2));
+        let e = place(&r, &[kvm]).unwrap_err();
+        assert!(e.contains("UEFI"), "{e}");
+    }
+
+    #[test]
     fn filters_explain_every_refusal() {
         let mut down = node(1, 4096, 0);
         down.alive = false;
