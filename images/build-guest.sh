@@ -66,13 +66,5 @@ log "guest built in $(($(date +%s) - t0)) s: $OUT"
 cat "$OUT/MANIFEST"
 
 if [ "$check" -eq 1 ]; then
-  cp "$OUT/MANIFEST" "$WORK_DIR/MANIFEST.first"
-  : >"$PKGS_USED"
-  build_once
-  if cmp -s "$WORK_DIR/MANIFEST.first" "$OUT/MANIFEST"; then
-    log "reproducible: a second build gave identical sha256s"
-  else
-    diff "$WORK_DIR/MANIFEST.first" "$OUT/MANIFEST" >&2 || true
-    die "not reproducible: the second build differs (see diff above)"
-  fi
+  check_reproducible "$OUT" guest build_once
 fi

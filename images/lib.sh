@@ -234,3 +234,18 @@ write_sha_lines() {
     (cd "$dir" && sha256sum "$f")
   done
 }
+
+# check_reproducible OUT TAG BUILD_FN -> builds once more with BUILD_FN and fails unless
+# OUT/MANIFEST (the sha256 of every output) is the same as after the first build.
+check_reproducible() {
+  local out=$1 tag=$2 build=$3
+  cp "$out/MANIFEST" "$WORK_DIR/MANIFEST.$tag.first"
+  : >"$PKGS_USED"
+  "$build"
+  if cmp -s "$WORK_DIR/MANIFEST.$tag.first" "$out/MANIFEST"; then
+    log "reproducible: a second build gave identical sha256s"
+  else
+    diff "$WORK_DIR/MANIFEST.$tag.first" "$out/MANIFEST" >&2 || true
+    die "not reproducible: the second build differs (see diff above)"
+  fi
+}

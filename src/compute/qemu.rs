@@ -342,13 +342,8 @@ impl Hypervisor for QemuDriver {
             .await
             .map_err(fail)?;
         let dev = serde_json::json!({"driver": "virtio-blk-pci", "drive": slot, "id": slot});
-        if let Err(e) = q.execute("device_add", Some(dev)).await {
-            let _ = q
-                .execute("blockdev-del", Some(serde_json::json!({"node-name": slot})))
-                .await;
-            return Err(fail(e));
-        }
-        Ok(())
+        let undo = ("blockdev-del", serde_json::json!({"node-name": slot}));
+        q.device_add_or_undo(dev, undo).await.map_err(fail)
     }
 
     async fn unplug_disk(
@@ -364,15 +359,7 @@ impl Hypervisor for QemuDriver {
             op: "unplug disk",
             reason,
         };
-        // Asks the guest to release the device (ACPI hot-unplug); gone already is fine.
-        if let Err(e) = q
-            .execute("device_del", Some(serde_json::json!({"id": slot})))
-            .await
-        {
-            if !e.contains("not found") {
-                return Err(fail(e));
-            }
-        }
+        q.device_del(&slot).await.map_err(fail)?;
         // The block node can go once the device has.
         let deadline = tokio::time::Instant::now() + grace;
         loop {
@@ -426,13 +413,8 @@ impl Hypervisor for QemuDriver {
         let dev = serde_json::json!({
             "driver": "virtio-net-pci", "netdev": slot, "mac": nic.mac, "id": slot,
         });
-        if let Err(e) = q.execute("device_add", Some(dev)).await {
-            let _ = q
-                .execute("netdev_del", Some(serde_json::json!({"id": slot})))
-                .await;
-            return Err(fail(e));
-        }
-        Ok(())
+        let undo = ("netdev_del", serde_json::json!({"id": slot}));
+        q.device_add_or_undo(dev, undo).await.map_err(fail)
     }
 
     async fn unplug_nic(
@@ -448,14 +430,7 @@ impl Hypervisor for QemuDriver {
             op: "unplug NIC",
             reason,
         };
-        if let Err(e) = q
-            .execute("device_del", Some(serde_json::json!({"id": slot})))
-            .await
-        {
-            if !e.contains("not found") {
-                return Err(fail(e));
-            }
-        }
+        q.device_del(&slot).await.map_err(fail)?;
         // The backend can go once the guest has let go of the device.
         let deadline = tokio::time::Instant::now() + grace;
         loop {

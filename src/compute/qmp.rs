@@ -58,15 +58,7 @@ impl Qmp {
             .write_all(text.as_bytes())
             .await
             .map_err(|e| e.to_string())?;
-        loop {
-            let v = self.read_line().await?;
-            if let Some(r) = v.get("return") {
-                return Ok(r.clone());
-            }
-            if let Some(e) = v.get("error") {
-                return Err(e["desc"].as_str().unwrap_or("QMP error").to_string());
-            }
-        }
+        self.reply().await
     }
 
     /// Runs a command that takes a descriptor (`getfd`, `add-fd`): `fd` travels with the
@@ -114,6 +106,11 @@ impl Qmp {
             .write_all(&bytes[sent..])
             .await
             .map_err(|e| e.to_string())?;
+        self.reply().await
+    }
+
+    /// The answer to the command just sent: its `return` value, skipping events.
+    async fn reply(&mut self) -> Result<Value, String> {
         loop {
             let v = self.read_line().await?;
             if let Some(r) = v.get("return") {
@@ -122,6 +119,28 @@ impl Qmp {
             if let Some(e) = v.get("error") {
                 return Err(e["desc"].as_str().unwrap_or("QMP error").to_string());
             }
+        }
+    }
+
+    /// Adds a device; if QEMU refuses it, runs `undo` (which removes the device's
+    /// backend) and returns the refusal.
+    pub async fn device_add_or_undo(
+        &mut self,
+        dev: Value,
+        undo: (&str, Value),
+    ) -> Result<(), String> {
+        if let Err(e) = self.execute("device_add", Some(dev)).await {
+            let _ = self.execute(undo.0, Some(undo.1)).await;
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// Asks the guest to release device `id` (ACPI hot-unplug); one gone already is fine.
+    pub async fn device_del(&mut self, id: &str) -> Result<(), String> {
+        match self.execute("device_del", Some(json!({ "id": id }))).await {
+            Err(e) if !e.contains("not found") => Err(e),
+            _ => Ok(()),
         }
     }
 

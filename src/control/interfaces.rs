@@ -38,19 +38,19 @@ impl Control {
             .ok_or_else(|| ControlError::NotFound(format!("Instance {vm} could not be found.")))
     }
 
-    /// Refuses to change the NICs of a VM its driver cannot hot-plug into while it runs.
-    fn check_nic_change(&self, rec: &VmRecord) -> Result<(), ControlError> {
-        let status = self.store.get::<VmStatuses>(&rec.id.0)?.map(|s| s.value);
-        if let Some(s) = status {
-            if s.driver == "kvm" && s.state != VmState::Shutoff {
-                return Err(ControlError::Conflict(format!(
-                    "instance {} runs on Strata's VMM (the KVM driver), which cannot plug \
-                     NICs into a running VM yet: stop it first",
-                    rec.id
-                )));
+    /// Refuses to change the disks or NICs (`what`: "plug NICs into", ...) of a VM whose
+    /// driver cannot hot-plug while it runs (Strata's VMM).
+    pub(super) fn refuse_hot_change(&self, vm: &str, what: &str) -> Result<(), ControlError> {
+        let status = self.store.get::<VmStatuses>(vm)?.map(|s| s.value);
+        match status {
+            Some(s) if s.driver == "kvm" && s.state != VmState::Shutoff => {
+                Err(ControlError::Conflict(format!(
+                    "instance {vm} runs on Strata's VMM (the KVM driver), which cannot {what} \
+                     a running VM yet: stop it first"
+                )))
             }
+            _ => Ok(()),
         }
-        Ok(())
     }
 
     /// The ports a VM has, in NIC order.
@@ -71,7 +71,7 @@ impl Control {
     ) -> Result<PortView, ControlError> {
         caller.need_writer()?;
         let v = self.caller_vm(caller, vm)?;
-        self.check_nic_change(&v.value)?;
+        self.refuse_hot_change(&v.value.id.0, "plug NICs into")?;
         if v.value.ports.len() >= MAX_NICS {
             return Err(ControlError::Invalid(format!(
                 "a VM takes at most {MAX_NICS} NICs"
@@ -181,7 +181,7 @@ impl Control {
                     "Port {port} is not attached"
                 )));
             }
-            self.check_nic_change(&rec)?;
+            self.refuse_hot_change(&rec.id.0, "unplug NICs from")?;
             rec.ports.retain(|p| p != port);
             let kept = rec.kept_ports.iter().any(|p| p == port);
             rec.kept_ports.retain(|p| p != port);

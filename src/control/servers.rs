@@ -341,19 +341,7 @@ impl Control {
             }
             // Strata's own VMM takes data volumes at start but cannot hot-plug them yet:
             // refuse for a running VM rather than record a disk its guest would not see.
-            let status = self
-                .store
-                .get::<crate::cluster::store::compute_tables::VmStatuses>(vm)?
-                .map(|s| s.value);
-            if status.is_some_and(|s| {
-                s.driver == "kvm"
-                    && s.state != crate::cluster::store::compute_tables::VmState::Shutoff
-            }) {
-                return Err(ControlError::Conflict(format!(
-                    "instance {vm} runs on Strata's VMM (the KVM driver), which cannot plug \
-                     disks into a running VM yet: stop it first"
-                )));
-            }
+            self.refuse_hot_change(vm, "plug disks into")?;
             let mut rec = v.value.clone();
             if rec.data_volumes.len() >= MAX_DATA_VOLUMES {
                 return Err(ControlError::Invalid(format!(
@@ -402,19 +390,7 @@ impl Control {
                     "volume {volume} is not attached to instance {vm}"
                 )));
             };
-            let status = self
-                .store
-                .get::<crate::cluster::store::compute_tables::VmStatuses>(vm)?
-                .map(|s| s.value);
-            if status.is_some_and(|s| {
-                s.driver == "kvm"
-                    && s.state != crate::cluster::store::compute_tables::VmState::Shutoff
-            }) {
-                return Err(ControlError::Conflict(format!(
-                    "instance {vm} runs on Strata's VMM (the KVM driver), which cannot unplug \
-                     disks from a running VM yet: stop it first"
-                )));
-            }
+            self.refuse_hot_change(vm, "unplug disks from")?;
             let vid = rec.data_volumes.remove(at);
             let mut txn = TxnBuilder::new()
                 .require_revision::<Vms>(vm.to_string(), v.revision)
