@@ -331,6 +331,60 @@ pub fn cloud_image_over_ssh(c: &Cluster, os: &Os, demo: &[&str], dir: &Path) {
         "the unplugged port's NIC is still there: {down:?}"
     );
 
+    // The same image, marked as needing UEFI: OVMF runs the image's GRUB for EFI.
+    run(&[
+        "image",
+        "set",
+        "--property",
+        "hw_firmware_type=uefi",
+        "tiny",
+    ]);
+    let u = j(&[
+        "server",
+        "create",
+        "--flavor",
+        "m1.tiny",
+        "--image",
+        "tiny",
+        "--network",
+        "net1",
+        "--key-name",
+        "k2",
+        "--config-drive",
+        "true",
+        "--wait",
+        "tiny-uefi",
+        "-f",
+        "json",
+    ]);
+    assert_eq!(u["status"], "ACTIVE", "{u}");
+    let uid = u["id"].as_str().unwrap().to_string();
+    let cmdline = c
+        .nodes
+        .iter()
+        .find_map(|n| {
+            let pid =
+                std::fs::read_to_string(n.dir.join("vms").join(&uid).join("qemu.pid")).ok()?;
+            std::fs::read(format!("/proc/{}/cmdline", pid.trim())).ok()
+        })
+        .expect("tiny-uefi's QEMU");
+    assert!(
+        String::from_utf8_lossy(&cmdline).contains("OVMF_CODE"),
+        "no UEFI firmware on tiny-uefi"
+    );
+    let uefi_console = || run(&["console", "log", "show", "tiny-uefi"]);
+    let ready = wait_for(Duration::from_secs(300), || {
+        uefi_console()
+            .contains("STRATA-TINY-READY hostname=tiny-uefi")
+            .then_some(())
+    });
+    assert!(
+        ready.is_some(),
+        "UEFI did not boot the image: {}",
+        uefi_console()
+    );
+    run(&["server", "delete", "--wait", "tiny-uefi"]);
+
     // Delete everything this part made; the config drive goes with its server.
     drop(outside);
     assert!(c.nodes[0].cli(&["port", "delete", &pid]).status.success());
