@@ -298,8 +298,17 @@ async fn workflow(b: &B, admin_pw: &str) {
     let disk = tmp.path().join("disk.raw");
     std::fs::write(&disk, vec![0u8; 1 << 20]).unwrap();
 
-    // A wrong password is refused in words; nothing is signed in.
-    b.go("/").await;
+    // A wrong password is refused in words; nothing is signed in. (The node's HTTPS
+    // listener may answer a moment after the cluster formed: until then the browser
+    // shows its own error page.)
+    for _ in 0..40 {
+        b.go("/").await;
+        let url = b.d.current_url().await.unwrap();
+        if url.scheme() == "https" && url.path().starts_with("/login") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
     assert!(b
         .d
         .current_url()
