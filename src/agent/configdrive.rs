@@ -9,6 +9,13 @@ use crate::cluster::store::compute_tables::VmRecord;
 use crate::network::metadata::{config_drive_files, InstanceMeta};
 
 impl VmAgent {
+    /// Where VM `id`'s config drive is kept on this node.
+    pub(super) fn config_drive_path(&self, id: &crate::ids::VmId) -> PathBuf {
+        self.nbd_socket
+            .with_file_name("config-drives")
+            .join(format!("{}.iso", id.0))
+    }
+
     /// Writes the VM's config drive (`<data>/config-drives/<vm id>.iso`, 0600) and
     /// returns its path.
     pub(super) fn config_drive(&self, rec: &VmRecord) -> Result<PathBuf, String> {
@@ -39,9 +46,10 @@ impl VmAgent {
         let iso =
             crate::compute::iso9660::build("config-2", &config_drive_files(&meta, with_network))
                 .map_err(|e| format!("config drive: {e}"))?;
-        let dir = self.nbd_socket.with_file_name("config-drives");
-        std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-        let path = dir.join(format!("{}.iso", rec.id.0));
+        let path = self.config_drive_path(&rec.id);
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        }
         use std::io::Write;
         use std::os::unix::fs::OpenOptionsExt;
         std::fs::OpenOptions::new()

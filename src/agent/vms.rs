@@ -322,12 +322,7 @@ impl VmAgent {
                         tracing::info!(vm = %id, "VM deleted: destroyed on this node");
                         agent.forget_plugged(&id);
                         agent.forget_plugged_nics(&id);
-                        let _ = std::fs::remove_file(
-                            agent
-                                .nbd_socket
-                                .with_file_name("config-drives")
-                                .join(format!("{}.iso", id.0)),
-                        );
+                        let _ = std::fs::remove_file(agent.config_drive_path(&id));
                         if agent.control.forget_vm_status(&id).await.is_ok() {
                             let mut st = agent.st();
                             st.reported.remove(&id);

@@ -68,8 +68,17 @@ impl KvmDriver {
     }
 
     async fn request(&self, id: &VmId, op: &'static str) -> Result<String, ComputeError> {
+        self.request_line(id, op, op.to_string()).await
+    }
+
+    /// Sends `line` to the worker; `op` names it in errors.
+    async fn request_line(
+        &self,
+        id: &VmId,
+        op: &'static str,
+        what: String,
+    ) -> Result<String, ComputeError> {
         let dir = self.dir(id);
-        let what = op.to_string();
         tokio::task::spawn_blocking(move || worker::request(&dir, &what))
             .await
             .map_err(|e| e.to_string())
@@ -261,18 +270,10 @@ impl Hypervisor for KvmDriver {
 
     /// Typed through the worker, which waits while the guest reads (back-pressure).
     async fn console_input(&self, id: &VmId, data: &[u8]) -> Result<(), ComputeError> {
-        let dir = self.dir(id);
         let line = format!("input {}", hex::encode(data));
-        tokio::task::spawn_blocking(move || worker::request(&dir, &line))
+        self.request_line(id, "console input", line)
             .await
-            .map_err(|e| e.to_string())
-            .and_then(|r| r)
             .map(|_| ())
-            .map_err(|reason| ComputeError::Control {
-                id: id.clone(),
-                op: "console input",
-                reason,
-            })
     }
 
     async fn reboot(&self, id: &VmId) -> Result<(), ComputeError> {

@@ -68,9 +68,8 @@ struct Held {
     /// The kernel (direct boot) or the BIOS image (firmware boot).
     kernel: std::fs::File,
     initrd: Option<std::fs::File>,
-    /// The disks, in the guest's order, with the serial each shows and whether it is
-    /// read-only.
-    disks: Vec<(Arc<dyn crate::storage::Volume>, String, bool)>,
+    /// The disks, in the guest's order (each VM built shares their connections).
+    disks: Vec<DiskConfig>,
     taps: Vec<super::vmm::virtio::tap::Tap>,
     console: std::fs::File,
     events: std::fs::File,
@@ -82,11 +81,12 @@ pub const INPUT_MAX: usize = 64 * 1024;
 /// How long typing waits for a guest that reads none of its console input.
 pub const INPUT_STALL: Duration = Duration::from_secs(10);
 
-/// The running VM's console input (replaced when the VM is built again after a reboot).
-type InputSlot = Arc<Mutex<Option<Arc<Mutex<super::vmm::serial::SerialDevice>>>>>;
 pub const PID_FILE: &str = "vmm.pid";
 pub const CONTROL_SOCKET: &str = "control.sock";
 pub const CONSOLE_LOG: &str = "console.log";
+
+/// The running VM's console input (replaced when the VM is built again after a reboot).
+type InputSlot = Arc<Mutex<Arc<Mutex<super::vmm::serial::SerialDevice>>>>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum WorkerError {
@@ -196,16 +196,16 @@ impl WorkerSpec {
         let file = |p: &Path, what: &str| {
             std::fs::File::open(p).map_err(io(format!("cannot open the {what} {}", p.display())))
         };
-        let mut disks: Vec<(Arc<dyn crate::storage::Volume>, String, bool)> = Vec::new();
+        let mut disks = Vec::new();
         let nbd = |n: &super::NbdDisk| -> Result<_, WorkerError> {
             let v = crate::storage::nbd::NbdVolume::connect_unix(&n.socket, &n.export)
                 .map_err(|e| WorkerError::Volume(crate::telemetry::error_chain(&e)))?;
             // The serial the guest sees (/dev/disk/by-id/virtio-<serial>), as on QEMU.
-            Ok((
-                Arc::new(v) as Arc<dyn crate::storage::Volume>,
-                n.export.chars().take(20).collect::<String>(),
-                false,
-            ))
+            Ok(DiskConfig::Volume {
+                volume: Arc::new(v),
+                read_only: false,
+                id: n.export.chars().take(20).collect(),
+            })
         };
         if let Some(n) = &self.nbd {
             disks.push(nbd(n)?);
@@ -213,7 +213,11 @@ impl WorkerSpec {
         if let Some(p) = &self.disk {
             let v = crate::storage::file::FileVolume::open(p, false)
                 .map_err(|e| WorkerError::Volume(crate::telemetry::error_chain(&e)))?;
-            disks.push((Arc::new(v), "disk0".to_string(), false));
+            disks.push(DiskConfig::Volume {
+                volume: Arc::new(v),
+                read_only: false,
+                id: "disk0".into(),
+            });
         }
         for d in &self.data_disks {
             disks.push(nbd(d)?);
@@ -221,7 +225,11 @@ impl WorkerSpec {
         if let Some(p) = &self.config_drive {
             let v = crate::storage::file::FileVolume::open(p, true)
                 .map_err(|e| WorkerError::Volume(crate::telemetry::error_chain(&e)))?;
-            disks.push((Arc::new(v), "config-2".to_string(), true));
+            disks.push(DiskConfig::Volume {
+                volume: Arc::new(v),
+                read_only: true,
+                id: "config-2".into(),
+            });
         }
         Ok(Held {
             kvm: std::fs::OpenOptions::new()
@@ -258,15 +266,7 @@ impl WorkerSpec {
     fn vm_config(&self, dir: &Path, held: &Held) -> Result<VmConfig, WorkerError> {
         let mut c = self.base_config(dir)?;
         let dup = |f: &std::fs::File| f.try_clone().map_err(io("cannot duplicate a descriptor"));
-        c.disks = held
-            .disks
-            .iter()
-            .map(|(v, id, ro)| DiskConfig::Volume {
-                volume: v.clone(),
-                read_only: *ro,
-                id: id.clone(),
-            })
-            .collect();
+        c.disks = held.disks.clone();
         c.opened.kvm = Some(dup(&held.kvm)?);
         if self.firmware.is_some() {
             c.opened.firmware = Some(dup(&held.kernel)?);
@@ -343,9 +343,9 @@ pub fn run(dir: &Path) -> Result<i32, WorkerError> {
     vmdir::append_event_to(events, "start started by Strata");
 
     let state = Arc::new(Mutex::new(RunState::Running));
-    let input: InputSlot = Arc::new(Mutex::new(Some(handle.console_input())));
+    let input: InputSlot = Arc::new(Mutex::new(handle.console_input()));
     let set_input = |h: &VmmHandle| {
-        *input.lock().unwrap_or_else(|p| p.into_inner()) = Some(h.console_input());
+        *input.lock().unwrap_or_else(|p| p.into_inner()) = h.console_input();
     };
     let (tx, rx) = mpsc::channel::<(Request, mpsc::Sender<String>)>();
     {
@@ -444,9 +444,7 @@ fn type_input(input: &InputSlot, text: &str) -> String {
     if bytes.len() > INPUT_MAX {
         return format!("error at most {INPUT_MAX} bytes of console input at once");
     }
-    let Some(dev) = input.lock().unwrap_or_else(|p| p.into_inner()).clone() else {
-        return "error the VM is not running".into();
-    };
+    let dev = input.lock().unwrap_or_else(|p| p.into_inner()).clone();
     let sent = super::vmm::serial::type_all(&dev, &bytes, INPUT_STALL);
     if sent == bytes.len() {
         "ok".into()

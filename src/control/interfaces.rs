@@ -80,8 +80,10 @@ impl Control {
         let (port_id, made) = match what {
             Attach::Port(p) => {
                 let port = self.find_port(caller, &p)?;
-                if port.project != v.value.project.clone().unwrap_or_default()
-                    && v.value.project.is_some()
+                if v.value
+                    .project
+                    .as_deref()
+                    .is_some_and(|p| p != port.project)
                 {
                     return Err(ControlError::NotFound(format!(
                         "Port {p} could not be found."
@@ -109,8 +111,8 @@ impl Control {
                                     ip: Some(ip),
                                 }]
                             }),
-                            device_id: v.value.id.0.clone(),
-                            device_owner: "compute:nova".into(),
+                            // Owned by the VM once bound to it (below), so that a
+                            // port left over from a failed bind can still be deleted.
                             ..Default::default()
                         },
                     )
@@ -120,7 +122,7 @@ impl Control {
         };
         let done = self.bind_to_vm(&v.value.id.0, &port_id, !made).await;
         if done.is_err() && made {
-            let _ = self.delete_port(&Caller::system(), &port_id).await;
+            self.drop_ports(std::slice::from_ref(&port_id)).await;
         }
         done?;
         self.port(&Caller::system(), &port_id)

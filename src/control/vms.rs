@@ -264,7 +264,7 @@ impl Control {
         made
     }
 
-    async fn drop_ports(&self, ports: &[String]) {
+    pub(super) async fn drop_ports(&self, ports: &[String]) {
         for p in ports {
             if let Err(e) = self.delete_port(&Caller::system(), p).await {
                 tracing::warn!(port = %p, error = %e, "cannot remove the port of a VM that was not created");

@@ -15,6 +15,19 @@ pub fn image() -> PathBuf {
     p
 }
 
+/// The command line of VM `id`'s QEMU, on whichever node runs it.
+fn qemu_cmdline(c: &Cluster, id: &str) -> String {
+    let cmdline = c
+        .nodes
+        .iter()
+        .find_map(|n| {
+            let pid = std::fs::read_to_string(n.dir.join("vms").join(id).join("qemu.pid")).ok()?;
+            std::fs::read(format!("/proc/{}/cmdline", pid.trim())).ok()
+        })
+        .unwrap_or_else(|| panic!("no QEMU runs VM {id}"));
+    String::from_utf8_lossy(&cmdline).replace('\0', " ")
+}
+
 /// Runs `cmd` in the guest over SSH from the outside namespace; its output on success.
 fn ssh(outside: &VmNic, key: &Path, ip: &str, cmd: &str) -> Result<String, String> {
     let o = outside.run(&[
@@ -168,16 +181,8 @@ pub fn cloud_image_over_ssh(c: &Cluster, os: &Os, demo: &[&str], dir: &Path) {
         .output()
         .unwrap();
     assert_eq!(String::from_utf8_lossy(&label.stdout).trim(), "config-2");
-    let cmdline = c
-        .nodes
-        .iter()
-        .find_map(|n| {
-            let pid = std::fs::read_to_string(n.dir.join("vms").join(&id).join("qemu.pid")).ok()?;
-            std::fs::read(format!("/proc/{}/cmdline", pid.trim())).ok()
-        })
-        .expect("tiny1's QEMU");
     assert!(
-        String::from_utf8_lossy(&cmdline).contains("media=cdrom"),
+        qemu_cmdline(c, &id).contains("media=cdrom"),
         "no CD-ROM on tiny1"
     );
     let console = || run(&["console", "log", "show", "tiny1"]);
@@ -359,17 +364,8 @@ pub fn cloud_image_over_ssh(c: &Cluster, os: &Os, demo: &[&str], dir: &Path) {
     ]);
     assert_eq!(u["status"], "ACTIVE", "{u}");
     let uid = u["id"].as_str().unwrap().to_string();
-    let cmdline = c
-        .nodes
-        .iter()
-        .find_map(|n| {
-            let pid =
-                std::fs::read_to_string(n.dir.join("vms").join(&uid).join("qemu.pid")).ok()?;
-            std::fs::read(format!("/proc/{}/cmdline", pid.trim())).ok()
-        })
-        .expect("tiny-uefi's QEMU");
     assert!(
-        String::from_utf8_lossy(&cmdline).contains("OVMF_CODE"),
+        qemu_cmdline(c, &uid).contains("OVMF_CODE"),
         "no UEFI firmware on tiny-uefi"
     );
     let uefi_console = || run(&["console", "log", "show", "tiny-uefi"]);

@@ -508,26 +508,22 @@ async fn create(State(node): State<Arc<Api>>, headers: HeaderMap, b: axum::body:
     };
     // Nova's boolean parameter type: true/false, their spellings as strings, 1/0.
     let config_drive = match srv.get("config_drive") {
-        None | Some(Value::Null) => false,
-        Some(Value::Bool(b)) => *b,
-        Some(Value::Number(n)) if n.as_u64() == Some(1) => true,
-        Some(Value::Number(n)) if n.as_u64() == Some(0) => false,
+        None | Some(Value::Null) => Some(false),
+        Some(Value::Bool(b)) => Some(*b),
+        Some(Value::Number(n)) => n.as_u64().filter(|n| *n <= 1).map(|n| n == 1),
         Some(Value::String(v)) => match v.to_ascii_lowercase().as_str() {
-            "true" | "1" | "yes" | "on" | "y" | "t" => true,
-            "false" | "0" | "no" | "off" | "n" | "f" | "" => false,
-            _ => {
-                return Err(bad(format!(
-                    "Invalid input for field/attribute config_drive. Value: {v}. \
-                     {v} is not of type 'boolean'"
-                )))
-            }
+            "true" | "1" | "yes" | "on" | "y" | "t" => Some(true),
+            "false" | "0" | "no" | "off" | "n" | "f" | "" => Some(false),
+            _ => None,
         },
-        Some(v) => {
-            return Err(bad(format!(
-                "Invalid input for field/attribute config_drive. Value: {v}. \
-                 {v} is not of type 'boolean'"
-            )))
-        }
+        Some(_) => None,
+    };
+    let Some(config_drive) = config_drive else {
+        let v = &srv["config_drive"];
+        return Err(bad(format!(
+            "Invalid input for field/attribute config_drive. Value: {v}. \
+             {v} is not of type 'boolean'"
+        )));
     };
     let user_data = match srv.get("user_data").and_then(Value::as_str) {
         Some(u) => Some(

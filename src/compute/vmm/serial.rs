@@ -252,11 +252,6 @@ impl BusDevice for SerialDevice {
     }
 }
 
-/// Sends input to a shared UART.
-pub fn send_input(dev: &Arc<Mutex<SerialDevice>>, bytes: &[u8]) -> Result<usize, SerialError> {
-    lock(dev).send_input(bytes)
-}
-
 /// Types all of `bytes` into a shared UART, a FIFO's worth at a time, waiting for the
 /// guest to read each before the next (back-pressure, not an error, when the FIFO is
 /// full). Gives up when the guest has read nothing for `stall`; returns how many bytes

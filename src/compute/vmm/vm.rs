@@ -40,6 +40,7 @@ use super::virtio::{block::Block, net::Net, rng::Rng, DeviceEvent, IrqLine, Virt
 use crate::storage::Volume;
 
 /// A disk: a raw image file opened by the VMM, or any storage volume (e.g. a replicated one).
+#[derive(Clone)]
 pub enum DiskConfig {
     Path {
         path: PathBuf,
@@ -250,18 +251,9 @@ impl Vmm {
         vm.create_pit2(pit).map_err(kvm_op("create PIT"))?;
 
         let mem = memory::create_guest_memory(config.mem_mib)?;
-        for (slot, region) in mem.iter().enumerate() {
-            let r = kvm_userspace_memory_region {
-                slot: slot as u32,
-                flags: 0,
-                guest_phys_addr: region.start_addr().0,
-                memory_size: region.len(),
-                userspace_addr: region.as_ptr() as u64,
-            };
-            // SAFETY: the region is a live anonymous mapping owned by `mem`, which this
-            // Vmm keeps (in `_mem` and in every device) for as long as the VM exists.
-            unsafe { vm.set_user_memory_region(r) }.map_err(kvm_op("set memory region"))?;
-        }
+        // The mappings stay owned by `mem` (kept in `_mem` and by every device) for as
+        // long as the VM exists.
+        register_memory(&vm, &mem, 0)?;
 
         let (tx, rx) = channel();
         let sink_tx = Mutex::new(tx.clone());
@@ -406,19 +398,8 @@ impl Vmm {
             }
             Some(path) => {
                 let fw = firmware::load_firmware(&mem, path, config.opened.firmware.as_ref())?;
-                for region in fw.rom.iter() {
-                    let r = kvm_userspace_memory_region {
-                        slot: mem.num_regions() as u32,
-                        flags: 0,
-                        guest_phys_addr: region.start_addr().0,
-                        memory_size: region.len(),
-                        userspace_addr: region.as_ptr() as u64,
-                    };
-                    // SAFETY: the mapping is owned by `fw.rom`, which this Vmm keeps for
-                    // as long as the VM exists.
-                    unsafe { vm.set_user_memory_region(r) }
-                        .map_err(kvm_op("set firmware memory region"))?;
-                }
+                // Kept in `_rom` for as long as the VM exists.
+                register_memory(&vm, &fw.rom, mem.num_regions() as u32)?;
                 rom = Some(fw.rom);
                 let cfg = firmware::fw_cfg(&mem, config.vcpus, &acpi_devices)?;
                 io.insert(FW_CFG_PORT, FW_CFG_PORTS_LEN, Arc::new(Mutex::new(cfg)))?;
@@ -454,14 +435,11 @@ impl Vmm {
             }
             vcpus.push(fd);
         }
-        match &config.firmware {
-            None => {
-                tracing::info!(vcpus = config.vcpus, mem_mib = config.mem_mib, cmdline = %config.cmdline, "VM built")
-            }
-            Some(fw) => {
-                tracing::info!(vcpus = config.vcpus, mem_mib = config.mem_mib, firmware = %fw.display(), "VM built")
-            }
-        }
+        let boot = match &config.firmware {
+            None => format!("kernel command line {:?}", config.cmdline),
+            Some(fw) => format!("firmware {}", fw.display()),
+        };
+        tracing::info!(vcpus = config.vcpus, mem_mib = config.mem_mib, %boot, "VM built");
         Ok(Vmm {
             _kvm: kvm,
             vm,
@@ -535,6 +513,24 @@ impl Vmm {
             stop_evt,
         })
     }
+}
+
+/// Hands the regions of `mem` to KVM as slots from `first_slot` on. The caller keeps
+/// `mem` alive for as long as the VM exists.
+fn register_memory(vm: &VmFd, mem: &GuestMemoryMmap, first_slot: u32) -> Result<(), VmmError> {
+    for (i, region) in mem.iter().enumerate() {
+        let r = kvm_userspace_memory_region {
+            slot: first_slot + i as u32,
+            flags: 0,
+            guest_phys_addr: region.start_addr().0,
+            memory_size: region.len(),
+            userspace_addr: region.as_ptr() as u64,
+        };
+        // SAFETY: the region is a live mapping owned by `mem`, which the caller keeps for
+        // as long as the VM exists.
+        unsafe { vm.set_user_memory_region(r) }.map_err(kvm_op("set memory region"))?;
+    }
+    Ok(())
 }
 
 /// Turns vCPU messages into events, and stops the VM on the first terminal one.
@@ -672,11 +668,6 @@ impl VmmHandle {
 
     pub fn console(&self) -> &ConsoleLog {
         &self.console
-    }
-
-    /// Types `bytes` into the guest's serial console; returns how many fit the FIFO.
-    pub fn send_input(&self, bytes: &[u8]) -> Result<usize, VmmError> {
-        Ok(super::serial::send_input(&self.serial, bytes)?)
     }
 
     /// The serial console's input, usable from other threads while the VM runs.

@@ -230,7 +230,6 @@ pub struct VcpuSetupError {
     pub source: kvm_ioctls::Error,
 }
 
-/// Sets CPUID, MSRs, registers, FPU and LAPIC of vCPU `id` for the 64-bit boot.
 /// A vCPU for firmware boot: CPUID and the LAPIC's LINT pins, registers left in KVM's
 /// reset state (the BSP starts at the reset vector, the others wait for INIT and SIPI).
 pub fn configure_reset_vcpu(
@@ -249,6 +248,7 @@ pub fn configure_reset_vcpu(
     Ok(())
 }
 
+/// Sets CPUID, MSRs, registers, FPU and LAPIC of vCPU `id` for the 64-bit boot.
 pub fn configure_vcpu(
     vcpu: &VcpuFd,
     id: u8,
@@ -257,9 +257,7 @@ pub fn configure_vcpu(
     entry: u64,
 ) -> Result<(), VcpuSetupError> {
     let err = |what| move |source| VcpuSetupError { id, what, source };
-    let mut cpuid = supported_cpuid.clone();
-    filter_cpuid(&mut cpuid, id, count);
-    vcpu.set_cpuid2(&cpuid).map_err(err("CPUID"))?;
+    configure_reset_vcpu(vcpu, id, count, supported_cpuid)?;
     let msrs = Msrs::from_entries(&boot_msr_entries()).map_err(|_| VcpuSetupError {
         id,
         what: "MSRs",
@@ -279,9 +277,6 @@ pub fn configure_vcpu(
     boot_sregs(&mut sregs);
     vcpu.set_sregs(&sregs).map_err(err("special registers"))?;
     vcpu.set_fpu(&boot_fpu()).map_err(err("FPU"))?;
-    let mut lapic = vcpu.get_lapic().map_err(err("LAPIC"))?;
-    set_lint(&mut lapic);
-    vcpu.set_lapic(&lapic).map_err(err("LAPIC"))?;
     Ok(())
 }
 

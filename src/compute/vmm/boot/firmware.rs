@@ -17,14 +17,12 @@ use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestM
 use super::super::fw_cfg::{e820_file, FwCfg};
 use super::super::memory::{low_ram_end, KVM_IDENTITY_MAP_ADDR, MMIO_HOLE_END};
 use super::super::serial::SERIAL_PORT;
-use super::{acpi, open_or_reuse, read_err, BootError};
+use super::{acpi, open_or_reuse, read_err, BootError, E820_RAM, E820_RESERVED};
 
 /// The part of the image mapped into low memory below 1 MiB.
 const LOW_ALIAS_MAX: u64 = 128 << 10;
 /// Largest image: the high mapping must end below KVM's identity map and TSS pages.
 pub const FIRMWARE_MAX: u64 = MMIO_HOLE_END - (KVM_IDENTITY_MAP_ADDR + 0x4000);
-const E820_RAM: u32 = 1;
-const E820_RESERVED: u32 = 2;
 
 #[derive(Debug, thiserror::Error)]
 pub enum FirmwareError {

@@ -26,8 +26,8 @@ use super::memory::{
     ZERO_PAGE_ADDR,
 };
 
-const E820_RAM: u32 = 1;
-const E820_RESERVED: u32 = 2;
+pub(super) const E820_RAM: u32 = 1;
+pub(super) const E820_RESERVED: u32 = 2;
 const KERNEL_BOOT_FLAG_MAGIC: u16 = 0xaa55;
 const KERNEL_HDR_MAGIC: u32 = 0x5372_6448; // "HdrS"
 const KERNEL_LOADER_OTHER: u8 = 0xff;
